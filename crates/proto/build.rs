@@ -1,0 +1,19 @@
+//! Compiles `proto/**/*.proto` at the workspace root with protox (pure Rust, no system
+//! `protoc`), then generates prost messages and tonic stubs into `OUT_DIR`.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let files = ["fluxgate/v1/agent.proto"];
+    let paths: Vec<PathBuf> = files.iter().map(|f| proto_root.join(f)).collect();
+    for path in &paths {
+        println!("cargo:rerun-if-changed={}", path.display());
+    }
+    let descriptors = protox::compile(&paths, [&proto_root])?;
+    tonic_prost_build::configure()
+        .client_mod_attribute(".", r#"#[cfg(feature = "client")]"#)
+        .server_mod_attribute(".", r#"#[cfg(feature = "server")]"#)
+        .compile_fds(descriptors)?;
+    Ok(())
+}

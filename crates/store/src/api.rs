@@ -1,0 +1,71 @@
+//! The `Store` trait: everything the broker keeps durably.
+
+use async_trait::async_trait;
+use fluxgate_core::{AgentName, LogEntry, Seq, TokenDigest, UnixMillis};
+
+use crate::error::StoreError;
+use crate::model::{
+    AgentRecord, AgentUpdate, AppendResult, CursorUpdate, HookBatch, LogBounds, NewAgent, Snapshot,
+};
+
+/// Which database a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Durable state: the log, the catalog, agents and their cursors.
+///
+/// Contract shared by every implementation (checked by the behavioural suite in
+/// `tests/suite.rs`):
+/// - seqs are global, gapless and assigned in commit order, also across processes;
+/// - a failed call writes nothing;
+/// - every change to routing state (catalog or agent) is itself a log entry, committed in
+///   the same transaction as the change.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+
+    /// Cheap check that the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Appends hooks in one transaction (group commit), deduplicating each.
+    async fn append(&self, hooks: &[HookBatch]) -> Result<AppendResult, StoreError>;
+
+    /// Up to `limit` entries with seq > `after`, in seq order.
+    async fn read_log(&self, after: Seq, limit: u32) -> Result<Vec<LogEntry>, StoreError>;
+
+    async fn log_bounds(&self) -> Result<LogBounds, StoreError>;
+
+    /// Removes entries recorded before `older_than`, and dedup state of the same age.
+    /// Returns the new bounds.
+    async fn trim(&self, older_than: UnixMillis) -> Result<LogBounds, StoreError>;
+
+    /// The routing state (catalog and agent policies) and the log head it corresponds to,
+    /// read consistently.
+    async fn snapshot(&self) -> Result<Snapshot, StoreError>;
+
+    /// Creates an agent; its cursor starts at the current head, so it receives every event
+    /// from its creation on. Returns the agent and the log entry recording the change.
+    async fn create_agent(&self, agent: NewAgent) -> Result<(AgentRecord, LogEntry), StoreError>;
+
+    async fn update_agent(
+        &self,
+        name: &AgentName,
+        update: AgentUpdate,
+    ) -> Result<(AgentRecord, LogEntry), StoreError>;
+
+    async fn delete_agent(&self, name: &AgentName) -> Result<LogEntry, StoreError>;
+
+    async fn agent(&self, name: &AgentName) -> Result<Option<AgentRecord>, StoreError>;
+
+    /// The agent whose token has this digest (compared in constant time after lookup).
+    async fn agent_by_token(&self, digest: &TokenDigest)
+    -> Result<Option<AgentRecord>, StoreError>;
+
+    async fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError>;
+
+    /// Moves cursors forward (never back) and records when each agent was last seen.
+    async fn save_cursors(&self, updates: &[CursorUpdate]) -> Result<(), StoreError>;
+}

@@ -1,0 +1,124 @@
+//! What goes into the store and what comes out of it.
+
+use fluxgate_core::{
+    AgentName, AgentPolicy, CatalogChange, FullPath, Grant, LogEntry, ProjectId, PushEvent, Seq,
+    TokenDigest, UnixMillis, Visibility,
+};
+
+/// One record to append, as ingest produced it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NewRecord {
+    Push(PushEvent),
+    Catalog(CatalogChange),
+}
+
+/// Everything one hook delivery carries: appended atomically, deduplicated together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookBatch {
+    /// GitLab's `Idempotency-Key`: a delivery seen before with the same key is a duplicate.
+    pub idempotency_key: Option<String>,
+    pub records: Vec<NewRecord>,
+}
+
+/// Where one record of a hook ended up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordOutcome {
+    /// The record's seq, or the original's seq for a duplicate.
+    pub seq: Seq,
+    pub duplicate: bool,
+}
+
+/// Where every record of one hook ended up, in the hook's order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HookOutcome {
+    pub records: Vec<RecordOutcome>,
+}
+
+impl HookOutcome {
+    /// True if every record was a duplicate (or there were none).
+    pub fn all_duplicates(&self) -> bool {
+        self.records.iter().all(|r| r.duplicate)
+    }
+}
+
+/// The result of appending a batch of hooks in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct AppendResult {
+    /// One outcome per hook, in the order given.
+    pub outcomes: Vec<HookOutcome>,
+    /// Every entry the transaction committed, in seq order.
+    pub entries: Vec<LogEntry>,
+}
+
+/// The log's extent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogBounds {
+    /// The last seq assigned.
+    pub head: Seq,
+    /// Every seq at or below this was removed by retention.
+    pub floor: Seq,
+}
+
+/// A project as the catalog stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogProject {
+    pub id: ProjectId,
+    pub path: FullPath,
+    pub visibility: Option<Visibility>,
+}
+
+/// The routing state at one point of the log: start from this, then apply every entry
+/// after `bounds.head`.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub bounds: LogBounds,
+    pub projects: Vec<CatalogProject>,
+    /// Every path (current or former) and the project that owns it.
+    pub aliases: Vec<(FullPath, ProjectId)>,
+    pub agents: Vec<AgentPolicy>,
+}
+
+/// A new agent. The caller generated the token and passes only its digest.
+#[derive(Debug, Clone)]
+pub struct NewAgent {
+    pub name: AgentName,
+    pub config_project: FullPath,
+    pub grants: Vec<Grant>,
+    pub allow_internal: bool,
+    pub token_digest: TokenDigest,
+}
+
+/// A change to an existing agent.
+#[derive(Debug, Clone)]
+pub enum AgentUpdate {
+    /// Adds grants; `allow_internal: true` also lets it see internal projects.
+    Grant {
+        grants: Vec<Grant>,
+        allow_internal: bool,
+    },
+    /// Removes grants (each must exist); `internal: true` withdraws internal projects.
+    Revoke { grants: Vec<Grant>, internal: bool },
+    /// Replaces the token; streams opened with the old one are closed.
+    RotateToken { digest: TokenDigest },
+}
+
+/// An agent as stored.
+#[derive(Debug, Clone)]
+pub struct AgentRecord {
+    pub policy: AgentPolicy,
+    pub token_digest: TokenDigest,
+    /// Every event at or below this seq was handled by the agent (from its acks).
+    pub cursor: Seq,
+    pub created_at: UnixMillis,
+    pub updated_at: UnixMillis,
+    /// Last connect or ack, from any replica.
+    pub last_seen_at: Option<UnixMillis>,
+}
+
+/// A cursor to persist: moves only forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CursorUpdate {
+    pub agent: fluxgate_core::AgentId,
+    pub cursor: Seq,
+    pub seen_at: UnixMillis,
+}

@@ -1,0 +1,258 @@
+//! Agents: create, change, delete, look up; cursors.
+//!
+//! Every change is recorded in the log in the same transaction, with the agent's new
+//! policy, so all replicas apply it at the same point of the log.
+
+use fluxgate_core::{
+    AdminAction, AgentId, AgentName, AgentPolicy, LogEntry, LogRecord, StateCause, StateChange,
+    StateEffect, TokenDigest, UnixMillis,
+};
+use sqlx::AnyConnection;
+use sqlx::any::AnyRow;
+
+use super::log::LogWriter;
+use super::rows;
+use crate::error::StoreError;
+use crate::model::{AgentRecord, AgentUpdate, CursorUpdate, NewAgent};
+
+const COLUMNS: &str = "id, name, config_project, grants, allow_internal, token_digest, token_generation, \
+                       cursor_seq, created_at, updated_at, last_seen_at";
+
+fn record_from_row(row: &AnyRow) -> Result<AgentRecord, StoreError> {
+    let name = rows::text(row, "name")?;
+    let generation = rows::int(row, "token_generation")?;
+    Ok(AgentRecord {
+        policy: AgentPolicy {
+            id: AgentId(rows::int(row, "id")?),
+            name: AgentName::parse(&name).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            config_project: rows::path(row, "config_project")?,
+            grants: rows::json(row, "grants")?,
+            allow_internal: rows::int(row, "allow_internal")? != 0,
+            token_generation: u32::try_from(generation)
+                .map_err(|_| StoreError::Corrupt(format!("token_generation = {generation}")))?,
+        },
+        token_digest: TokenDigest::from_hex(rows::text(row, "token_digest")?),
+        cursor: rows::seq(row, "cursor_seq")?,
+        created_at: rows::millis(row, "created_at")?,
+        updated_at: rows::millis(row, "updated_at")?,
+        last_seen_at: rows::opt_int(row, "last_seen_at")?.map(UnixMillis),
+    })
+}
+
+pub(super) async fn load_all(conn: &mut AnyConnection) -> Result<Vec<AgentRecord>, StoreError> {
+    let query = format!("SELECT {COLUMNS} FROM agents ORDER BY name");
+    let found = sqlx::query(sqlx::AssertSqlSafe(query))
+        .fetch_all(&mut *conn)
+        .await?;
+    found.iter().map(record_from_row).collect()
+}
+
+pub(super) async fn by_name(
+    conn: &mut AnyConnection,
+    name: &AgentName,
+) -> Result<Option<AgentRecord>, StoreError> {
+    let query = format!("SELECT {COLUMNS} FROM agents WHERE name = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(query))
+        .bind(name.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.map(|row| record_from_row(&row)).transpose()
+}
+
+pub(super) async fn by_token(
+    conn: &mut AnyConnection,
+    digest: &TokenDigest,
+) -> Result<Option<AgentRecord>, StoreError> {
+    let query = format!("SELECT {COLUMNS} FROM agents WHERE token_digest = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(query))
+        .bind(digest.as_hex())
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.map(|row| record_from_row(&row)).transpose()
+}
+
+async fn require(conn: &mut AnyConnection, name: &AgentName) -> Result<AgentRecord, StoreError> {
+    by_name(conn, name)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("no agent named {name:?}")))
+}
+
+/// Writes the state entry for an admin change and closes the log transaction.
+async fn record_change(
+    conn: &mut AnyConnection,
+    mut writer: LogWriter,
+    action: AdminAction,
+    name: &AgentName,
+    effect: StateEffect,
+) -> Result<LogEntry, StoreError> {
+    let cause = StateCause::Admin {
+        action,
+        agent: name.clone(),
+    };
+    let record = LogRecord::State(StateChange {
+        cause,
+        effects: vec![effect],
+    });
+    writer.write(conn, record).await?;
+    let mut entries = writer.finish(conn).await?;
+    Ok(entries.pop().expect("one entry was written"))
+}
+
+pub(super) async fn create(
+    conn: &mut AnyConnection,
+    agent: NewAgent,
+) -> Result<(AgentRecord, LogEntry), StoreError> {
+    let writer = LogWriter::begin(conn).await?;
+    if by_name(conn, &agent.name).await?.is_some() {
+        return Err(StoreError::AlreadyExists(format!(
+            "an agent named {:?} already exists",
+            agent.name
+        )));
+    }
+    let now = writer.now();
+    let head = writer.head();
+    let mut grants = agent.grants.clone();
+    grants.sort();
+    grants.dedup();
+    let row = sqlx::query(
+        "INSERT INTO agents (name, config_project, grants, allow_internal, token_digest, token_generation, \
+         cursor_seq, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $7) RETURNING id",
+    )
+    .bind(agent.name.as_str())
+    .bind(agent.config_project.as_str())
+    .bind(rows::to_json(&grants))
+    .bind(i64::from(agent.allow_internal))
+    .bind(agent.token_digest.as_hex())
+    .bind(rows::seq_param(head))
+    .bind(now.get())
+    .fetch_one(&mut *conn)
+    .await?;
+    let id = AgentId(rows::int(&row, "id")?);
+    let record = require(conn, &agent.name).await?;
+    debug_assert_eq!(record.policy.id, id);
+    let effect = StateEffect::Agent {
+        policy: record.policy.clone(),
+    };
+    let entry = record_change(conn, writer, AdminAction::Create, &agent.name, effect).await?;
+    Ok((record, entry))
+}
+
+pub(super) async fn update(
+    conn: &mut AnyConnection,
+    name: &AgentName,
+    update: AgentUpdate,
+) -> Result<(AgentRecord, LogEntry), StoreError> {
+    let writer = LogWriter::begin(conn).await?;
+    let current = require(conn, name).await?;
+    let mut policy = current.policy.clone();
+    let mut digest = current.token_digest.clone();
+    let action = match update {
+        AgentUpdate::Grant {
+            grants,
+            allow_internal,
+        } => {
+            policy.grants.extend(grants);
+            policy.allow_internal |= allow_internal;
+            AdminAction::Grant
+        }
+        AgentUpdate::Revoke { grants, internal } => {
+            if let Some(missing) = grants.iter().find(|g| !policy.grants.contains(g)) {
+                return Err(StoreError::Invalid(format!(
+                    "agent {name:?} has no grant for {missing}"
+                )));
+            }
+            policy.grants.retain(|g| !grants.contains(g));
+            policy.allow_internal &= !internal;
+            AdminAction::Revoke
+        }
+        AgentUpdate::RotateToken { digest: new_digest } => {
+            digest = new_digest;
+            policy.token_generation += 1;
+            AdminAction::RotateToken
+        }
+    };
+    policy.grants.sort();
+    policy.grants.dedup();
+    save_policy(conn, &policy, Some(&digest), writer.now()).await?;
+    let record = require(conn, name).await?;
+    let effect = StateEffect::Agent {
+        policy: record.policy.clone(),
+    };
+    let entry = record_change(conn, writer, action, name, effect).await?;
+    Ok((record, entry))
+}
+
+pub(super) async fn delete(
+    conn: &mut AnyConnection,
+    name: &AgentName,
+) -> Result<LogEntry, StoreError> {
+    let writer = LogWriter::begin(conn).await?;
+    let current = require(conn, name).await?;
+    sqlx::query("DELETE FROM agents WHERE id = $1")
+        .bind(current.policy.id.0)
+        .execute(&mut *conn)
+        .await?;
+    let effect = StateEffect::AgentRemoved {
+        id: current.policy.id,
+    };
+    record_change(conn, writer, AdminAction::Delete, name, effect).await
+}
+
+async fn save_policy(
+    conn: &mut AnyConnection,
+    policy: &AgentPolicy,
+    digest: Option<&TokenDigest>,
+    now: UnixMillis,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE agents SET config_project = $1, grants = $2, allow_internal = $3, token_generation = $4, \
+         token_digest = COALESCE($5, token_digest), updated_at = $6 WHERE id = $7",
+    )
+    .bind(policy.config_project.as_str())
+    .bind(rows::to_json(&policy.grants))
+    .bind(i64::from(policy.allow_internal))
+    .bind(i64::from(policy.token_generation))
+    .bind(digest.map(|d| d.as_hex().to_owned()))
+    .bind(now.get())
+    .bind(policy.id.0)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Applies a move rule to every agent's policy, saves those that changed, and returns
+/// their new policies as effects.
+pub(super) async fn follow_move(
+    conn: &mut AnyConnection,
+    now: UnixMillis,
+    mut rule: impl FnMut(&mut AgentPolicy) -> bool,
+) -> Result<Vec<StateEffect>, StoreError> {
+    let mut effects = Vec::new();
+    for agent in load_all(conn).await? {
+        let mut policy = agent.policy;
+        if rule(&mut policy) {
+            save_policy(conn, &policy, None, now).await?;
+            effects.push(StateEffect::Agent { policy });
+        }
+    }
+    Ok(effects)
+}
+
+pub(super) async fn save_cursors(
+    conn: &mut AnyConnection,
+    updates: &[CursorUpdate],
+) -> Result<(), StoreError> {
+    for update in updates {
+        sqlx::query(
+            "UPDATE agents SET cursor_seq = CASE WHEN cursor_seq < $1 THEN $1 ELSE cursor_seq END, \
+             last_seen_at = CASE WHEN last_seen_at IS NULL OR last_seen_at < $2 THEN $2 ELSE last_seen_at END \
+             WHERE id = $3",
+        )
+        .bind(rows::seq_param(update.cursor))
+        .bind(update.seen_at.get())
+        .bind(update.agent.0)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,229 @@
+//! The SQL implementation of [`Store`], for SQLite (the embedded default) and PostgreSQL.
+//!
+//! Both run the same queries through sqlx's `Any` driver: the SQL is written in the common
+//! dialect (`$N` parameters, `ON CONFLICT`, `RETURNING`), and only the migrations differ
+//! per database. Every write transaction starts by updating the `log_state` row, which
+//! takes PostgreSQL's row lock or SQLite's write lock before anything is read: writers are
+//! serialised, so seqs are gapless and in commit order, and reads inside the transaction
+//! see every earlier commit.
+
+mod agents;
+mod catalog;
+mod log;
+mod rows;
+
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fluxgate_core::{AgentName, LogEntry, Seq, TokenDigest, UnixMillis};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor as _};
+
+use crate::api::{Backend, Store};
+use crate::error::StoreError;
+use crate::model::{
+    AgentRecord, AgentUpdate, AppendResult, CursorUpdate, HookBatch, LogBounds, NewAgent, Snapshot,
+};
+
+/// Tuning for a [`SqlStore`].
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// How long a hook's `Idempotency-Key` and each ref's last change are remembered for
+    /// dedup.
+    pub dedup_window: Duration,
+    pub max_connections: u32,
+    /// How long to wait for a connection before answering "unavailable".
+    pub acquire_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            dedup_window: Duration::from_secs(24 * 3600),
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// A [`Store`] on SQLite or PostgreSQL.
+#[derive(Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
+    options: StoreOptions,
+}
+
+impl std::fmt::Debug for SqlStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlStore")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqlStore {
+    /// Connects to `url` (`sqlite://path?mode=rwc` or `postgres://…`). Does not migrate.
+    pub async fn connect(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = backend_of(url)?;
+        let connect_options = AnyConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Invalid(format!("invalid database URL: {e}")))?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect_options)
+            .await?;
+        if backend == Backend::Sqlite {
+            // Persistent once set: readers never block the writer, and commits stay durable
+            // with the default `synchronous = FULL`.
+            pool.execute("PRAGMA journal_mode = WAL").await?;
+        }
+        Ok(Self {
+            pool,
+            backend,
+            options,
+        })
+    }
+
+    /// Applies the migrations for this backend that have not run yet.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self.backend {
+            Backend::Sqlite => {
+                sqlx::migrate!("../../migrations/sqlite")
+                    .run(&self.pool)
+                    .await?
+            }
+            Backend::Postgres => {
+                sqlx::migrate!("../../migrations/postgres")
+                    .run(&self.pool)
+                    .await?
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn backend_of(url: &str) -> Result<Backend, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(Backend::Sqlite)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Backend::Postgres)
+    } else {
+        Err(StoreError::Invalid(format!(
+            "unsupported database URL {:?}: use sqlite://… or postgres://…",
+            url.split(':').next().unwrap_or_default()
+        )))
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.pool.execute("SELECT 1").await?;
+        Ok(())
+    }
+
+    async fn append(&self, hooks: &[HookBatch]) -> Result<AppendResult, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let result = log::append(&mut tx, hooks, self.options.dedup_window).await?;
+        tx.commit().await?;
+        Ok(result)
+    }
+
+    async fn read_log(&self, after: Seq, limit: u32) -> Result<Vec<LogEntry>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        log::read(&mut conn, after, limit).await
+    }
+
+    async fn log_bounds(&self) -> Result<LogBounds, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        log::bounds(&mut conn).await
+    }
+
+    async fn trim(&self, older_than: UnixMillis) -> Result<LogBounds, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let dedup_cutoff = UnixMillis::now().minus(self.options.dedup_window);
+        let bounds = log::trim(&mut tx, older_than, dedup_cutoff).await?;
+        tx.commit().await?;
+        Ok(bounds)
+    }
+
+    async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        // Taking the log lock makes the reads consistent with one log position.
+        let mut tx = self.pool.begin().await?;
+        let bounds = log::lock(&mut tx).await?;
+        let (projects, aliases) = catalog::load_all(&mut tx).await?;
+        let agents = agents::load_all(&mut tx).await?;
+        tx.commit().await?;
+        Ok(Snapshot {
+            bounds,
+            projects,
+            aliases,
+            agents: agents.into_iter().map(|a| a.policy).collect(),
+        })
+    }
+
+    async fn create_agent(&self, agent: NewAgent) -> Result<(AgentRecord, LogEntry), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let result = agents::create(&mut tx, agent).await?;
+        tx.commit().await?;
+        Ok(result)
+    }
+
+    async fn update_agent(
+        &self,
+        name: &AgentName,
+        update: AgentUpdate,
+    ) -> Result<(AgentRecord, LogEntry), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let result = agents::update(&mut tx, name, update).await?;
+        tx.commit().await?;
+        Ok(result)
+    }
+
+    async fn delete_agent(&self, name: &AgentName) -> Result<LogEntry, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let entry = agents::delete(&mut tx, name).await?;
+        tx.commit().await?;
+        Ok(entry)
+    }
+
+    async fn agent(&self, name: &AgentName) -> Result<Option<AgentRecord>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        agents::by_name(&mut conn, name).await
+    }
+
+    async fn agent_by_token(
+        &self,
+        digest: &TokenDigest,
+    ) -> Result<Option<AgentRecord>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let found = agents::by_token(&mut conn, digest).await?;
+        Ok(found.filter(|agent| agent.token_digest.matches(digest)))
+    }
+
+    async fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        agents::load_all(&mut conn).await
+    }
+
+    async fn save_cursors(&self, updates: &[CursorUpdate]) -> Result<(), StoreError> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        agents::save_cursors(&mut tx, updates).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

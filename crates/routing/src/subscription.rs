@@ -1,0 +1,35 @@
+//! Subscriptions and how one is matched against an event.
+
+use fluxgate_core::{FullPath, PushEvent, RefPattern};
+
+use crate::catalog::Catalog;
+
+/// "Send me pushes to this project (and these refs)".
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    pub project: FullPath,
+    /// `None`: every ref.
+    pub refs: Option<RefPattern>,
+    /// The project as the agent wrote it, echoed back in `matched_projects`.
+    pub label: String,
+}
+
+impl Subscription {
+    /// Two subscriptions are the same if they name the same project (case-insensitively)
+    /// and the same ref pattern.
+    pub fn same_as(&self, other: &Subscription) -> bool {
+        self.project == other.project && self.refs == other.refs
+    }
+
+    /// True if this subscription asks for `event`: its path names the event's project
+    /// (now or formerly), or equals the path the event carries, and the ref matches.
+    pub fn matches(&self, catalog: &Catalog, event: &PushEvent) -> bool {
+        let names_project = catalog.resolve(&self.project) == Some(event.project.id)
+            || self.project == event.project.path;
+        names_project
+            && self
+                .refs
+                .as_ref()
+                .is_none_or(|pattern| pattern.matches(&event.git_ref))
+    }
+}

@@ -28,6 +28,12 @@ impl UnixMillis {
         Self(self.0.saturating_sub(ms).max(0))
     }
 
+    /// This instant plus `duration`, saturating.
+    pub fn plus(self, duration: Duration) -> Self {
+        let ms = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+        Self(self.0.saturating_add(ms))
+    }
+
     /// Time elapsed from `self` to `later` (zero if `later` is earlier).
     pub fn elapsed_until(self, later: UnixMillis) -> Duration {
         Duration::from_millis(u64::try_from(later.0 - self.0).unwrap_or(0))

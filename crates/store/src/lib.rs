@@ -19,3 +19,6 @@ pub use model::{
     LogBounds, NewAgent, NewRecord, RecordOutcome, Snapshot,
 };
 pub use sql::{SqlStore, StoreOptions};
+
+#[cfg(feature = "test-util")]
+pub mod testing;

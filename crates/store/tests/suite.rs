@@ -1,0 +1,707 @@
+//! The behavioural suite of the `Store` contract, run against SQLite and PostgreSQL.
+//!
+//! Each case is an `async fn(TestDatabase)`; `suite!` turns it into one test per backend,
+//! each on a fresh database.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fluxgate_core::{
+    AdminAction, AgentName, AgentToken, CatalogChange, EventKind, FullPath, GitRef, Grant,
+    LogEntry, LogRecord, ProjectId, ProjectRef, PushEvent, Seq, Sha, StateCause, StateEffect,
+    UnixMillis, Visibility,
+};
+use fluxgate_store::testing::TestDatabase;
+use fluxgate_store::{
+    AgentUpdate, Appender, CommitListener, CursorUpdate, HookBatch, NewAgent, NewRecord, Store,
+    StoreError, StoreOptions,
+};
+
+macro_rules! suite {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(fluxgate_store::testing::TestDatabase::sqlite()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    if let Some(db) = fluxgate_store::testing::TestDatabase::postgres().await {
+                        super::$case(db).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    seqs_are_gapless_and_in_order,
+    idempotency_key_makes_a_duplicate,
+    same_change_to_a_ref_is_a_duplicate_only_while_it_is_the_latest,
+    dedup_forgets_after_the_window,
+    pushes_teach_the_catalog_once,
+    renames_move_aliases_and_grants,
+    group_rename_moves_projects_and_grants,
+    destroy_removes_project_and_aliases,
+    agent_lifecycle_is_logged,
+    agents_are_found_by_token_only_with_the_current_token,
+    cursors_only_move_forward,
+    trim_moves_the_floor,
+    concurrent_writers_get_unique_gapless_seqs,
+    appender_commits_concurrent_hooks_in_order,
+);
+
+fn p(s: &str) -> FullPath {
+    FullPath::parse(s).unwrap()
+}
+
+fn sha(c: char) -> Sha {
+    Sha::parse(&c.to_string().repeat(40)).unwrap()
+}
+
+fn project(id: i64, path: &str, visibility: Option<Visibility>) -> ProjectRef {
+    ProjectRef {
+        id: ProjectId::new(id).unwrap(),
+        path: p(path),
+        visibility,
+    }
+}
+
+fn push(id: i64, path: &str, git_ref: &str, before: char, after: char) -> NewRecord {
+    let git_ref = GitRef::parse(git_ref).unwrap();
+    NewRecord::Push(PushEvent {
+        event_id: uuid::Uuid::now_v7(),
+        project: project(id, path, Some(Visibility::Private)),
+        kind: EventKind::for_ref(&git_ref),
+        git_ref,
+        before: sha(before),
+        after: sha(after),
+        received_at: UnixMillis::now(),
+    })
+}
+
+fn hook(records: Vec<NewRecord>) -> HookBatch {
+    HookBatch {
+        idempotency_key: None,
+        records,
+    }
+}
+
+fn catalog(change: CatalogChange) -> NewRecord {
+    NewRecord::Catalog(change)
+}
+
+fn new_agent(name: &str, config: &str, grants: Vec<Grant>) -> (NewAgent, AgentToken) {
+    let token = AgentToken::generate();
+    let agent = NewAgent {
+        name: AgentName::parse(name).unwrap(),
+        config_project: p(config),
+        grants,
+        allow_internal: false,
+        token_digest: token.digest(),
+    };
+    (agent, token)
+}
+
+async fn all_entries(store: &dyn Store) -> Vec<LogEntry> {
+    store.read_log(Seq::ZERO, 10_000).await.unwrap()
+}
+
+fn pushes(entries: &[LogEntry]) -> Vec<&PushEvent> {
+    entries.iter().filter_map(LogEntry::as_push).collect()
+}
+
+fn state_effects(entry: &LogEntry) -> &[StateEffect] {
+    match &entry.record {
+        LogRecord::State(change) => &change.effects,
+        LogRecord::Push(_) => &[],
+    }
+}
+
+async fn seqs_are_gapless_and_in_order(db: TestDatabase) {
+    let store = db.store().await;
+    let first = store
+        .append(&[hook(vec![push(1, "a/b", "refs/heads/main", '0', '1')])])
+        .await
+        .unwrap();
+    let second = store
+        .append(&[
+            hook(vec![push(1, "a/b", "refs/heads/main", '1', '2')]),
+            hook(vec![
+                push(1, "a/b", "refs/heads/dev", '0', '3'),
+                push(1, "a/b", "refs/tags/v1", '0', '4'),
+            ]),
+        ])
+        .await
+        .unwrap();
+
+    // The first push of a project also records what it taught the catalog.
+    assert_eq!(first.entries.len(), 2);
+    assert_eq!(second.entries.len(), 3);
+    let entries = all_entries(&store).await;
+    let seqs: Vec<u64> = entries.iter().map(|e| e.seq.get()).collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+    assert_eq!(store.log_bounds().await.unwrap().head, Seq(5));
+    assert_eq!(
+        second.outcomes[1]
+            .records
+            .iter()
+            .map(|r| r.seq.get())
+            .collect::<Vec<_>>(),
+        vec![4, 5]
+    );
+    let kinds: Vec<EventKind> = pushes(&entries).iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            EventKind::Push,
+            EventKind::Push,
+            EventKind::Push,
+            EventKind::TagPush
+        ]
+    );
+    assert_eq!(store.read_log(Seq(3), 1).await.unwrap()[0].seq, Seq(4));
+}
+
+async fn idempotency_key_makes_a_duplicate(db: TestDatabase) {
+    let store = db.store().await;
+    let keyed = |records| HookBatch {
+        idempotency_key: Some("6f1e2d3c-key".to_owned()),
+        records,
+    };
+    let first = store
+        .append(&[keyed(vec![push(1, "a/b", "refs/heads/main", '0', '1')])])
+        .await
+        .unwrap();
+    let again = store
+        .append(&[keyed(vec![push(1, "a/b", "refs/heads/main", '1', '2')])])
+        .await
+        .unwrap();
+    assert!(!first.outcomes[0].all_duplicates());
+    assert!(again.outcomes[0].all_duplicates());
+    assert_eq!(
+        again.outcomes[0].records[0].seq,
+        first.outcomes[0].records[0].seq
+    );
+    assert!(again.entries.is_empty());
+    assert_eq!(pushes(&all_entries(&store).await).len(), 1);
+}
+
+async fn same_change_to_a_ref_is_a_duplicate_only_while_it_is_the_latest(db: TestDatabase) {
+    let store = db.store().await;
+    let append = |record| {
+        let store = &store;
+        async move {
+            store
+                .append(&[hook(vec![record])])
+                .await
+                .unwrap()
+                .outcomes
+                .remove(0)
+                .records[0]
+        }
+    };
+    let original = append(push(1, "a/b", "refs/heads/main", '0', '1')).await;
+    let repeat = append(push(1, "a/b", "refs/heads/main", '0', '1')).await;
+    assert!(repeat.duplicate);
+    assert_eq!(repeat.seq, original.seq);
+    // Another ref, or another project, with the same shas is not a duplicate.
+    assert!(
+        !append(push(1, "a/b", "refs/heads/dev", '0', '1'))
+            .await
+            .duplicate
+    );
+    assert!(
+        !append(push(2, "a/c", "refs/heads/main", '0', '1'))
+            .await
+            .duplicate
+    );
+    // Back and forth: the third change repeats the first, but the ref moved in between.
+    assert!(
+        !append(push(1, "a/b", "refs/heads/main", '1', '0'))
+            .await
+            .duplicate
+    );
+    assert!(
+        !append(push(1, "a/b", "refs/heads/main", '0', '1'))
+            .await
+            .duplicate
+    );
+}
+
+async fn dedup_forgets_after_the_window(db: TestDatabase) {
+    let options = StoreOptions {
+        dedup_window: Duration::from_millis(20),
+        ..StoreOptions::default()
+    };
+    let store = db.store_with(options).await;
+    let keyed = HookBatch {
+        idempotency_key: Some("k".to_owned()),
+        records: vec![push(1, "a/b", "refs/heads/main", '0', '1')],
+    };
+    store.append(std::slice::from_ref(&keyed)).await.unwrap();
+    // The clock has to pass the window; this is the behaviour under test, not a race.
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let later = store.append(&[keyed]).await.unwrap();
+    assert!(!later.outcomes[0].all_duplicates());
+    assert_eq!(pushes(&all_entries(&store).await).len(), 2);
+}
+
+async fn pushes_teach_the_catalog_once(db: TestDatabase) {
+    let store = db.store().await;
+    let (agent, _) = new_agent("prod", "team/app", vec![Grant::Project(p("team/lib"))]);
+    store.create_agent(agent).await.unwrap();
+
+    store
+        .append(&[hook(vec![push(7, "team/app", "refs/heads/main", '0', '1')])])
+        .await
+        .unwrap();
+    store
+        .append(&[hook(vec![push(7, "team/app", "refs/heads/main", '1', '2')])])
+        .await
+        .unwrap();
+    // The same project under a new path (a rename no system hook told us about).
+    let moved = store
+        .append(&[hook(vec![push(
+            7,
+            "team/app-renamed",
+            "refs/heads/main",
+            '2',
+            '3',
+        )])])
+        .await
+        .unwrap();
+
+    let entries = all_entries(&store).await;
+    let states: Vec<&LogEntry> = entries.iter().filter(|e| e.as_push().is_none()).collect();
+    // Agent creation, the first sighting, the move: the repeat push taught nothing.
+    assert_eq!(states.len(), 3, "{states:#?}");
+    assert!(matches!(
+        &state_effects(states[1])[0],
+        StateEffect::Project { path, visibility: Some(Visibility::Private), .. } if path.as_str() == "team/app"
+    ));
+    let move_effects = state_effects(&moved.entries[0]);
+    assert!(
+        matches!(&move_effects[0], StateEffect::Project { path, .. } if path.as_str() == "team/app-renamed")
+    );
+    // The agent's config project followed the move.
+    assert!(matches!(
+        &move_effects[1],
+        StateEffect::Agent { policy } if policy.config_project.as_str() == "team/app-renamed"
+    ));
+
+    let snapshot = store.snapshot().await.unwrap();
+    assert_eq!(snapshot.projects.len(), 1);
+    assert_eq!(snapshot.projects[0].path.as_str(), "team/app-renamed");
+    let aliases: BTreeSet<&str> = snapshot
+        .aliases
+        .iter()
+        .map(|(path, _)| path.as_str())
+        .collect();
+    assert_eq!(aliases, BTreeSet::from(["team/app", "team/app-renamed"]));
+    assert_eq!(
+        snapshot.agents[0].config_project.as_str(),
+        "team/app-renamed"
+    );
+    assert_eq!(snapshot.bounds.head, entries.last().unwrap().seq);
+}
+
+async fn renames_move_aliases_and_grants(db: TestDatabase) {
+    let store = db.store().await;
+    let (agent, _) = new_agent("a1", "ops/config", vec![Grant::Project(p("Team/App"))]);
+    store.create_agent(agent).await.unwrap();
+    store
+        .append(&[hook(vec![catalog(CatalogChange::ProjectUpserted {
+            project: project(5, "team/app", Some(Visibility::Internal)),
+        })])])
+        .await
+        .unwrap();
+    let renamed = store
+        .append(&[hook(vec![catalog(CatalogChange::ProjectRenamed {
+            project: project(5, "team/app2", Some(Visibility::Private)),
+            old_path: p("team/app"),
+        })])])
+        .await
+        .unwrap();
+
+    let LogRecord::State(change) = &renamed.entries[0].record else {
+        panic!("a rename is a state entry");
+    };
+    assert!(matches!(change.cause, StateCause::Gitlab { .. }));
+    let snapshot = store.snapshot().await.unwrap();
+    assert_eq!(snapshot.projects[0].path.as_str(), "team/app2");
+    assert_eq!(snapshot.projects[0].visibility, Some(Visibility::Private));
+    assert_eq!(
+        snapshot.agents[0].grants,
+        vec![Grant::Project(p("team/app2"))]
+    );
+    let owner_of_old = snapshot
+        .aliases
+        .iter()
+        .find(|(path, _)| path.key() == "team/app")
+        .unwrap()
+        .1;
+    assert_eq!(owner_of_old.get(), 5);
+
+    // A rename of a project the catalog never saw still moves grants on its old path.
+    let (agent, _) = new_agent("a2", "ops/config", vec![Grant::Project(p("x/unknown"))]);
+    store.create_agent(agent).await.unwrap();
+    store
+        .append(&[hook(vec![catalog(CatalogChange::ProjectRenamed {
+            project: project(6, "x/known-now", None),
+            old_path: p("x/unknown"),
+        })])])
+        .await
+        .unwrap();
+    let a2 = store
+        .agent(&AgentName::parse("a2").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a2.policy.grants, vec![Grant::Project(p("x/known-now"))]);
+
+    // A new project taking the old path owns it from then on.
+    store
+        .append(&[hook(vec![push(9, "team/app", "refs/heads/main", '0', '1')])])
+        .await
+        .unwrap();
+    let snapshot = store.snapshot().await.unwrap();
+    let owner_of_old = snapshot
+        .aliases
+        .iter()
+        .find(|(path, _)| path.key() == "team/app")
+        .unwrap()
+        .1;
+    assert_eq!(owner_of_old.get(), 9);
+    let a1 = store
+        .agent(&AgentName::parse("a1").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        a1.policy.grants,
+        vec![Grant::Project(p("team/app2"))],
+        "grants stay with project 5"
+    );
+}
+
+async fn group_rename_moves_projects_and_grants(db: TestDatabase) {
+    let store = db.store().await;
+    let (agent, _) = new_agent(
+        "g",
+        "old_grp/cfg",
+        vec![
+            Grant::Group(p("old_grp/sub")),
+            Grant::Project(p("old_grpx/app")),
+        ],
+    );
+    store.create_agent(agent).await.unwrap();
+    store
+        .append(&[hook(vec![
+            push(1, "old_grp/sub/app", "refs/heads/main", '0', '1'),
+            push(2, "old_grp/cfg", "refs/heads/main", '0', '1'),
+            // Shares a prefix but is not in the group (and `_` must not act as a wildcard).
+            push(3, "old_grpx/app", "refs/heads/main", '0', '1'),
+            push(4, "oldAgrp/app", "refs/heads/main", '0', '1'),
+        ])])
+        .await
+        .unwrap();
+    store
+        .append(&[hook(vec![catalog(CatalogChange::GroupRenamed {
+            old_path: p("old_grp"),
+            new_path: p("new-grp"),
+        })])])
+        .await
+        .unwrap();
+
+    let snapshot = store.snapshot().await.unwrap();
+    let paths: BTreeSet<&str> = snapshot
+        .projects
+        .iter()
+        .map(|pr| pr.path.as_str())
+        .collect();
+    assert_eq!(
+        paths,
+        BTreeSet::from([
+            "new-grp/cfg",
+            "new-grp/sub/app",
+            "oldAgrp/app",
+            "old_grpx/app"
+        ])
+    );
+    let policy = &snapshot.agents[0];
+    assert_eq!(policy.config_project.as_str(), "new-grp/cfg");
+    assert_eq!(
+        policy.grants,
+        vec![
+            Grant::Project(p("old_grpx/app")),
+            Grant::Group(p("new-grp/sub"))
+        ]
+    );
+}
+
+async fn destroy_removes_project_and_aliases(db: TestDatabase) {
+    let store = db.store().await;
+    store
+        .append(&[hook(vec![
+            push(1, "a/b", "refs/heads/main", '0', '1'),
+            catalog(CatalogChange::ProjectRenamed {
+                project: project(1, "a/c", None),
+                old_path: p("a/b"),
+            }),
+            catalog(CatalogChange::ProjectDestroyed {
+                id: ProjectId::new(1).unwrap(),
+                path: p("a/c"),
+            }),
+        ])])
+        .await
+        .unwrap();
+    let snapshot = store.snapshot().await.unwrap();
+    assert!(snapshot.projects.is_empty());
+    assert!(snapshot.aliases.is_empty());
+}
+
+async fn agent_lifecycle_is_logged(db: TestDatabase) {
+    let store = db.store().await;
+    store
+        .append(&[hook(vec![push(1, "a/b", "refs/heads/main", '0', '1')])])
+        .await
+        .unwrap();
+    let head_before = store.log_bounds().await.unwrap().head;
+
+    let (agent, _) = new_agent("edge-1", "ops/edge", vec![]);
+    let (created, entry) = store.create_agent(agent.clone()).await.unwrap();
+    assert_eq!(
+        created.cursor, head_before,
+        "a new agent starts at the head"
+    );
+    assert!(matches!(
+        &entry.record,
+        LogRecord::State(change) if matches!(change.cause, StateCause::Admin { action: AdminAction::Create, .. })
+    ));
+    let err = store.create_agent(agent).await.unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists(_)), "{err}");
+
+    let name = AgentName::parse("edge-1").unwrap();
+    let grants = vec![Grant::Group(p("apps")), Grant::Project(p("infra/base"))];
+    let (granted, _) = store
+        .update_agent(
+            &name,
+            AgentUpdate::Grant {
+                grants: grants.clone(),
+                allow_internal: true,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        granted.policy.grants,
+        vec![Grant::Project(p("infra/base")), Grant::Group(p("apps"))]
+    );
+    assert!(granted.policy.allow_internal);
+
+    let missing = store
+        .update_agent(
+            &name,
+            AgentUpdate::Revoke {
+                grants: vec![Grant::Project(p("nope/x"))],
+                internal: false,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        missing.to_string(),
+        "agent \"edge-1\" has no grant for project nope/x"
+    );
+    let (revoked, _) = store
+        .update_agent(
+            &name,
+            AgentUpdate::Revoke {
+                grants: vec![Grant::Group(p("APPS"))],
+                internal: true,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(revoked.policy.grants, vec![Grant::Project(p("infra/base"))]);
+    assert!(!revoked.policy.allow_internal);
+
+    let entry = store.delete_agent(&name).await.unwrap();
+    assert_eq!(
+        state_effects(&entry),
+        [StateEffect::AgentRemoved {
+            id: created.policy.id
+        }]
+    );
+    assert!(store.agent(&name).await.unwrap().is_none());
+    let err = store.delete_agent(&name).await.unwrap_err();
+    assert_eq!(err.to_string(), "no agent named \"edge-1\"");
+    // Create, grant, revoke and delete each left a state entry: 1 push + 1 observe + 4.
+    assert_eq!(store.log_bounds().await.unwrap().head, Seq(6));
+}
+
+async fn agents_are_found_by_token_only_with_the_current_token(db: TestDatabase) {
+    let store = db.store().await;
+    let (agent, token) = new_agent("t", "a/b", vec![]);
+    store.create_agent(agent).await.unwrap();
+    let found = store
+        .agent_by_token(&token.digest())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.policy.name.as_str(), "t");
+    assert!(
+        store
+            .agent_by_token(&AgentToken::generate().digest())
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let rotated = AgentToken::generate();
+    let name = AgentName::parse("t").unwrap();
+    let (record, _) = store
+        .update_agent(
+            &name,
+            AgentUpdate::RotateToken {
+                digest: rotated.digest(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(record.policy.token_generation, 1);
+    assert!(
+        store
+            .agent_by_token(&token.digest())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .agent_by_token(&rotated.digest())
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+async fn cursors_only_move_forward(db: TestDatabase) {
+    let store = db.store().await;
+    let (agent, _) = new_agent("c", "a/b", vec![]);
+    let (record, _) = store.create_agent(agent).await.unwrap();
+    let id = record.policy.id;
+    let save = |seq, at| CursorUpdate {
+        agent: id,
+        cursor: Seq(seq),
+        seen_at: UnixMillis(at),
+    };
+    store.save_cursors(&[save(10, 1_000)]).await.unwrap();
+    store.save_cursors(&[save(7, 2_000)]).await.unwrap();
+    let record = store.agent(&record.policy.name).await.unwrap().unwrap();
+    assert_eq!(record.cursor, Seq(10));
+    assert_eq!(record.last_seen_at, Some(UnixMillis(2_000)));
+}
+
+async fn trim_moves_the_floor(db: TestDatabase) {
+    let store = db.store().await;
+    store
+        .append(&[hook(vec![
+            push(1, "a/b", "refs/heads/main", '0', '1'),
+            push(1, "a/b", "refs/heads/main", '1', '2'),
+        ])])
+        .await
+        .unwrap();
+    let head = store.log_bounds().await.unwrap().head;
+    // Nothing is older than the epoch.
+    assert_eq!(store.trim(UnixMillis(0)).await.unwrap().floor, Seq::ZERO);
+    let bounds = store
+        .trim(UnixMillis::now().plus(Duration::from_millis(1)))
+        .await
+        .unwrap();
+    assert_eq!(bounds.floor, head);
+    assert!(all_entries(&store).await.is_empty());
+    // New entries continue after the floor.
+    let result = store
+        .append(&[hook(vec![push(1, "a/b", "refs/heads/main", '2', '3')])])
+        .await
+        .unwrap();
+    assert_eq!(result.entries[0].seq, head.next());
+}
+
+async fn concurrent_writers_get_unique_gapless_seqs(db: TestDatabase) {
+    // Two stores on one database stand for two processes (or two replicas).
+    let stores = [db.store().await, db.store().await];
+    let mut tasks = Vec::new();
+    for (i, store) in stores.iter().enumerate() {
+        for n in 0..25 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let id = (i * 100 + n + 1) as i64;
+                let record = push(id, &format!("p/{id}"), "refs/heads/main", '0', '1');
+                store.append(&[hook(vec![record])]).await.unwrap();
+            }));
+        }
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let entries = all_entries(&stores[0]).await;
+    let seqs: Vec<u64> = entries.iter().map(|e| e.seq.get()).collect();
+    assert_eq!(
+        seqs,
+        (1..=100).collect::<Vec<u64>>(),
+        "50 pushes, each after its first sighting"
+    );
+}
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<Seq>>);
+
+impl CommitListener for Recorder {
+    fn committed(&self, entries: &[LogEntry]) {
+        self.0.lock().unwrap().extend(entries.iter().map(|e| e.seq));
+    }
+}
+
+async fn appender_commits_concurrent_hooks_in_order(db: TestDatabase) {
+    let store: Arc<dyn Store> = Arc::new(db.store().await);
+    let recorder = Arc::new(Recorder::default());
+    let (appender, writer) = Appender::spawn(store.clone(), recorder.clone(), 16);
+    let mut tasks = Vec::new();
+    for n in 1..=40 {
+        let appender = appender.clone();
+        tasks.push(tokio::spawn(async move {
+            let record = push(1, "a/b", &format!("refs/heads/b{n}"), '0', '1');
+            appender.append(hook(vec![record])).await.unwrap()
+        }));
+    }
+    let mut seqs = Vec::new();
+    for task in tasks {
+        seqs.push(task.await.unwrap().records[0].seq);
+    }
+    drop(appender);
+    writer.await.unwrap();
+
+    let published = recorder.0.lock().unwrap().clone();
+    let mut sorted = published.clone();
+    sorted.sort();
+    assert_eq!(published, sorted, "published in seq order");
+    assert_eq!(
+        published.len(),
+        41,
+        "40 pushes and the first sighting of the project"
+    );
+    assert_eq!(published.last(), Some(&Seq(41)));
+    let unique: BTreeSet<Seq> = seqs.iter().copied().collect();
+    assert_eq!(unique.len(), 40);
+    assert!(seqs.iter().all(|seq| published.contains(seq)));
+}

@@ -16,6 +16,8 @@ pub enum ErrorCode {
     /// Valid credentials that do not allow this.
     PermissionDenied,
     NotFound,
+    /// The path exists, but not with this method.
+    MethodNotAllowed,
     AlreadyExists,
     /// The body is larger than the configured limit.
     PayloadTooLarge,
@@ -39,6 +41,7 @@ impl ErrorCode {
             Self::Unauthenticated => S::UNAUTHORIZED,
             Self::PermissionDenied => S::FORBIDDEN,
             Self::NotFound => S::NOT_FOUND,
+            Self::MethodNotAllowed => S::METHOD_NOT_ALLOWED,
             Self::AlreadyExists => S::CONFLICT,
             Self::PayloadTooLarge => S::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => S::UNSUPPORTED_MEDIA_TYPE,
@@ -56,6 +59,7 @@ impl ErrorCode {
             Self::Unauthenticated => C::Unauthenticated,
             Self::PermissionDenied => C::PermissionDenied,
             Self::NotFound => C::NotFound,
+            Self::MethodNotAllowed => C::Unimplemented,
             Self::AlreadyExists => C::AlreadyExists,
             Self::PayloadTooLarge | Self::ResourceExhausted => C::ResourceExhausted,
             Self::FailedPrecondition => C::FailedPrecondition,
@@ -71,6 +75,7 @@ impl ErrorCode {
             Self::Unauthenticated => "unauthenticated",
             Self::PermissionDenied => "permission_denied",
             Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
             Self::AlreadyExists => "already_exists",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
@@ -157,6 +162,7 @@ mod tests {
             ErrorCode::Unauthenticated,
             ErrorCode::PermissionDenied,
             ErrorCode::NotFound,
+            ErrorCode::MethodNotAllowed,
             ErrorCode::AlreadyExists,
             ErrorCode::PayloadTooLarge,
             ErrorCode::UnsupportedMediaType,

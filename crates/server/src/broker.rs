@@ -1,0 +1,275 @@
+//! Wiring: builds every part of a broker from its configuration, runs it, and stops it in
+//! order.
+//!
+//! ```text
+//! HTTP hooks ─► ingest ─► Appender (group commit) ─► store
+//!                              └─► bus ─► Follower ─► Hub ─► agent streams (gRPC)
+//! ```
+//!
+//! Shutdown order: report not ready; close agent streams with UNAVAILABLE (agents move to
+//! another replica) and stop accepting new ones; finish the hooks in flight and stop the
+//! HTTP listener; let the writer drain; save cursors; close the database.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use fluxgate_ingest::hooks::{HookSecrets, HookState};
+use fluxgate_routing::RoutingState;
+use fluxgate_store::{Appender, SqlStore, Store, StoreOptions};
+use fluxgate_stream::{
+    AgentStreams, Bus, CursorSaver, Follower, Hub, InProcessBus, SessionContext,
+};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{AgentAdmin, LastSeen};
+use crate::config::Config;
+use crate::health::Readiness;
+use crate::{http, retention, secrets};
+
+/// Hooks committed per transaction at most.
+const MAX_COMMIT_BATCH: usize = 256;
+/// Batches the in-process bus buffers for a slow follower before it reads the store.
+const BUS_CAPACITY: usize = 4096;
+/// Largest message an agent may send.
+const MAX_AGENT_MESSAGE: usize = 256 * 1024;
+/// How long an agent has to send its Hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The listeners, bound before the broker starts (tests bind port 0).
+pub struct Listeners {
+    pub http: TcpListener,
+    pub agent: TcpListener,
+    pub metrics: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(config: &Config) -> anyhow::Result<Self> {
+        let bind = |addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))
+        };
+        Ok(Self {
+            http: bind(config.http_listen).await?,
+            agent: bind(config.agent_listen).await?,
+            metrics: bind(config.metrics_listen).await?,
+        })
+    }
+}
+
+/// Connects to the store and migrates it, retrying while the database is unreachable.
+pub async fn open_store(config: &Config, patience: Duration) -> anyhow::Result<SqlStore> {
+    if config.uses_embedded_database() {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!(
+                "cannot create the data directory {}",
+                config.data_dir.display()
+            )
+        })?;
+    }
+    let options = StoreOptions {
+        dedup_window: config.dedup_window,
+        max_connections: config.database_max_connections,
+        ..StoreOptions::default()
+    };
+    let url = config.database_url();
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut wait = Duration::from_millis(200);
+    loop {
+        let attempt = async {
+            let store = SqlStore::connect(&url, options.clone()).await?;
+            store.migrate().await?;
+            Ok::<_, fluxgate_store::StoreError>(store)
+        };
+        match attempt.await {
+            Ok(store) => return Ok(store),
+            Err(err)
+                if err.code() == fluxgate_core::ErrorCode::Unavailable
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tracing::warn!(error = %err, retry_in = ?wait, "database not reachable yet");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(err) => return Err(err).context("cannot open the database"),
+        }
+    }
+}
+
+fn broker_id(config: &Config) -> String {
+    config.broker_id.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "fluxgate".to_owned());
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        format!("{host}-{}", &suffix[..8])
+    })
+}
+
+/// Runs a broker until `shutdown` is cancelled, then stops it in order.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    metrics: Option<PrometheusHandle>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let hook_secrets = secrets::hook_secrets(&config)?;
+    let admin_token = secrets::admin_token(&config)?;
+    let store: Arc<dyn Store> = Arc::new(open_store(&config, Duration::from_secs(60)).await?);
+    let broker_id = broker_id(&config);
+
+    let bus = Arc::new(InProcessBus::new(BUS_CAPACITY));
+    let bus_receiver = bus.subscribe();
+    let snapshot = store
+        .snapshot()
+        .await
+        .context("cannot load the routing state")?;
+    let routing = RoutingState::new(
+        snapshot
+            .projects
+            .iter()
+            .map(|p| (p.id, p.path.clone(), p.visibility)),
+        snapshot.aliases.iter().cloned(),
+        snapshot.agents.iter().cloned(),
+    );
+    let hub = Arc::new(Hub::new(
+        routing,
+        snapshot.bounds.head,
+        config.agent_queue_capacity,
+    ));
+    let (appender, writer) = Appender::spawn(store.clone(), bus.clone(), MAX_COMMIT_BATCH);
+
+    let readiness = Arc::new(Readiness::default());
+    let cursors = Arc::new(CursorSaver::default());
+    let stop_streams = CancellationToken::new();
+    let stop_http = CancellationToken::new();
+    let stop_background = CancellationToken::new();
+    let mut background = JoinSet::new();
+    background.spawn(
+        Follower::new(
+            store.clone(),
+            hub.clone(),
+            bus_receiver,
+            config.poll_interval,
+        )
+        .run(stop_background.clone()),
+    );
+    background.spawn(cursors.clone().run(
+        store.clone(),
+        config.cursor_flush_interval,
+        stop_background.clone(),
+    ));
+    background.spawn(retention::run(
+        store.clone(),
+        config.retention,
+        stop_background.clone(),
+    ));
+    background.spawn(readiness.clone().watch_database(
+        store.clone(),
+        Duration::from_secs(1),
+        stop_background.clone(),
+    ));
+
+    let presence = Arc::new(LastSeen {
+        within: config.keepalive_interval * 3,
+    });
+    let admin = admin_token.map(|token| {
+        (
+            Arc::new(AgentAdmin::new(store.clone(), bus.clone(), presence)),
+            token,
+        )
+    });
+    let hooks = HookState {
+        appender,
+        secrets: Arc::new(HookSecrets::new(&hook_secrets)),
+        body_limit: config.hook_body_limit,
+        commit_timeout: config.commit_timeout,
+    };
+    let public = http::public_router(hooks, admin);
+    let http_server = tokio::spawn(
+        axum::serve(listeners.http, public)
+            .with_graceful_shutdown(stop_http.clone().cancelled_owned())
+            .into_future(),
+    );
+
+    let context = Arc::new(SessionContext {
+        hub: hub.clone(),
+        store: store.clone(),
+        cursors: cursors.clone(),
+        broker_id: broker_id.clone(),
+        keepalive: config.keepalive_interval,
+        shutdown: stop_streams.clone(),
+    });
+    let agent_service = AgentStreams::new(context, HELLO_TIMEOUT)
+        .into_server()
+        .max_decoding_message_size(MAX_AGENT_MESSAGE);
+    let grpc_server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .tcp_nodelay(true)
+            .add_service(agent_service)
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listeners.agent),
+                stop_streams.clone().cancelled_owned(),
+            ),
+    );
+    let ops_server = tokio::spawn(
+        axum::serve(
+            listeners.metrics,
+            http::ops::router(readiness.clone(), metrics),
+        )
+        .with_graceful_shutdown(stop_background.clone().cancelled_owned())
+        .into_future(),
+    );
+
+    tracing::info!(
+        broker_id = %broker_id,
+        database = %store_label(&config),
+        head = %snapshot.bounds.head,
+        agents = snapshot.agents.len(),
+        projects = snapshot.projects.len(),
+        "fluxgate is ready"
+    );
+    shutdown.cancelled().await;
+
+    tracing::info!("shutting down: not ready, closing agent streams");
+    readiness.begin_shutdown();
+    stop_streams.cancel();
+    hub.close_all(tonic::Status::unavailable(
+        "the broker is shutting down; reconnect to another replica",
+    ));
+    let grace = config.shutdown_grace;
+    let stopped = tokio::time::timeout(grace, async {
+        let _ = grpc_server.await;
+        stop_http.cancel();
+        let _ = http_server.await;
+        // The HTTP server held the last appender; the writer ends once its queue is empty.
+        let _ = writer.await;
+    })
+    .await;
+    if stopped.is_err() {
+        tracing::warn!(?grace, "shutdown grace period elapsed; stopping anyway");
+    }
+    stop_background.cancel();
+    while background.join_next().await.is_some() {}
+    let _ = ops_server.await;
+    cursors.flush(store.as_ref()).await;
+    tracing::info!("fluxgate stopped");
+    Ok(())
+}
+
+fn store_label(config: &Config) -> String {
+    if config.uses_embedded_database() {
+        format!("sqlite in {}", config.data_dir.display())
+    } else {
+        "external database".to_owned()
+    }
+}

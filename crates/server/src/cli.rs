@@ -1,0 +1,288 @@
+//! The command line: `fluxgate serve | migrate | agent …`.
+//!
+//! Flags carry the same names as the configuration keys (`--http-listen` is
+//! `http_listen`, `FLUXGATE_HTTP_LISTEN`); only the flags given become a configuration
+//! layer, on top of the file and the environment.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
+
+use crate::config::{LogFormat, Overrides};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "fluxgate",
+    version,
+    about = "Push notifications from GitLab to Flux, delivered at least once."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalFlags,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes: where the store is, how to log.
+#[derive(Debug, Args)]
+pub struct GlobalFlags {
+    /// A TOML configuration file (keys as in the configuration reference).
+    #[arg(long, global = true, env = "FLUXGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory of the embedded SQLite database and the generated hook secret.
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// `postgres://…` (several replicas) or `sqlite://…`; default: SQLite in --data-dir.
+    #[arg(long, global = true)]
+    pub database_url: Option<String>,
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// A tracing filter, such as `info` or `fluxgate=debug,info`.
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the broker.
+    Serve(Box<ServeFlags>),
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage agents (works on the same store as the server, also while it runs).
+    #[command(subcommand)]
+    Agent(AgentCommand),
+}
+
+#[derive(Debug, Args, Default)]
+pub struct ServeFlags {
+    /// Hooks and admin API [default: 127.0.0.1:8080].
+    #[arg(long)]
+    pub http_listen: Option<String>,
+    /// Agent gRPC streams [default: 127.0.0.1:8150].
+    #[arg(long)]
+    pub agent_listen: Option<String>,
+    /// /metrics, /livez, /readyz [default: 127.0.0.1:8151].
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
+    /// An accepted X-Gitlab-Token (repeat for several, to rotate).
+    #[arg(long = "hook-secret")]
+    pub hook_secret: Vec<String>,
+    /// A file of accepted hook secrets, one per line.
+    #[arg(long)]
+    pub hook_secret_file: Option<PathBuf>,
+    /// Largest hook body, in bytes [default: 8388608].
+    #[arg(long)]
+    pub hook_body_limit: Option<usize>,
+    /// File holding the admin API bearer token; without it the admin API is off.
+    #[arg(long)]
+    pub admin_token_file: Option<PathBuf>,
+    /// How long events are kept for agents that are away [default: 7d].
+    #[arg(long)]
+    pub retention: Option<String>,
+    /// How long deliveries are remembered for dedup [default: 24h].
+    #[arg(long)]
+    pub dedup_window: Option<String>,
+    /// Read the log from the store after the bus was quiet this long [default: 1s].
+    #[arg(long)]
+    pub poll_interval: Option<String>,
+    /// Keepalive period on idle agent streams [default: 15s].
+    #[arg(long)]
+    pub keepalive_interval: Option<String>,
+    /// Events queued per agent stream before a slow one is closed [default: 1024].
+    #[arg(long)]
+    pub agent_queue_capacity: Option<usize>,
+    /// How often agent cursors are saved [default: 1s].
+    #[arg(long)]
+    pub cursor_flush_interval: Option<String>,
+    /// How long a hook waits for its commit before 503 [default: 5s].
+    #[arg(long)]
+    pub commit_timeout: Option<String>,
+    /// How long shutdown waits for open work [default: 10s].
+    #[arg(long)]
+    pub shutdown_grace: Option<String>,
+    /// This replica's name in logs and to agents.
+    #[arg(long)]
+    pub broker_id: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Create an agent and print its token (shown once; only a hash is stored).
+    Create(CreateAgent),
+    /// List agents.
+    List(Output),
+    /// Show one agent.
+    Show(NamedAgent),
+    /// Grant projects, groups or internal projects to an agent.
+    Grant(GrantFlags),
+    /// Withdraw grants from an agent.
+    Revoke(RevokeFlags),
+    /// Replace an agent's token (the old one stops working at once) and print the new one.
+    RotateToken(NamedAgent),
+    /// Delete an agent (its streams are closed).
+    Delete(NamedAgent),
+}
+
+#[derive(Debug, Args)]
+pub struct Output {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateAgent {
+    #[arg(long)]
+    pub name: String,
+    /// The agent's configuration project (it always sees pushes to it).
+    #[arg(long)]
+    pub config_project: String,
+    /// Also see this project (repeatable).
+    #[arg(long = "grant-project")]
+    pub grant_project: Vec<String>,
+    /// Also see every project in this group and its subgroups (repeatable).
+    #[arg(long = "grant-group")]
+    pub grant_group: Vec<String>,
+    /// Also see internal projects.
+    #[arg(long)]
+    pub allow_internal: bool,
+    #[command(flatten)]
+    pub output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct NamedAgent {
+    pub name: String,
+    #[command(flatten)]
+    pub output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct GrantFlags {
+    pub name: String,
+    #[arg(long = "project")]
+    pub projects: Vec<String>,
+    #[arg(long = "group")]
+    pub groups: Vec<String>,
+    #[arg(long)]
+    pub allow_internal: bool,
+    #[command(flatten)]
+    pub output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeFlags {
+    pub name: String,
+    #[arg(long = "project")]
+    pub projects: Vec<String>,
+    #[arg(long = "group")]
+    pub groups: Vec<String>,
+    /// Withdraw access to internal projects.
+    #[arg(long)]
+    pub internal: bool,
+    #[command(flatten)]
+    pub output: Output,
+}
+
+impl Cli {
+    /// The configuration layer made of the flags given.
+    pub fn overrides(&self) -> Overrides {
+        let mut layer = Overrides::new();
+        let mut set = |key: &str, value: Option<Value>| {
+            if let Some(value) = value {
+                layer.insert(key.to_owned(), value);
+            }
+        };
+        let global = &self.global;
+        set(
+            "data_dir",
+            global
+                .data_dir
+                .as_ref()
+                .map(|p| p.display().to_string().into()),
+        );
+        set("database_url", global.database_url.clone().map(Value::from));
+        set(
+            "log_format",
+            global
+                .log_format
+                .map(|f| serde_json::to_value(f).unwrap_or(Value::Null)),
+        );
+        set("log_level", global.log_level.clone().map(Value::from));
+        if let Command::Serve(serve) = &self.command {
+            let text = |v: &Option<String>| v.clone().map(Value::from);
+            set("http_listen", text(&serve.http_listen));
+            set("agent_listen", text(&serve.agent_listen));
+            set("metrics_listen", text(&serve.metrics_listen));
+            if !serve.hook_secret.is_empty() {
+                set("hook_secret", Some(serve.hook_secret.clone().into()));
+            }
+            set(
+                "hook_secret_file",
+                serve
+                    .hook_secret_file
+                    .as_ref()
+                    .map(|p| p.display().to_string().into()),
+            );
+            set("hook_body_limit", serve.hook_body_limit.map(Value::from));
+            set(
+                "admin_token_file",
+                serve
+                    .admin_token_file
+                    .as_ref()
+                    .map(|p| p.display().to_string().into()),
+            );
+            set("retention", text(&serve.retention));
+            set("dedup_window", text(&serve.dedup_window));
+            set("poll_interval", text(&serve.poll_interval));
+            set("keepalive_interval", text(&serve.keepalive_interval));
+            set(
+                "agent_queue_capacity",
+                serve.agent_queue_capacity.map(Value::from),
+            );
+            set("cursor_flush_interval", text(&serve.cursor_flush_interval));
+            set("commit_timeout", text(&serve.commit_timeout));
+            set("shutdown_grace", text(&serve.shutdown_grace));
+            set("broker_id", text(&serve.broker_id));
+        }
+        layer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_become_a_configuration_layer() {
+        let cli = Cli::parse_from([
+            "fluxgate",
+            "--data-dir",
+            "/var/lib/fluxgate",
+            "serve",
+            "--http-listen",
+            "0.0.0.0:80",
+            "--hook-secret",
+            "a",
+            "--hook-secret",
+            "b",
+            "--retention",
+            "1d",
+        ]);
+        let config = Config::load(None, Vec::new(), cli.overrides()).unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/fluxgate"));
+        assert_eq!(config.http_listen.to_string(), "0.0.0.0:80");
+        assert_eq!(config.hook_secret, vec!["a", "b"]);
+        assert_eq!(config.retention.as_secs(), 86_400);
+        assert_eq!(config.agent_listen.to_string(), "127.0.0.1:8150");
+    }
+}

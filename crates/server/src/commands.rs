@@ -1,0 +1,204 @@
+//! The `migrate` and `agent …` commands: they open the same store as the server (the
+//! server may be running) and print text or JSON.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use fluxgate_core::ApiError;
+use fluxgate_store::{NoListener, Store};
+
+use crate::admin::{
+    AgentAdmin, AgentView, AgentWithToken, CreateAgentRequest, GrantsRequest, LastSeen,
+};
+use crate::broker::open_store;
+use crate::cli::AgentCommand;
+use crate::config::Config;
+
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let store = open_store(config, Duration::from_secs(30)).await?;
+    store.close().await;
+    println!(
+        "migrations applied to {}",
+        redact_url(&config.database_url())
+    );
+    Ok(())
+}
+
+pub async fn agent(config: &Config, command: AgentCommand) -> anyhow::Result<()> {
+    let store: Arc<dyn Store> = Arc::new(open_store(config, Duration::from_secs(30)).await?);
+    // This process has no bus: a running broker applies the change from the log within
+    // its poll interval.
+    let presence = Arc::new(LastSeen {
+        within: config.keepalive_interval * 3,
+    });
+    let admin = AgentAdmin::new(store, Arc::new(NoListener), presence);
+    match command {
+        AgentCommand::Create(create) => {
+            let request = CreateAgentRequest {
+                name: create.name,
+                config_project: create.config_project,
+                grant_projects: create.grant_project,
+                grant_groups: create.grant_group,
+                allow_internal: create.allow_internal,
+            };
+            let created = admin.create(request).await.map_err(fail)?;
+            print_with_token(&created, create.output.json, "created")?;
+        }
+        AgentCommand::List(output) => {
+            let agents = admin.list().await.map_err(fail)?;
+            if output.json {
+                println!("{}", serde_json::to_string_pretty(&agents)?);
+            } else {
+                print_table(&agents);
+            }
+        }
+        AgentCommand::Show(named) => {
+            let agent = admin.show(&named.name).await.map_err(fail)?;
+            print_agent(&agent, named.output.json)?;
+        }
+        AgentCommand::Grant(flags) => {
+            let request = GrantsRequest {
+                projects: flags.projects,
+                groups: flags.groups,
+                internal: flags.allow_internal,
+            };
+            let agent = admin.grant(&flags.name, request).await.map_err(fail)?;
+            print_agent(&agent, flags.output.json)?;
+        }
+        AgentCommand::Revoke(flags) => {
+            let request = GrantsRequest {
+                projects: flags.projects,
+                groups: flags.groups,
+                internal: flags.internal,
+            };
+            let agent = admin.revoke(&flags.name, request).await.map_err(fail)?;
+            print_agent(&agent, flags.output.json)?;
+        }
+        AgentCommand::RotateToken(named) => {
+            let rotated = admin.rotate_token(&named.name).await.map_err(fail)?;
+            print_with_token(&rotated, named.output.json, "has a new token")?;
+        }
+        AgentCommand::Delete(named) => {
+            admin.delete(&named.name).await.map_err(fail)?;
+            if named.output.json {
+                println!("{}", serde_json::json!({"deleted": named.name}));
+            } else {
+                println!("agent {} deleted", named.name);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn fail(err: ApiError) -> anyhow::Error {
+    anyhow::anyhow!(err.message).context(format!("{} failed", err.code))
+}
+
+fn print_with_token(agent: &AgentWithToken, json: bool, what: &str) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(agent)?);
+        return Ok(());
+    }
+    println!("agent {} {what}.", agent.agent.name);
+    println!();
+    println!("token (shown once; only its hash is stored):");
+    println!("{}", agent.token);
+    println!();
+    print_agent(&agent.agent, false)
+}
+
+fn print_agent(agent: &AgentView, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(agent).context("cannot print the agent")?
+        );
+        return Ok(());
+    }
+    let list = |items: &[String]| {
+        if items.is_empty() {
+            "-".to_owned()
+        } else {
+            items.join(", ")
+        }
+    };
+    println!("name:            {}", agent.name);
+    println!("config project:  {}", agent.config_project);
+    println!("granted projects: {}", list(&agent.grants.projects));
+    println!("granted groups:  {}", list(&agent.grants.groups));
+    println!(
+        "internal:        {}",
+        if agent.allow_internal {
+            "allowed"
+        } else {
+            "not allowed"
+        }
+    );
+    println!(
+        "connected:       {}",
+        if agent.connected { "yes" } else { "no" }
+    );
+    println!(
+        "last seen:       {}",
+        agent.last_seen_at.as_deref().unwrap_or("never")
+    );
+    println!("cursor:          {}", agent.cursor);
+    println!("created:         {}", agent.created_at);
+    Ok(())
+}
+
+fn print_table(agents: &[AgentView]) {
+    if agents.is_empty() {
+        println!(
+            "no agents; create one with `fluxgate agent create --name NAME --config-project PATH`"
+        );
+        return;
+    }
+    println!(
+        "{:<24} {:<32} {:<10} {:>10}  LAST SEEN",
+        "NAME", "CONFIG PROJECT", "CONNECTED", "CURSOR"
+    );
+    for agent in agents {
+        println!(
+            "{:<24} {:<32} {:<10} {:>10}  {}",
+            agent.name,
+            agent.config_project,
+            if agent.connected { "yes" } else { "no" },
+            agent.cursor,
+            agent.last_seen_at.as_deref().unwrap_or("never")
+        );
+    }
+}
+
+/// A database URL without its password, for messages.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(
+            redact_url("postgres://u:secret@db:5432/f"),
+            "postgres://u:***@db:5432/f"
+        );
+        assert_eq!(redact_url("postgres://u@db/f"), "postgres://u@db/f");
+        assert_eq!(
+            redact_url("sqlite://./x.db?mode=rwc"),
+            "sqlite://./x.db?mode=rwc"
+        );
+    }
+}

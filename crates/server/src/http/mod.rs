@@ -1,0 +1,78 @@
+//! The public HTTP listener: GitLab hooks and the admin API, with request ids, tracing,
+//! timeouts and JSON answers for unknown routes.
+
+pub mod admin_api;
+pub mod json;
+pub mod ops;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use fluxgate_core::{ApiError, ErrorCode};
+use fluxgate_ingest::hooks::{self, HookState};
+use http::StatusCode;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::admin::AgentAdmin;
+use json::ErrorResponse;
+
+/// No HTTP request may take longer than this (GitLab gives up after 10 s by default).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn public_router(hooks: HookState, admin: Option<(Arc<AgentAdmin>, String)>) -> Router {
+    let mut router = hooks::router(hooks);
+    router = match admin {
+        Some((admin, token)) => router.merge(admin_api::router(admin, &token)),
+        None => router.route("/api/v1/{*rest}", axum::routing::any(admin_api_off)),
+    };
+    let request_id = http::HeaderName::from_static("x-request-id");
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(CatchPanicLayer::custom(|_| {
+            ErrorResponse(ApiError::new(
+                ErrorCode::Internal,
+                "internal error; see the broker's logs",
+            ))
+            .into_response()
+        }))
+        .layer(TraceLayer::new_for_http())
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+async fn admin_api_off() -> ErrorResponse {
+    ErrorResponse(ApiError::not_found(
+        "the admin API is off; start the broker with --admin-token-file to enable it",
+    ))
+}
+
+pub(crate) async fn not_found(request: Request) -> ErrorResponse {
+    ErrorResponse(ApiError::not_found(format!(
+        "no route for {} {}",
+        request.method(),
+        request.uri().path()
+    )))
+}
+
+async fn method_not_allowed(request: Request) -> Response {
+    ErrorResponse(ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!(
+            "{} is not allowed on {}",
+            request.method(),
+            request.uri().path()
+        ),
+    ))
+    .into_response()
+}

@@ -1,0 +1,72 @@
+//! Logging (tracing: text or JSON) and the Prometheus recorder.
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+/// Installs the global tracing subscriber. `RUST_LOG` wins over `level` when set.
+pub fn init_logging(format: LogFormat, level: &str) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    let result = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    if let Err(err) = result {
+        eprintln!("logging was already initialised: {err}");
+    }
+}
+
+/// Installs the global metrics recorder and returns the handle `/metrics` renders.
+pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
+    const LATENCY_BUCKETS: &[f64] = &[
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+        300.0,
+    ];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)?
+        .set_buckets_for_metric(
+            Matcher::Suffix("_batch_size".to_owned()),
+            &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
+        )?
+        .install_recorder()?;
+    fluxgate_stream::metric_names::describe();
+    describe_server_metrics();
+    Ok(handle)
+}
+
+fn describe_server_metrics() {
+    use metrics::{Unit, describe_counter, describe_histogram};
+    describe_counter!("fluxgate_hooks_total", "Hooks received, by outcome.");
+    describe_counter!(
+        "fluxgate_hooks_ignored_total",
+        "Hooks of kinds fluxgate does not use, by kind."
+    );
+    describe_counter!(
+        "fluxgate_hook_records_total",
+        "Records parsed from accepted hooks, by kind."
+    );
+    describe_histogram!(
+        "fluxgate_hook_seconds",
+        Unit::Seconds,
+        "Time to answer a hook, commit included."
+    );
+    describe_histogram!(
+        "fluxgate_store_append_seconds",
+        Unit::Seconds,
+        "Time of one group-commit transaction."
+    );
+    describe_histogram!(
+        "fluxgate_store_append_batch_size",
+        "Hooks committed per transaction."
+    );
+    describe_counter!(
+        "fluxgate_log_trimmed_total",
+        "Retention runs that moved the log floor."
+    );
+}

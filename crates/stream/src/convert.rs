@@ -1,0 +1,198 @@
+//! Conversions between `fluxgate.v1` messages and domain types, with validation.
+//!
+//! Everything an agent sends is checked here; errors say which field was wrong and why.
+
+use fluxgate_core::{EventKind, FullPath, LogEntry, PushEvent, RefPattern, Seq};
+use fluxgate_proto::prost_types::Timestamp;
+use fluxgate_proto::v1;
+use fluxgate_routing::Subscription;
+use tonic::Status;
+
+/// Most subscriptions one stream may hold.
+pub const MAX_SUBSCRIPTIONS: usize = 1024;
+const MAX_LABEL: usize = 256;
+
+/// A validated Hello.
+#[derive(Debug, Clone)]
+pub struct AgentHello {
+    pub agent_version: String,
+    pub cluster_name: Option<String>,
+    pub subscriptions: Vec<Subscription>,
+    pub resume_after: Option<Seq>,
+}
+
+pub fn hello(message: v1::Hello) -> Result<AgentHello, Status> {
+    let agent_version = bounded_text("hello.agent_version", message.agent_version)?;
+    let cluster_name = bounded_text("hello.cluster_name", message.cluster_name)?;
+    let subscriptions = subscriptions("hello.subscriptions", message.subscriptions)?;
+    Ok(AgentHello {
+        agent_version,
+        cluster_name: (!cluster_name.is_empty()).then_some(cluster_name),
+        subscriptions,
+        resume_after: message.resume_after.map(Seq),
+    })
+}
+
+/// A validated subscription change: (add, remove).
+pub fn subscription_change(
+    message: v1::SubscriptionChange,
+) -> Result<(Vec<Subscription>, Vec<Subscription>), Status> {
+    Ok((
+        subscriptions("subscription_change.add", message.add)?,
+        subscriptions("subscription_change.remove", message.remove)?,
+    ))
+}
+
+fn bounded_text(field: &str, value: String) -> Result<String, Status> {
+    if value.len() > MAX_LABEL || value.chars().any(char::is_control) {
+        return Err(Status::invalid_argument(format!(
+            "{field} must be at most {MAX_LABEL} bytes without control characters"
+        )));
+    }
+    Ok(value)
+}
+
+fn subscriptions(field: &str, raw: Vec<v1::Subscription>) -> Result<Vec<Subscription>, Status> {
+    if raw.len() > MAX_SUBSCRIPTIONS {
+        return Err(Status::invalid_argument(format!(
+            "{field} has {} entries; at most {MAX_SUBSCRIPTIONS} are allowed",
+            raw.len()
+        )));
+    }
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, subscription)| {
+            let label = subscription.project.trim().to_owned();
+            let project = FullPath::parse(&label)
+                .map_err(|e| Status::invalid_argument(format!("{field}[{i}].project: {e}")))?;
+            let refs = match subscription.ref_pattern.trim() {
+                "" => None,
+                pattern => Some(RefPattern::parse(pattern).map_err(|e| {
+                    Status::invalid_argument(format!("{field}[{i}].ref_pattern: {e}"))
+                })?),
+            };
+            Ok(Subscription {
+                project,
+                refs,
+                label,
+            })
+        })
+        .collect()
+}
+
+pub fn event(entry: &LogEntry, event: &PushEvent, matched: Vec<String>) -> v1::Event {
+    let received_ms = event.received_at.get();
+    v1::Event {
+        seq: entry.seq.get(),
+        event_id: event.event_id.to_string(),
+        project_id: event.project.id.get(),
+        project_path: event.project.path.to_string(),
+        r#ref: event.git_ref.to_string(),
+        before: event.before.to_string(),
+        after: event.after.to_string(),
+        kind: match event.kind {
+            EventKind::Push => v1::EventKind::Push,
+            EventKind::TagPush => v1::EventKind::TagPush,
+        } as i32,
+        received_at: Some(Timestamp {
+            seconds: received_ms.div_euclid(1000),
+            nanos: i32::try_from(received_ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+        }),
+        matched_projects: matched,
+    }
+}
+
+/// A validated ack.
+#[derive(Debug, Clone)]
+pub struct AckReport {
+    pub seq: Seq,
+    pub outcomes: Vec<v1::Outcome>,
+    pub handling_ms: u64,
+}
+
+pub fn ack(message: v1::Ack) -> Result<AckReport, Status> {
+    if message.seq == 0 {
+        return Err(Status::invalid_argument("ack.seq must be positive"));
+    }
+    if message.outcomes.len() > MAX_SUBSCRIPTIONS {
+        return Err(Status::invalid_argument(format!(
+            "ack.outcomes has {} entries; at most {MAX_SUBSCRIPTIONS} are allowed",
+            message.outcomes.len()
+        )));
+    }
+    let outcomes = message
+        .outcomes
+        .iter()
+        .map(|o| v1::Outcome::try_from(o.outcome).unwrap_or(v1::Outcome::Unspecified))
+        .collect();
+    Ok(AckReport {
+        seq: Seq(message.seq),
+        outcomes,
+        handling_ms: message.handling_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sub(project: &str, ref_pattern: &str) -> v1::Subscription {
+        v1::Subscription {
+            project: project.to_owned(),
+            ref_pattern: ref_pattern.to_owned(),
+        }
+    }
+
+    #[test]
+    fn hello_is_validated_field_by_field() {
+        let ok = hello(v1::Hello {
+            agent_version: "1.0".into(),
+            cluster_name: String::new(),
+            subscriptions: vec![sub(" Team/App.git ", ""), sub("team/app", "refs/tags/v*")],
+            resume_after: Some(4),
+        })
+        .unwrap();
+        assert_eq!(ok.cluster_name, None);
+        assert_eq!(ok.subscriptions[0].label, "Team/App.git");
+        assert_eq!(ok.subscriptions[0].project.key(), "team/app");
+        assert!(ok.subscriptions[0].refs.is_none());
+        assert_eq!(ok.resume_after, Some(Seq(4)));
+
+        let bad_path = hello(v1::Hello {
+            subscriptions: vec![sub("team/app", ""), sub("a b", "")],
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(bad_path.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            bad_path.message(),
+            "hello.subscriptions[1].project: path \"a b\" has a forbidden character ' '"
+        );
+        let bad_ref = hello(v1::Hello {
+            subscriptions: vec![sub("a/b", "refs/heads/[")],
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            bad_ref
+                .message()
+                .starts_with("hello.subscriptions[0].ref_pattern:"),
+            "{}",
+            bad_ref.message()
+        );
+        let too_many = hello(v1::Hello {
+            subscriptions: vec![sub("a/b", ""); MAX_SUBSCRIPTIONS + 1],
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(too_many.message().contains("at most 1024"));
+    }
+
+    #[test]
+    fn acks_need_a_seq() {
+        assert_eq!(
+            ack(v1::Ack::default()).unwrap_err().message(),
+            "ack.seq must be positive"
+        );
+    }
+}

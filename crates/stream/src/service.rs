@@ -1,0 +1,137 @@
+//! The `fluxgate.v1.AgentService` gRPC service: authenticates a stream, reads its Hello,
+//! and hands it to a session task.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fluxgate_core::AgentToken;
+use fluxgate_proto::v1::agent_service_server::AgentService;
+use fluxgate_proto::v1::{self, agent_message};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::convert;
+use crate::session::{self, SessionContext, SessionRequest};
+
+/// Messages buffered towards one agent before the session waits for it to read.
+const OUTBOUND_BUFFER: usize = 64;
+
+pub struct AgentStreams {
+    context: Arc<SessionContext>,
+    hello_timeout: Duration,
+}
+
+impl AgentStreams {
+    pub fn new(context: Arc<SessionContext>, hello_timeout: Duration) -> Self {
+        Self {
+            context,
+            hello_timeout,
+        }
+    }
+
+    pub fn into_server(self) -> v1::agent_service_server::AgentServiceServer<Self> {
+        v1::agent_service_server::AgentServiceServer::new(self)
+    }
+}
+
+/// The token from `authorization: Bearer <token>`.
+pub fn bearer_token(metadata: &MetadataMap) -> Result<AgentToken, Status> {
+    let missing =
+        || Status::unauthenticated("missing `authorization: Bearer <agent token>` metadata");
+    let value = metadata.get("authorization").ok_or_else(missing)?;
+    let value = value
+        .to_str()
+        .map_err(|_| Status::unauthenticated("the authorization metadata is not valid text"))?;
+    let (scheme, token) = value.split_once(' ').ok_or_else(missing)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(missing());
+    }
+    Ok(AgentToken::from_presented(token))
+}
+
+#[tonic::async_trait]
+impl AgentService for AgentStreams {
+    type SubscribeStream = ReceiverStream<Result<v1::BrokerMessage, Status>>;
+
+    async fn subscribe(
+        &self,
+        request: Request<Streaming<v1::AgentMessage>>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        if self.context.shutdown.is_cancelled() {
+            return Err(Status::unavailable(
+                "the broker is shutting down; reconnect to another replica",
+            ));
+        }
+        let token = bearer_token(request.metadata())?;
+        let agent = self
+            .context
+            .store
+            .agent_by_token(&token.digest())
+            .await
+            .map_err(|e| e.to_api_error().to_grpc_status())?
+            .ok_or_else(|| Status::unauthenticated("unknown agent token"))?;
+
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(self.hello_timeout, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no hello received; send Hello first"))??;
+        let hello = match first.and_then(|m| m.message) {
+            Some(agent_message::Message::Hello(hello)) => convert::hello(hello)?,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message must be a Hello",
+                ));
+            }
+        };
+
+        let (outbound, stream) = mpsc::channel(OUTBOUND_BUFFER);
+        let request = SessionRequest {
+            policy: agent.policy,
+            stored_cursor: agent.cursor,
+            hello,
+        };
+        tokio::spawn(session::run(
+            self.context.clone(),
+            request,
+            inbound,
+            outbound,
+        ));
+        Ok(Response::new(ReceiverStream::new(stream)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metadata(value: &str) -> MetadataMap {
+        let mut map = MetadataMap::new();
+        map.insert("authorization", value.parse().unwrap());
+        map
+    }
+
+    #[test]
+    fn bearer_tokens_are_extracted_strictly() {
+        assert_eq!(
+            bearer_token(&metadata("Bearer fgat_abc")).unwrap().reveal(),
+            "fgat_abc"
+        );
+        assert_eq!(
+            bearer_token(&metadata("bearer fgat_abc")).unwrap().reveal(),
+            "fgat_abc"
+        );
+        for bad in ["fgat_abc", "Basic fgat_abc", "Bearer  ", "Bearer"] {
+            assert_eq!(
+                bearer_token(&metadata(bad)).unwrap_err().code(),
+                tonic::Code::Unauthenticated,
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            bearer_token(&MetadataMap::new()).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
+    }
+}

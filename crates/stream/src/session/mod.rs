@@ -1,0 +1,311 @@
+//! One agent stream, from Welcome to close.
+//!
+//! 1. Register with the hub (live events after its head queue up from now on).
+//! 2. Work out where to resume: the later of the agent's own cursor and the stored one; if
+//!    retention already removed events after it, say so in the Welcome.
+//! 3. Replay the backlog from the store up to the registration head, filtered by the same
+//!    routing decision as live events.
+//! 4. Serve live events, acks, subscription changes and keepalives until the agent leaves,
+//!    the hub closes the stream (overflow, token rotated, agent deleted) or the broker
+//!    shuts down.
+//!
+//! Events go out in seq order, each at most once per stream.
+
+pub mod cursor;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fluxgate_core::{AgentPolicy, Seq, UnixMillis};
+use fluxgate_proto::v1::{self, agent_message, broker_message};
+use fluxgate_store::Store;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tonic::{Status, Streaming};
+
+use crate::convert::{self, AgentHello};
+use crate::cursor_saver::CursorSaver;
+use crate::hub::{Delivery, Hub, Registration};
+use crate::metric_names as names;
+use cursor::{CursorTracker, MAX_IN_FLIGHT};
+
+/// Entries read from the store per backlog query.
+const BACKLOG_PAGE: u32 = 500;
+
+/// What every stream on this replica shares.
+pub struct SessionContext {
+    pub hub: Arc<Hub>,
+    pub store: Arc<dyn Store>,
+    pub cursors: Arc<CursorSaver>,
+    pub broker_id: String,
+    pub keepalive: Duration,
+    pub shutdown: CancellationToken,
+}
+
+/// The agent, as authenticated, and what it asked for.
+pub struct SessionRequest {
+    pub policy: AgentPolicy,
+    pub stored_cursor: Seq,
+    pub hello: AgentHello,
+}
+
+type Outbound = mpsc::Sender<Result<v1::BrokerMessage, Status>>;
+
+/// Runs the stream to its end; the returned status (if any) is sent to the agent last.
+pub async fn run(
+    context: Arc<SessionContext>,
+    request: SessionRequest,
+    inbound: Streaming<v1::AgentMessage>,
+    outbound: Outbound,
+) {
+    let agent = request.policy.name.clone();
+    let registration = match context.hub.register(
+        request.policy.id,
+        request.policy.token_generation,
+        request.hello.subscriptions.clone(),
+    ) {
+        Ok(registration) => registration,
+        Err(err) => {
+            let _ = outbound
+                .send(Err(Status::unauthenticated(err.to_string())))
+                .await;
+            return;
+        }
+    };
+    let id = registration.id;
+    metrics::counter!(names::STREAMS_OPENED).increment(1);
+    let mut session = Session {
+        context: context.clone(),
+        policy: request.policy,
+        outbound,
+        tracker: CursorTracker::new(Seq::ZERO),
+        last_sent: Seq::ZERO,
+    };
+    let end = session
+        .serve(registration, request.stored_cursor, request.hello, inbound)
+        .await;
+    context.hub.unregister(id);
+    context
+        .cursors
+        .record(session.policy.id, session.tracker.cursor());
+    let reason = match &end {
+        Ok(()) => "agent left",
+        Err(status) => status_label(status.code()),
+    };
+    metrics::counter!(names::STREAMS_CLOSED, "reason" => reason).increment(1);
+    match end {
+        Ok(()) => {
+            tracing::info!(agent = %agent, cursor = %session.tracker.cursor(), "stream closed by the agent")
+        }
+        Err(status) => {
+            tracing::info!(agent = %agent, cursor = %session.tracker.cursor(), reason = status.message(), "closing stream");
+            let _ = session.outbound.send(Err(status)).await;
+        }
+    }
+}
+
+fn status_label(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::ResourceExhausted => "overflow",
+        tonic::Code::Unauthenticated => "unauthenticated",
+        tonic::Code::Unavailable => "unavailable",
+        tonic::Code::InvalidArgument => "invalid_argument",
+        _ => "error",
+    }
+}
+
+struct Session {
+    context: Arc<SessionContext>,
+    policy: AgentPolicy,
+    outbound: Outbound,
+    tracker: CursorTracker,
+    last_sent: Seq,
+}
+
+impl Session {
+    async fn serve(
+        &mut self,
+        registration: Registration,
+        stored_cursor: Seq,
+        hello: AgentHello,
+        mut inbound: Streaming<v1::AgentMessage>,
+    ) -> Result<(), Status> {
+        let Registration {
+            id,
+            mut queue,
+            close,
+            head,
+        } = registration;
+        let bounds = self
+            .context
+            .store
+            .log_bounds()
+            .await
+            .map_err(|e| e.to_api_error().to_grpc_status())?;
+        let claimed = hello.resume_after.unwrap_or(Seq::ZERO).min(head);
+        let mut start = claimed.max(stored_cursor);
+        let cursor_expired = start < bounds.floor;
+        if cursor_expired {
+            tracing::warn!(agent = %self.policy.name, cursor = %start, floor = %bounds.floor, "cursor is older than retention");
+            start = bounds.floor;
+        }
+        self.tracker = CursorTracker::new(start);
+        self.last_sent = start;
+        tracing::info!(
+            agent = %self.policy.name,
+            cluster = hello.cluster_name.as_deref().unwrap_or("-"),
+            version = %hello.agent_version,
+            subscriptions = hello.subscriptions.len(),
+            resume_after = %start,
+            head = %head,
+            cursor_expired,
+            "agent stream opened"
+        );
+        self.send(broker_message::Message::Welcome(v1::Welcome {
+            agent_name: self.policy.name.to_string(),
+            broker_id: self.context.broker_id.clone(),
+            resume_after: start.get(),
+            cursor_expired,
+            head_seq: head.get(),
+            keepalive_seconds: u32::try_from(self.context.keepalive.as_secs()).unwrap_or(u32::MAX),
+        }))
+        .await?;
+
+        self.replay_backlog(id, start, head).await?;
+
+        let mut keepalive = tokio::time::interval(self.context.keepalive);
+        keepalive.reset();
+        loop {
+            tokio::select! {
+                biased;
+                () = self.context.shutdown.cancelled() => {
+                    return Err(Status::unavailable("the broker is shutting down; reconnect to another replica"));
+                }
+                () = close.closed() => {
+                    return Err(close.reason().unwrap_or_else(|| Status::unavailable("stream closed")));
+                }
+                message = inbound.message() => match message {
+                    Ok(Some(message)) => self.handle_agent_message(id, message)?,
+                    Ok(None) => return Ok(()),
+                    Err(status) => {
+                        tracing::debug!(agent = %self.policy.name, error = %status, "agent stream broke");
+                        return Ok(());
+                    }
+                },
+                delivery = queue.recv() => match delivery {
+                    Some(delivery) => {
+                        self.send_event(&delivery).await?;
+                        keepalive.reset();
+                    }
+                    None => return Err(close.reason().unwrap_or_else(|| Status::unavailable("stream closed"))),
+                },
+                _ = keepalive.tick() => {
+                    // Everything the hub dispatched up to its head is in the queue; if the
+                    // queue is empty, this stream has passed the head.
+                    let head = self.context.hub.head();
+                    if queue.is_empty() {
+                        self.tracker.pass(head);
+                    }
+                    let position = self.tracker.position().get();
+                    self.send(broker_message::Message::Keepalive(v1::Keepalive { position })).await?;
+                    self.context.cursors.record(self.policy.id, self.tracker.cursor());
+                }
+            }
+        }
+    }
+
+    async fn replay_backlog(&mut self, id: u64, start: Seq, head: Seq) -> Result<(), Status> {
+        let mut after = start;
+        while after < head {
+            let entries = self
+                .context
+                .store
+                .read_log(after, BACKLOG_PAGE)
+                .await
+                .map_err(|e| e.to_api_error().to_grpc_status())?;
+            let Some(last) = entries.last() else {
+                break;
+            };
+            after = last.seq;
+            for entry in entries.into_iter().take_while(|e| e.seq <= head) {
+                match self.context.hub.route_backlog(id, self.policy.id, &entry) {
+                    Some(matched) => {
+                        self.send_event(&Delivery {
+                            entry: Arc::new(entry),
+                            matched,
+                        })
+                        .await?;
+                        metrics::counter!(names::BACKLOG_EVENTS_SENT).increment(1);
+                    }
+                    None => self.tracker.pass(entry.seq),
+                }
+            }
+        }
+        self.tracker.pass(head);
+        Ok(())
+    }
+
+    async fn send_event(&mut self, delivery: &Delivery) -> Result<(), Status> {
+        let entry = &delivery.entry;
+        let Some(event) = entry.as_push() else {
+            return Ok(());
+        };
+        if entry.seq <= self.last_sent {
+            return Ok(());
+        }
+        if self.tracker.in_flight() >= MAX_IN_FLIGHT {
+            return Err(Status::resource_exhausted(format!(
+                "more than {MAX_IN_FLIGHT} events are unacknowledged; reconnect to resume from the cursor"
+            )));
+        }
+        let message = convert::event(entry, event, delivery.matched.clone());
+        self.send(broker_message::Message::Event(message)).await?;
+        self.last_sent = entry.seq;
+        self.tracker.sent(entry.seq, event.received_at);
+        metrics::counter!(names::EVENTS_SENT).increment(1);
+        tracing::debug!(agent = %self.policy.name, seq = %entry.seq, event_id = %event.event_id, project = %event.project.path, r#ref = %event.git_ref, "event sent");
+        Ok(())
+    }
+
+    async fn send(&self, message: broker_message::Message) -> Result<(), Status> {
+        self.outbound
+            .send(Ok(v1::BrokerMessage {
+                message: Some(message),
+            }))
+            .await
+            .map_err(|_| Status::cancelled("the agent went away"))
+    }
+
+    fn handle_agent_message(&mut self, id: u64, message: v1::AgentMessage) -> Result<(), Status> {
+        match message.message {
+            Some(agent_message::Message::Ack(ack)) => {
+                let ack = convert::ack(ack)?;
+                metrics::counter!(names::ACKS).increment(1);
+                for outcome in &ack.outcomes {
+                    metrics::counter!(names::RECEIVER_OUTCOMES, "outcome" => outcome.as_str_name())
+                        .increment(1);
+                }
+                if let Some(received_at) = self.tracker.acked(ack.seq) {
+                    let waited = received_at.elapsed_until(UnixMillis::now());
+                    metrics::histogram!(names::DELIVERY_LATENCY).record(waited.as_secs_f64());
+                    tracing::debug!(agent = %self.policy.name, seq = %ack.seq, latency_ms = waited.as_millis(), handling_ms = ack.handling_ms, "event acked");
+                }
+                self.context
+                    .cursors
+                    .record(self.policy.id, self.tracker.cursor());
+            }
+            Some(agent_message::Message::SubscriptionChange(change)) => {
+                let (add, remove) = convert::subscription_change(change)?;
+                tracing::info!(agent = %self.policy.name, added = add.len(), removed = remove.len(), "subscriptions changed");
+                self.context.hub.change_subscriptions(id, add, &remove);
+            }
+            Some(agent_message::Message::Hello(_)) => {
+                return Err(Status::invalid_argument(
+                    "hello may only be sent once, as the first message",
+                ));
+            }
+            None => return Err(Status::invalid_argument("empty agent message")),
+        }
+        Ok(())
+    }
+}

@@ -120,6 +120,11 @@ pub async fn run(
     metrics: Option<PrometheusHandle>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let addresses = (
+        listeners.http.local_addr()?,
+        listeners.agent.local_addr()?,
+        listeners.metrics.local_addr()?,
+    );
     let hook_secrets = secrets::hook_secrets(&config)?;
     let admin_token = secrets::admin_token(&config)?;
     let store: Arc<dyn Store> = Arc::new(open_store(&config, Duration::from_secs(60)).await?);
@@ -232,6 +237,9 @@ pub async fn run(
 
     tracing::info!(
         broker_id = %broker_id,
+        http = %addresses.0,
+        agent = %addresses.1,
+        metrics = %addresses.2,
         database = %store_label(&config),
         head = %snapshot.bounds.head,
         agents = snapshot.agents.len(),

@@ -1,1 +1,5 @@
-//! placeholder
+//! End-to-end test harness for fluxgate: boots the real binaries, with stand-ins for what
+//! cannot run here.
+
+pub mod flux_receiver;
+pub mod harness;

@@ -174,6 +174,7 @@ pub async fn run(
     background.spawn(retention::run(
         store.clone(),
         config.retention,
+        config.retention_check_interval,
         stop_background.clone(),
     ));
     background.spawn(readiness.clone().watch_database(

@@ -80,6 +80,9 @@ pub struct ServeFlags {
     /// How long events are kept for agents that are away [default: 7d].
     #[arg(long)]
     pub retention: Option<String>,
+    /// How often expired log entries are removed [default: 1m].
+    #[arg(long)]
+    pub retention_check_interval: Option<String>,
     /// How long deliveries are remembered for dedup [default: 24h].
     #[arg(long)]
     pub dedup_window: Option<String>,
@@ -234,6 +237,10 @@ impl Cli {
                     .map(|p| p.display().to_string().into()),
             );
             set("retention", text(&serve.retention));
+            set(
+                "retention_check_interval",
+                text(&serve.retention_check_interval),
+            );
             set("dedup_window", text(&serve.dedup_window));
             set("poll_interval", text(&serve.poll_interval));
             set("keepalive_interval", text(&serve.keepalive_interval));

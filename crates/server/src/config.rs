@@ -25,6 +25,7 @@ const ENV_KEYS: &[&str] = &[
     "hook_body_limit",
     "admin_token_file",
     "retention",
+    "retention_check_interval",
     "dedup_window",
     "poll_interval",
     "keepalive_interval",
@@ -65,6 +66,9 @@ pub struct Config {
     /// How long the log keeps events for agents that are away.
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
+    /// How often expired log entries are removed.
+    #[serde(with = "humantime_serde")]
+    pub retention_check_interval: Duration,
     /// How long a delivery id or a ref's last change is remembered for dedup.
     #[serde(with = "humantime_serde")]
     pub dedup_window: Duration,
@@ -112,6 +116,7 @@ impl Default for Config {
             hook_body_limit: fluxgate_ingest::hooks::DEFAULT_BODY_LIMIT,
             admin_token_file: None,
             retention: Duration::from_secs(7 * 24 * 3600),
+            retention_check_interval: Duration::from_secs(60),
             dedup_window: Duration::from_secs(24 * 3600),
             poll_interval: Duration::from_secs(1),
             keepalive_interval: Duration::from_secs(15),

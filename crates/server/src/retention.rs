@@ -1,4 +1,4 @@
-//! Retention: every minute, drop log entries older than the retention period.
+//! Retention: periodically drop log entries older than the retention period.
 //!
 //! An agent whose cursor falls below the trimmed range is told so when it reconnects
 //! (`cursor_expired`) and triggers all its receivers once.
@@ -10,10 +10,13 @@ use fluxgate_core::UnixMillis;
 use fluxgate_store::Store;
 use tokio_util::sync::CancellationToken;
 
-const INTERVAL: Duration = Duration::from_secs(60);
-
-pub async fn run(store: Arc<dyn Store>, retention: Duration, shutdown: CancellationToken) {
-    let mut ticker = tokio::time::interval(INTERVAL);
+pub async fn run(
+    store: Arc<dyn Store>,
+    retention: Duration,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(every);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -22,6 +25,7 @@ pub async fn run(store: Arc<dyn Store>, retention: Duration, shutdown: Cancellat
         let before = store.log_bounds().await.map(|b| b.floor).ok();
         match store.trim(UnixMillis::now().minus(retention)).await {
             Ok(bounds) if Some(bounds.floor) != before => {
+                metrics::gauge!("fluxgate_log_floor_seq").set(bounds.floor.get() as f64);
                 metrics::counter!("fluxgate_log_trimmed_total").increment(1);
                 tracing::info!(floor = %bounds.floor, head = %bounds.head, "retention removed old log entries");
             }

@@ -1,0 +1,82 @@
+//! The YAML configuration as written, before validation. Unknown keys are errors.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::receiver::ReceiverKind;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ConfigFile {
+    pub broker: String,
+    pub token_file: Option<PathBuf>,
+    pub token_env: Option<String>,
+    pub cluster_name: Option<String>,
+    pub receivers: Vec<ReceiverEntry>,
+    #[serde(default)]
+    pub retry: RetrySection,
+    #[serde(default)]
+    pub reconnect: ReconnectSection,
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ReceiverEntry {
+    pub name: Option<String>,
+    pub project: String,
+    #[serde(rename = "ref")]
+    pub ref_pattern: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: ReceiverKind,
+    pub token_file: Option<PathBuf>,
+    pub token: Option<String>,
+    pub url: Option<String>,
+    pub webhook_receiver_url: Option<String>,
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RetrySection {
+    pub max_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+}
+
+impl Default for RetrySection {
+    fn default() -> Self {
+        Self {
+            max_attempts: 8,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct ReconnectSection {
+    #[serde(with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+}
+
+impl Default for ReconnectSection {
+    fn default() -> Self {
+        Self {
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(10)
+}

@@ -1,0 +1,247 @@
+//! The agent's YAML configuration: parsing, defaults and validation.
+//!
+//! ```yaml
+//! broker: http://127.0.0.1:8150   # required; the broker's agent gRPC listener (http:// or https://)
+//! token_file: /var/run/secrets/fluxgate/token   # the agent token, surrounding whitespace trimmed;
+//! token_env: FLUXGATE_AGENT_TOKEN # ...or an environment variable (the default when neither is set)
+//! cluster_name: prod-eu           # optional, shown on the broker's dashboard
+//! request_timeout: 10s            # deadline of one Receiver call
+//! retry:                          # Receiver calls answered 404/408/429/5xx or not at all
+//!   max_attempts: 8               # calls in all, the first included
+//!   initial_backoff: 500ms        # doubles after each failure, with jitter ...
+//!   max_backoff: 30s              # ... up to this
+//! reconnect:                      # broker stream
+//!   initial_backoff: 500ms
+//!   max_backoff: 30s              # also the delay after the broker rejects the token
+//! receivers:                      # at least one
+//!   - name: app                   # unique; the Receiver's metadata.name. Required unless url is set
+//!     project: group/app          # GitLab full path, or a clone or web URL of the project
+//!     ref: refs/heads/main        # optional: exact ref, glob (refs/tags/v*) or branch/tag name
+//!     type: generic-hmac          # generic | generic-hmac | gitlab
+//!     token_file: /path/to/token  # the Receiver Secret's token, used RAW (see below) ...
+//!     token: "..."                # ... or inline; exactly one of the two
+//!     namespace: flux-system      # the Receiver's namespace (default flux-system)
+//!     webhook_receiver_url: http://webhook-receiver.flux-system.svc.cluster.local  # (default)
+//!     url: http://...             # or the full hook URL instead of the three keys above
+//! ```
+//!
+//! Durations are humantime strings (`250ms`, `10s`, `1m 30s`). Relative token paths are
+//! read from the configuration file's directory.
+//!
+//! A receiver's `token_file` is used exactly as read, trailing newline included: Flux
+//! hashes the Secret's raw bytes into the webhook path and keys the HMAC with them, and a
+//! mounted Secret file holds exactly those bytes. Only the agent's own token is trimmed.
+//!
+//! A receiver with `url` needs no token if its type is `generic`, since the path is
+//! already known. Without `url`, the URL is `webhook_receiver_url` +
+//! `/hook/` + hex(sha256(token + name + namespace)).
+
+mod file;
+mod receivers;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fluxgate_core::AgentToken;
+use reqwest::Url;
+use reqwest::header::HeaderValue;
+
+use crate::receiver::Receiver;
+use crate::receiver::retry::RetryPolicy;
+use file::{ConfigFile, ReconnectSection, RetrySection};
+
+/// The environment variable holding the agent token when the file names none.
+pub const DEFAULT_TOKEN_ENV: &str = "FLUXGATE_AGENT_TOKEN";
+
+/// Why the configuration cannot be used. The message names the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Parse(#[from] serde_yaml_ng::Error),
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Reconnect delays for the broker stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReconnectPolicy {
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+/// A validated configuration, with every secret read.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// `http://` or `https://` address of the broker's agent listener.
+    pub broker: String,
+    pub token: AgentToken,
+    /// Empty if not set.
+    pub cluster_name: String,
+    pub receivers: Vec<Receiver>,
+    pub retry: RetryPolicy,
+    pub reconnect: ReconnectPolicy,
+    pub request_timeout: Duration,
+}
+
+impl AgentConfig {
+    /// Reads the file at `path`, taking secrets from files and the process environment.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base_dir = path.parent().unwrap_or_else(|| Path::new("."));
+        Self::from_yaml(&text, base_dir, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses `yaml`. Relative token paths are read from `base_dir`, environment variables
+    /// through `env`.
+    pub fn from_yaml(
+        yaml: &str,
+        base_dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let file: ConfigFile = serde_yaml_ng::from_str(yaml)?;
+        Ok(Self {
+            broker: broker(&file.broker)?,
+            token: agent_token(file.token_file.as_deref(), file.token_env, base_dir, env)?,
+            cluster_name: file.cluster_name.unwrap_or_default().trim().to_owned(),
+            receivers: receivers::validate(file.receivers, base_dir)?,
+            retry: retry(&file.retry)?,
+            reconnect: reconnect(&file.reconnect)?,
+            request_timeout: positive("request_timeout", file.request_timeout)?,
+        })
+    }
+}
+
+fn broker(raw: &str) -> Result<String, ConfigError> {
+    let url = Url::parse(raw.trim()).map_err(|e| ConfigError::invalid("broker", e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ConfigError::invalid(
+            "broker",
+            format!("scheme must be http or https, not {:?}", url.scheme()),
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(ConfigError::invalid("broker", "the URL has no host"));
+    }
+    Ok(raw.trim().to_owned())
+}
+
+fn agent_token(
+    token_file: Option<&Path>,
+    token_env: Option<String>,
+    base_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<AgentToken, ConfigError> {
+    let raw = match (token_file, token_env) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::invalid(
+                "token_file",
+                "set token_file or token_env, not both",
+            ));
+        }
+        (Some(path), None) => read_secret_file("token_file", base_dir, path)?,
+        (None, env_name) => {
+            let name = env_name.unwrap_or_else(|| DEFAULT_TOKEN_ENV.to_owned());
+            env(&name).ok_or_else(|| {
+                ConfigError::invalid(
+                    "token_env",
+                    format!("environment variable {name} is not set (set it, or use token_file)"),
+                )
+            })?
+        }
+    };
+    let token = AgentToken::from_presented(&raw);
+    let field = if token_file.is_some() {
+        "token_file"
+    } else {
+        "token_env"
+    };
+    if token.reveal().is_empty() {
+        return Err(ConfigError::invalid(field, "the agent token is empty"));
+    }
+    if HeaderValue::from_str(&format!("Bearer {}", token.reveal())).is_err() {
+        return Err(ConfigError::invalid(
+            field,
+            "the agent token has characters that cannot be sent in a header",
+        ));
+    }
+    Ok(token)
+}
+
+/// Reads a secret file as is. `field` names the key in errors.
+pub(crate) fn read_secret_file(
+    field: &str,
+    base_dir: &Path,
+    path: &Path,
+) -> Result<String, ConfigError> {
+    let full = base_dir.join(path);
+    std::fs::read_to_string(&full)
+        .map_err(|e| ConfigError::invalid(field, format!("cannot read {}: {e}", full.display())))
+}
+
+fn retry(section: &RetrySection) -> Result<RetryPolicy, ConfigError> {
+    if section.max_attempts == 0 {
+        return Err(ConfigError::invalid(
+            "retry.max_attempts",
+            "must be at least 1",
+        ));
+    }
+    let (initial_backoff, max_backoff) =
+        backoff_pair("retry", section.initial_backoff, section.max_backoff)?;
+    Ok(RetryPolicy {
+        max_attempts: section.max_attempts,
+        initial_backoff,
+        max_backoff,
+    })
+}
+
+fn reconnect(section: &ReconnectSection) -> Result<ReconnectPolicy, ConfigError> {
+    let (initial_backoff, max_backoff) =
+        backoff_pair("reconnect", section.initial_backoff, section.max_backoff)?;
+    Ok(ReconnectPolicy {
+        initial_backoff,
+        max_backoff,
+    })
+}
+
+fn backoff_pair(
+    section: &str,
+    initial: Duration,
+    max: Duration,
+) -> Result<(Duration, Duration), ConfigError> {
+    let initial = positive(&format!("{section}.initial_backoff"), initial)?;
+    if max < initial {
+        return Err(ConfigError::invalid(
+            format!("{section}.max_backoff"),
+            format!("must not be shorter than initial_backoff ({initial:?})"),
+        ));
+    }
+    Ok((initial, max))
+}
+
+fn positive(field: &str, value: Duration) -> Result<Duration, ConfigError> {
+    if value.is_zero() {
+        return Err(ConfigError::invalid(field, "must be longer than zero"));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests;

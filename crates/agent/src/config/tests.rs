@@ -1,0 +1,283 @@
+//! Configuration parsing: a full file, defaults, and every rejected case with its message.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+use crate::receiver::ReceiverKind;
+
+const MINIMAL: &str = "
+broker: http://127.0.0.1:8150
+receivers:
+  - name: my-receiver
+    project: group/app
+    type: generic
+    token: my-token
+";
+
+fn env(name: &str) -> Option<String> {
+    (name == DEFAULT_TOKEN_ENV).then(|| "fgat_from_env".to_owned())
+}
+
+fn parse(yaml: &str) -> Result<AgentConfig, ConfigError> {
+    AgentConfig::from_yaml(yaml, Path::new("/nonexistent"), &env)
+}
+
+fn error(yaml: &str) -> String {
+    match parse(yaml) {
+        Ok(config) => panic!("expected an error, got {config:?}"),
+        Err(error) => error.to_string(),
+    }
+}
+
+fn assert_error(yaml: &str, expected: &str) {
+    let message = error(yaml);
+    assert!(
+        message.contains(expected),
+        "error {message:?} should contain {expected:?}"
+    );
+}
+
+/// `MINIMAL` with its receiver's `type` … `token` lines replaced by `receiver`.
+fn with_receiver(receiver: &str) -> String {
+    format!("broker: http://127.0.0.1:8150\nreceivers:\n{receiver}")
+}
+
+#[test]
+fn minimal_config_gets_the_defaults() {
+    let config = parse(MINIMAL).expect("valid");
+    assert_eq!(config.broker, "http://127.0.0.1:8150");
+    assert_eq!(config.token.reveal(), "fgat_from_env");
+    assert_eq!(config.cluster_name, "");
+    assert_eq!(config.retry, RetryPolicy::default());
+    assert_eq!(config.retry.max_attempts, 8);
+    assert_eq!(config.retry.initial_backoff, Duration::from_millis(500));
+    assert_eq!(config.retry.max_backoff, Duration::from_secs(30));
+    assert_eq!(
+        config.reconnect,
+        ReconnectPolicy {
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+        }
+    );
+    assert_eq!(config.request_timeout, Duration::from_secs(10));
+    let receiver = &config.receivers[0];
+    assert_eq!(receiver.name, "my-receiver");
+    assert_eq!(receiver.kind, ReceiverKind::Generic);
+    assert!(receiver.ref_pattern.is_none());
+    assert_eq!(
+        receiver.url.as_url().as_str(),
+        "http://webhook-receiver.flux-system.svc.cluster.local/hook/\
+         8a1182bb8ba88eae305b69af2c1839590333ebddd73eccbbe482c0c93d147305"
+    );
+}
+
+#[test]
+fn full_config_with_token_files() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("agent-token"), "fgat_abc\n").expect("write");
+    std::fs::write(dir.path().join("receiver-token"), "my-token\n").expect("write");
+    let yaml = "
+broker: https://fluxgate.example.com:8150
+token_file: agent-token
+cluster_name: prod-eu
+request_timeout: 3s
+retry: {max_attempts: 3, initial_backoff: 100ms, max_backoff: 2s}
+reconnect: {initial_backoff: 1s, max_backoff: 1m}
+receivers:
+  - name: my-receiver
+    project: https://gitlab.example.com/Group/App.git
+    ref: refs/tags/v*
+    type: generic-hmac
+    token_file: receiver-token
+    namespace: flux-system
+    webhook_receiver_url: http://127.0.0.1:9292/
+  - project: group/other
+    type: generic
+    url: http://flux.internal/hook/abc
+  - name: gl
+    project: group/app
+    ref: main
+    type: gitlab
+    token: s3cr3t
+";
+    let config = AgentConfig::from_yaml(yaml, dir.path(), &|_| None).expect("valid");
+    assert_eq!(config.token.reveal(), "fgat_abc", "agent token is trimmed");
+    assert_eq!(config.cluster_name, "prod-eu");
+    assert_eq!(config.request_timeout, Duration::from_secs(3));
+    assert_eq!(
+        config.retry,
+        RetryPolicy {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+        }
+    );
+    assert_eq!(config.reconnect.max_backoff, Duration::from_secs(60));
+
+    let hmac = &config.receivers[0];
+    assert_eq!(hmac.project.key(), "group/app");
+    assert_eq!(hmac.token.expose(), "my-token\n", "receiver token is raw");
+    assert_eq!(
+        hmac.url.as_url().as_str(),
+        "http://127.0.0.1:9292/hook/baf942a6b8038e8231291d524f1d8e54720d7b65c3bd1aa84057c41c317d5732"
+    );
+
+    let by_url = &config.receivers[1];
+    assert_eq!(by_url.name, "receivers[1]");
+    assert_eq!(
+        by_url.url.as_url().as_str(),
+        "http://flux.internal/hook/abc"
+    );
+    assert_eq!(by_url.token.expose(), "");
+
+    assert_eq!(config.receivers[2].kind, ReceiverKind::Gitlab);
+    assert!(
+        !format!("{config:?}").contains("s3cr3t"),
+        "secrets stay out of Debug"
+    );
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_their_location() {
+    assert_error(&format!("{MINIMAL}brokr: x\n"), "unknown field `brokr`");
+    let message = error(&with_receiver(
+        "  - name: a\n    project: g/a\n    type: generic\n    token: t\n    tokn: x\n",
+    ));
+    assert!(message.contains("receivers[0]"), "{message}");
+    assert!(message.contains("unknown field `tokn`"), "{message}");
+    assert_error(
+        &format!("{MINIMAL}retry: {{attempts: 3}}\n"),
+        "unknown field `attempts`",
+    );
+}
+
+#[test]
+fn missing_and_malformed_values() {
+    assert_error("receivers: []\n", "missing field `broker`");
+    assert_error(
+        &MINIMAL.replace("http://127.0.0.1:8150", "ftp://x"),
+        "broker: scheme must be http or https",
+    );
+    assert_error(
+        &MINIMAL.replace("http://127.0.0.1:8150", "nope"),
+        "broker: ",
+    );
+    assert_error(
+        &MINIMAL.replace("generic", "github"),
+        "unknown variant `github`, expected one of `generic`, `generic-hmac`, `gitlab`",
+    );
+    assert_error(
+        &format!("{MINIMAL}request_timeout: soon\n"),
+        "request_timeout",
+    );
+    assert_error(
+        &format!("{MINIMAL}request_timeout: 0s\n"),
+        "request_timeout: must be longer than zero",
+    );
+}
+
+#[test]
+fn agent_token_sources() {
+    assert_error(
+        &format!("token_file: a\ntoken_env: B\n{MINIMAL}"),
+        "token_file: set token_file or token_env, not both",
+    );
+    assert_error(
+        &format!("token_env: OTHER\n{MINIMAL}"),
+        "token_env: environment variable OTHER is not set",
+    );
+    let unset = AgentConfig::from_yaml(MINIMAL, Path::new("."), &|_| None)
+        .expect_err("no token")
+        .to_string();
+    assert!(unset.contains("FLUXGATE_AGENT_TOKEN is not set"), "{unset}");
+    assert_error(
+        &format!("token_file: missing\n{MINIMAL}"),
+        "token_file: cannot read",
+    );
+}
+
+#[test]
+fn retry_and_reconnect_bounds() {
+    assert_error(
+        &format!("{MINIMAL}retry: {{max_attempts: 0}}\n"),
+        "retry.max_attempts: must be at least 1",
+    );
+    assert_error(
+        &format!("{MINIMAL}retry: {{initial_backoff: 0s}}\n"),
+        "retry.initial_backoff: must be longer than zero",
+    );
+    assert_error(
+        &format!("{MINIMAL}reconnect: {{initial_backoff: 2s, max_backoff: 1s}}\n"),
+        "reconnect.max_backoff: must not be shorter than initial_backoff",
+    );
+    assert_error(
+        &format!("{MINIMAL}retry: {{max_backoff: forever}}\n"),
+        "max_backoff",
+    );
+}
+
+#[test]
+fn receiver_list_errors_name_the_receiver() {
+    assert_error(
+        "broker: http://b\nreceivers: []\n",
+        "receivers: at least one receiver is required",
+    );
+    let cases = [
+        (
+            "  - name: a\n    project: 'a//b'\n    type: generic\n    token: t\n",
+            "receivers[0].project: path \"a//b\" has an empty segment",
+        ),
+        (
+            "  - name: a\n    project: g/a\n    ref: 'refs/heads/['\n    type: generic\n    token: t\n",
+            "receivers[0].ref: ref pattern",
+        ),
+        (
+            "  - project: g/a\n    type: generic\n    token: t\n",
+            "receivers[0].name: required unless url is given",
+        ),
+        (
+            "  - name: ' '\n    project: g/a\n    type: generic\n    token: t\n",
+            "receivers[0].name: must not be empty",
+        ),
+        (
+            "  - name: a\n    project: g/a\n    type: generic\n    token: t\n    token_file: f\n",
+            "receivers[0].token_file: set token or token_file, not both",
+        ),
+        (
+            "  - name: a\n    project: g/a\n    type: generic\n",
+            "receivers[0].token: token or token_file is required: the hook path is computed from it",
+        ),
+        (
+            "  - name: a\n    project: g/a\n    type: generic-hmac\n    url: http://f/hook/x\n",
+            "receivers[0].token: token or token_file is required: this receiver type authenticates",
+        ),
+        (
+            "  - name: a\n    project: g/a\n    type: generic\n    url: http://f/hook/x\n    namespace: n\n",
+            "receivers[0].namespace: cannot be combined with url",
+        ),
+        (
+            "  - name: a\n    project: g/a\n    type: generic\n    url: 'ftp://f/x'\n",
+            "receivers[0].url: scheme must be http or https",
+        ),
+        (
+            "  - name: a\n    project: g/a\n    type: generic\n    token: t\n    webhook_receiver_url: 'http://x?q=1'\n",
+            "receivers[0].webhook_receiver_url: ",
+        ),
+        (
+            "  - name: a\n    project: g/a\n    type: gitlab\n    token: \"t\\n\"\n",
+            "receivers[0].token: a gitlab receiver's token cannot hold line breaks",
+        ),
+        (
+            "  - name: a\n    project: g/a\n    type: generic\n    token_file: nope\n",
+            "receivers[0].token_file: cannot read /nonexistent/nope",
+        ),
+        (
+            "  - name: app\n    project: g/a\n    type: generic\n    token: t\n  - name: app\n    project: g/b\n    type: generic\n    token: t\n",
+            "receivers[1].name: \"app\" is already used by receivers[0]",
+        ),
+    ];
+    for (receiver, expected) in cases {
+        assert_error(&with_receiver(receiver), expected);
+    }
+}

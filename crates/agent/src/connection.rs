@@ -1,0 +1,305 @@
+//! The connection to the broker, as an explicit state machine that reconnects forever.
+//!
+//! ```text
+//!            connect ok                 session ends
+//! Disconnected ───────────► Connected ───────────────► Disconnected(delay)
+//!      ▲  │ connect fails                                   │
+//!      │  └──────────► Disconnected(next backoff)           │
+//!      └────────────────────── after delay ─────────────────┘
+//! ```
+//!
+//! Delays come from one [`Backoff`] (jittered, doubling up to `reconnect.max_backoff`):
+//!
+//! - A stream the broker had welcomed that then closed cleanly, or failed with
+//!   `UNAVAILABLE` or `RESOURCE_EXHAUSTED` (a replica draining or shedding load), was
+//!   healthy: the backoff starts over, so the agent is back within about
+//!   `initial_backoff`.
+//! - `UNAUTHENTICATED` or `PERMISSION_DENIED`: the token is wrong, revoked or rotated.
+//!   This is logged as an error, and the agent keeps retrying at the maximum delay.
+//! - Anything else (connect failures, other statuses, protocol errors, silence): the next
+//!   backoff step.
+//!
+//! The dispatcher and its receiver workers live across states, so deliveries continue
+//! while the agent reconnects; the cursor too, so the next Hello resumes after it.
+
+use std::time::Duration;
+
+use fluxgate_proto::v1::agent_service_client::AgentServiceClient;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tonic::metadata::AsciiMetadataValue;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+
+use crate::backoff::Backoff;
+use crate::config::AgentConfig;
+use crate::cursor::Cursor;
+use crate::dispatch::Dispatcher;
+use crate::session::{self, EndReason, SessionContext, SessionEnd};
+use crate::wire::Identity;
+
+/// TCP (and TLS) connect deadline.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 PING interval, so dead connections are noticed even on an idle stream.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a PING may go unanswered.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Why the connection cannot even be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    #[error("broker address {address:?}: {source}")]
+    Address {
+        address: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("the agent token cannot be sent as gRPC metadata")]
+    Token,
+}
+
+enum State {
+    Disconnected { retry_in: Duration },
+    Connected { client: AgentServiceClient<Channel> },
+}
+
+pub struct Connection {
+    endpoint: Endpoint,
+    authorization: AsciiMetadataValue,
+    identity: Identity,
+    backoff: Backoff,
+    cursor: Cursor,
+    dispatcher: Dispatcher,
+    generation: u64,
+}
+
+impl Connection {
+    pub fn new(config: &AgentConfig, dispatcher: Dispatcher) -> Result<Self, ConnectionError> {
+        Ok(Self {
+            endpoint: endpoint(&config.broker)?,
+            authorization: session::authorization(config.token.reveal())
+                .map_err(|_| ConnectionError::Token)?,
+            identity: Identity::new(&config.cluster_name, &config.receivers),
+            backoff: Backoff::new(
+                config.reconnect.initial_backoff,
+                config.reconnect.max_backoff,
+            ),
+            cursor: Cursor::default(),
+            dispatcher,
+            generation: 0,
+        })
+    }
+
+    /// Connects, streams and reconnects until `shutdown` fires.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut state = State::Disconnected {
+            retry_in: Duration::ZERO,
+        };
+        loop {
+            state = match state {
+                State::Disconnected { retry_in } => {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(retry_in) => {}
+                    }
+                    self.connect().await
+                }
+                State::Connected { client } => {
+                    let end = self.stream(client, &shutdown).await;
+                    if matches!(end.reason, EndReason::Shutdown) {
+                        return;
+                    }
+                    State::Disconnected {
+                        retry_in: self.delay_after(&end),
+                    }
+                }
+            };
+        }
+    }
+
+    async fn connect(&mut self) -> State {
+        let uri = self.endpoint.uri().clone();
+        match self.endpoint.connect().await {
+            Ok(channel) => {
+                tracing::debug!(broker = %uri, "connection established");
+                State::Connected {
+                    client: AgentServiceClient::new(channel),
+                }
+            }
+            Err(error) => {
+                let retry_in = self.backoff.next_delay();
+                tracing::warn!(
+                    broker = %uri,
+                    error = %error_chain(&error),
+                    ?retry_in,
+                    "cannot connect to the broker"
+                );
+                State::Disconnected { retry_in }
+            }
+        }
+    }
+
+    async fn stream(
+        &mut self,
+        client: AgentServiceClient<Channel>,
+        shutdown: &CancellationToken,
+    ) -> SessionEnd {
+        self.generation += 1;
+        let context = SessionContext {
+            identity: &self.identity,
+            authorization: &self.authorization,
+            generation: self.generation,
+            dispatcher: &mut self.dispatcher,
+            cursor: &mut self.cursor,
+            shutdown,
+        };
+        session::run(client, context).await
+    }
+
+    /// The delay before reconnecting after `end`, with the log line that explains it.
+    fn delay_after(&mut self, end: &SessionEnd) -> Duration {
+        let (kind, retry_in) = plan_reconnect(&mut self.backoff, end);
+        let reason = &end.reason;
+        match kind {
+            EndKind::Healthy => {
+                tracing::info!(%reason, ?retry_in, "disconnected from the broker");
+            }
+            EndKind::Failed => {
+                tracing::warn!(%reason, ?retry_in, "disconnected from the broker");
+            }
+            EndKind::TokenRejected => tracing::error!(
+                %reason,
+                ?retry_in,
+                "the broker rejected this agent's token: it may be wrong, revoked or \
+                 rotated; check token_file / token_env"
+            ),
+        }
+        retry_in
+    }
+}
+
+/// How a session's end is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EndKind {
+    /// A normal end of a stream the broker had accepted.
+    Healthy,
+    Failed,
+    TokenRejected,
+}
+
+/// Classifies `end` and picks the delay before the next connection attempt.
+fn plan_reconnect(backoff: &mut Backoff, end: &SessionEnd) -> (EndKind, Duration) {
+    let code = match &end.reason {
+        EndReason::Status(status) => Some(status.code()),
+        _ => None,
+    };
+    if matches!(code, Some(Code::Unauthenticated | Code::PermissionDenied)) {
+        return (EndKind::TokenRejected, backoff.max_delay());
+    }
+    let normal_end = matches!(end.reason, EndReason::Closed)
+        || matches!(code, Some(Code::Unavailable | Code::ResourceExhausted));
+    if end.welcomed && normal_end {
+        backoff.reset();
+        return (EndKind::Healthy, backoff.next_delay());
+    }
+    (EndKind::Failed, backoff.next_delay())
+}
+
+fn endpoint(broker: &str) -> Result<Endpoint, ConnectionError> {
+    let address_error = |source| ConnectionError::Address {
+        address: broker.to_owned(),
+        source,
+    };
+    let mut endpoint = Endpoint::from_shared(broker.to_owned())
+        .map_err(address_error)?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_keepalive(Some(KEEPALIVE_INTERVAL))
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true);
+    if broker.starts_with("https://") {
+        endpoint = endpoint
+            .tls_config(ClientTlsConfig::new().with_native_roots())
+            .map_err(address_error)?;
+    }
+    Ok(endpoint)
+}
+
+/// An error and its causes on one line (tonic's transport errors say little on their own).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn end(welcomed: bool, reason: EndReason) -> SessionEnd {
+        SessionEnd { welcomed, reason }
+    }
+
+    fn grown_backoff() -> Backoff {
+        let mut backoff = Backoff::new(100 * MS, 10_000 * MS);
+        for _ in 0..5 {
+            backoff.next_delay();
+        }
+        backoff
+    }
+
+    #[test]
+    fn a_healthy_stream_resets_the_backoff() {
+        for reason in [
+            EndReason::Closed,
+            EndReason::Status(tonic::Status::unavailable("draining")),
+            EndReason::Status(tonic::Status::resource_exhausted("busy")),
+        ] {
+            let (kind, delay) = plan_reconnect(&mut grown_backoff(), &end(true, reason));
+            assert_eq!(kind, EndKind::Healthy);
+            assert!(delay <= 100 * MS, "{delay:?}");
+        }
+    }
+
+    #[test]
+    fn failures_keep_growing_the_backoff() {
+        let cases = [
+            end(false, EndReason::Closed),
+            end(false, EndReason::Status(tonic::Status::unavailable("down"))),
+            end(true, EndReason::Status(tonic::Status::internal("bug"))),
+            end(true, EndReason::Protocol("a second Welcome")),
+            end(true, EndReason::Silent(90 * 1000 * MS)),
+        ];
+        for case in cases {
+            let (kind, delay) = plan_reconnect(&mut grown_backoff(), &case);
+            assert_eq!(kind, EndKind::Failed, "{case:?}");
+            assert!(delay >= 1600 * MS, "{case:?}: {delay:?}");
+        }
+    }
+
+    #[test]
+    fn a_rejected_token_waits_the_maximum() {
+        for status in [
+            tonic::Status::unauthenticated("bad token"),
+            tonic::Status::permission_denied("revoked"),
+        ] {
+            let mut backoff = Backoff::new(100 * MS, 10_000 * MS);
+            let (kind, delay) =
+                plan_reconnect(&mut backoff, &end(false, EndReason::Status(status)));
+            assert_eq!(kind, EndKind::TokenRejected);
+            assert!(delay >= 5_000 * MS, "{delay:?}");
+        }
+    }
+
+    #[test]
+    fn plain_endpoints_are_built_without_tls() {
+        assert!(endpoint("http://127.0.0.1:8150").is_ok());
+        assert!(endpoint("http://[::1]:8150").is_ok());
+    }
+}

@@ -1,0 +1,170 @@
+//! From broker events to receiver workers, and from their completions back to acks.
+//!
+//! Each event goes to the worker of every receiver it matches ([`Receiver::matches`]).
+//! Its ack is ready once every one of those receivers has completed it, delivered,
+//! coalesced, rejected or failed alike. An event that matches no receiver is acked at
+//! once with no outcomes. Acks come out in completion order, not seq order.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::event::TriggerEvent;
+use crate::receiver::Receiver;
+use crate::receiver::retry::{Deliverer, DeliveryReport};
+use crate::receiver::worker::{Completion, Origin, Ticket, WorkerHandle};
+
+/// One receiver's part of an ack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiverOutcome {
+    pub receiver: String,
+    pub report: DeliveryReport,
+}
+
+/// Everything needed to ack one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckReport {
+    pub ticket: Ticket,
+    pub outcomes: Vec<ReceiverOutcome>,
+    /// From the event's arrival to the last receiver finishing.
+    pub handling: Duration,
+}
+
+/// An event waiting for its receivers.
+struct OpenEvent {
+    received_at: Instant,
+    waiting_for: usize,
+    outcomes: Vec<ReceiverOutcome>,
+}
+
+struct ReceiverSlot {
+    receiver: Arc<Receiver>,
+    worker: WorkerHandle,
+}
+
+pub struct Dispatcher {
+    receivers: Vec<ReceiverSlot>,
+    open: HashMap<Ticket, OpenEvent>,
+    completions: mpsc::UnboundedReceiver<Completion>,
+    /// Kept so `completions` never reports closed while the dispatcher lives.
+    _completions_sender: mpsc::UnboundedSender<Completion>,
+}
+
+impl Dispatcher {
+    /// Starts one worker per receiver. They stop when `cancel` fires.
+    pub fn start(
+        receivers: Vec<Receiver>,
+        deliverer: &Deliverer,
+        cancel: &CancellationToken,
+    ) -> Self {
+        let (sender, completions) = mpsc::unbounded_channel();
+        let receivers = receivers
+            .into_iter()
+            .map(|receiver| {
+                let receiver = Arc::new(receiver);
+                let worker = WorkerHandle::spawn(
+                    Arc::clone(&receiver),
+                    deliverer.clone(),
+                    sender.clone(),
+                    cancel.child_token(),
+                );
+                ReceiverSlot { receiver, worker }
+            })
+            .collect();
+        Self {
+            receivers,
+            open: HashMap::new(),
+            completions,
+            _completions_sender: sender,
+        }
+    }
+
+    /// Hands `event` to its receivers. Returns the ack at once if it matches none.
+    pub fn dispatch(&mut self, event: TriggerEvent, generation: u64) -> Option<AckReport> {
+        let ticket = Ticket {
+            generation,
+            seq: event.seq,
+        };
+        if self.open.contains_key(&ticket) {
+            tracing::warn!(seq = event.seq, "duplicate event on one stream, ignored");
+            return None;
+        }
+        let matching: Vec<&ReceiverSlot> = self
+            .receivers
+            .iter()
+            .filter(|slot| slot.receiver.matches(&event))
+            .collect();
+        if matching.is_empty() {
+            tracing::debug!(
+                seq = event.seq,
+                project = %event.project_path,
+                r#ref = event.ref_str(),
+                "event matches no receiver"
+            );
+            return Some(AckReport {
+                ticket,
+                outcomes: Vec::new(),
+                handling: Duration::ZERO,
+            });
+        }
+        self.open.insert(
+            ticket,
+            OpenEvent {
+                received_at: Instant::now(),
+                waiting_for: matching.len(),
+                outcomes: Vec::with_capacity(matching.len()),
+            },
+        );
+        let event = Arc::new(event);
+        for slot in matching {
+            slot.worker
+                .submit(Arc::clone(&event), Origin::Event(ticket));
+        }
+        None
+    }
+
+    /// Triggers every receiver once with a resync event. Nothing is acked for these.
+    pub fn resync_all(&self) {
+        for slot in &self.receivers {
+            let event = Arc::new(TriggerEvent::resync(&slot.receiver));
+            slot.worker.submit(event, Origin::Resync);
+        }
+    }
+
+    /// Waits for the next event whose receivers have all completed. Cancel-safe.
+    pub async fn next_ack(&mut self) -> AckReport {
+        loop {
+            let Some(completion) = self.completions.recv().await else {
+                // Unreachable: `self` holds a sender.
+                return std::future::pending().await;
+            };
+            if let Some(ack) = self.record(completion) {
+                return ack;
+            }
+        }
+    }
+
+    fn record(&mut self, completion: Completion) -> Option<AckReport> {
+        let Origin::Event(ticket) = completion.origin else {
+            return None;
+        };
+        let open = self.open.get_mut(&ticket)?;
+        open.outcomes.push(ReceiverOutcome {
+            receiver: completion.receiver.to_string(),
+            report: completion.report,
+        });
+        open.waiting_for = open.waiting_for.saturating_sub(1);
+        if open.waiting_for > 0 {
+            return None;
+        }
+        let done = self.open.remove(&ticket)?;
+        Some(AckReport {
+            ticket,
+            outcomes: done.outcomes,
+            handling: done.received_at.elapsed(),
+        })
+    }
+}

@@ -1,0 +1,268 @@
+//! One broker stream, from Hello to its end.
+//!
+//! The agent sends a Hello (identity, subscriptions, its cursor), then expects a Welcome
+//! first, then events and keepalives. Each event goes to the [`Dispatcher`]; each finished
+//! event is acked on this stream and moves the [`Cursor`]. Finished events that belong to
+//! an earlier stream are dropped: the broker sends those again.
+//!
+//! The session ends when the broker closes the stream or fails it, when the broker breaks
+//! the protocol, when nothing arrives for three keepalive periods, or on shutdown. It
+//! reports how it ended so the connection loop can pick the delay before the next one.
+
+use std::fmt;
+use std::time::Duration;
+
+use fluxgate_proto::v1 as proto;
+use fluxgate_proto::v1::agent_service_client::AgentServiceClient;
+use proto::broker_message::Message;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::transport::Channel;
+
+use crate::cursor::Cursor;
+use crate::dispatch::{AckReport, Dispatcher};
+use crate::event::TriggerEvent;
+use crate::wire::{self, Identity};
+
+/// How long to wait for the stream to open and the Welcome to arrive.
+const WELCOME_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How many keepalive periods of silence end the stream.
+const MISSED_KEEPALIVES: u32 = 3;
+
+/// Why a session ended.
+#[derive(Debug)]
+pub enum EndReason {
+    Shutdown,
+    /// The broker ended the stream without an error.
+    Closed,
+    /// The broker (or the transport) failed the stream or refused to open it.
+    Status(tonic::Status),
+    /// The broker sent something the protocol does not allow.
+    Protocol(&'static str),
+    /// Nothing arrived for this long.
+    Silent(Duration),
+}
+
+impl fmt::Display for EndReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Shutdown => f.write_str("shutting down"),
+            Self::Closed => f.write_str("the broker closed the stream"),
+            Self::Status(status) => write!(f, "{:?}: {}", status.code(), status.message()),
+            Self::Protocol(what) => write!(f, "protocol error: {what}"),
+            Self::Silent(duration) => write!(f, "nothing received for {duration:?}"),
+        }
+    }
+}
+
+/// How a session ended, and whether the broker had accepted it.
+#[derive(Debug)]
+pub struct SessionEnd {
+    /// A Welcome was received.
+    pub welcomed: bool,
+    pub reason: EndReason,
+}
+
+/// What a session needs from the connection that outlives it.
+pub struct SessionContext<'a> {
+    pub identity: &'a Identity,
+    pub authorization: &'a AsciiMetadataValue,
+    /// Counts streams; acks of other generations are dropped.
+    pub generation: u64,
+    pub dispatcher: &'a mut Dispatcher,
+    pub cursor: &'a mut Cursor,
+    pub shutdown: &'a CancellationToken,
+}
+
+/// Runs one stream on `client` until it ends.
+pub async fn run(
+    mut client: AgentServiceClient<Channel>,
+    context: SessionContext<'_>,
+) -> SessionEnd {
+    let resume_after = context.cursor.begin_stream();
+    let (outbound, outbound_messages) = mpsc::unbounded_channel();
+    // The receiving half is alive until `request` is dropped, so this cannot fail.
+    let _ = outbound.send(wire::hello(context.identity, resume_after));
+    let mut request = tonic::Request::new(UnboundedReceiverStream::new(outbound_messages));
+    request
+        .metadata_mut()
+        .insert("authorization", context.authorization.clone());
+    tracing::info!(
+        generation = context.generation,
+        ?resume_after,
+        "opening the event stream"
+    );
+
+    let opened = tokio::select! {
+        () = context.shutdown.cancelled() => return not_welcomed(EndReason::Shutdown),
+        opened = tokio::time::timeout(WELCOME_TIMEOUT, client.subscribe(request)) => opened,
+    };
+    let inbound = match opened {
+        Err(_) => return not_welcomed(EndReason::Silent(WELCOME_TIMEOUT)),
+        Ok(Err(status)) => return not_welcomed(EndReason::Status(status)),
+        Ok(Ok(response)) => response.into_inner(),
+    };
+    let mut session = Session {
+        context,
+        outbound,
+        welcomed: false,
+        silence_limit: Some(WELCOME_TIMEOUT),
+    };
+    let reason = session.pump(inbound).await;
+    SessionEnd {
+        welcomed: session.welcomed,
+        reason,
+    }
+}
+
+/// The bearer token as gRPC metadata.
+pub fn authorization(
+    token: &str,
+) -> Result<AsciiMetadataValue, tonic::metadata::errors::InvalidMetadataValue> {
+    let mut value = MetadataValue::try_from(format!("Bearer {token}"))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+fn not_welcomed(reason: EndReason) -> SessionEnd {
+    SessionEnd {
+        welcomed: false,
+        reason,
+    }
+}
+
+struct Session<'a> {
+    context: SessionContext<'a>,
+    outbound: mpsc::UnboundedSender<proto::AgentMessage>,
+    welcomed: bool,
+    /// End the stream after this long without a message; `None`: never.
+    silence_limit: Option<Duration>,
+}
+
+impl Session<'_> {
+    async fn pump(&mut self, mut inbound: tonic::Streaming<proto::BrokerMessage>) -> EndReason {
+        let mut last_heard = Instant::now();
+        loop {
+            let silence_deadline = self.silence_limit.map(|limit| last_heard + limit);
+            tokio::select! {
+                biased;
+                () = self.context.shutdown.cancelled() => return EndReason::Shutdown,
+                // Acks first: they are cheap, and they let the cursor advance during a
+                // long replay.
+                ack = self.context.dispatcher.next_ack() => self.send_ack(&ack),
+                message = inbound.message() => {
+                    last_heard = Instant::now();
+                    match message {
+                        Ok(Some(message)) => {
+                            if let Err(reason) = self.handle(message) {
+                                return reason;
+                            }
+                        }
+                        Ok(None) => return EndReason::Closed,
+                        Err(status) => return EndReason::Status(status),
+                    }
+                }
+                () = sleep_until(silence_deadline) => {
+                    return EndReason::Silent(self.silence_limit.unwrap_or_default());
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, message: proto::BrokerMessage) -> Result<(), EndReason> {
+        let Some(message) = message.message else {
+            tracing::debug!("ignoring a broker message of an unknown kind");
+            return Ok(());
+        };
+        match message {
+            Message::Welcome(welcome) if !self.welcomed => {
+                self.on_welcome(&welcome);
+                Ok(())
+            }
+            Message::Welcome(_) => Err(EndReason::Protocol("a second Welcome")),
+            _ if !self.welcomed => Err(EndReason::Protocol("a message before the Welcome")),
+            Message::Event(event) => {
+                self.on_event(event);
+                Ok(())
+            }
+            Message::Keepalive(keepalive) => {
+                self.context.cursor.keepalive(keepalive.position);
+                Ok(())
+            }
+        }
+    }
+
+    fn on_welcome(&mut self, welcome: &proto::Welcome) {
+        self.welcomed = true;
+        self.silence_limit = (welcome.keepalive_seconds > 0)
+            .then(|| Duration::from_secs(u64::from(welcome.keepalive_seconds)) * MISSED_KEEPALIVES);
+        tracing::info!(
+            agent = %welcome.agent_name,
+            broker = %welcome.broker_id,
+            resume_after = welcome.resume_after,
+            head_seq = welcome.head_seq,
+            cursor_expired = welcome.cursor_expired,
+            keepalive_seconds = welcome.keepalive_seconds,
+            "connected to the broker"
+        );
+        if welcome.cursor_expired {
+            tracing::warn!(
+                resume_after = welcome.resume_after,
+                "the broker no longer holds every event after this agent's cursor: pushes \
+                 may have been missed; triggering every receiver once"
+            );
+            self.context.dispatcher.resync_all();
+        }
+    }
+
+    fn on_event(&mut self, event: proto::Event) {
+        let seq = event.seq;
+        self.context.cursor.received(seq);
+        match TriggerEvent::try_from(event) {
+            Ok(event) => {
+                if let Some(ack) = self
+                    .context
+                    .dispatcher
+                    .dispatch(event, self.context.generation)
+                {
+                    self.send_ack(&ack);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(seq, %error, "unusable event, acking it without triggering");
+                self.send_ack(&AckReport {
+                    ticket: crate::receiver::worker::Ticket {
+                        generation: self.context.generation,
+                        seq,
+                    },
+                    outcomes: Vec::new(),
+                    handling: Duration::ZERO,
+                });
+            }
+        }
+    }
+
+    fn send_ack(&mut self, ack: &AckReport) {
+        if ack.ticket.generation != self.context.generation {
+            tracing::debug!(
+                seq = ack.ticket.seq,
+                "dropping the ack of an event from an earlier stream; the broker resends it"
+            );
+            return;
+        }
+        // The stream's request half lives as long as this session.
+        let _ = self.outbound.send(wire::ack(ack));
+        self.context.cursor.acked(ack.ticket.seq);
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,242 @@
+//! Conversions between the `fluxgate.v1` wire types and the agent's own types.
+//!
+//! Nothing past this module and the stream code handles protobuf messages.
+
+use std::collections::BTreeMap;
+
+use fluxgate_core::{EventKind, FullPath, GitError, GitRef, PathError};
+use fluxgate_proto::v1 as proto;
+
+use crate::dispatch::AckReport;
+use crate::event::TriggerEvent;
+use crate::receiver::Receiver;
+use crate::receiver::retry::DeliveryOutcome;
+
+/// What the agent says about itself in every Hello.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub agent_version: String,
+    pub cluster_name: String,
+    pub subscriptions: Vec<proto::Subscription>,
+}
+
+impl Identity {
+    pub fn new(cluster_name: &str, receivers: &[Receiver]) -> Self {
+        Self {
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            cluster_name: cluster_name.to_owned(),
+            subscriptions: subscriptions(receivers),
+        }
+    }
+}
+
+/// The distinct (project, ref pattern) pairs of `receivers`, in a stable order.
+pub fn subscriptions(receivers: &[Receiver]) -> Vec<proto::Subscription> {
+    let mut distinct = BTreeMap::new();
+    for receiver in receivers {
+        let pattern = receiver
+            .ref_pattern
+            .as_ref()
+            .map_or("", |p| p.as_str())
+            .to_owned();
+        distinct
+            .entry((receiver.project.key().to_owned(), pattern.clone()))
+            .or_insert_with(|| proto::Subscription {
+                project: receiver.project.as_str().to_owned(),
+                ref_pattern: pattern,
+            });
+    }
+    distinct.into_values().collect()
+}
+
+pub fn hello(identity: &Identity, resume_after: Option<u64>) -> proto::AgentMessage {
+    proto::AgentMessage {
+        message: Some(proto::agent_message::Message::Hello(proto::Hello {
+            agent_version: identity.agent_version.clone(),
+            cluster_name: identity.cluster_name.clone(),
+            subscriptions: identity.subscriptions.clone(),
+            resume_after,
+        })),
+    }
+}
+
+pub fn ack(report: &AckReport) -> proto::AgentMessage {
+    let outcomes = report
+        .outcomes
+        .iter()
+        .map(|o| proto::ReceiverOutcome {
+            receiver: o.receiver.clone(),
+            outcome: outcome(o.report.outcome) as i32,
+            http_status: u32::from(o.report.http_status),
+            attempts: o.report.attempts,
+            error: o.report.error.clone(),
+        })
+        .collect();
+    proto::AgentMessage {
+        message: Some(proto::agent_message::Message::Ack(proto::Ack {
+            seq: report.ticket.seq,
+            outcomes,
+            handling_ms: u64::try_from(report.handling.as_millis()).unwrap_or(u64::MAX),
+        })),
+    }
+}
+
+fn outcome(outcome: DeliveryOutcome) -> proto::Outcome {
+    match outcome {
+        DeliveryOutcome::Delivered => proto::Outcome::Delivered,
+        DeliveryOutcome::Coalesced => proto::Outcome::Coalesced,
+        DeliveryOutcome::Rejected => proto::Outcome::Rejected,
+        DeliveryOutcome::Failed => proto::Outcome::Failed,
+    }
+}
+
+/// Why a broker event cannot be used. It is acked without outcomes, so it does not
+/// hold the cursor back forever.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    #[error("seq 0 is not a valid event position")]
+    ZeroSeq,
+    #[error("project_path: {0}")]
+    ProjectPath(PathError),
+    #[error("ref: {0}")]
+    Ref(GitError),
+}
+
+impl TryFrom<proto::Event> for TriggerEvent {
+    type Error = EventError;
+
+    fn try_from(event: proto::Event) -> Result<Self, Self::Error> {
+        if event.seq == 0 {
+            return Err(EventError::ZeroSeq);
+        }
+        let project_path = FullPath::parse(&event.project_path).map_err(EventError::ProjectPath)?;
+        let git_ref = GitRef::parse(&event.r#ref).map_err(EventError::Ref)?;
+        let kind = match proto::EventKind::try_from(event.kind) {
+            Ok(proto::EventKind::Push) => EventKind::Push,
+            Ok(proto::EventKind::TagPush) => EventKind::TagPush,
+            Ok(proto::EventKind::Unspecified) | Err(_) => EventKind::for_ref(&git_ref),
+        };
+        // A matched path the agent cannot parse cannot equal any receiver's project.
+        let matched_projects = event
+            .matched_projects
+            .iter()
+            .filter_map(|p| FullPath::parse(p).ok())
+            .collect();
+        Ok(Self {
+            seq: event.seq,
+            event_id: event.event_id,
+            project_id: event.project_id,
+            project_path,
+            matched_projects,
+            git_ref: Some(git_ref),
+            before: event.before,
+            after: event.after,
+            kind,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use fluxgate_core::RefPattern;
+
+    use super::*;
+    use crate::dispatch::ReceiverOutcome;
+    use crate::flux_path::WebhookUrl;
+    use crate::receiver::ReceiverKind;
+    use crate::receiver::retry::DeliveryReport;
+    use crate::receiver::worker::Ticket;
+    use crate::secret::Secret;
+
+    fn receiver(name: &str, project: &str, pattern: Option<&str>) -> Receiver {
+        Receiver {
+            name: name.to_owned(),
+            project: FullPath::parse(project).unwrap(),
+            ref_pattern: pattern.map(|p| RefPattern::parse(p).unwrap()),
+            kind: ReceiverKind::Generic,
+            url: WebhookUrl::parse("http://flux/hook/x").unwrap(),
+            token: Secret::new(""),
+        }
+    }
+
+    #[test]
+    fn subscriptions_are_distinct_project_and_pattern_pairs() {
+        let receivers = [
+            receiver("a", "Group/App", Some("main")),
+            receiver("b", "group/app.git", Some("main")),
+            receiver("c", "group/app", None),
+            receiver("d", "group/lib", Some("refs/tags/v*")),
+        ];
+        let pairs: Vec<(String, String)> = subscriptions(&receivers)
+            .into_iter()
+            .map(|s| (s.project, s.ref_pattern))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("group/app".to_owned(), String::new()),
+                ("Group/App".to_owned(), "main".to_owned()),
+                ("group/lib".to_owned(), "refs/tags/v*".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn events_convert_and_bad_ones_are_refused() {
+        let event = proto::Event {
+            seq: 5,
+            event_id: "e".to_owned(),
+            project_id: 9,
+            project_path: "grp/app".to_owned(),
+            r#ref: "refs/tags/v1".to_owned(),
+            before: "0".repeat(40),
+            after: "1".repeat(40),
+            kind: 0,
+            received_at: None,
+            matched_projects: vec!["old/app".to_owned(), "not a path".to_owned()],
+        };
+        let converted = TriggerEvent::try_from(event.clone()).expect("valid");
+        assert_eq!(converted.kind, EventKind::TagPush, "kind from the ref");
+        assert_eq!(converted.matched_projects.len(), 1);
+        let bad_ref = proto::Event {
+            r#ref: String::new(),
+            ..event.clone()
+        };
+        assert!(matches!(
+            TriggerEvent::try_from(bad_ref),
+            Err(EventError::Ref(_))
+        ));
+        let zero = proto::Event { seq: 0, ..event };
+        assert_eq!(TriggerEvent::try_from(zero), Err(EventError::ZeroSeq));
+    }
+
+    #[test]
+    fn acks_carry_every_outcome() {
+        let report = AckReport {
+            ticket: Ticket {
+                generation: 1,
+                seq: 12,
+            },
+            outcomes: vec![ReceiverOutcome {
+                receiver: "app".to_owned(),
+                report: DeliveryReport {
+                    outcome: DeliveryOutcome::Coalesced,
+                    http_status: 200,
+                    attempts: 1,
+                    error: "coalesced into seq 13".to_owned(),
+                    elapsed: Duration::from_millis(3),
+                },
+            }],
+            handling: Duration::from_millis(1500),
+        };
+        let Some(proto::agent_message::Message::Ack(ack)) = ack(&report).message else {
+            panic!("not an ack");
+        };
+        assert_eq!(ack.seq, 12);
+        assert_eq!(ack.handling_ms, 1500);
+        assert_eq!(ack.outcomes[0].outcome, proto::Outcome::Coalesced as i32);
+        assert_eq!(ack.outcomes[0].http_status, 200);
+    }
+}

@@ -1,0 +1,242 @@
+//! The agent binary's library run against the fake broker and the Flux Receiver
+//! stand-in: Hello, acks, reconnect with the cursor, cursor expiry, token rejection.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use fluxgate_e2e::flux_receiver::{FluxReceiverStandIn, Receiver, ReceiverType};
+use fluxgate_proto::v1 as proto;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::fake_broker::{FakeBroker, FakeStream};
+use crate::support::{AGENT_TOKEN, PATIENCE, config};
+
+/// A running agent, stopped (and checked to stop promptly) by [`RunningAgent::stop`] or
+/// cancelled on drop.
+struct RunningAgent {
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl RunningAgent {
+    fn start(config: fluxgate_agent::AgentConfig) -> Self {
+        let shutdown = CancellationToken::new();
+        let cancel = shutdown.clone();
+        let task = tokio::spawn(async move {
+            fluxgate_agent::run(config, cancel)
+                .await
+                .expect("agent starts");
+        });
+        Self {
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(2), task)
+                .await
+                .expect("the agent stops promptly on shutdown")
+                .expect("the agent task does not panic");
+        }
+    }
+}
+
+impl Drop for RunningAgent {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Three Receivers: two on `group/app` main (one is a mirror entry that shares the
+/// subscription), one on tags with the gitlab type, one on another project.
+async fn flux() -> FluxReceiverStandIn {
+    FluxReceiverStandIn::start([
+        Receiver::new("app", ReceiverType::GenericHmac, "app-token"),
+        Receiver::new("app-mirror", ReceiverType::Generic, "mirror-token"),
+        Receiver::new("tags", ReceiverType::Gitlab, "gl-token").with_events(&["Tag Push Hook"]),
+        Receiver::new("other", ReceiverType::Generic, "other-token"),
+    ])
+    .await
+}
+
+fn agent_config(broker: &FakeBroker, flux: &FluxReceiverStandIn) -> fluxgate_agent::AgentConfig {
+    let base = flux.base_url();
+    config(
+        &broker.url(),
+        &format!(
+            "  - {{name: app, project: group/app, ref: main, type: generic-hmac, token: app-token, webhook_receiver_url: '{base}'}}
+  - {{name: app-mirror, project: Group/App.git, ref: main, type: generic, token: mirror-token, webhook_receiver_url: '{base}'}}
+  - {{name: tags, project: group/app, ref: 'refs/tags/v*', type: gitlab, token: gl-token, webhook_receiver_url: '{base}'}}
+  - {{name: other, project: group/other, type: generic, token: other-token, webhook_receiver_url: '{base}'}}
+"
+        ),
+    )
+}
+
+/// (receiver, outcome, http_status, attempts) of an ack, sorted by receiver.
+fn outcomes(ack: &proto::Ack) -> Vec<(String, proto::Outcome, u32, u32)> {
+    let mut outcomes: Vec<_> = ack
+        .outcomes
+        .iter()
+        .map(|o| {
+            let outcome = proto::Outcome::try_from(o.outcome).expect("known outcome");
+            (o.receiver.clone(), outcome, o.http_status, o.attempts)
+        })
+        .collect();
+    outcomes.sort();
+    outcomes
+}
+
+fn delivered(receiver: &str) -> (String, proto::Outcome, u32, u32) {
+    (receiver.to_owned(), proto::Outcome::Delivered, 200, 1)
+}
+
+/// Sends an event nobody subscribed to and waits for its ack: everything the agent was
+/// sent before it has been handled by the time this returns.
+async fn barrier(stream: &mut FakeStream, seq: u64) {
+    stream.event(seq, "nobody/wants-this", "refs/heads/main", &[]);
+    let ack = stream.next_ack().await;
+    assert_eq!((ack.seq, ack.outcomes.len()), (seq, 0));
+}
+
+#[tokio::test]
+async fn hello_then_acks_with_the_right_outcomes() {
+    let flux = flux().await;
+    let mut broker = FakeBroker::start().await;
+    let agent = RunningAgent::start(agent_config(&broker, &flux));
+
+    let mut stream = broker.next_stream().await;
+    assert_eq!(
+        stream.authorization.as_deref(),
+        Some(format!("Bearer {AGENT_TOKEN}").as_str())
+    );
+    let hello = &stream.hello;
+    assert_eq!(hello.agent_version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(hello.cluster_name, "test-cluster");
+    assert_eq!(hello.resume_after, None);
+    let subscriptions: BTreeSet<(String, String)> = hello
+        .subscriptions
+        .iter()
+        .map(|s| (s.project.to_lowercase(), s.ref_pattern.clone()))
+        .collect();
+    let expected: BTreeSet<(String, String)> = [
+        ("group/app", "main"),
+        ("group/app", "refs/tags/v*"),
+        ("group/other", ""),
+    ]
+    .into_iter()
+    .map(|(p, r)| (p.to_owned(), r.to_owned()))
+    .collect();
+    assert_eq!(subscriptions, expected);
+
+    stream.welcome(0, false);
+    stream.event(1, "group/app", "refs/heads/main", &["group/app"]);
+    let ack = stream.next_ack().await;
+    assert_eq!(ack.seq, 1);
+    assert_eq!(outcomes(&ack), [delivered("app"), delivered("app-mirror")]);
+
+    stream.event(2, "group/app", "refs/tags/v1.0", &["group/app"]);
+    let ack = stream.next_ack().await;
+    assert_eq!((ack.seq, outcomes(&ack)), (2, vec![delivered("tags")]));
+    let tag_hit = flux.wait_for_hits("tags", 1, PATIENCE).await.remove(0);
+    assert_eq!(tag_hit.header("x-gitlab-event"), Some("Tag Push Hook"));
+
+    // Renamed since the agent subscribed: found through matched_projects.
+    stream.event(3, "new-group/app", "refs/heads/main", &["group/app"]);
+    let ack = stream.next_ack().await;
+    assert_eq!(ack.seq, 3);
+    assert_eq!(outcomes(&ack), [delivered("app"), delivered("app-mirror")]);
+    let renamed = flux.wait_for_hits("app", 2, PATIENCE).await.remove(1);
+    assert_eq!(
+        renamed.json()["project"]["path_with_namespace"],
+        "new-group/app"
+    );
+
+    // A receiver that refuses: the ack says so.
+    flux.fail_next("other", reqwest::StatusCode::BAD_REQUEST, 1);
+    stream.event(4, "group/other", "refs/heads/dev", &["group/other"]);
+    let ack = stream.next_ack().await;
+    assert_eq!(
+        outcomes(&ack),
+        [("other".to_owned(), proto::Outcome::Rejected, 400, 1)]
+    );
+    assert!(ack.outcomes[0].error.contains("400"));
+
+    barrier(&mut stream, 5).await;
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn reconnects_after_the_stream_closes_and_resumes_after_its_cursor() {
+    let flux = flux().await;
+    flux.set_response_delay("other", Duration::from_millis(300));
+    let mut broker = FakeBroker::start().await;
+    let agent = RunningAgent::start(agent_config(&broker, &flux));
+
+    let mut first = broker.next_stream().await;
+    first.welcome(0, false);
+    first.event(1, "group/app", "refs/heads/main", &[]);
+    assert_eq!(first.next_ack().await.seq, 1);
+    first.keepalive(6);
+    // Event 7 is still being delivered (slow receiver) when the stream closes: its ack
+    // must not leak onto the next stream, and the cursor must stay below it.
+    first.event(7, "group/other", "refs/heads/main", &[]);
+    flux.wait_for_hits("other", 1, PATIENCE).await;
+    first.close();
+
+    let mut second = broker.next_stream().await;
+    assert_eq!(second.hello.resume_after, Some(6));
+    second.welcome(6, false);
+    second.event(7, "group/other", "refs/heads/main", &[]);
+    let ack = second.next_ack().await;
+    assert_eq!((ack.seq, outcomes(&ack)), (7, vec![delivered("other")]));
+    barrier(&mut second, 8).await;
+
+    second.fail(tonic::Status::unavailable("replica draining"));
+    let third = broker.next_stream().await;
+    assert_eq!(third.hello.resume_after, Some(8));
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn an_expired_cursor_triggers_every_receiver_once() {
+    let flux = flux().await;
+    let mut broker = FakeBroker::start().await;
+    let agent = RunningAgent::start(agent_config(&broker, &flux));
+
+    let mut stream = broker.next_stream().await;
+    stream.welcome(50, true);
+    for name in ["app", "app-mirror", "tags", "other"] {
+        let hits = flux.wait_for_hits(name, 1, PATIENCE).await;
+        assert_eq!(hits[0].status, 200, "{name} accepts the resync");
+        assert_eq!(hits[0].json()["seq"], 0, "{name}: a resync has seq 0");
+    }
+    assert_eq!(
+        flux.hits("tags")[0].header("x-gitlab-event"),
+        Some("Tag Push Hook"),
+        "a tags-only receiver is resynced with a tag push"
+    );
+    barrier(&mut stream, 51).await;
+    for name in ["app", "app-mirror", "tags", "other"] {
+        assert_eq!(flux.hits(name).len(), 1, "{name} is triggered once");
+    }
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn a_rejected_token_is_retried_until_the_broker_accepts_it() {
+    let flux = flux().await;
+    let mut broker = FakeBroker::start().await;
+    broker.reject_next(tonic::Status::unauthenticated("unknown token"));
+    broker.reject_next(tonic::Status::permission_denied("revoked"));
+    let agent = RunningAgent::start(agent_config(&broker, &flux));
+
+    let stream = broker.next_stream().await;
+    assert_eq!(broker.attempts(), 3);
+    assert_eq!(stream.hello.resume_after, None);
+    agent.stop().await;
+}

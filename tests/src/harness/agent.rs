@@ -1,0 +1,107 @@
+//! The real `fluxgate-agent` in a child process, configured with receivers.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::process::Command;
+
+use super::binaries::binary;
+use super::process::Process;
+
+/// One receiver entry of the agent's configuration.
+#[derive(Debug, Clone)]
+pub struct ReceiverConfig {
+    pub name: String,
+    pub project: String,
+    pub git_ref: Option<String>,
+    pub receiver_type: String,
+    pub token: String,
+    pub url: String,
+}
+
+impl ReceiverConfig {
+    pub fn new(name: &str, project: &str, receiver_type: &str, token: &str, url: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            project: project.to_owned(),
+            git_ref: None,
+            receiver_type: receiver_type.to_owned(),
+            token: token.to_owned(),
+            url: url.to_owned(),
+        }
+    }
+
+    pub fn on_ref(mut self, git_ref: &str) -> Self {
+        self.git_ref = Some(git_ref.to_owned());
+        self
+    }
+}
+
+/// A running agent. Killed when dropped.
+pub struct AgentProcess {
+    process: Process,
+    _dir: tempfile::TempDir,
+    config_path: PathBuf,
+}
+
+impl AgentProcess {
+    pub async fn start(broker_url: &str, token: &str, receivers: &[ReceiverConfig]) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let token_path = dir.path().join("token");
+        std::fs::write(&token_path, format!("{token}\n")).expect("write the agent token");
+        let mut yaml = format!(
+            "broker: {broker_url}\ntoken_file: {}\ncluster_name: e2e\nretry:\n  max_attempts: 5\n  initial_backoff: 50ms\n  max_backoff: 500ms\nreceivers:\n",
+            token_path.display()
+        );
+        for receiver in receivers {
+            let _ = write!(
+                yaml,
+                "  - name: {}\n    project: {}\n    type: {}\n    token: {:?}\n    url: {}\n",
+                receiver.name,
+                receiver.project,
+                receiver.receiver_type,
+                receiver.token,
+                receiver.url
+            );
+            if let Some(git_ref) = &receiver.git_ref {
+                let _ = writeln!(yaml, "    ref: {git_ref:?}");
+            }
+        }
+        let config_path = dir.path().join("agent.yaml");
+        std::fs::write(&config_path, yaml).expect("write the agent configuration");
+        let process = Self::spawn(&config_path);
+        Self {
+            process,
+            _dir: dir,
+            config_path,
+        }
+    }
+
+    fn spawn(config_path: &PathBuf) -> Process {
+        let mut command = Command::new(binary("fluxgate-agent"));
+        command
+            .arg("--config")
+            .arg(config_path)
+            .args(["--log-format", "json"])
+            .env("RUST_LOG", "info");
+        Process::spawn("fluxgate-agent", command)
+    }
+
+    /// Starts the agent again with the same configuration (after a stop or kill).
+    pub fn restart(&mut self) {
+        self.process = Self::spawn(&self.config_path);
+    }
+
+    pub fn process(&mut self) -> &mut Process {
+        &mut self.process
+    }
+
+    pub async fn stop(&mut self) -> bool {
+        self.process.terminate(Duration::from_secs(10)).await
+    }
+
+    pub async fn kill(&mut self) {
+        self.process.kill().await;
+    }
+}

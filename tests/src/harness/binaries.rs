@@ -1,0 +1,62 @@
+//! Finds the real `fluxgate` and `fluxgate-agent` binaries, building them first.
+//!
+//! Integration tests of one package cannot name another package's binaries
+//! (`CARGO_BIN_EXE_*` is per package), so the harness runs `cargo build` for both once per
+//! test process, with the same profile as the tests, and takes them from the target
+//! directory next to the test executable. An up-to-date build takes about a second.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The target directory's profile folder (`target/debug`), from the test executable
+/// (`target/debug/deps/e2e-…`).
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable has a path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("the test executable lives in target/<profile>/deps")
+        .to_owned()
+}
+
+fn build_once() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        if std::env::var_os("FLUXGATE_E2E_SKIP_BUILD").is_some() {
+            return;
+        }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let profile = profile_dir();
+        let mut command = Command::new(cargo);
+        command.args([
+            "build",
+            "--quiet",
+            "-p",
+            "fluxgate-server",
+            "-p",
+            "fluxgate-agent",
+            "--bins",
+        ]);
+        if profile.file_name().is_some_and(|name| name == "release") {
+            command.arg("--release");
+        }
+        if let Some(target_dir) = profile.parent() {
+            command.arg("--target-dir").arg(target_dir);
+        }
+        let status = command
+            .status()
+            .expect("run cargo build for the e2e binaries");
+        assert!(
+            status.success(),
+            "building fluxgate and fluxgate-agent failed"
+        );
+    });
+}
+
+/// The path of a workspace binary, built if needed.
+pub fn binary(name: &str) -> PathBuf {
+    build_once();
+    let path = profile_dir().join(name);
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}

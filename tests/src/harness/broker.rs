@@ -1,0 +1,255 @@
+//! The real `fluxgate` broker in a child process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::process::Command;
+
+use super::binaries::binary;
+use super::process::Process;
+use super::wait::PATIENCE;
+
+/// How to run a broker. Ports default to 0 (the harness reads the bound ones from the log).
+#[derive(Debug, Clone)]
+pub struct BrokerOptions {
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    pub redis_url: Option<String>,
+    pub hook_secret: String,
+    pub admin_token_file: Option<PathBuf>,
+    pub http_listen: SocketAddr,
+    pub agent_listen: SocketAddr,
+    pub metrics_listen: SocketAddr,
+    pub extra_args: Vec<String>,
+}
+
+impl BrokerOptions {
+    /// The embedded default (SQLite in `data_dir`), with short intervals for tests.
+    pub fn embedded(data_dir: impl Into<PathBuf>) -> Self {
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self {
+            data_dir: data_dir.into(),
+            database_url: None,
+            redis_url: None,
+            hook_secret: "e2e-hook-secret".to_owned(),
+            admin_token_file: None,
+            http_listen: any_port,
+            agent_listen: any_port,
+            metrics_listen: any_port,
+            extra_args: Vec::new(),
+        }
+    }
+
+    fn args(&self) -> Vec<String> {
+        let mut args = vec!["--data-dir".to_owned(), self.data_dir.display().to_string()];
+        if let Some(url) = &self.database_url {
+            args.extend(["--database-url".to_owned(), url.clone()]);
+        }
+        args
+    }
+}
+
+/// A running broker.
+pub struct Broker {
+    process: Process,
+    pub options: BrokerOptions,
+    pub http: SocketAddr,
+    pub agent: SocketAddr,
+    pub metrics: SocketAddr,
+    client: reqwest::Client,
+}
+
+/// A hook's answer: status and JSON body.
+#[derive(Debug, Clone)]
+pub struct HookResponse {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl HookResponse {
+    /// The seqs the broker named, in payload order.
+    pub fn seqs(&self) -> Vec<u64> {
+        self.body["seqs"]
+            .as_array()
+            .map(|seqs| seqs.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Broker {
+    pub async fn start(options: BrokerOptions) -> Self {
+        let mut command = Command::new(binary("fluxgate"));
+        command.args(options.args()).arg("serve").args([
+            "--log-format",
+            "json",
+            "--http-listen",
+            &options.http_listen.to_string(),
+            "--agent-listen",
+            &options.agent_listen.to_string(),
+            "--metrics-listen",
+            &options.metrics_listen.to_string(),
+            "--hook-secret",
+            &options.hook_secret,
+            "--poll-interval",
+            "200ms",
+            "--keepalive-interval",
+            "1s",
+            "--cursor-flush-interval",
+            "100ms",
+            "--shutdown-grace",
+            "5s",
+        ]);
+        if let Some(file) = &options.admin_token_file {
+            command.arg("--admin-token-file").arg(file);
+        }
+        if let Some(url) = &options.redis_url {
+            command.args(["--redis-url", url]);
+        }
+        command.args(&options.extra_args);
+        command.env("RUST_LOG", "info,fluxgate_stream=debug");
+        let mut process = Process::spawn("fluxgate", command);
+        let ready = process.wait_for_log("fluxgate is ready", PATIENCE).await;
+        let address = |field: &str| -> SocketAddr {
+            ready[field]
+                .as_str()
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("the ready line has no {field} address: {ready}"))
+        };
+        Self {
+            http: address("http"),
+            agent: address("agent"),
+            metrics: address("metrics"),
+            process,
+            options,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// Starts again on the same store and the same ports (after [`Broker::kill`]).
+    pub async fn restart(&mut self) {
+        let mut options = self.options.clone();
+        options.http_listen = self.http;
+        options.agent_listen = self.agent;
+        options.metrics_listen = self.metrics;
+        *self = Broker::start(options).await;
+    }
+
+    /// `http://127.0.0.1:<agent port>`, for agent configurations.
+    pub fn agent_url(&self) -> String {
+        format!("http://{}", self.agent)
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    pub fn process(&mut self) -> &mut Process {
+        &mut self.process
+    }
+
+    pub async fn kill(&mut self) {
+        self.process.kill().await;
+    }
+
+    pub async fn terminate(&mut self) -> bool {
+        self.process.terminate(Duration::from_secs(15)).await
+    }
+
+    /// POSTs a hook with the right token and any extra headers.
+    pub async fn post_hook(&self, body: &Value, headers: &[(&str, &str)]) -> HookResponse {
+        self.try_post_hook(body, headers)
+            .await
+            .expect("the broker answers hooks")
+    }
+
+    pub async fn try_post_hook(
+        &self,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> Result<HookResponse, reqwest::Error> {
+        let mut request = self
+            .client
+            .post(self.http_url("/hooks/gitlab"))
+            .header("X-Gitlab-Token", &self.options.hook_secret)
+            .header("X-Gitlab-Event", "System Hook")
+            .json(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(Value::Null);
+        Ok(HookResponse { status, body })
+    }
+
+    /// Runs `fluxgate <args…>` against this broker's store and returns its stdout.
+    pub async fn cli(&self, args: &[&str]) -> String {
+        let output = Command::new(binary("fluxgate"))
+            .args(self.options.args())
+            .args(args)
+            .output()
+            .await
+            .expect("run the fluxgate CLI");
+        assert!(
+            output.status.success(),
+            "fluxgate {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Creates an agent with the CLI and returns its token.
+    pub async fn create_agent(&self, name: &str, config_project: &str, extra: &[&str]) -> String {
+        let mut args = vec![
+            "agent",
+            "create",
+            "--json",
+            "--name",
+            name,
+            "--config-project",
+            config_project,
+        ];
+        args.extend_from_slice(extra);
+        let created: Value =
+            serde_json::from_str(&self.cli(&args).await).expect("agent create prints JSON");
+        created["token"].as_str().expect("a token").to_owned()
+    }
+
+    /// The agent's stored cursor (from its acks).
+    pub async fn agent_cursor(&self, name: &str) -> u64 {
+        let shown: Value =
+            serde_json::from_str(&self.cli(&["agent", "show", "--json", name]).await)
+                .expect("agent show prints JSON");
+        shown["cursor"].as_u64().expect("a cursor")
+    }
+
+    /// Waits until the agent's stored cursor reaches `seq`: everything up to it that the
+    /// agent may see was handled and acked (or passed).
+    pub async fn wait_for_cursor(&self, name: &str, seq: u64) {
+        super::wait::eventually(
+            PATIENCE,
+            &format!("agent {name}'s cursor to reach {seq}"),
+            || async { (self.agent_cursor(name).await >= seq).then_some(()) },
+        )
+        .await;
+    }
+
+    /// A metric's value from `/metrics` (the sum over its label sets).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .client
+            .get(format!("http://{}/metrics", self.metrics))
+            .send()
+            .await
+            .expect("the metrics listener answers")
+            .text()
+            .await
+            .unwrap_or_default();
+        text.lines()
+            .filter(|line| line.starts_with(name) && line[name.len()..].starts_with([' ', '{']))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}

@@ -1,0 +1,15 @@
+//! The end-to-end harness: real binaries in child processes, real TCP, captured logs.
+
+pub mod agent;
+pub mod binaries;
+pub mod broker;
+pub mod payloads;
+pub mod process;
+pub mod raw_stream;
+pub mod wait;
+
+pub use agent::{AgentProcess, ReceiverConfig};
+pub use broker::{Broker, BrokerOptions, HookResponse};
+pub use payloads::Project;
+pub use raw_stream::RawStream;
+pub use wait::{PATIENCE, eventually};

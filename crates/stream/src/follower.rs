@@ -8,6 +8,9 @@
 //!   after the hub's head from the store. That also picks up entries written by other
 //!   processes that do not share the bus (the CLI, another replica while Redis is down).
 //!
+//! - a stream that needs the hub to be current (a new agent connecting) asks for a read
+//!   at once.
+//!
 //! A store error is logged and retried on the next tick; the follower never skips a seq.
 
 use std::sync::Arc;
@@ -69,6 +72,9 @@ impl Follower {
                         return;
                     }
                 },
+                () = self.hub.catch_up_requested() => {
+                    self.catch_up(None).await;
+                }
                 () = tokio::time::sleep_until(poll_at) => {
                     metrics::counter!(names::FOLLOWER_POLLS).increment(1);
                     self.catch_up(None).await;

@@ -18,7 +18,7 @@ use fluxgate_core::{AgentId, LogEntry, LogRecord, Seq};
 use fluxgate_routing::{
     AgentEffect, RoutingState, SubscriberId, Subscription, SubscriptionIndex, route_one,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
@@ -95,6 +95,10 @@ pub enum RegisterError {
 pub struct Hub {
     state: RwLock<State>,
     head: AtomicU64,
+    /// The head, for those who wait for it to advance.
+    head_watch: watch::Sender<Seq>,
+    /// Asks the follower to read the store now instead of at its next poll.
+    catch_up: Notify,
     next_id: AtomicU64,
     queue_capacity: usize,
 }
@@ -110,6 +114,8 @@ impl Hub {
                 sessions: HashMap::new(),
             }),
             head: AtomicU64::new(head.get()),
+            head_watch: watch::Sender::new(head),
+            catch_up: Notify::new(),
             next_id: AtomicU64::new(1),
             queue_capacity: queue_capacity.max(1),
         }
@@ -118,6 +124,24 @@ impl Hub {
     /// The last seq dispatched.
     pub fn head(&self) -> Seq {
         Seq(self.head.load(Ordering::Acquire))
+    }
+
+    /// Waits until the hub has dispatched everything up to `seq`, asking the follower to
+    /// read the store at once. Returns false if that did not happen within `timeout`.
+    pub async fn caught_up_to(&self, seq: Seq, timeout: std::time::Duration) -> bool {
+        if self.head() >= seq {
+            return true;
+        }
+        self.catch_up.notify_one();
+        let mut head = self.head_watch.subscribe();
+        tokio::time::timeout(timeout, head.wait_for(|head| *head >= seq))
+            .await
+            .is_ok_and(|waited| waited.is_ok())
+    }
+
+    /// Resolves when someone asked the follower to catch up.
+    pub(crate) async fn catch_up_requested(&self) {
+        self.catch_up.notified().await;
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, State> {
@@ -225,6 +249,7 @@ impl Hub {
             metrics::counter!(names::QUEUE_OVERFLOWS).increment(1);
         }
         self.head.store(seq.get(), Ordering::Release);
+        self.head_watch.send_replace(seq);
         metrics::gauge!(names::LOG_HEAD).set(seq.get() as f64);
     }
 

@@ -17,6 +17,8 @@ use crate::session::{self, SessionContext, SessionRequest};
 
 /// Messages buffered towards one agent before the session waits for it to read.
 const OUTBOUND_BUFFER: usize = 64;
+/// How long a new stream waits for the hub to catch up with the log.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct AgentStreams {
     context: Arc<SessionContext>,
@@ -72,6 +74,21 @@ impl AgentService for AgentStreams {
             .await
             .map_err(|e| e.to_api_error().to_grpc_status())?
             .ok_or_else(|| Status::unauthenticated("unknown agent token"))?;
+
+        // The agent may have been created or changed a moment ago by another process: let
+        // the hub apply the log up to now before deciding what this stream may see.
+        let head = self
+            .context
+            .store
+            .log_bounds()
+            .await
+            .map_err(|e| e.to_api_error().to_grpc_status())?
+            .head;
+        if !self.context.hub.caught_up_to(head, CATCH_UP_TIMEOUT).await {
+            return Err(Status::unavailable(
+                "the broker is behind the log; retry shortly",
+            ));
+        }
 
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(self.hello_timeout, inbound.message())

@@ -43,6 +43,26 @@ fn build_once() {
         if let Some(target_dir) = profile.parent() {
             command.arg("--target-dir").arg(target_dir);
         }
+        // Cargo gives the test process its own package's variables; passed on, they would
+        // make build scripts that watch them (ring watches CARGO_MANIFEST_DIR) rebuild on
+        // every alternation between `cargo test` and this build.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if name.starts_with("CARGO_PKG_")
+                || matches!(
+                    name.as_ref(),
+                    "CARGO_MANIFEST_DIR"
+                        | "CARGO_MANIFEST_PATH"
+                        | "CARGO_CRATE_NAME"
+                        | "CARGO_BIN_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_TARGET_TMPDIR"
+                        | "CARGO_RUSTC_CURRENT_DIR"
+                )
+            {
+                command.env_remove(name.as_ref());
+            }
+        }
         let status = command
             .status()
             .expect("run cargo build for the e2e binaries");

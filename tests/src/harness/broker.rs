@@ -123,7 +123,7 @@ impl Broker {
             metrics: address("metrics"),
             process,
             options,
-            client: reqwest::Client::new(),
+            client: super::http_client(),
         }
     }
 

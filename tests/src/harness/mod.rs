@@ -13,3 +13,9 @@ pub use broker::{Broker, BrokerOptions, HookResponse};
 pub use payloads::Project;
 pub use raw_stream::RawStream;
 pub use wait::{PATIENCE, eventually};
+
+/// An HTTP client for tests (installs the ring rustls provider once per process).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}

@@ -8,6 +8,7 @@ use fluxgate_proto::v1::{self, agent_message, broker_message};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataValue;
+use tonic::transport::Endpoint;
 use tonic::{Status, Streaming};
 
 /// (project, ref pattern); an empty pattern means every ref.
@@ -45,15 +46,57 @@ impl RawStream {
         Self::open_with_first(url, token, agent_message::Message::Hello(hello)).await
     }
 
+    /// Like [`RawStream::open`], with HTTP/2 receive windows of `window` bytes: a client
+    /// that does not read then stops the broker from sending after that much.
+    pub async fn open_with_window(
+        url: &str,
+        token: &str,
+        subs: &[Sub<'_>],
+        window: u32,
+    ) -> Result<Self, Status> {
+        let hello = v1::Hello {
+            agent_version: "e2e".to_owned(),
+            cluster_name: "e2e".to_owned(),
+            subscriptions: subscriptions(subs),
+            resume_after: None,
+        };
+        Self::connect(
+            url,
+            token,
+            agent_message::Message::Hello(hello),
+            Some(window),
+        )
+        .await
+    }
+
     /// Connects and sends `first` as the first message (to test what the broker refuses).
     pub async fn open_with_first(
         url: &str,
         token: &str,
         first: agent_message::Message,
     ) -> Result<Self, Status> {
-        let mut client = AgentServiceClient::connect(url.to_owned())
+        Self::connect(url, token, first, None).await
+    }
+
+    async fn connect(
+        url: &str,
+        token: &str,
+        first: agent_message::Message,
+        window: Option<u32>,
+    ) -> Result<Self, Status> {
+        let endpoint = Endpoint::from_shared(url.to_owned())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let endpoint = match window {
+            Some(window) => endpoint
+                .initial_stream_window_size(window)
+                .initial_connection_window_size(window),
+            None => endpoint,
+        };
+        let channel = endpoint
+            .connect()
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
+        let mut client = AgentServiceClient::new(channel);
         let (outbound, receiver) = mpsc::channel(1024);
         outbound
             .send(v1::AgentMessage {

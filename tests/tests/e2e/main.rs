@@ -1,0 +1,5 @@
+//! End-to-end tests: the real `fluxgate` and `fluxgate-agent` binaries over real TCP,
+//! with a Flux Receiver stand-in.
+
+mod ingest;
+mod stream;

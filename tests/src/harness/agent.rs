@@ -9,6 +9,18 @@ use tokio::process::Command;
 use super::binaries::binary;
 use super::process::Process;
 
+/// Where the agent sends a receiver's calls.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// The full hook URL.
+    Url(String),
+    /// Flux's webhook server; the agent computes `/hook/<sha256(token+name+namespace)>`.
+    Flux {
+        webhook_receiver_url: String,
+        namespace: String,
+    },
+}
+
 /// One receiver entry of the agent's configuration.
 #[derive(Debug, Clone)]
 pub struct ReceiverConfig {
@@ -17,7 +29,7 @@ pub struct ReceiverConfig {
     pub git_ref: Option<String>,
     pub receiver_type: String,
     pub token: String,
-    pub url: String,
+    pub target: Target,
 }
 
 impl ReceiverConfig {
@@ -28,7 +40,24 @@ impl ReceiverConfig {
             git_ref: None,
             receiver_type: receiver_type.to_owned(),
             token: token.to_owned(),
-            url: url.to_owned(),
+            target: Target::Url(url.to_owned()),
+        }
+    }
+
+    /// A receiver addressed the way Flux publishes it: base URL, name and namespace.
+    pub fn flux(
+        name: &str,
+        project: &str,
+        receiver_type: &str,
+        token: &str,
+        base_url: &str,
+    ) -> Self {
+        Self {
+            target: Target::Flux {
+                webhook_receiver_url: base_url.to_owned(),
+                namespace: "flux-system".to_owned(),
+            },
+            ..Self::new(name, project, receiver_type, token, "")
         }
     }
 
@@ -51,19 +80,31 @@ impl AgentProcess {
         let token_path = dir.path().join("token");
         std::fs::write(&token_path, format!("{token}\n")).expect("write the agent token");
         let mut yaml = format!(
-            "broker: {broker_url}\ntoken_file: {}\ncluster_name: e2e\nretry:\n  max_attempts: 5\n  initial_backoff: 50ms\n  max_backoff: 500ms\nreceivers:\n",
+            "broker: {broker_url}\ntoken_file: {}\ncluster_name: e2e\n\
+             retry:\n  max_attempts: 5\n  initial_backoff: 50ms\n  max_backoff: 500ms\n\
+             reconnect:\n  initial_backoff: 100ms\n  max_backoff: 1s\nreceivers:\n",
             token_path.display()
         );
         for receiver in receivers {
             let _ = write!(
                 yaml,
-                "  - name: {}\n    project: {}\n    type: {}\n    token: {:?}\n    url: {}\n",
-                receiver.name,
-                receiver.project,
-                receiver.receiver_type,
-                receiver.token,
-                receiver.url
+                "  - name: {}\n    project: {}\n    type: {}\n    token: {:?}\n",
+                receiver.name, receiver.project, receiver.receiver_type, receiver.token
             );
+            match &receiver.target {
+                Target::Url(url) => {
+                    let _ = writeln!(yaml, "    url: {url}");
+                }
+                Target::Flux {
+                    webhook_receiver_url,
+                    namespace,
+                } => {
+                    let _ = writeln!(
+                        yaml,
+                        "    webhook_receiver_url: {webhook_receiver_url}\n    namespace: {namespace}"
+                    );
+                }
+            }
             if let Some(git_ref) = &receiver.git_ref {
                 let _ = writeln!(yaml, "    ref: {git_ref:?}");
             }

@@ -8,7 +8,7 @@ pub mod process;
 pub mod raw_stream;
 pub mod wait;
 
-pub use agent::{AgentProcess, ReceiverConfig};
+pub use agent::{AgentProcess, ReceiverConfig, Target};
 pub use broker::{Broker, BrokerOptions, HookResponse};
 pub use payloads::Project;
 pub use raw_stream::RawStream;

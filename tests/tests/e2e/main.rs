@@ -1,5 +1,8 @@
 //! End-to-end tests: the real `fluxgate` and `fluxgate-agent` binaries over real TCP,
 //! with a Flux Receiver stand-in.
 
+mod admin;
+mod delivery;
 mod ingest;
+mod recovery;
 mod stream;

@@ -1,0 +1,277 @@
+//! The admin API over HTTP: every operation, its errors, and its bearer token.
+
+use fluxgate_e2e::harness::{Broker, BrokerOptions, RawStream, http_client};
+use serde_json::{Value, json};
+
+const ADMIN_TOKEN: &str = "admin-token-for-e2e-tests";
+
+async fn broker_with_admin(dir: &std::path::Path) -> Broker {
+    let token_file = dir.join("admin-token");
+    std::fs::write(&token_file, format!("{ADMIN_TOKEN}\n")).unwrap();
+    let mut options = BrokerOptions::embedded(dir.join("data"));
+    options.admin_token_file = Some(token_file);
+    Broker::start(options).await
+}
+
+struct Admin<'a> {
+    broker: &'a Broker,
+    client: reqwest::Client,
+}
+
+impl Admin<'_> {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        token: &str,
+    ) -> (u16, Value) {
+        let url = self.broker.http_url(path);
+        let mut request = self
+            .client
+            .request(method.parse().unwrap(), url)
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn ok(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call(method, path, body, ADMIN_TOKEN).await
+    }
+}
+
+#[tokio::test]
+async fn agents_are_managed_through_the_admin_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker_with_admin(dir.path()).await;
+    let admin = Admin {
+        broker: &broker,
+        client: http_client(),
+    };
+
+    let (status, created) = admin
+        .ok(
+            "POST",
+            "/api/v1/agents",
+            Some(json!({"name": "edge", "config_project": "ops/edge", "grant_groups": ["apps"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let token = created["token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("fgat_"));
+    assert_eq!(
+        created["grants"],
+        json!({"projects": [], "groups": ["apps"]})
+    );
+
+    let (status, listed) = admin.ok("GET", "/api/v1/agents", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert!(
+        listed[0].get("token").is_none(),
+        "the token is shown only once"
+    );
+
+    let (status, granted) = admin
+        .ok(
+            "POST",
+            "/api/v1/agents/edge/grant",
+            Some(json!({"projects": ["infra/base"], "internal": true})),
+        )
+        .await;
+    assert_eq!(status, 200, "{granted}");
+    assert_eq!(granted["grants"]["projects"], json!(["infra/base"]));
+    assert_eq!(granted["allow_internal"], true);
+
+    let (status, revoked) = admin
+        .ok(
+            "POST",
+            "/api/v1/agents/edge/revoke",
+            Some(json!({"groups": ["apps"]})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(revoked["grants"]["groups"], json!([]));
+
+    // A connected agent shows as connected.
+    let _stream = RawStream::open(&broker.agent_url(), &token, &[("ops/edge", "")], None)
+        .await
+        .unwrap();
+    fluxgate_e2e::harness::eventually(
+        fluxgate_e2e::harness::PATIENCE,
+        "the agent to show as connected",
+        || async {
+            let (_, shown) = admin.ok("GET", "/api/v1/agents/edge", None).await;
+            (shown["connected"] == true).then_some(())
+        },
+    )
+    .await;
+
+    let (status, rotated) = admin
+        .ok("POST", "/api/v1/agents/edge/rotate-token", None)
+        .await;
+    assert_eq!(status, 200);
+    assert_ne!(rotated["token"].as_str().unwrap(), token);
+
+    let (status, _) = admin.ok("DELETE", "/api/v1/agents/edge", None).await;
+    assert_eq!(status, 204);
+    let (status, missing) = admin.ok("GET", "/api/v1/agents/edge", None).await;
+    assert_eq!(
+        (status, missing),
+        (
+            404,
+            json!({"code": "not_found", "message": "no agent named \"edge\""})
+        )
+    );
+}
+
+#[tokio::test]
+async fn admin_api_errors_are_precise() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker_with_admin(dir.path()).await;
+    let admin = Admin {
+        broker: &broker,
+        client: http_client(),
+    };
+
+    let (status, body) = admin
+        .call("GET", "/api/v1/agents", None, "wrong-token")
+        .await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (401, Some("the admin token does not match"))
+    );
+    let unauthenticated = http_client()
+        .get(broker.http_url("/api/v1/agents"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthenticated.status(), 401);
+
+    let (status, body) = admin
+        .ok(
+            "POST",
+            "/api/v1/agents",
+            Some(json!({"name": "Bad Name", "config_project": "a/b"})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("agent name \"Bad Name\" is invalid"),
+        "{body}"
+    );
+
+    let (status, body) = admin
+        .ok(
+            "POST",
+            "/api/v1/agents",
+            Some(json!({"name": "ok", "config_project": "a b"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (
+            400,
+            Some("config_project: path \"a b\" has a forbidden character ' '")
+        )
+    );
+
+    let (status, body) = admin
+        .ok("POST", "/api/v1/agents", Some(json!({"name": "ok"})))
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["message"],
+        "invalid JSON body: missing field `config_project` at line 1 column 13"
+    );
+
+    let (status, body) = admin
+        .ok(
+            "POST",
+            "/api/v1/agents",
+            Some(json!({"name": "ok", "config_project": "a/b", "colour": "red"})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `colour`"),
+        "{body}"
+    );
+
+    admin
+        .ok(
+            "POST",
+            "/api/v1/agents",
+            Some(json!({"name": "twice", "config_project": "a/b"})),
+        )
+        .await;
+    let (status, body) = admin
+        .ok(
+            "POST",
+            "/api/v1/agents",
+            Some(json!({"name": "twice", "config_project": "a/b"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("already_exists"))
+    );
+
+    let (status, body) = admin
+        .ok(
+            "POST",
+            "/api/v1/agents/twice/revoke",
+            Some(json!({"projects": ["x/y"]})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (400, Some("agent \"twice\" has no grant for project x/y"))
+    );
+
+    let (status, body) = admin
+        .ok("POST", "/api/v1/agents/twice/grant", Some(json!({})))
+        .await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (
+            400,
+            Some("nothing to grant: give projects, groups or internal")
+        )
+    );
+
+    let huge =
+        json!({"name": "big", "config_project": "a/b", "grant_projects": vec!["x/y"; 20_000]});
+    let (status, body) = admin.ok("POST", "/api/v1/agents", Some(huge)).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (413, Some("payload_too_large"))
+    );
+}
+
+#[tokio::test]
+async fn without_a_token_file_the_admin_api_is_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(BrokerOptions::embedded(dir.path())).await;
+    let response = http_client()
+        .get(broker.http_url("/api/v1/agents"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["message"],
+        "the admin API is off; start the broker with --admin-token-file to enable it"
+    );
+}

@@ -1,0 +1,33 @@
+# Developer tasks. CI runs `.ci/run`, which runs `fmt-check`, `lint` and `test`.
+.PHONY: help run test test-store lint fmt fmt-check fuzz bench docker clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+run: ## run the broker on the embedded default (SQLite in ./fluxgate-data)
+	cargo run -p fluxgate-server --bin fluxgate -- serve
+
+test: ## run every test (needs PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379)
+	cargo test --workspace
+
+test-store: ## the store's behavioural suite on SQLite and PostgreSQL
+	cargo test -p fluxgate-store
+
+lint: ## clippy, warnings are errors
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt: ## format the code
+	cargo fmt --all
+
+fmt-check: ## check the formatting
+	cargo fmt --all -- --check
+
+fuzz: ## fuzz the GitLab hook parser for a minute (needs nightly and cargo-fuzz)
+	cd crates/ingest/fuzz && cargo +nightly fuzz run parse_hook -- -max_total_time=60 -dict=parse_hook.dict
+
+bench: ## run the benchmarks (release build), see docs/benchmarks.md
+	cargo run --release -p fluxgate-bench -- all
+
+clean: ## remove build output and the embedded database
+	cargo clean
+	rm -rf fluxgate-data

@@ -63,7 +63,9 @@ enum State {
 }
 
 pub struct Connection {
-    endpoint: Endpoint,
+    /// One per broker address; the next one is tried after every disconnect.
+    endpoints: Vec<Endpoint>,
+    next_endpoint: usize,
     authorization: AsciiMetadataValue,
     identity: Identity,
     backoff: Backoff,
@@ -75,7 +77,12 @@ pub struct Connection {
 impl Connection {
     pub fn new(config: &AgentConfig, dispatcher: Dispatcher) -> Result<Self, ConnectionError> {
         Ok(Self {
-            endpoint: endpoint(&config.broker)?,
+            endpoints: config
+                .brokers
+                .iter()
+                .map(|broker| endpoint(broker))
+                .collect::<Result<_, _>>()?,
+            next_endpoint: 0,
             authorization: session::authorization(config.token.reveal())
                 .map_err(|_| ConnectionError::Token)?,
             identity: Identity::new(&config.cluster_name, &config.receivers),
@@ -117,8 +124,11 @@ impl Connection {
     }
 
     async fn connect(&mut self) -> State {
-        let uri = self.endpoint.uri().clone();
-        match self.endpoint.connect().await {
+        let endpoint = self.endpoints[self.next_endpoint % self.endpoints.len()].clone();
+        // Whatever happens to this connection, the next attempt goes to the next replica.
+        self.next_endpoint = (self.next_endpoint + 1) % self.endpoints.len();
+        let uri = endpoint.uri().clone();
+        match endpoint.connect().await {
             Ok(channel) => {
                 tracing::debug!(broker = %uri, "connection established");
                 State::Connected {

@@ -61,7 +61,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     let dispatcher = Dispatcher::start(config.receivers.clone(), &deliverer, &workers);
     let connection = Connection::new(&config, dispatcher)?;
     tracing::info!(
-        broker = %config.broker,
+        brokers = ?config.brokers,
         receivers = config.receivers.len(),
         version = env!("CARGO_PKG_VERSION"),
         "fluxgate-agent starting"

@@ -10,23 +10,39 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use fluxgate_core::{AgentName, AgentToken, ApiError, FullPath, Grant, UnixMillis};
 use fluxgate_store::{AgentRecord, AgentUpdate, CommitListener, NewAgent, Store};
+use fluxgate_stream::{Connection, RedisPresence};
 use serde::{Deserialize, Serialize};
 
-/// Decides whether an agent counts as connected.
-pub trait Presence: Send + Sync {
-    fn is_connected(&self, agent: &AgentRecord) -> bool;
+/// Where the "connected" column comes from.
+pub enum PresenceSource {
+    /// Connected if seen (connect, ack or keepalive) within `within`, by any replica.
+    LastSeen { within: Duration },
+    /// Every replica's open streams, from Redis; the last-seen rule if Redis is unreachable.
+    Redis {
+        presence: RedisPresence,
+        within: Duration,
+    },
 }
 
-/// Connected if seen (connect, ack or keepalive) recently, by any replica.
-pub struct LastSeen {
-    pub within: Duration,
-}
+impl PresenceSource {
+    /// Every open stream, if this source knows them.
+    async fn connections(&self) -> Option<Vec<Connection>> {
+        match self {
+            PresenceSource::LastSeen { .. } => None,
+            PresenceSource::Redis { presence, .. } => match presence.connections().await {
+                Ok(connections) => Some(connections),
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot read presence from redis; using last-seen times");
+                    None
+                }
+            },
+        }
+    }
 
-impl Presence for LastSeen {
-    fn is_connected(&self, agent: &AgentRecord) -> bool {
-        agent
-            .last_seen_at
-            .is_some_and(|seen| seen >= UnixMillis::now().minus(self.within))
+    fn within(&self) -> Duration {
+        match self {
+            PresenceSource::LastSeen { within } | PresenceSource::Redis { within, .. } => *within,
+        }
     }
 }
 
@@ -67,6 +83,8 @@ pub struct AgentView {
     pub allow_internal: bool,
     pub cursor: u64,
     pub connected: bool,
+    /// Open streams on any replica (empty when presence is not shared through Redis).
+    pub connections: Vec<ConnectionView>,
     pub last_seen_at: Option<String>,
     pub created_at: String,
     pub updated_at: String,
@@ -76,6 +94,16 @@ pub struct AgentView {
 pub struct GrantsView {
     pub projects: Vec<String>,
     pub groups: Vec<String>,
+}
+
+/// One open stream of an agent.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionView {
+    pub replica: String,
+    pub connected_since: String,
+    pub last_ack_at: Option<String>,
+    pub cluster_name: Option<String>,
+    pub agent_version: String,
 }
 
 /// A view with the token, shown once on create and rotate.
@@ -89,14 +117,14 @@ pub struct AgentWithToken {
 pub struct AgentAdmin {
     store: Arc<dyn Store>,
     listener: Arc<dyn CommitListener>,
-    presence: Arc<dyn Presence>,
+    presence: PresenceSource,
 }
 
 impl AgentAdmin {
     pub fn new(
         store: Arc<dyn Store>,
         listener: Arc<dyn CommitListener>,
-        presence: Arc<dyn Presence>,
+        presence: PresenceSource,
     ) -> Self {
         Self {
             store,
@@ -124,7 +152,7 @@ impl AgentAdmin {
         self.listener.committed(std::slice::from_ref(&entry));
         tracing::info!(agent = %record.policy.name, "agent created");
         Ok(AgentWithToken {
-            agent: self.view(&record),
+            agent: self.view(&record).await,
             token: token.reveal().to_owned(),
         })
     }
@@ -135,7 +163,11 @@ impl AgentAdmin {
             .list_agents()
             .await
             .map_err(|e| e.to_api_error())?;
-        Ok(agents.iter().map(|a| self.view(a)).collect())
+        let connections = self.presence.connections().await;
+        Ok(agents
+            .iter()
+            .map(|a| self.view_with(a, connections.as_deref()))
+            .collect())
     }
 
     pub async fn show(&self, name: &str) -> Result<AgentView, ApiError> {
@@ -146,7 +178,7 @@ impl AgentAdmin {
             .await
             .map_err(|e| e.to_api_error())?
             .ok_or_else(|| ApiError::not_found(format!("no agent named {name:?}")))?;
-        Ok(self.view(&record))
+        Ok(self.view(&record).await)
     }
 
     pub async fn grant(&self, name: &str, request: GrantsRequest) -> Result<AgentView, ApiError> {
@@ -214,11 +246,28 @@ impl AgentAdmin {
             .map_err(|e| e.to_api_error())?;
         self.listener.committed(std::slice::from_ref(&entry));
         tracing::info!(agent = %name, "agent changed");
-        Ok(self.view(&record))
+        Ok(self.view(&record).await)
     }
 
-    fn view(&self, record: &AgentRecord) -> AgentView {
+    async fn view(&self, record: &AgentRecord) -> AgentView {
+        let connections = self.presence.connections().await;
+        self.view_with(record, connections.as_deref())
+    }
+
+    fn view_with(&self, record: &AgentRecord, all: Option<&[Connection]>) -> AgentView {
         let policy = &record.policy;
+        let connections = all.map(|all| {
+            all.iter()
+                .filter(|c| c.agent_id == policy.id.0)
+                .map(|c| ConnectionView {
+                    replica: c.replica.clone(),
+                    connected_since: rfc3339(c.connected_since),
+                    last_ack_at: c.last_ack_at.map(rfc3339),
+                    cluster_name: c.cluster_name.clone(),
+                    agent_version: c.agent_version.clone(),
+                })
+                .collect::<Vec<_>>()
+        });
         let (mut projects, mut groups) = (Vec::new(), Vec::new());
         for grant in &policy.grants {
             match grant {
@@ -233,12 +282,22 @@ impl AgentAdmin {
             grants: GrantsView { projects, groups },
             allow_internal: policy.allow_internal,
             cursor: record.cursor.get(),
-            connected: self.presence.is_connected(record),
+            connected: match &connections {
+                Some(open) => !open.is_empty(),
+                None => recently_seen(record, self.presence.within()),
+            },
+            connections: connections.unwrap_or_default(),
             last_seen_at: record.last_seen_at.map(rfc3339),
             created_at: rfc3339(record.created_at),
             updated_at: rfc3339(record.updated_at),
         }
     }
+}
+
+fn recently_seen(record: &AgentRecord, within: Duration) -> bool {
+    record
+        .last_seen_at
+        .is_some_and(|seen| seen >= UnixMillis::now().minus(within))
 }
 
 fn rfc3339(at: UnixMillis) -> String {

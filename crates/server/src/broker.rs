@@ -16,9 +16,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use fluxgate_ingest::hooks::{HookSecrets, HookState};
 use fluxgate_routing::RoutingState;
-use fluxgate_store::{Appender, SqlStore, Store, StoreOptions};
+use fluxgate_store::{Appender, CommitListener, SqlStore, Store, StoreOptions};
 use fluxgate_stream::{
-    AgentStreams, Bus, CursorSaver, Follower, Hub, InProcessBus, SessionContext,
+    AgentStreams, Bus, CursorSaver, Follower, Hub, InProcessBus, RedisBus, RedisBusConfig,
+    RedisPresence, SessionContext,
 };
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
@@ -26,10 +27,10 @@ use tokio::task::JoinSet;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{AgentAdmin, LastSeen};
+use crate::admin::AgentAdmin;
 use crate::config::Config;
 use crate::health::Readiness;
-use crate::{http, retention, secrets};
+use crate::{commands, http, retention, secrets};
 
 /// Hooks committed per transaction at most.
 const MAX_COMMIT_BATCH: usize = 256;
@@ -130,7 +131,31 @@ pub async fn run(
     let store: Arc<dyn Store> = Arc::new(open_store(&config, Duration::from_secs(60)).await?);
     let broker_id = broker_id(&config);
 
-    let bus = Arc::new(InProcessBus::new(BUS_CAPACITY));
+    let readiness = Arc::new(Readiness::default());
+    let cursors = Arc::new(CursorSaver::default());
+    let stop_streams = CancellationToken::new();
+    let stop_http = CancellationToken::new();
+    let stop_background = CancellationToken::new();
+    let mut background = JoinSet::new();
+
+    let redis_bus = match &config.redis_url {
+        Some(url) => {
+            let bus_config = RedisBusConfig {
+                url: url.clone(),
+                key_prefix: config.redis_key_prefix.clone(),
+                stream_max_len: config.redis_stream_max_len,
+                local_capacity: BUS_CAPACITY,
+            };
+            let bus = RedisBus::start(bus_config, &mut background, stop_background.clone())
+                .context("invalid redis URL")?;
+            Some(Arc::new(bus))
+        }
+        None => None,
+    };
+    let bus: Arc<dyn Bus> = match &redis_bus {
+        Some(redis) => redis.clone(),
+        None => Arc::new(InProcessBus::new(BUS_CAPACITY)),
+    };
     let bus_receiver = bus.subscribe();
     let snapshot = store
         .snapshot()
@@ -149,14 +174,9 @@ pub async fn run(
         snapshot.bounds.head,
         config.agent_queue_capacity,
     ));
-    let (appender, writer) = Appender::spawn(store.clone(), bus.clone(), MAX_COMMIT_BATCH);
+    let listener: Arc<dyn CommitListener> = bus.clone();
+    let (appender, writer) = Appender::spawn(store.clone(), listener.clone(), MAX_COMMIT_BATCH);
 
-    let readiness = Arc::new(Readiness::default());
-    let cursors = Arc::new(CursorSaver::default());
-    let stop_streams = CancellationToken::new();
-    let stop_http = CancellationToken::new();
-    let stop_background = CancellationToken::new();
-    let mut background = JoinSet::new();
     background.spawn(
         Follower::new(
             store.clone(),
@@ -177,21 +197,32 @@ pub async fn run(
         config.retention_check_interval,
         stop_background.clone(),
     ));
-    background.spawn(readiness.clone().watch_database(
+    let redis_health = redis_bus.clone().map(|bus| move || bus.is_connected());
+    background.spawn(readiness.clone().watch(
         store.clone(),
+        redis_health,
         Duration::from_secs(1),
         stop_background.clone(),
     ));
+    if let Some(url) = &config.redis_url {
+        let presence =
+            RedisPresence::new(url, &config.redis_key_prefix).context("invalid redis URL")?;
+        background.spawn(presence.publish(
+            hub.clone(),
+            broker_id.clone(),
+            config.presence_refresh,
+            stop_background.clone(),
+        ));
+    }
 
-    let presence = Arc::new(LastSeen {
-        within: config.keepalive_interval * 3,
-    });
-    let admin = admin_token.map(|token| {
-        (
-            Arc::new(AgentAdmin::new(store.clone(), bus.clone(), presence)),
-            token,
-        )
-    });
+    let admin = match admin_token {
+        Some(token) => {
+            let presence = commands::presence_source(&config)?;
+            let admin = AgentAdmin::new(store.clone(), listener.clone(), presence);
+            Some((Arc::new(admin), token))
+        }
+        None => None,
+    };
     let hooks = HookState {
         appender,
         secrets: Arc::new(HookSecrets::new(&hook_secrets)),

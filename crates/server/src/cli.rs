@@ -36,6 +36,12 @@ pub struct GlobalFlags {
     /// `postgres://…` (several replicas) or `sqlite://…`; default: SQLite in --data-dir.
     #[arg(long, global = true)]
     pub database_url: Option<String>,
+    /// `redis://…`: share events and agent presence between replicas.
+    #[arg(long, global = true)]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key [default: fluxgate].
+    #[arg(long, global = true)]
+    pub redis_key_prefix: Option<String>,
     #[arg(long, global = true, value_enum)]
     pub log_format: Option<LogFormat>,
     /// A tracing filter, such as `info` or `fluxgate=debug,info`.
@@ -107,6 +113,12 @@ pub struct ServeFlags {
     /// This replica's name in logs and to agents.
     #[arg(long)]
     pub broker_id: Option<String>,
+    /// The Redis stream keeps about this many entries [default: 100000].
+    #[arg(long)]
+    pub redis_stream_max_len: Option<usize>,
+    /// How often presence is refreshed in Redis [default: 5s].
+    #[arg(long)]
+    pub presence_refresh: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -206,6 +218,11 @@ impl Cli {
                 .map(|p| p.display().to_string().into()),
         );
         set("database_url", global.database_url.clone().map(Value::from));
+        set("redis_url", global.redis_url.clone().map(Value::from));
+        set(
+            "redis_key_prefix",
+            global.redis_key_prefix.clone().map(Value::from),
+        );
         set(
             "log_format",
             global
@@ -252,6 +269,11 @@ impl Cli {
             set("commit_timeout", text(&serve.commit_timeout));
             set("shutdown_grace", text(&serve.shutdown_grace));
             set("broker_id", text(&serve.broker_id));
+            set(
+                "redis_stream_max_len",
+                serve.redis_stream_max_len.map(Value::from),
+            );
+            set("presence_refresh", text(&serve.presence_refresh));
         }
         layer
     }

@@ -9,7 +9,7 @@ use fluxgate_core::ApiError;
 use fluxgate_store::{NoListener, Store};
 
 use crate::admin::{
-    AgentAdmin, AgentView, AgentWithToken, CreateAgentRequest, GrantsRequest, LastSeen,
+    AgentAdmin, AgentView, AgentWithToken, CreateAgentRequest, GrantsRequest, PresenceSource,
 };
 use crate::broker::open_store;
 use crate::cli::AgentCommand;
@@ -29,10 +29,7 @@ pub async fn agent(config: &Config, command: AgentCommand) -> anyhow::Result<()>
     let store: Arc<dyn Store> = Arc::new(open_store(config, Duration::from_secs(30)).await?);
     // This process has no bus: a running broker applies the change from the log within
     // its poll interval.
-    let presence = Arc::new(LastSeen {
-        within: config.keepalive_interval * 3,
-    });
-    let admin = AgentAdmin::new(store, Arc::new(NoListener), presence);
+    let admin = AgentAdmin::new(store, Arc::new(NoListener), presence_source(config)?);
     match command {
         AgentCommand::Create(create) => {
             let request = CreateAgentRequest {
@@ -89,6 +86,19 @@ pub async fn agent(config: &Config, command: AgentCommand) -> anyhow::Result<()>
         }
     }
     Ok(())
+}
+
+/// Presence from Redis when it is configured, from last-seen times otherwise.
+pub fn presence_source(config: &Config) -> anyhow::Result<PresenceSource> {
+    let within = config.keepalive_interval * 3;
+    Ok(match &config.redis_url {
+        Some(url) => PresenceSource::Redis {
+            presence: fluxgate_stream::RedisPresence::new(url, &config.redis_key_prefix)
+                .context("invalid redis URL")?,
+            within,
+        },
+        None => PresenceSource::LastSeen { within },
+    })
 }
 
 fn fail(err: ApiError) -> anyhow::Error {

@@ -37,6 +37,10 @@ const ENV_KEYS: &[&str] = &[
     "log_format",
     "log_level",
     "database_max_connections",
+    "redis_url",
+    "redis_key_prefix",
+    "redis_stream_max_len",
+    "presence_refresh",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -47,6 +51,17 @@ pub struct Config {
     /// `postgres://…` for several replicas, or `sqlite://…`; default: SQLite in `data_dir`.
     pub database_url: Option<String>,
     pub database_max_connections: u32,
+    /// `redis://…`: share committed events between replicas (and agent presence) through
+    /// Redis. Optional: without it, replicas learn of each other's events from the
+    /// database within `poll_interval`.
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key (several deployments can share one Redis).
+    pub redis_key_prefix: String,
+    /// The Redis stream keeps about this many entries.
+    pub redis_stream_max_len: usize,
+    /// How often a replica refreshes its agents' presence in Redis (entries live 3× this).
+    #[serde(with = "humantime_serde")]
+    pub presence_refresh: Duration,
     /// Hooks, admin API.
     pub http_listen: SocketAddr,
     /// Agent gRPC streams.
@@ -108,6 +123,10 @@ impl Default for Config {
             data_dir: PathBuf::from("./fluxgate-data"),
             database_url: None,
             database_max_connections: 8,
+            redis_url: None,
+            redis_key_prefix: "fluxgate".to_owned(),
+            redis_stream_max_len: 100_000,
+            presence_refresh: Duration::from_secs(5),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             agent_listen: SocketAddr::from(([127, 0, 0, 1], 8150)),
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 8151)),
@@ -173,7 +192,14 @@ impl Config {
 }
 
 /// Keys whose environment values are taken verbatim (a secret of digits stays a string).
-const VERBATIM_KEYS: &[&str] = &["hook_secret", "database_url", "broker_id", "log_level"];
+const VERBATIM_KEYS: &[&str] = &[
+    "hook_secret",
+    "database_url",
+    "redis_url",
+    "redis_key_prefix",
+    "broker_id",
+    "log_level",
+];
 
 /// `FLUXGATE_<KEY>` variables for known keys, typed the way figment types them.
 fn env_layer(env: impl IntoIterator<Item = (String, String)>) -> Dict {

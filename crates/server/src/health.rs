@@ -16,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 pub struct Readiness {
     shutting_down: AtomicBool,
     database_ok: AtomicBool,
+    /// 0: no Redis, 1: disconnected, 2: connected.
+    redis: std::sync::atomic::AtomicU8,
     /// Set after the first check, so the first result is not reported as a change.
     checked: AtomicBool,
 }
@@ -24,6 +26,10 @@ pub struct Readiness {
 pub struct ReadinessReport {
     pub ready: bool,
     pub database: bool,
+    /// Whether the Redis bus is connected (absent without Redis). It does not decide
+    /// readiness: without Redis, events still flow through the database, only slower.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<bool>,
     pub shutting_down: bool,
 }
 
@@ -31,9 +37,14 @@ impl Readiness {
     pub fn report(&self) -> ReadinessReport {
         let database = self.database_ok.load(Ordering::Acquire);
         let shutting_down = self.shutting_down.load(Ordering::Acquire);
+        let redis = match self.redis.load(Ordering::Acquire) {
+            0 => None,
+            state => Some(state == 2),
+        };
         ReadinessReport {
             ready: database && !shutting_down,
             database,
+            redis,
             shutting_down,
         }
     }
@@ -56,10 +67,12 @@ impl Readiness {
         }
     }
 
-    /// Checks the database every `interval` until shutdown.
-    pub async fn watch_database(
+    /// Checks the database (and reads the Redis bus's state) every `interval` until
+    /// shutdown.
+    pub async fn watch(
         self: Arc<Self>,
         store: Arc<dyn Store>,
+        redis_connected: Option<impl Fn() -> bool>,
         interval: Duration,
         shutdown: CancellationToken,
     ) {
@@ -69,6 +82,10 @@ impl Readiness {
                 Ok(Ok(()))
             );
             self.set_database(ok);
+            if let Some(connected) = &redis_connected {
+                self.redis
+                    .store(if connected() { 2 } else { 1 }, Ordering::Release);
+            }
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(interval) => {}

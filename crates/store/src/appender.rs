@@ -18,6 +18,9 @@ use crate::api::Store;
 use crate::error::StoreError;
 use crate::model::{HookBatch, HookOutcome};
 
+/// Longest time one group-commit transaction may take.
+const TRANSACTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Told about every committed entry, in seq order, before the hooks are answered.
 pub trait CommitListener: Send + Sync + 'static {
     fn committed(&self, entries: &[LogEntry]);
@@ -98,7 +101,14 @@ async fn run_writer(
     while queue.recv_many(&mut batch, max_batch).await > 0 {
         let hooks: Vec<HookBatch> = batch.iter().map(|r| r.hook.clone()).collect();
         let started = Instant::now();
-        let result = store.append(&hooks).await;
+        // A database that stops answering (a partition, not a refused connection) must not
+        // hold the writer: give up on the transaction; dropping it rolls it back.
+        let result = match tokio::time::timeout(TRANSACTION_TIMEOUT, store.append(&hooks)).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "the database did not answer within {TRANSACTION_TIMEOUT:?}"
+            ))),
+        };
         metrics::histogram!("fluxgate_store_append_seconds")
             .record(started.elapsed().as_secs_f64());
         metrics::histogram!("fluxgate_store_append_batch_size").record(hooks.len() as f64);

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockWriteGuard};
 
-use fluxgate_core::{AgentId, LogEntry, LogRecord, Seq};
+use fluxgate_core::{AgentId, LogEntry, LogRecord, Seq, UnixMillis};
 use fluxgate_routing::{
     AgentEffect, RoutingState, SubscriberId, Subscription, SubscriptionIndex, route_one,
 };
@@ -60,9 +60,20 @@ impl CloseSignal {
     }
 }
 
+/// Who is on the other end of a stream, for presence.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    pub agent_name: String,
+    pub cluster_name: Option<String>,
+    pub agent_version: String,
+    pub connected_since: UnixMillis,
+    pub last_ack_at: Option<UnixMillis>,
+}
+
 struct Session {
     agent: AgentId,
     token_generation: u32,
+    info: SessionInfo,
     queue: mpsc::Sender<Delivery>,
     close: Arc<CloseSignal>,
 }
@@ -99,6 +110,8 @@ pub struct Hub {
     head_watch: watch::Sender<Seq>,
     /// Asks the follower to read the store now instead of at its next poll.
     catch_up: Notify,
+    /// Tells presence publishers that streams opened or closed.
+    sessions_changed: Notify,
     next_id: AtomicU64,
     queue_capacity: usize,
 }
@@ -116,6 +129,7 @@ impl Hub {
             head: AtomicU64::new(head.get()),
             head_watch: watch::Sender::new(head),
             catch_up: Notify::new(),
+            sessions_changed: Notify::new(),
             next_id: AtomicU64::new(1),
             queue_capacity: queue_capacity.max(1),
         }
@@ -152,6 +166,7 @@ impl Hub {
         &self,
         agent: AgentId,
         token_generation: u32,
+        info: SessionInfo,
         subscriptions: Vec<Subscription>,
     ) -> Result<Registration, RegisterError> {
         let mut state = self.write();
@@ -171,11 +186,13 @@ impl Hub {
             Session {
                 agent,
                 token_generation,
+                info,
                 queue,
                 close: close.clone(),
             },
         );
         metrics::gauge!(names::STREAMS_OPEN).set(state.sessions.len() as f64);
+        self.sessions_changed.notify_waiters();
         Ok(Registration {
             id,
             queue: receiver,
@@ -189,6 +206,29 @@ impl Hub {
         state.index.remove(id);
         state.sessions.remove(&id);
         metrics::gauge!(names::STREAMS_OPEN).set(state.sessions.len() as f64);
+        self.sessions_changed.notify_waiters();
+    }
+
+    /// Notes an ack on a stream, for presence.
+    pub fn record_ack(&self, id: SubscriberId, at: UnixMillis) {
+        if let Some(session) = self.write().sessions.get_mut(&id) {
+            session.info.last_ack_at = Some(at);
+        }
+    }
+
+    /// Every open stream: its id, its agent and who is on the other end.
+    pub fn sessions(&self) -> Vec<(SubscriberId, AgentId, SessionInfo)> {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        state
+            .sessions
+            .iter()
+            .map(|(id, session)| (*id, session.agent, session.info.clone()))
+            .collect()
+    }
+
+    /// Resolves when a stream opens or closes.
+    pub async fn sessions_changed(&self) {
+        self.sessions_changed.notified().await;
     }
 
     pub fn change_subscriptions(
@@ -260,16 +300,6 @@ impl Hub {
         for id in ids {
             close_session(&mut state, id, status.clone());
         }
-    }
-
-    /// The agents with an open stream on this replica, with how many streams each.
-    pub fn connected_agents(&self) -> HashMap<AgentId, usize> {
-        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
-        let mut counts = HashMap::new();
-        for session in state.sessions.values() {
-            *counts.entry(session.agent).or_default() += 1;
-        }
-        counts
     }
 }
 

@@ -14,12 +14,14 @@ pub mod cursor_saver;
 pub mod follower;
 pub mod hub;
 pub mod metric_names;
+pub mod presence;
 pub mod service;
 pub mod session;
 
-pub use bus::{Batch, Bus, InProcessBus};
+pub use bus::{Batch, Bus, InProcessBus, RedisBus, RedisBusConfig};
 pub use cursor_saver::CursorSaver;
 pub use follower::Follower;
-pub use hub::{Delivery, Hub};
+pub use hub::{Delivery, Hub, SessionInfo};
+pub use presence::{Connection, RedisPresence};
 pub use service::AgentStreams;
 pub use session::SessionContext;

@@ -14,6 +14,9 @@ pub const FOLLOWER_GAP_READS: &str = "fluxgate_follower_gap_reads_total";
 pub const FOLLOWER_POLLS: &str = "fluxgate_follower_polls_total";
 pub const FOLLOWER_ERRORS: &str = "fluxgate_follower_errors_total";
 pub const CURSOR_SAVE_ERRORS: &str = "fluxgate_cursor_save_errors_total";
+pub const REDIS_CONNECTED: &str = "fluxgate_redis_connected";
+pub const REDIS_PUBLISH_DROPPED: &str = "fluxgate_redis_publish_dropped_total";
+pub const PRESENCE_ERRORS: &str = "fluxgate_presence_errors_total";
 
 /// Registers descriptions with the installed recorder.
 pub fn describe() {
@@ -51,4 +54,16 @@ pub fn describe() {
     );
     describe_counter!(FOLLOWER_ERRORS, "Store errors while following the log.");
     describe_counter!(CURSOR_SAVE_ERRORS, "Failed cursor saves (retried).");
+    describe_gauge!(
+        REDIS_CONNECTED,
+        "1 while the Redis bus subscriber is connected."
+    );
+    describe_counter!(
+        REDIS_PUBLISH_DROPPED,
+        "Batches not published to Redis (followers read them from the database)."
+    );
+    describe_counter!(
+        PRESENCE_ERRORS,
+        "Failed writes of this replica's presence to Redis."
+    );
 }

@@ -5,18 +5,21 @@
 //! test process, with the same profile as the tests, and takes them from the target
 //! directory next to the test executable. An up-to-date build takes about a second.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// The target directory's profile folder (`target/debug`), from the test executable
-/// (`target/debug/deps/e2e-…`).
+/// The target directory's profile folder (`target/debug`), from the running executable: a
+/// test (`target/debug/deps/e2e-…`) or a tool such as the benchmark
+/// (`target/release/fluxgate-bench`).
 fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test executable has a path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("the test executable lives in target/<profile>/deps")
-        .to_owned()
+    let exe = std::env::current_exe().expect("the running executable has a path");
+    let dir = exe.parent().expect("the executable lives in a directory");
+    if dir.file_name().is_some_and(|name| name == "deps") {
+        dir.parent().unwrap_or(dir).to_owned()
+    } else {
+        dir.to_owned()
+    }
 }
 
 fn build_once() {

@@ -145,6 +145,11 @@ impl Broker {
         format!("http://{}{path}", self.http)
     }
 
+    /// The broker's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
     pub fn process(&mut self) -> &mut Process {
         &mut self.process
     }

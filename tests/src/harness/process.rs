@@ -95,6 +95,11 @@ impl Process {
         }
     }
 
+    /// The operating-system process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }

@@ -10,7 +10,7 @@ use crate::receiver::ReceiverKind;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ConfigFile {
-    pub broker: String,
+    pub broker: OneOrMany,
     pub token_file: Option<PathBuf>,
     pub token_env: Option<String>,
     pub cluster_name: Option<String>,
@@ -21,6 +21,23 @@ pub(super) struct ConfigFile {
     pub reconnect: ReconnectSection,
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
     pub request_timeout: Duration,
+}
+
+/// `broker: <address>` or `broker: [<address>, …]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(one) => vec![one],
+            OneOrMany::Many(many) => many,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

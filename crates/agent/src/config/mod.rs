@@ -1,7 +1,8 @@
 //! The agent's YAML configuration: parsing, defaults and validation.
 //!
 //! ```yaml
-//! broker: http://127.0.0.1:8150   # required; the broker's agent gRPC listener (http:// or https://)
+//! broker: http://127.0.0.1:8150   # required; the broker's agent gRPC listener (http:// or https://),
+//!                                 # or a list of replicas' addresses, tried in turn after each disconnect
 //! token_file: /var/run/secrets/fluxgate/token   # the agent token, surrounding whitespace trimmed;
 //! token_env: FLUXGATE_AGENT_TOKEN # ...or an environment variable (the default when neither is set)
 //! cluster_name: prod-eu           # optional, shown on the broker's dashboard
@@ -87,8 +88,9 @@ pub struct ReconnectPolicy {
 /// A validated configuration, with every secret read.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    /// `http://` or `https://` address of the broker's agent listener.
-    pub broker: String,
+    /// `http://` or `https://` addresses of the broker's agent listeners (replicas), tried
+    /// in turn.
+    pub brokers: Vec<String>,
     pub token: AgentToken,
     /// Empty if not set.
     pub cluster_name: String,
@@ -118,7 +120,7 @@ impl AgentConfig {
     ) -> Result<Self, ConfigError> {
         let file: ConfigFile = serde_yaml_ng::from_str(yaml)?;
         Ok(Self {
-            broker: broker(&file.broker)?,
+            brokers: brokers(file.broker.into_vec())?,
             token: agent_token(file.token_file.as_deref(), file.token_env, base_dir, env)?,
             cluster_name: file.cluster_name.unwrap_or_default().trim().to_owned(),
             receivers: receivers::validate(file.receivers, base_dir)?,
@@ -127,6 +129,13 @@ impl AgentConfig {
             request_timeout: positive("request_timeout", file.request_timeout)?,
         })
     }
+}
+
+fn brokers(raw: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    if raw.is_empty() {
+        return Err(ConfigError::invalid("broker", "give at least one address"));
+    }
+    raw.iter().map(|address| broker(address)).collect()
 }
 
 fn broker(raw: &str) -> Result<String, ConfigError> {

@@ -46,7 +46,7 @@ fn with_receiver(receiver: &str) -> String {
 #[test]
 fn minimal_config_gets_the_defaults() {
     let config = parse(MINIMAL).expect("valid");
-    assert_eq!(config.broker, "http://127.0.0.1:8150");
+    assert_eq!(config.brokers, vec!["http://127.0.0.1:8150"]);
     assert_eq!(config.token.reveal(), "fgat_from_env");
     assert_eq!(config.cluster_name, "");
     assert_eq!(config.retry, RetryPolicy::default());
@@ -280,4 +280,28 @@ fn receiver_list_errors_name_the_receiver() {
     for (receiver, expected) in cases {
         assert_error(&with_receiver(receiver), expected);
     }
+}
+
+#[test]
+fn broker_may_be_a_list_of_replicas() {
+    let yaml = MINIMAL.replace(
+        "broker: http://127.0.0.1:8150",
+        "broker: [http://replica-a:8150, https://replica-b:8150]",
+    );
+    let config = parse(&yaml).unwrap();
+    assert_eq!(
+        config.brokers,
+        vec!["http://replica-a:8150", "https://replica-b:8150"]
+    );
+    assert_error(
+        &MINIMAL.replace("broker: http://127.0.0.1:8150", "broker: []"),
+        "broker: give at least one address",
+    );
+    assert_error(
+        &MINIMAL.replace(
+            "broker: http://127.0.0.1:8150",
+            "broker: [http://a:1, ftp://b:2]",
+        ),
+        "broker: scheme must be http or https",
+    );
 }

@@ -240,3 +240,29 @@ async fn a_rejected_token_is_retried_until_the_broker_accepts_it() {
     assert_eq!(stream.hello.resume_after, None);
     agent.stop().await;
 }
+
+#[tokio::test]
+async fn fails_over_between_broker_addresses_and_resumes_from_its_cursor() {
+    let flux = flux().await;
+    let mut first = FakeBroker::start().await;
+    let mut second = FakeBroker::start().await;
+    let base = flux.base_url();
+    let agent = RunningAgent::start(config(
+        &format!("[{}, {}]", first.url(), second.url()),
+        &format!(
+            "  - {{name: app, project: group/app, type: generic-hmac, token: app-token, webhook_receiver_url: '{base}'}}\n"
+        ),
+    ));
+
+    let mut stream = first.next_stream().await;
+    stream.welcome(0, false);
+    stream.event(3, "group/app", "refs/heads/main", &[]);
+    assert_eq!(stream.next_ack().await.seq, 3);
+    // The first replica goes away; the agent moves on to the second address.
+    stream.fail(tonic::Status::unavailable("replica shutting down"));
+    drop(first);
+
+    let moved = second.next_stream().await;
+    assert_eq!(moved.hello.resume_after, Some(3));
+    agent.stop().await;
+}

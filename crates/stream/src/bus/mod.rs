@@ -6,6 +6,7 @@
 //! the missing range from the store.
 
 mod local;
+mod redis;
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use fluxgate_store::CommitListener;
 use tokio::sync::broadcast;
 
 pub use local::InProcessBus;
+pub use redis::{RedisBus, RedisBusConfig};
 
 /// Entries committed together, in seq order.
 pub type Batch = Arc<Vec<LogEntry>>;

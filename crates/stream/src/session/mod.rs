@@ -25,7 +25,7 @@ use tonic::{Status, Streaming};
 
 use crate::convert::{self, AgentHello};
 use crate::cursor_saver::CursorSaver;
-use crate::hub::{Delivery, Hub, Registration};
+use crate::hub::{Delivery, Hub, Registration, SessionInfo};
 use crate::metric_names as names;
 use cursor::{CursorTracker, MAX_IN_FLIGHT};
 
@@ -59,9 +59,17 @@ pub async fn run(
     outbound: Outbound,
 ) {
     let agent = request.policy.name.clone();
+    let info = SessionInfo {
+        agent_name: request.policy.name.to_string(),
+        cluster_name: request.hello.cluster_name.clone(),
+        agent_version: request.hello.agent_version.clone(),
+        connected_since: UnixMillis::now(),
+        last_ack_at: None,
+    };
     let registration = match context.hub.register(
         request.policy.id,
         request.policy.token_generation,
+        info,
         request.hello.subscriptions.clone(),
     ) {
         Ok(registration) => registration,
@@ -293,6 +301,7 @@ impl Session {
                 self.context
                     .cursors
                     .record(self.policy.id, self.tracker.cursor());
+                self.context.hub.record_ack(id, UnixMillis::now());
             }
             Some(agent_message::Message::SubscriptionChange(change)) => {
                 let (add, remove) = convert::subscription_change(change)?;

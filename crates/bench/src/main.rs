@@ -1,0 +1,78 @@
+//! `fluxgate-bench`: benchmarks of the real broker, started in release mode and pinned to
+//! CPU 0 while the load generator runs on CPU 1. See docs/benchmarks.md.
+
+mod payload;
+mod procfs;
+mod report;
+mod scenarios;
+mod setup;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "fluxgate-bench", about = "Benchmarks of the fluxgate broker")]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// A. Ingest throughput and latency, against a bare HTTP baseline.
+    Ingest {
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// B. End-to-end latency from hook to agent stream.
+    E2e {
+        #[arg(long, default_value_t = 1000)]
+        agents: usize,
+        #[arg(long, default_value_t = 200)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// C. Fan-out of one event to many streams.
+    Fanout {
+        #[arg(long, default_value_t = 1000)]
+        streams: usize,
+        #[arg(long, default_value_t = 100)]
+        events: u64,
+    },
+    /// D. Memory per idle agent stream.
+    Idle {
+        #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
+        streams: Vec<usize>,
+    },
+    /// Every scenario with its defaults.
+    All,
+    /// Internal: the baseline HTTP server for scenario A.
+    #[command(hide = true)]
+    BaselineServer,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().scenario {
+        Scenario::Ingest {
+            connections,
+            seconds,
+        } => scenarios::ingest::run(connections, seconds).await,
+        Scenario::E2e {
+            agents,
+            rate,
+            seconds,
+        } => scenarios::e2e::run(agents, rate, seconds).await,
+        Scenario::Fanout { streams, events } => scenarios::fanout::run(streams, events).await,
+        Scenario::Idle { streams } => scenarios::idle::run(&streams).await,
+        Scenario::All => {
+            scenarios::ingest::run(16, 10).await?;
+            scenarios::e2e::run(1000, 200, 10).await?;
+            scenarios::fanout::run(1000, 100).await?;
+            scenarios::idle::run(&[1000, 5000]).await
+        }
+        Scenario::BaselineServer => scenarios::baseline::serve().await,
+    }
+}

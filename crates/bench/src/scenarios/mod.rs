@@ -1,0 +1,7 @@
+//! The benchmark scenarios (see docs/benchmarks.md for what each measures and why).
+
+pub mod baseline;
+pub mod e2e;
+pub mod fanout;
+pub mod idle;
+pub mod ingest;

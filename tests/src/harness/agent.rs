@@ -76,6 +76,16 @@ pub struct AgentProcess {
 
 impl AgentProcess {
     pub async fn start(broker_url: &str, token: &str, receivers: &[ReceiverConfig]) -> Self {
+        Self::start_with_brokers(&[broker_url], token, receivers).await
+    }
+
+    /// An agent that knows several replicas and moves to the next after a disconnect.
+    pub async fn start_with_brokers(
+        broker_urls: &[&str],
+        token: &str,
+        receivers: &[ReceiverConfig],
+    ) -> Self {
+        let broker_url = format!("[{}]", broker_urls.join(", "));
         let dir = tempfile::tempdir().expect("a temporary directory");
         let token_path = dir.path().join("token");
         std::fs::write(&token_path, format!("{token}\n")).expect("write the agent token");

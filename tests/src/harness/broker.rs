@@ -17,6 +17,7 @@ pub struct BrokerOptions {
     pub data_dir: PathBuf,
     pub database_url: Option<String>,
     pub redis_url: Option<String>,
+    pub redis_prefix: Option<String>,
     pub hook_secret: String,
     pub admin_token_file: Option<PathBuf>,
     pub http_listen: SocketAddr,
@@ -33,6 +34,7 @@ impl BrokerOptions {
             data_dir: data_dir.into(),
             database_url: None,
             redis_url: None,
+            redis_prefix: None,
             hook_secret: "e2e-hook-secret".to_owned(),
             admin_token_file: None,
             http_listen: any_port,
@@ -42,10 +44,32 @@ impl BrokerOptions {
         }
     }
 
+    /// A replica on a shared database and Redis, with its own data directory. Keys in
+    /// Redis carry `redis_prefix`, so tests sharing one Redis do not see each other.
+    pub fn replica(
+        data_dir: impl Into<PathBuf>,
+        database_url: &str,
+        redis_url: &str,
+        redis_prefix: &str,
+    ) -> Self {
+        let mut options = Self::embedded(data_dir);
+        options.database_url = Some(database_url.to_owned());
+        options.redis_url = Some(redis_url.to_owned());
+        options.redis_prefix = Some(redis_prefix.to_owned());
+        options
+    }
+
+    /// Flags that choose the store (and Redis): what the CLI needs too.
     fn args(&self) -> Vec<String> {
         let mut args = vec!["--data-dir".to_owned(), self.data_dir.display().to_string()];
         if let Some(url) = &self.database_url {
             args.extend(["--database-url".to_owned(), url.clone()]);
+        }
+        if let Some(url) = &self.redis_url {
+            args.extend(["--redis-url".to_owned(), url.clone()]);
+        }
+        if let Some(prefix) = &self.redis_prefix {
+            args.extend(["--redis-key-prefix".to_owned(), prefix.clone()]);
         }
         args
     }
@@ -81,31 +105,30 @@ impl HookResponse {
 impl Broker {
     pub async fn start(options: BrokerOptions) -> Self {
         let mut command = Command::new(binary("fluxgate"));
-        command.args(options.args()).arg("serve").args([
-            "--log-format",
-            "json",
-            "--http-listen",
-            &options.http_listen.to_string(),
-            "--agent-listen",
-            &options.agent_listen.to_string(),
-            "--metrics-listen",
-            &options.metrics_listen.to_string(),
-            "--hook-secret",
-            &options.hook_secret,
-            "--poll-interval",
-            "200ms",
-            "--keepalive-interval",
-            "1s",
-            "--cursor-flush-interval",
-            "100ms",
-            "--shutdown-grace",
-            "5s",
-        ]);
+        command.args(options.args()).arg("serve");
+        let http = options.http_listen.to_string();
+        let agent = options.agent_listen.to_string();
+        let metrics = options.metrics_listen.to_string();
+        // Short intervals for tests; a flag in `extra_args` wins over its default here.
+        let defaults = [
+            ("--log-format", "json"),
+            ("--http-listen", http.as_str()),
+            ("--agent-listen", agent.as_str()),
+            ("--metrics-listen", metrics.as_str()),
+            ("--hook-secret", options.hook_secret.as_str()),
+            ("--poll-interval", "200ms"),
+            ("--keepalive-interval", "1s"),
+            ("--cursor-flush-interval", "100ms"),
+            ("--presence-refresh", "500ms"),
+            ("--shutdown-grace", "5s"),
+        ];
+        for (flag, value) in defaults {
+            if !options.extra_args.iter().any(|arg| arg == flag) {
+                command.args([flag, value]);
+            }
+        }
         if let Some(file) = &options.admin_token_file {
             command.arg("--admin-token-file").arg(file);
-        }
-        if let Some(url) = &options.redis_url {
-            command.args(["--redis-url", url]);
         }
         command.args(&options.extra_args);
         command.env("RUST_LOG", "info,fluxgate_stream=debug");

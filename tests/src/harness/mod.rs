@@ -3,19 +3,32 @@
 pub mod agent;
 pub mod binaries;
 pub mod broker;
+pub mod chaos_proxy;
 pub mod payloads;
 pub mod process;
 pub mod raw_stream;
+pub mod redis_server;
 pub mod wait;
 
 pub use agent::{AgentProcess, ReceiverConfig, Target};
 pub use broker::{Broker, BrokerOptions, HookResponse};
+pub use chaos_proxy::ChaosProxy;
 pub use payloads::Project;
 pub use raw_stream::RawStream;
+pub use redis_server::RedisServer;
 pub use wait::{PATIENCE, eventually};
 
 /// An HTTP client for tests (installs the ring rustls provider once per process).
 pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
+}
+
+/// A TCP port that was free a moment ago (for servers that cannot report the port they
+/// bound, such as `redis-server`).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port")
 }

@@ -5,4 +5,5 @@ mod admin;
 mod delivery;
 mod ingest;
 mod recovery;
+mod replicas;
 mod stream;

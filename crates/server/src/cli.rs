@@ -58,6 +58,11 @@ pub enum Command {
     /// Manage agents (works on the same store as the server, also while it runs).
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// Exit 0 if `URL` answers 2xx (for container health checks, where there is no curl).
+    Healthcheck {
+        /// Such as http://127.0.0.1:8151/readyz.
+        url: String,
+    },
 }
 
 #[derive(Debug, Args, Default)]

@@ -22,5 +22,6 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Migrate => commands::migrate(&config).await,
         Command::Agent(command) => commands::agent(&config, command).await,
+        Command::Healthcheck { url } => commands::healthcheck(&url).await,
     }
 }

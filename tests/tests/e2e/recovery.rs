@@ -116,6 +116,8 @@ async fn graceful_shutdown_closes_agent_streams_with_unavailable() {
     assert_eq!(event.seq, seq);
     stream.ack(seq).await;
     broker.wait_for_cursor("leaver", seq).await;
+    // The container health check passes while the broker is ready.
+    broker.cli(&["healthcheck", &format!("http://{}/readyz", broker.metrics)]).await;
 
     let stopping = tokio::spawn(async move {
         let clean = broker.terminate().await;

@@ -139,7 +139,7 @@ impl Connection {
                 let retry_in = self.backoff.next_delay();
                 tracing::warn!(
                     broker = %uri,
-                    error = %error_chain(&error),
+                    error = %crate::error_chain::describe(&error),
                     ?retry_in,
                     "cannot connect to the broker"
                 );
@@ -232,18 +232,6 @@ fn endpoint(broker: &str) -> Result<Endpoint, ConnectionError> {
             .map_err(address_error)?;
     }
     Ok(endpoint)
-}
-
-/// An error and its causes on one line (tonic's transport errors say little on their own).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        cause = inner.source();
-    }
-    text
 }
 
 #[cfg(test)]

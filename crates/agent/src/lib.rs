@@ -16,6 +16,7 @@ pub mod config;
 pub mod connection;
 pub mod cursor;
 pub mod dispatch;
+mod error_chain;
 pub mod event;
 pub mod flux_path;
 pub mod receiver;

@@ -182,31 +182,18 @@ impl AgentAdmin {
     }
 
     pub async fn grant(&self, name: &str, request: GrantsRequest) -> Result<AgentView, ApiError> {
-        let grants = parse_grants(&request.projects, &request.groups)?;
-        if grants.is_empty() && !request.internal {
-            return Err(ApiError::bad_request(
-                "nothing to grant: give projects, groups or internal",
-            ));
-        }
+        let (grants, internal) = access_change("grant", &request)?;
         let update = AgentUpdate::Grant {
             grants,
-            allow_internal: request.internal,
+            allow_internal: internal,
         };
         self.update(name, update).await
     }
 
     pub async fn revoke(&self, name: &str, request: GrantsRequest) -> Result<AgentView, ApiError> {
-        let grants = parse_grants(&request.projects, &request.groups)?;
-        if grants.is_empty() && !request.internal {
-            return Err(ApiError::bad_request(
-                "nothing to revoke: give projects, groups or internal",
-            ));
-        }
-        let update = AgentUpdate::Revoke {
-            grants,
-            internal: request.internal,
-        };
-        self.update(name, update).await
+        let (grants, internal) = access_change("revoke", &request)?;
+        self.update(name, AgentUpdate::Revoke { grants, internal })
+            .await
     }
 
     pub async fn rotate_token(&self, name: &str) -> Result<AgentWithToken, ApiError> {
@@ -311,6 +298,18 @@ fn parse_name(raw: &str) -> Result<AgentName, ApiError> {
 
 fn parse_path(field: &str, raw: &str) -> Result<FullPath, ApiError> {
     FullPath::parse(raw).map_err(|e| ApiError::bad_request(format!("{field}: {e}")))
+}
+
+/// The grants a grant or revoke request names, and whether it touches internal projects;
+/// a request that names nothing is refused.
+fn access_change(verb: &str, request: &GrantsRequest) -> Result<(Vec<Grant>, bool), ApiError> {
+    let grants = parse_grants(&request.projects, &request.groups)?;
+    if grants.is_empty() && !request.internal {
+        return Err(ApiError::bad_request(format!(
+            "nothing to {verb}: give projects, groups or internal"
+        )));
+    }
+    Ok((grants, request.internal))
 }
 
 fn parse_grants(projects: &[String], groups: &[String]) -> Result<Vec<Grant>, ApiError> {

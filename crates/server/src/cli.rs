@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 
+use crate::admin::GrantsRequest;
 use crate::config::{LogFormat, Overrides};
 
 #[derive(Debug, Parser)]
@@ -135,9 +136,9 @@ pub enum AgentCommand {
     /// Show one agent.
     Show(NamedAgent),
     /// Grant projects, groups or internal projects to an agent.
-    Grant(GrantFlags),
+    Grant(AccessFlags),
     /// Withdraw grants from an agent.
-    Revoke(RevokeFlags),
+    Revoke(AccessFlags),
     /// Replace an agent's token (the old one stops working at once) and print the new one.
     RotateToken(NamedAgent),
     /// Delete an agent (its streams are closed).
@@ -178,31 +179,31 @@ pub struct NamedAgent {
     pub output: Output,
 }
 
+/// Access to add (`grant`) or withdraw (`revoke`).
 #[derive(Debug, Args)]
-pub struct GrantFlags {
+pub struct AccessFlags {
     pub name: String,
+    /// A project (repeatable).
     #[arg(long = "project")]
     pub projects: Vec<String>,
+    /// A group, with its subgroups (repeatable).
     #[arg(long = "group")]
     pub groups: Vec<String>,
-    #[arg(long)]
-    pub allow_internal: bool,
+    /// Internal projects: `grant` lets the agent see them, `revoke` withdraws them.
+    #[arg(long, visible_alias = "allow-internal")]
+    pub internal: bool,
     #[command(flatten)]
     pub output: Output,
 }
 
-#[derive(Debug, Args)]
-pub struct RevokeFlags {
-    pub name: String,
-    #[arg(long = "project")]
-    pub projects: Vec<String>,
-    #[arg(long = "group")]
-    pub groups: Vec<String>,
-    /// Withdraw access to internal projects.
-    #[arg(long)]
-    pub internal: bool,
-    #[command(flatten)]
-    pub output: Output,
+impl AccessFlags {
+    pub fn request(&self) -> GrantsRequest {
+        GrantsRequest {
+            projects: self.projects.clone(),
+            groups: self.groups.clone(),
+            internal: self.internal,
+        }
+    }
 }
 
 impl Cli {

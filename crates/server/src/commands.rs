@@ -8,9 +8,7 @@ use anyhow::Context as _;
 use fluxgate_core::ApiError;
 use fluxgate_store::{NoListener, Store};
 
-use crate::admin::{
-    AgentAdmin, AgentView, AgentWithToken, CreateAgentRequest, GrantsRequest, PresenceSource,
-};
+use crate::admin::{AgentAdmin, AgentView, AgentWithToken, CreateAgentRequest, PresenceSource};
 use crate::broker::open_store;
 use crate::cli::AgentCommand;
 use crate::config::Config;
@@ -55,21 +53,17 @@ pub async fn agent(config: &Config, command: AgentCommand) -> anyhow::Result<()>
             print_agent(&agent, named.output.json)?;
         }
         AgentCommand::Grant(flags) => {
-            let request = GrantsRequest {
-                projects: flags.projects,
-                groups: flags.groups,
-                internal: flags.allow_internal,
-            };
-            let agent = admin.grant(&flags.name, request).await.map_err(fail)?;
+            let agent = admin
+                .grant(&flags.name, flags.request())
+                .await
+                .map_err(fail)?;
             print_agent(&agent, flags.output.json)?;
         }
         AgentCommand::Revoke(flags) => {
-            let request = GrantsRequest {
-                projects: flags.projects,
-                groups: flags.groups,
-                internal: flags.internal,
-            };
-            let agent = admin.revoke(&flags.name, request).await.map_err(fail)?;
+            let agent = admin
+                .revoke(&flags.name, flags.request())
+                .await
+                .map_err(fail)?;
             print_agent(&agent, flags.output.json)?;
         }
         AgentCommand::RotateToken(named) => {
@@ -187,10 +181,13 @@ pub async fn healthcheck(url: &str) -> anyhow::Result<()> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| anyhow::anyhow!("only http:// URLs are supported, not {url:?}"))?;
-    let (authority, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
+    let (authority, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(authority).await?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await?;
         let mut response = Vec::new();
         stream.read_to_end(&mut response).await?;
@@ -200,7 +197,11 @@ pub async fn healthcheck(url: &str) -> anyhow::Result<()> {
         .await
         .context("no answer within 5s")?
         .with_context(|| format!("cannot reach {authority}"))?;
-    let status_line = String::from_utf8_lossy(&response).lines().next().unwrap_or_default().to_owned();
+    let status_line = String::from_utf8_lossy(&response)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
     let status = status_line.split_whitespace().nth(1).unwrap_or_default();
     anyhow::ensure!(status.starts_with('2'), "{url} answered {status_line:?}");
     Ok(())

@@ -8,6 +8,7 @@ use serde_json::Value;
 use tokio::process::Command;
 
 use super::binaries::binary;
+use super::payloads::{Project, push, sha};
 use super::process::Process;
 use super::wait::PATIENCE;
 
@@ -102,6 +103,58 @@ impl HookResponse {
     }
 }
 
+/// Posts hooks to one broker with its secret; cheap to clone into tasks.
+#[derive(Clone)]
+pub struct HookClient {
+    client: reqwest::Client,
+    url: String,
+    secret: String,
+}
+
+impl HookClient {
+    /// POSTs a hook as GitLab's system hook does; `Err` if no answer came back.
+    pub async fn post(
+        &self,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> Result<HookResponse, reqwest::Error> {
+        let mut request = self
+            .client
+            .post(&self.url)
+            .header("X-Gitlab-Token", &self.secret)
+            .header("X-Gitlab-Event", "System Hook")
+            .json(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(Value::Null);
+        Ok(HookResponse { status, body })
+    }
+
+    /// Pushes to `refs/heads/b<n>` of `project` (after = `sha(n + 1)`) for each `n`, one
+    /// after the other; returns their seqs.
+    pub async fn push_branches(self, project: Project, numbers: std::ops::Range<u64>) -> Vec<u64> {
+        let mut seqs = Vec::with_capacity(numbers.clone().count());
+        for n in numbers {
+            let body = push(&project, &format!("refs/heads/b{n}"), &sha(0), &sha(n + 1));
+            seqs.push(self.accepted_seq(&body).await);
+        }
+        seqs
+    }
+
+    /// POSTs a hook that must be accepted, and returns its first seq.
+    pub async fn accepted_seq(&self, body: &Value) -> u64 {
+        let response = self
+            .post(body, &[])
+            .await
+            .expect("the broker answers hooks");
+        assert_eq!(response.status, 200, "{:?}", response.body);
+        response.seqs()[0]
+    }
+}
+
 impl Broker {
     pub async fn start(options: BrokerOptions) -> Self {
         let mut command = Command::new(binary("fluxgate"));
@@ -185,31 +238,21 @@ impl Broker {
         self.process.terminate(Duration::from_secs(15)).await
     }
 
-    /// POSTs a hook with the right token and any extra headers.
-    pub async fn post_hook(&self, body: &Value, headers: &[(&str, &str)]) -> HookResponse {
-        self.try_post_hook(body, headers)
-            .await
-            .expect("the broker answers hooks")
+    /// A client for this broker's hook endpoint.
+    pub fn hooks(&self) -> HookClient {
+        HookClient {
+            client: self.client.clone(),
+            url: self.http_url("/hooks/gitlab"),
+            secret: self.options.hook_secret.clone(),
+        }
     }
 
-    pub async fn try_post_hook(
-        &self,
-        body: &Value,
-        headers: &[(&str, &str)],
-    ) -> Result<HookResponse, reqwest::Error> {
-        let mut request = self
-            .client
-            .post(self.http_url("/hooks/gitlab"))
-            .header("X-Gitlab-Token", &self.options.hook_secret)
-            .header("X-Gitlab-Event", "System Hook")
-            .json(body);
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let response = request.send().await?;
-        let status = response.status().as_u16();
-        let body = response.json().await.unwrap_or(Value::Null);
-        Ok(HookResponse { status, body })
+    /// POSTs a hook with the right token and any extra headers.
+    pub async fn post_hook(&self, body: &Value, headers: &[(&str, &str)]) -> HookResponse {
+        self.hooks()
+            .post(body, headers)
+            .await
+            .expect("the broker answers hooks")
     }
 
     /// Runs `fluxgate <args…>` against this broker's store and returns its stdout.

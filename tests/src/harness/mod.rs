@@ -11,7 +11,7 @@ pub mod redis_server;
 pub mod wait;
 
 pub use agent::{AgentProcess, ReceiverConfig, Target};
-pub use broker::{Broker, BrokerOptions, HookResponse};
+pub use broker::{Broker, BrokerOptions, HookClient, HookResponse};
 pub use chaos_proxy::ChaosProxy;
 pub use payloads::Project;
 pub use raw_stream::RawStream;

@@ -42,29 +42,22 @@ async fn a_broker_killed_with_sigkill_loses_no_acknowledged_event() {
 
     // Hooks go out four at a time; the broker is killed as soon as some were answered.
     let app = Project::private(5, "team/app");
-    let url = broker.http_url("/hooks/gitlab");
+    let hooks = broker.hooks();
     let acknowledged = Arc::new(Mutex::new(Vec::new()));
     let enough = Arc::new(Notify::new());
     let mut senders = Vec::new();
     for lane in 0..4 {
-        let (url, app, acknowledged, enough) = (
-            url.clone(),
+        let (hooks, app, acknowledged, enough) = (
+            hooks.clone(),
             app.clone(),
             acknowledged.clone(),
             enough.clone(),
         );
         senders.push(tokio::spawn(async move {
-            let client = fluxgate_e2e::harness::http_client();
             for n in (lane..REFS).step_by(4) {
                 let body = push(&app, &format!("refs/heads/b{n}"), &sha(0), &sha(n + 1));
-                let sent = client
-                    .post(&url)
-                    .header("X-Gitlab-Token", "e2e-hook-secret")
-                    .json(&body)
-                    .send()
-                    .await;
-                if let Ok(response) = sent
-                    && response.status().is_success()
+                if let Ok(response) = hooks.post(&body, &[]).await
+                    && response.status == 200
                 {
                     let mut acknowledged = acknowledged.lock().await;
                     acknowledged.push(n);
@@ -117,7 +110,9 @@ async fn graceful_shutdown_closes_agent_streams_with_unavailable() {
     stream.ack(seq).await;
     broker.wait_for_cursor("leaver", seq).await;
     // The container health check passes while the broker is ready.
-    broker.cli(&["healthcheck", &format!("http://{}/readyz", broker.metrics)]).await;
+    broker
+        .cli(&["healthcheck", &format!("http://{}/readyz", broker.metrics)])
+        .await;
 
     let stopping = tokio::spawn(async move {
         let clean = broker.terminate().await;

@@ -155,40 +155,12 @@ async fn concurrent_ingest_on_both_replicas_gives_unique_gapless_ordered_seqs() 
         .await
         .unwrap();
 
+    // Both replicas take 100 pushes each, at the same time.
     let app = Project::private(1, "team/app");
-    let writers: Vec<_> = [
-        cluster.a.http_url("/hooks/gitlab"),
-        cluster.b.http_url("/hooks/gitlab"),
-    ]
-    .into_iter()
-    .enumerate()
-    .map(|(replica, url)| {
-        let app = app.clone();
-        tokio::spawn(async move {
-            let client = http_client();
-            let mut seqs = Vec::new();
-            for n in 0..100u64 {
-                let body = push(
-                    &app,
-                    &format!("refs/heads/r{replica}-{n}"),
-                    &sha(0),
-                    &sha(n + 1),
-                );
-                let response = client
-                    .post(&url)
-                    .header("X-Gitlab-Token", "e2e-hook-secret")
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap();
-                assert!(response.status().is_success());
-                let body: serde_json::Value = response.json().await.unwrap();
-                seqs.push(body["seqs"][0].as_u64().unwrap());
-            }
-            seqs
-        })
-    })
-    .collect();
+    let writers = [
+        tokio::spawn(cluster.a.hooks().push_branches(app.clone(), 0..100)),
+        tokio::spawn(cluster.b.hooks().push_branches(app.clone(), 100..200)),
+    ];
     let mut pushed = BTreeSet::new();
     for writer in writers {
         for seq in writer.await.unwrap() {
@@ -242,26 +214,15 @@ async fn a_redis_outage_costs_latency_not_events() {
     // Hooks keep coming to A while Redis goes away and comes back.
     let stop = Arc::new(Notify::new());
     let writer = {
-        let (url, app, stop) = (
-            cluster.a.http_url("/hooks/gitlab"),
-            app.clone(),
-            stop.clone(),
-        );
+        let (hooks, app, stop) = (cluster.a.hooks(), app.clone(), stop.clone());
         tokio::spawn(async move {
-            let client = http_client();
             let mut acknowledged = Vec::new();
             for n in 0.. {
                 let body = push(&app, &format!("refs/heads/b{n}"), &sha(0), &sha(n + 1));
-                if let Ok(response) = client
-                    .post(&url)
-                    .header("X-Gitlab-Token", "e2e-hook-secret")
-                    .json(&body)
-                    .send()
-                    .await
-                    && response.status().is_success()
+                if let Ok(response) = hooks.post(&body, &[]).await
+                    && response.status == 200
                 {
-                    let body: serde_json::Value = response.json().await.unwrap();
-                    acknowledged.push(body["seqs"][0].as_u64().unwrap());
+                    acknowledged.extend(response.seqs());
                 }
                 tokio::select! {
                     () = stop.notified() => return acknowledged,
@@ -366,26 +327,16 @@ async fn a_replica_killed_with_sigkill_loses_nothing_it_acknowledged() {
 
     // A steady stream of hooks, alternating between the replicas; A dies in the middle.
     let app = Project::private(1, "team/app");
-    let urls = [
-        cluster.a.http_url("/hooks/gitlab"),
-        cluster.b.http_url("/hooks/gitlab"),
-    ];
+    let replicas = [cluster.a.hooks(), cluster.b.hooks()];
     let acknowledged: Arc<Mutex<BTreeMap<u64, u64>>> = Arc::default();
     let halfway = Arc::new(Notify::new());
     let writer = {
         let (acknowledged, halfway, app) = (acknowledged.clone(), halfway.clone(), app.clone());
         tokio::spawn(async move {
-            let client = http_client();
             for n in 0..REFS {
-                let url = &urls[(n % 2) as usize];
                 let body = push(&app, &format!("refs/heads/b{n}"), &sha(0), &sha(n + 1));
-                if let Ok(response) = client
-                    .post(url)
-                    .header("X-Gitlab-Token", "e2e-hook-secret")
-                    .json(&body)
-                    .send()
-                    .await
-                    && response.status().is_success()
+                if let Ok(response) = replicas[(n % 2) as usize].post(&body, &[]).await
+                    && response.status == 200
                 {
                     acknowledged.lock().await.insert(n, n + 1);
                 }

@@ -21,18 +21,10 @@ async fn start(extra: &[&str]) -> (Broker, tempfile::TempDir) {
 
 /// Posts `count` pushes to `project` on distinct refs; returns their seqs.
 async fn post_pushes(broker: &Broker, project: &Project, from: u64, count: u64) -> Vec<u64> {
-    let mut seqs = Vec::new();
-    for n in from..from + count {
-        let response = broker
-            .post_hook(
-                &push(project, &format!("refs/heads/b{n}"), &sha(0), &sha(n + 1)),
-                &[],
-            )
-            .await;
-        assert_eq!(response.status, 200, "{:?}", response.body);
-        seqs.extend(response.seqs());
-    }
-    seqs
+    broker
+        .hooks()
+        .push_branches(project.clone(), from..from + count)
+        .await
 }
 
 #[tokio::test]
@@ -53,27 +45,7 @@ async fn backlog_then_live_events_arrive_in_order_without_gaps() {
     assert!(!stream.welcome.cursor_expired);
     assert_eq!(stream.welcome.agent_name, "edge");
     // More pushes while the backlog is being replayed and after.
-    let writer = {
-        let url = broker.http_url("/hooks/gitlab");
-        let app = app.clone();
-        tokio::spawn(async move {
-            let client = fluxgate_e2e::harness::http_client();
-            let mut seqs = Vec::new();
-            for n in 30..60u64 {
-                let body = push(&app, &format!("refs/heads/b{n}"), &sha(0), &sha(n + 1));
-                let response = client
-                    .post(&url)
-                    .header("X-Gitlab-Token", "e2e-hook-secret")
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap();
-                let body: serde_json::Value = response.json().await.unwrap();
-                seqs.push(body["seqs"][0].as_u64().unwrap());
-            }
-            seqs
-        })
-    };
+    let writer = tokio::spawn(broker.hooks().push_branches(app.clone(), 30..60));
     expected.extend(writer.await.unwrap());
 
     let mut received = Vec::new();
@@ -203,27 +175,7 @@ async fn a_slow_agent_is_closed_and_resumes_without_loss_while_others_flow() {
 
     // The slow one reads nothing until everything was posted: its small transport window
     // fills, then the broker's buffers, then its queue, and the broker closes it.
-    let writer = {
-        let url = broker.http_url("/hooks/gitlab");
-        let app = app.clone();
-        tokio::spawn(async move {
-            let client = fluxgate_e2e::harness::http_client();
-            let mut seqs = Vec::new();
-            for n in 0..1500u64 {
-                let body = push(&app, &format!("refs/heads/b{n}"), &sha(0), &sha(n + 1));
-                let response = client
-                    .post(&url)
-                    .header("X-Gitlab-Token", "e2e-hook-secret")
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap();
-                let body: serde_json::Value = response.json().await.unwrap();
-                seqs.push(body["seqs"][0].as_u64().unwrap());
-            }
-            seqs
-        })
-    };
+    let writer = tokio::spawn(broker.hooks().push_branches(app.clone(), 0..1500));
     let mut fast_seqs = Vec::new();
     while fast_seqs.len() < 1500 {
         let event = fast

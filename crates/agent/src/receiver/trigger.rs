@@ -4,7 +4,6 @@
 //! `/hook/<hex>` path, and following one could carry a token elsewhere) and gives every
 //! call a deadline. Errors are reported without the URL, whose path is a secret.
 
-use std::error::Error as _;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -62,13 +61,5 @@ fn describe(error: reqwest::Error) -> String {
     } else {
         "request failed"
     };
-    let error = error.without_url();
-    let mut text = kind.to_owned();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        cause = inner.source();
-    }
-    text
+    crate::error_chain::with_causes(kind, &error.without_url())
 }

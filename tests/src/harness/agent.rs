@@ -61,6 +61,23 @@ impl ReceiverConfig {
         }
     }
 
+    /// `<prefix>r<n>` on `refs/heads/b<n>` for each n below `count` (`generic-hmac`, token
+    /// `token`): one receiver per branch, so every event can be counted on its own.
+    pub fn one_per_branch(prefix: &str, project: &str, count: u64, base_url: &str) -> Vec<Self> {
+        (0..count)
+            .map(|n| {
+                Self::flux(
+                    &format!("{prefix}r{n}"),
+                    project,
+                    "generic-hmac",
+                    "token",
+                    base_url,
+                )
+                .on_ref(&format!("refs/heads/b{n}"))
+            })
+            .collect()
+    }
+
     pub fn on_ref(mut self, git_ref: &str) -> Self {
         self.git_ref = Some(git_ref.to_owned());
         self

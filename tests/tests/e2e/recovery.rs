@@ -22,18 +22,7 @@ async fn a_broker_killed_with_sigkill_loses_no_acknowledged_event() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(BrokerOptions::embedded(dir.path())).await;
     let token = broker.create_agent("survivor", "team/app", &[]).await;
-    let configs: Vec<ReceiverConfig> = (0..REFS)
-        .map(|n| {
-            ReceiverConfig::flux(
-                &format!("r{n}"),
-                "team/app",
-                "generic-hmac",
-                "token",
-                &flux.base_url(),
-            )
-            .on_ref(&format!("refs/heads/b{n}"))
-        })
-        .collect();
+    let configs = ReceiverConfig::one_per_branch("", "team/app", REFS, &flux.base_url());
     let mut agent = AgentProcess::start(&broker.agent_url(), &token, &configs).await;
     agent
         .process()

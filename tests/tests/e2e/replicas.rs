@@ -303,18 +303,12 @@ async fn a_replica_killed_with_sigkill_loses_nothing_it_acknowledged() {
             .b
             .create_agent(agent, &format!("{agent}/cfg"), &["--grant-group", "team"])
             .await;
-        let configs: Vec<ReceiverConfig> = (0..REFS)
-            .map(|n| {
-                ReceiverConfig::flux(
-                    &format!("{agent}-r{n}"),
-                    "team/app",
-                    "generic-hmac",
-                    "token",
-                    &flux.base_url(),
-                )
-                .on_ref(&format!("refs/heads/b{n}"))
-            })
-            .collect();
+        let configs = ReceiverConfig::one_per_branch(
+            &format!("{agent}-"),
+            "team/app",
+            REFS,
+            &flux.base_url(),
+        );
         // Both agents start on A, and know B.
         let mut process =
             AgentProcess::start_with_brokers(&[&a_url, &b_url], &token, &configs).await;

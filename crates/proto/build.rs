@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let descriptors = protox::compile(&paths, [&proto_root])?;
     tonic_prost_build::configure()
+        .codec_path("crate::codec::CompactCodec")
         .client_mod_attribute(".", r#"#[cfg(feature = "client")]"#)
         .server_mod_attribute(".", r#"#[cfg(feature = "server")]"#)
         .compile_fds(descriptors)?;

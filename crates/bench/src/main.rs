@@ -33,6 +33,9 @@ enum Scenario {
         rate: u64,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// One push in this many goes to every agent; 0 for none.
+        #[arg(long, default_value_t = 100)]
+        public_every: u64,
     },
     /// C. Fan-out of one event to many streams.
     Fanout {
@@ -64,12 +67,13 @@ async fn main() -> anyhow::Result<()> {
             agents,
             rate,
             seconds,
-        } => scenarios::e2e::run(agents, rate, seconds).await,
+            public_every,
+        } => scenarios::e2e::run(agents, rate, seconds, public_every).await,
         Scenario::Fanout { streams, events } => scenarios::fanout::run(streams, events).await,
         Scenario::Idle { streams } => scenarios::idle::run(&streams).await,
         Scenario::All => {
             scenarios::ingest::run(16, 10).await?;
-            scenarios::e2e::run(1000, 200, 10).await?;
+            scenarios::e2e::run(1000, 200, 10, 100).await?;
             scenarios::fanout::run(1000, 100).await?;
             scenarios::idle::run(&[1000, 5000]).await
         }

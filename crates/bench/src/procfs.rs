@@ -36,13 +36,8 @@ pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
 /// generator do not share a core (see docs/benchmarks.md).
 pub fn pin(pid: u32, cpu: usize) {
     let status = Command::new("taskset")
-        .args([
-            "--all-tasks",
-            "--cpu-list",
-            &cpu.to_string(),
-            "--pid",
-            &pid.to_string(),
-        ])
+        // taskset -a (all threads) -c (a CPU list) -p <list> <pid>
+        .args(["-a", "-c", "-p", &cpu.to_string(), &pid.to_string()])
         .output();
     if !matches!(status, Ok(ref output) if output.status.success()) {
         eprintln!("warning: could not pin process {pid} to CPU {cpu}; numbers will be noisier");

@@ -4,6 +4,8 @@
 //! (the broker). Nothing outside the edge of a service should use these types: convert
 //! them to `fluxgate-core` domain types where they are received.
 
+pub mod codec;
+
 pub use prost;
 pub use prost_types;
 pub use tonic;

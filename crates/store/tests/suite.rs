@@ -14,8 +14,8 @@ use fluxgate_core::{
 };
 use fluxgate_store::testing::TestDatabase;
 use fluxgate_store::{
-    AgentUpdate, Appender, CommitListener, CursorUpdate, HookBatch, NewAgent, NewRecord, Store,
-    StoreError, StoreOptions,
+    AgentUpdate, Appender, CommitListener, CursorUpdate, HookBatch, HookOutcome, NewAgent,
+    NewRecord, Store, StoreError, StoreOptions,
 };
 
 macro_rules! suite {
@@ -56,6 +56,7 @@ suite!(
     trim_moves_the_floor,
     concurrent_writers_get_unique_gapless_seqs,
     appender_commits_concurrent_hooks_in_order,
+    one_transaction_sees_its_own_changes,
 );
 
 fn p(s: &str) -> FullPath {
@@ -596,19 +597,39 @@ async fn agents_are_found_by_token_only_with_the_current_token(db: TestDatabase)
 
 async fn cursors_only_move_forward(db: TestDatabase) {
     let store = db.store().await;
-    let (agent, _) = new_agent("c", "a/b", vec![]);
-    let (record, _) = store.create_agent(agent).await.unwrap();
-    let id = record.policy.id;
-    let save = |seq, at| CursorUpdate {
-        agent: id,
+    let mut ids = Vec::new();
+    for name in ["c1", "c2", "c3"] {
+        let (agent, _) = new_agent(name, "a/b", vec![]);
+        ids.push(store.create_agent(agent).await.unwrap().0.policy.id);
+    }
+    let save = |agent, seq, at| CursorUpdate {
+        agent,
         cursor: Seq(seq),
         seen_at: UnixMillis(at),
     };
-    store.save_cursors(&[save(10, 1_000)]).await.unwrap();
-    store.save_cursors(&[save(7, 2_000)]).await.unwrap();
-    let record = store.agent(&record.policy.name).await.unwrap().unwrap();
-    assert_eq!(record.cursor, Seq(10));
-    assert_eq!(record.last_seen_at, Some(UnixMillis(2_000)));
+    store
+        .save_cursors(&[save(ids[0], 10, 1_000), save(ids[1], 20, 1_000)])
+        .await
+        .unwrap();
+    // One call, several agents: one moves forward, one would move back, one is new.
+    store
+        .save_cursors(&[
+            save(ids[0], 7, 2_000),
+            save(ids[1], 25, 500),
+            save(ids[2], 3, 3_000),
+        ])
+        .await
+        .unwrap();
+    let agents = store.list_agents().await.unwrap();
+    let state: Vec<(u64, Option<i64>)> = agents
+        .iter()
+        .map(|a| (a.cursor.get(), a.last_seen_at.map(UnixMillis::get)))
+        .collect();
+    // Cursors start at the head when created (3 creations: 1, 2, 3).
+    assert_eq!(
+        state,
+        vec![(10, Some(2_000)), (25, Some(1_000)), (3, Some(3_000))]
+    );
 }
 
 async fn trim_moves_the_floor(db: TestDatabase) {
@@ -704,4 +725,48 @@ async fn appender_commits_concurrent_hooks_in_order(db: TestDatabase) {
     let unique: BTreeSet<Seq> = seqs.iter().copied().collect();
     assert_eq!(unique.len(), 40);
     assert!(seqs.iter().all(|seq| published.contains(seq)));
+}
+
+async fn one_transaction_sees_its_own_changes(db: TestDatabase) {
+    let store = db.store().await;
+    let keyed = |key: &str, records| HookBatch {
+        idempotency_key: Some(key.to_owned()),
+        records,
+    };
+    let result = store
+        .append(&[
+            keyed("k1", vec![push(1, "a/app", "refs/heads/main", '0', '1')]),
+            keyed("k1", vec![push(1, "a/app", "refs/heads/main", '1', '2')]),
+            hook(vec![push(1, "a/app", "refs/heads/main", '0', '1')]),
+            hook(vec![catalog(CatalogChange::ProjectRenamed {
+                project: project(1, "a/app2", Some(Visibility::Private)),
+                old_path: p("a/app"),
+            })]),
+            hook(vec![push(1, "a/app2", "refs/heads/main", '1', '2')]),
+        ])
+        .await
+        .unwrap();
+    let flags: Vec<(u64, bool)> = result
+        .outcomes
+        .iter()
+        .flat_map(|o| o.records.iter().map(|r| (r.seq.get(), r.duplicate)))
+        .collect();
+    // 1: first sighting, 2: push, 3: duplicate key, 2 again: same change, 3: rename, 4: push.
+    assert_eq!(
+        flags,
+        vec![(2, false), (2, true), (2, true), (3, false), (4, false)]
+    );
+    // The push under the new path taught the catalog nothing: the rename already had.
+    assert_eq!(result.entries.len(), 4);
+    assert!(matches!(result.entries[3].record, LogRecord::Push(_)));
+    // And the next transaction sees what this one wrote.
+    let next = store
+        .append(&[
+            keyed("k1", vec![]),
+            hook(vec![push(1, "a/app2", "refs/heads/main", '1', '2')]),
+        ])
+        .await
+        .unwrap();
+    assert!(next.outcomes.iter().all(HookOutcome::all_duplicates));
+    assert!(next.entries.is_empty());
 }

@@ -31,6 +31,8 @@ fn build_once() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let profile = profile_dir();
         let mut command = Command::new(cargo);
+        // The workspace this harness belongs to, wherever the caller runs from.
+        command.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
         command.args([
             "build",
             "--quiet",

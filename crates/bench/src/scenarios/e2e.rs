@@ -1,6 +1,6 @@
 //! Scenario B, end-to-end latency: `agents` connected agent streams; pushes at a fixed rate
-//! (open loop); 99% go to one agent's project, 1% to a public project every agent
-//! subscribes to. Latency runs from just before the hook is sent to the event read on the
+//! (open loop); most go to one agent's project, one in `public_every` (1 in 100 by
+//! default) to a public project every agent subscribes to. Latency runs from just before the hook is sent to the event read on the
 //! agent's stream: HTTP ingest, commit, bus, routing, gRPC.
 
 use std::collections::HashMap;
@@ -17,9 +17,16 @@ use crate::{procfs, setup};
 
 const PUBLIC_PROJECT: &str = "bench/public";
 
-pub async fn run(agents: usize, rate: u64, seconds: u64) -> anyhow::Result<()> {
+/// `public_every`: one push in this many goes to the public project (to every agent); 0
+/// for none.
+pub async fn run(agents: usize, rate: u64, seconds: u64, public_every: u64) -> anyhow::Result<()> {
+    let share = if public_every == 0 {
+        "none".to_owned()
+    } else {
+        format!("1 in {public_every}")
+    };
     println!(
-        "## B. End-to-end latency ({agents} agents, {rate} pushes/s for {seconds} s, 1% to all agents)"
+        "## B. End-to-end latency ({agents} agents, {rate} pushes/s for {seconds} s, {share} to all agents)"
     );
     let bench = setup::start_broker(&["--agent-queue-capacity", "4096"]).await?;
     let tokens = setup::create_agents(&bench.broker, agents).await?;
@@ -63,7 +70,7 @@ pub async fn run(agents: usize, rate: u64, seconds: u64) -> anyhow::Result<()> {
     let total = rate * seconds;
     for n in 0..total {
         ticker.tick().await;
-        let (project, fan) = if n % 100 == 99 {
+        let (project, fan) = if public_every > 0 && n % public_every == public_every - 1 {
             (public.clone(), agents as u64)
         } else {
             let i = (n * 7919) % agents as u64;

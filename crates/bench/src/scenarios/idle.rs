@@ -7,10 +7,13 @@ use fluxgate_e2e::harness::RawStream;
 
 use crate::{procfs, setup};
 
+/// How long CPU use is sampled once the streams are open and quiet.
+const IDLE_WINDOW: Duration = Duration::from_secs(10);
+
 pub async fn run(counts: &[usize]) -> anyhow::Result<()> {
     println!("## D. Memory per idle agent stream");
     for &streams in counts {
-        let bench = setup::start_broker(&["--keepalive-interval", "30s"]).await?;
+        let bench = setup::start_broker(&[]).await?;
         let token = setup::create_agents(&bench.broker, 1).await?.remove(0);
         // One stream first, so the per-stream figure excludes one-off allocations.
         let mut open = vec![
@@ -29,12 +32,16 @@ pub async fn run(counts: &[usize]) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
         let after = procfs::rss_bytes(bench.pid)?;
+        let cpu_before = procfs::cpu_seconds(bench.pid)?;
+        tokio::time::sleep(IDLE_WINDOW).await;
+        let idle_cpu = (procfs::cpu_seconds(bench.pid)? - cpu_before) / IDLE_WINDOW.as_secs_f64();
         let per_stream = after.saturating_sub(before) as f64 / (streams - 1) as f64;
         println!(
-            "- {streams} streams: broker RSS {:.1} MiB → {:.1} MiB, {:.1} KiB per stream",
+            "- {streams} streams: broker RSS {:.1} MiB → {:.1} MiB, {:.1} KiB per stream; idle CPU {:.1}% of a core",
             before as f64 / 1048576.0,
             after as f64 / 1048576.0,
-            per_stream / 1024.0
+            per_stream / 1024.0,
+            idle_cpu * 100.0
         );
         drop(open);
     }

@@ -11,7 +11,7 @@ use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 
 use super::log::LogWriter;
-use super::rows;
+use super::{bulk, rows};
 use crate::error::StoreError;
 use crate::model::{AgentRecord, AgentUpdate, CursorUpdate, NewAgent};
 
@@ -93,7 +93,7 @@ async fn record_change(
         cause,
         effects: vec![effect],
     });
-    writer.write(conn, record).await?;
+    writer.write(record);
     let mut entries = writer.finish(conn).await?;
     Ok(entries.pop().expect("one entry was written"))
 }
@@ -238,21 +238,29 @@ pub(super) async fn follow_move(
     Ok(effects)
 }
 
+/// Moves cursors forward and last-seen times later, one statement per chunk of agents.
 pub(super) async fn save_cursors(
     conn: &mut AnyConnection,
     updates: &[CursorUpdate],
 ) -> Result<(), StoreError> {
-    for update in updates {
-        sqlx::query(
-            "UPDATE agents SET cursor_seq = CASE WHEN cursor_seq < $1 THEN $1 ELSE cursor_seq END, \
-             last_seen_at = CASE WHEN last_seen_at IS NULL OR last_seen_at < $2 THEN $2 ELSE last_seen_at END \
-             WHERE id = $3",
-        )
-        .bind(rows::seq_param(update.cursor))
-        .bind(update.seen_at.get())
-        .bind(update.agent.0)
-        .execute(&mut *conn)
-        .await?;
+    for chunk in updates.chunks(bulk::CHUNK) {
+        // VALUES columns are column1, column2, column3 on both databases.
+        let sql = format!(
+            "UPDATE agents SET \
+             cursor_seq = CASE WHEN cursor_seq < v.column2 THEN v.column2 ELSE cursor_seq END, \
+             last_seen_at = CASE WHEN last_seen_at IS NULL OR last_seen_at < v.column3 \
+             THEN v.column3 ELSE last_seen_at END \
+             FROM (VALUES {}) AS v WHERE agents.id = v.column1",
+            bulk::values(chunk.len(), 3)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for update in chunk {
+            query = query
+                .bind(update.agent.0)
+                .bind(rows::seq_param(update.cursor))
+                .bind(update.seen_at.get());
+        }
+        query.execute(&mut *conn).await?;
     }
     Ok(())
 }

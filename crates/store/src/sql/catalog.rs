@@ -13,20 +13,23 @@ use fluxgate_core::{
 };
 use sqlx::AnyConnection;
 
-use super::{agents, rows};
+use std::collections::HashMap;
+
+use super::{agents, bulk, rows};
 use crate::error::StoreError;
-use crate::model::CatalogProject;
+use crate::model::{CatalogProject, HookBatch, NewRecord};
 
 /// Applies a GitLab system event and returns the effects.
 pub(super) async fn apply(
     conn: &mut AnyConnection,
+    projects: &mut ProjectCache,
     change: &CatalogChange,
     now: UnixMillis,
 ) -> Result<Vec<StateEffect>, StoreError> {
     match change {
-        CatalogChange::ProjectUpserted { project } => observe(conn, project, now).await,
+        CatalogChange::ProjectUpserted { project } => observe(conn, projects, project, now).await,
         CatalogChange::ProjectRenamed { project, old_path } => {
-            let known_path = load(conn, project.id).await?.map(|p| p.path);
+            let known_path = projects.get(conn, project.id).await?.map(|p| p.path);
             let mut effects = Vec::new();
             if old_path != &project.path {
                 put_alias(conn, old_path, project.id).await?;
@@ -35,7 +38,7 @@ pub(super) async fn apply(
                     project: project.id,
                 });
             }
-            effects.extend(observe(conn, project, now).await?);
+            effects.extend(observe(conn, projects, project, now).await?);
             // `observe` moved grants from the path we knew; also move them from the path
             // GitLab says it had, if that is a different one.
             if known_path.as_ref() != Some(old_path) && old_path != &project.path {
@@ -57,6 +60,7 @@ pub(super) async fn apply(
                 .bind(id.get())
                 .execute(&mut *conn)
                 .await?;
+            projects.forget(*id);
             Ok(vec![StateEffect::ProjectRemoved { id: *id }])
         }
         CatalogChange::GroupRenamed { old_path, new_path } => {
@@ -65,7 +69,7 @@ pub(super) async fn apply(
                 let Some(moved) = project.path.rebase(old_path, new_path) else {
                     continue;
                 };
-                put_project(conn, project.id, &moved, project.visibility).await?;
+                put_project(conn, projects, project.id, &moved, project.visibility).await?;
                 effects.push(StateEffect::Project {
                     id: project.id,
                     path: moved,
@@ -83,10 +87,11 @@ pub(super) async fn apply(
 /// Learns what a payload says about a project. Returns no effects if nothing is new.
 pub(super) async fn observe(
     conn: &mut AnyConnection,
+    projects: &mut ProjectCache,
     project: &ProjectRef,
     now: UnixMillis,
 ) -> Result<Vec<StateEffect>, StoreError> {
-    let known = load(conn, project.id).await?;
+    let known = projects.get(conn, project.id).await?;
     let visibility = project
         .visibility
         .or(known.as_ref().and_then(|k| k.visibility));
@@ -96,7 +101,7 @@ pub(super) async fn observe(
     if unchanged {
         return Ok(Vec::new());
     }
-    put_project(conn, project.id, &project.path, visibility).await?;
+    put_project(conn, projects, project.id, &project.path, visibility).await?;
     let mut effects = vec![StateEffect::Project {
         id: project.id,
         path: project.path.clone(),
@@ -115,15 +120,74 @@ pub(super) async fn observe(
     Ok(effects)
 }
 
-async fn load(
-    conn: &mut AnyConnection,
-    id: ProjectId,
-) -> Result<Option<CatalogProject>, StoreError> {
-    let row = sqlx::query("SELECT id, path, visibility FROM projects WHERE id = $1")
-        .bind(id.get())
-        .fetch_optional(&mut *conn)
-        .await?;
-    row.map(|row| project_from_row(&row)).transpose()
+/// The projects one transaction has read or written, so a batch of pushes to the same
+/// project reads it once. Valid only inside the transaction: the log lock keeps other
+/// writers out meanwhile.
+#[derive(Default)]
+pub(super) struct ProjectCache {
+    known: HashMap<ProjectId, Option<CatalogProject>>,
+}
+
+impl ProjectCache {
+    /// Reads, in one query per chunk, every project the batch's pushes name.
+    pub(super) async fn prefetch(
+        &mut self,
+        conn: &mut AnyConnection,
+        hooks: &[HookBatch],
+    ) -> Result<(), StoreError> {
+        let mut ids: Vec<i64> = hooks
+            .iter()
+            .flat_map(|hook| &hook.records)
+            .filter_map(|record| match record {
+                NewRecord::Push(event) => Some(event.project.id.get()),
+                NewRecord::Catalog(_) => None,
+            })
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        for chunk in ids.chunks(bulk::CHUNK) {
+            let sql = format!(
+                "SELECT id, path, visibility FROM projects WHERE id IN ({})",
+                bulk::list_from(1, chunk.len())
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            for id in chunk.iter().filter_map(|raw| ProjectId::new(*raw)) {
+                self.known.insert(id, None);
+            }
+            for row in query.fetch_all(&mut *conn).await? {
+                self.remember(project_from_row(&row)?);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get(
+        &mut self,
+        conn: &mut AnyConnection,
+        id: ProjectId,
+    ) -> Result<Option<CatalogProject>, StoreError> {
+        if let Some(known) = self.known.get(&id) {
+            return Ok(known.clone());
+        }
+        let row = sqlx::query("SELECT id, path, visibility FROM projects WHERE id = $1")
+            .bind(id.get())
+            .fetch_optional(&mut *conn)
+            .await?;
+        let project = row.map(|row| project_from_row(&row)).transpose()?;
+        self.known.insert(id, project.clone());
+        Ok(project)
+    }
+
+    fn remember(&mut self, project: CatalogProject) {
+        self.known.insert(project.id, Some(project));
+    }
+
+    fn forget(&mut self, id: ProjectId) {
+        self.known.insert(id, None);
+    }
 }
 
 async fn load_within(
@@ -155,6 +219,7 @@ fn project_from_row(row: &sqlx::any::AnyRow) -> Result<CatalogProject, StoreErro
 
 async fn put_project(
     conn: &mut AnyConnection,
+    projects: &mut ProjectCache,
     id: ProjectId,
     path: &FullPath,
     visibility: Option<Visibility>,
@@ -170,6 +235,11 @@ async fn put_project(
     .bind(visibility.map(Visibility::as_str))
     .execute(&mut *conn)
     .await?;
+    projects.remember(CatalogProject {
+        id,
+        path: path.clone(),
+        visibility,
+    });
     put_alias(conn, path, id).await
 }
 

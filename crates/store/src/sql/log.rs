@@ -5,7 +5,9 @@ use std::time::Duration;
 use fluxgate_core::{LogEntry, LogRecord, PushEvent, Seq, StateCause, StateChange, UnixMillis};
 use sqlx::AnyConnection;
 
-use super::{catalog, rows};
+use super::batch::DedupState;
+use super::catalog::{self, ProjectCache};
+use super::{bulk, rows};
 use crate::error::StoreError;
 use crate::model::{AppendResult, HookBatch, HookOutcome, LogBounds, NewRecord, RecordOutcome};
 
@@ -33,7 +35,7 @@ pub(super) async fn bounds(conn: &mut AnyConnection) -> Result<LogBounds, StoreE
     })
 }
 
-/// Assigns seqs and writes entries inside one locked transaction.
+/// Assigns seqs inside one locked transaction, and writes the entries at its end.
 pub(super) struct LogWriter {
     head: Seq,
     start: Seq,
@@ -57,45 +59,46 @@ impl LogWriter {
         self.now
     }
 
-    /// The last seq written so far (the log head before this transaction, at first).
+    /// The last seq assigned so far (the log head before this transaction, at first).
     pub(super) fn head(&self) -> Seq {
         self.head
     }
 
-    pub(super) async fn write(
-        &mut self,
-        conn: &mut AnyConnection,
-        record: LogRecord,
-    ) -> Result<Seq, StoreError> {
+    /// Assigns the next seq to `record`; [`LogWriter::finish`] writes it.
+    pub(super) fn write(&mut self, record: LogRecord) -> Seq {
         let seq = self.head.next();
-        let project_id = match &record {
-            LogRecord::Push(event) => Some(event.project.id.get()),
-            LogRecord::State(_) => None,
-        };
-        sqlx::query(
-            "INSERT INTO log_entries (seq, recorded_at, kind, project_id, body) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(rows::seq_param(seq))
-        .bind(self.now.get())
-        .bind(record.kind())
-        .bind(project_id)
-        .bind(rows::to_json(&record))
-        .execute(&mut *conn)
-        .await?;
         self.head = seq;
         self.entries.push(LogEntry {
             seq,
             recorded_at: self.now,
             record,
         });
-        Ok(seq)
+        seq
     }
 
-    /// Records the new head; the caller then commits. Returns the entries written.
+    /// Inserts the entries and records the new head; the caller then commits. Returns the
+    /// entries written.
     pub(super) async fn finish(
         self,
         conn: &mut AnyConnection,
     ) -> Result<Vec<LogEntry>, StoreError> {
+        for chunk in self.entries.chunks(bulk::CHUNK) {
+            let sql = format!(
+                "INSERT INTO log_entries (seq, recorded_at, kind, project_id, body) VALUES {}",
+                bulk::values(chunk.len(), 5)
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for entry in chunk {
+                let project_id = entry.as_push().map(|event| event.project.id.get());
+                query = query
+                    .bind(rows::seq_param(entry.seq))
+                    .bind(entry.recorded_at.get())
+                    .bind(entry.record.kind())
+                    .bind(project_id)
+                    .bind(rows::to_json(&entry.record));
+            }
+            query.execute(&mut *conn).await?;
+        }
         if self.head != self.start {
             sqlx::query("UPDATE log_state SET head_seq = $1 WHERE id = 1")
                 .bind(rows::seq_param(self.head))
@@ -106,17 +109,25 @@ impl LogWriter {
     }
 }
 
+/// Appends a batch of hooks, each deduplicated: by its `Idempotency-Key`, and each push by
+/// the last change recorded for its ref.
 pub(super) async fn append(
     conn: &mut AnyConnection,
     hooks: &[HookBatch],
     dedup_window: Duration,
 ) -> Result<AppendResult, StoreError> {
     let mut writer = LogWriter::begin(conn).await?;
-    let dedup_since = writer.now().minus(dedup_window);
+    let now = writer.now();
+    let dedup_since = now.minus(dedup_window);
+    let mut dedup = DedupState::prefetch(conn, hooks, dedup_since).await?;
+    let mut projects = ProjectCache::default();
+    projects.prefetch(conn, hooks).await?;
     let mut outcomes = Vec::with_capacity(hooks.len());
     for hook in hooks {
-        if let Some(key) = &hook.idempotency_key
-            && let Some(seqs) = find_idempotency_key(conn, key, dedup_since).await?
+        if let Some(seqs) = hook
+            .idempotency_key
+            .as_deref()
+            .and_then(|key| dedup.seen_key(key))
         {
             let records = seqs
                 .into_iter()
@@ -131,17 +142,26 @@ pub(super) async fn append(
         let mut records = Vec::with_capacity(hook.records.len());
         for record in &hook.records {
             let outcome = match record {
-                NewRecord::Push(event) => {
-                    append_push(conn, &mut writer, event, dedup_since).await?
-                }
+                NewRecord::Push(event) => match dedup.repeat_of(event, dedup_since) {
+                    Some(seq) => RecordOutcome {
+                        seq,
+                        duplicate: true,
+                    },
+                    None => {
+                        let seq = append_push(conn, &mut writer, &mut projects, event).await?;
+                        dedup.record_push(event, seq, now);
+                        RecordOutcome {
+                            seq,
+                            duplicate: false,
+                        }
+                    }
+                },
                 NewRecord::Catalog(change) => {
-                    let effects = catalog::apply(conn, change, writer.now()).await?;
+                    let effects = catalog::apply(conn, &mut projects, change, now).await?;
                     let cause = StateCause::Gitlab {
                         change: change.clone(),
                     };
-                    let seq = writer
-                        .write(conn, LogRecord::State(StateChange { cause, effects }))
-                        .await?;
+                    let seq = writer.write(LogRecord::State(StateChange { cause, effects }));
                     RecordOutcome {
                         seq,
                         duplicate: false,
@@ -151,103 +171,31 @@ pub(super) async fn append(
             records.push(outcome);
         }
         if let Some(key) = &hook.idempotency_key {
-            remember_idempotency_key(conn, key, &records, writer.now()).await?;
+            dedup.record_key(key, records.iter().map(|r| r.seq).collect());
         }
         outcomes.push(HookOutcome { records });
     }
+    dedup.write(conn, now).await?;
     let entries = writer.finish(conn).await?;
     Ok(AppendResult { outcomes, entries })
 }
 
-/// Appends one push unless it repeats the last change seen for its ref within the window.
-/// A push that shows the catalog something new (a project, a move, a visibility) is
-/// preceded by a state entry recording what changed.
+/// Appends one new push. A push that shows the catalog something new (a project, a move,
+/// a visibility) is preceded by a state entry recording what changed.
 async fn append_push(
     conn: &mut AnyConnection,
     writer: &mut LogWriter,
+    projects: &mut ProjectCache,
     event: &PushEvent,
-    dedup_since: UnixMillis,
-) -> Result<RecordOutcome, StoreError> {
-    let last = sqlx::query(
-        "SELECT before_sha, after_sha, seq, received_at FROM ref_heads WHERE project_id = $1 AND ref = $2",
-    )
-    .bind(event.project.id.get())
-    .bind(event.git_ref.as_str())
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let Some(last) = last {
-        let same_change = rows::text(&last, "before_sha")? == event.before.as_str()
-            && rows::text(&last, "after_sha")? == event.after.as_str();
-        if same_change && rows::millis(&last, "received_at")? >= dedup_since {
-            let seq = rows::seq(&last, "seq")?;
-            return Ok(RecordOutcome {
-                seq,
-                duplicate: true,
-            });
-        }
-    }
-
-    let effects = catalog::observe(conn, &event.project, writer.now()).await?;
+) -> Result<Seq, StoreError> {
+    let effects = catalog::observe(conn, projects, &event.project, writer.now()).await?;
     if !effects.is_empty() {
         let cause = StateCause::Observed {
             project: event.project.id,
         };
-        writer
-            .write(conn, LogRecord::State(StateChange { cause, effects }))
-            .await?;
+        writer.write(LogRecord::State(StateChange { cause, effects }));
     }
-    let seq = writer.write(conn, LogRecord::Push(event.clone())).await?;
-    sqlx::query(
-        "INSERT INTO ref_heads (project_id, ref, before_sha, after_sha, seq, received_at) \
-         VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT (project_id, ref) DO UPDATE SET before_sha = excluded.before_sha, \
-         after_sha = excluded.after_sha, seq = excluded.seq, received_at = excluded.received_at",
-    )
-    .bind(event.project.id.get())
-    .bind(event.git_ref.as_str())
-    .bind(event.before.as_str())
-    .bind(event.after.as_str())
-    .bind(rows::seq_param(seq))
-    .bind(writer.now().get())
-    .execute(&mut *conn)
-    .await?;
-    Ok(RecordOutcome {
-        seq,
-        duplicate: false,
-    })
-}
-
-async fn find_idempotency_key(
-    conn: &mut AnyConnection,
-    key: &str,
-    since: UnixMillis,
-) -> Result<Option<Vec<Seq>>, StoreError> {
-    let row = sqlx::query("SELECT seqs FROM idempotency_keys WHERE key = $1 AND created_at >= $2")
-        .bind(key)
-        .bind(since.get())
-        .fetch_optional(&mut *conn)
-        .await?;
-    row.map(|row| rows::json::<Vec<Seq>>(&row, "seqs"))
-        .transpose()
-}
-
-async fn remember_idempotency_key(
-    conn: &mut AnyConnection,
-    key: &str,
-    records: &[RecordOutcome],
-    now: UnixMillis,
-) -> Result<(), StoreError> {
-    let seqs: Vec<Seq> = records.iter().map(|r| r.seq).collect();
-    sqlx::query(
-        "INSERT INTO idempotency_keys (key, seqs, created_at) VALUES ($1, $2, $3) \
-         ON CONFLICT (key) DO UPDATE SET seqs = excluded.seqs, created_at = excluded.created_at",
-    )
-    .bind(key)
-    .bind(rows::to_json(&seqs))
-    .bind(now.get())
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    Ok(writer.write(LogRecord::Push(event.clone())))
 }
 
 pub(super) async fn read(

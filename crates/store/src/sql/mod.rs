@@ -8,6 +8,8 @@
 //! see every earlier commit.
 
 mod agents;
+mod batch;
+mod bulk;
 mod catalog;
 mod log;
 mod rows;

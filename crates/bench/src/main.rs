@@ -24,6 +24,9 @@ enum Scenario {
         connections: usize,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Run the broker on this (empty) database instead of the embedded SQLite.
+        #[arg(long)]
+        database_url: Option<String>,
     },
     /// B. End-to-end latency from hook to agent stream.
     E2e {
@@ -62,7 +65,8 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Ingest {
             connections,
             seconds,
-        } => scenarios::ingest::run(connections, seconds).await,
+            database_url,
+        } => scenarios::ingest::run(connections, seconds, database_url.as_deref()).await,
         Scenario::E2e {
             agents,
             rate,
@@ -72,7 +76,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Fanout { streams, events } => scenarios::fanout::run(streams, events).await,
         Scenario::Idle { streams } => scenarios::idle::run(&streams).await,
         Scenario::All => {
-            scenarios::ingest::run(16, 10).await?;
+            scenarios::ingest::run(16, 10, None).await?;
             scenarios::e2e::run(1000, 200, 10, 100).await?;
             scenarios::fanout::run(1000, 100).await?;
             scenarios::idle::run(&[1000, 5000]).await

@@ -101,10 +101,16 @@ pub async fn load(
     })
 }
 
-pub async fn run(connections: usize, seconds: u64) -> anyhow::Result<()> {
+/// `database_url`: run the broker on this (empty) database instead of the embedded SQLite.
+pub async fn run(
+    connections: usize,
+    seconds: u64,
+    database_url: Option<&str>,
+) -> anyhow::Result<()> {
     let duration = Duration::from_secs(seconds);
+    let store = database_url.map_or("SQLite", |_| "PostgreSQL");
     println!(
-        "## A. Ingest ({connections} keep-alive connections, {seconds} s, 3 KB push, closed loop)"
+        "## A. Ingest ({connections} keep-alive connections, {seconds} s, 3 KB push, closed loop, {store})"
     );
 
     let mut baseline = tokio::process::Command::new(std::env::current_exe()?)
@@ -136,7 +142,10 @@ pub async fn run(connections: usize, seconds: u64) -> anyhow::Result<()> {
     .await?;
     baseline.kill().await?;
 
-    let bench = setup::start_broker(&[]).await?;
+    let database_args: Vec<&str> = database_url
+        .map(|url| vec!["--database-url", url])
+        .unwrap_or_default();
+    let bench = setup::start_broker(&database_args).await?;
     let url = bench.broker.http_url("/hooks/gitlab");
     // Warm up (first sighting of the project, connection pools, page cache).
     load(
@@ -165,9 +174,10 @@ pub async fn run(connections: usize, seconds: u64) -> anyhow::Result<()> {
             .await
             .max(1.0);
 
+    let fluxgate = format!("fluxgate ({store}, durable commit per batch)");
     for (name, result) in [
         ("baseline (axum, read body, answer)", &floor),
-        ("fluxgate (SQLite, fsync per commit)", &broker),
+        (fluxgate.as_str(), &broker),
     ] {
         println!(
             "- {name}: {:.0} req/s, {}, {:.0} CPU-µs/request, {} errors",

@@ -1,9 +1,24 @@
-//! `fluxgate`: see `fluxgate --help`.
+//! `fluxgate`: the broker and its command line (`fluxgate --help`).
+//!
+//! Configuration, wiring, admin API and CLI, health and metrics, graceful shutdown. The
+//! other crates do the work; this one puts them together.
+
+mod admin;
+mod broker;
+mod cli;
+mod commands;
+mod config;
+mod health;
+mod http;
+mod retention;
+mod secrets;
+mod shutdown;
+mod telemetry;
 
 use clap::Parser as _;
-use fluxgate_server::cli::{Cli, Command};
-use fluxgate_server::config::Config;
-use fluxgate_server::{broker, commands, shutdown, telemetry};
+
+use crate::cli::{Cli, Command};
+use crate::config::Config;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -18,7 +18,14 @@ struct Admin<'a> {
     client: reqwest::Client,
 }
 
-impl Admin<'_> {
+impl<'a> Admin<'a> {
+    fn new(broker: &'a Broker) -> Self {
+        Self {
+            broker,
+            client: http_client(),
+        }
+    }
+
     async fn call(
         &self,
         method: &str,
@@ -48,10 +55,7 @@ impl Admin<'_> {
 async fn agents_are_managed_through_the_admin_api() {
     let dir = tempfile::tempdir().unwrap();
     let broker = broker_with_admin(dir.path()).await;
-    let admin = Admin {
-        broker: &broker,
-        client: http_client(),
-    };
+    let admin = Admin::new(&broker);
 
     let (status, created) = admin
         .ok(
@@ -133,10 +137,7 @@ async fn agents_are_managed_through_the_admin_api() {
 async fn admin_api_errors_are_precise() {
     let dir = tempfile::tempdir().unwrap();
     let broker = broker_with_admin(dir.path()).await;
-    let admin = Admin {
-        broker: &broker,
-        client: http_client(),
-    };
+    let admin = Admin::new(&broker);
 
     let (status, body) = admin
         .call("GET", "/api/v1/agents", None, "wrong-token")

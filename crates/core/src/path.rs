@@ -1,10 +1,12 @@
 //! GitLab full paths (`group/subgroup/project`) for projects and groups.
 //!
-//! GitLab compares paths case-insensitively, and people write the same project as
-//! `Group/App`, `group/app.git`, `https://gitlab.example.com/group/app.git` or
-//! `git@gitlab.example.com:group/app.git`. [`FullPath::parse`] accepts all of these and keeps
-//! the path as written for display; [`FullPath::key`] is the lower-cased form every
-//! comparison uses.
+//! GitLab paths are ASCII (letters, digits, `_`, `-`, `.`, `+`), and GitLab compares them
+//! with ASCII case folding. People write the same project as `Group/App`, `group/app.git`,
+//! `https://gitlab.example.com/group/app.git` or `git@gitlab.example.com:group/app.git`.
+//! [`FullPath::parse`] accepts all of these and keeps the path as written for display;
+//! [`FullPath::key`] is the ASCII-lower-cased form every comparison uses. Because both
+//! forms are ASCII, they have the same length, so offsets found in one are valid in the
+//! other.
 
 use std::fmt;
 
@@ -48,7 +50,7 @@ impl FullPath {
         Self::validate(path)?;
         Ok(Self {
             display: path.to_owned(),
-            key: path.to_lowercase(),
+            key: path.to_ascii_lowercase(),
         })
     }
 
@@ -69,7 +71,7 @@ impl FullPath {
         }
         if let Some(ch) = path
             .chars()
-            .find(|c| !(c.is_alphanumeric() || matches!(c, '/' | '-' | '_' | '.' | '+')))
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_' | '.' | '+')))
         {
             return Err(PathError::BadChar {
                 path: path.to_owned(),
@@ -84,7 +86,7 @@ impl FullPath {
         &self.display
     }
 
-    /// The lower-cased form used for every comparison and index.
+    /// The ASCII-lower-cased form used for every comparison and index.
     pub fn key(&self) -> &str {
         &self.key
     }
@@ -103,7 +105,7 @@ impl FullPath {
         if !self.is_within(old) {
             return None;
         }
-        let rest = &self.display[old.display.len()..];
+        let rest = self.display.get(old.key.len()..)?;
         FullPath::parse(&format!("{}{rest}", new.display)).ok()
     }
 
@@ -112,8 +114,10 @@ impl FullPath {
     pub fn strip_root(&self, root: Option<&FullPath>) -> FullPath {
         match root {
             Some(root) if self.key != root.key && self.is_within(root) => {
-                FullPath::parse(&self.display[root.display.len() + 1..])
-                    .unwrap_or_else(|_| self.clone())
+                match self.display.get(root.key.len() + 1..) {
+                    Some(rest) => FullPath::parse(rest).unwrap_or_else(|_| self.clone()),
+                    None => self.clone(),
+                }
             }
             _ => self.clone(),
         }
@@ -237,6 +241,31 @@ mod tests {
             FullPath::parse(&"a".repeat(2000)),
             Err(PathError::TooLong)
         ));
+    }
+
+    #[test]
+    fn non_ascii_paths_are_refused_as_gitlab_refuses_them() {
+        // `Ⱥ` lower-cases to `ⱥ`, which is one byte longer: byte offsets taken from the key
+        // would not be valid in the display form. GitLab paths are ASCII, so refuse it.
+        for path in ["ȺȺ/ÿÿ", "grp/Ünïcode", "ⱥⱥ"] {
+            assert!(
+                matches!(FullPath::parse(path), Err(PathError::BadChar { .. })),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn case_folding_is_ascii_and_rebase_keeps_the_rest_as_written() {
+        assert_eq!(p("GRP/Sub/App").key(), "grp/sub/app");
+        assert_eq!(
+            p("GRP/Sub/App").rebase(&p("grp/sub"), &p("New")),
+            Some(p("New/App"))
+        );
+        assert_eq!(
+            p("GRP/Sub/App").rebase(&p("grp/sub"), &p("New")).unwrap().as_str(),
+            "New/App"
+        );
     }
 
     #[test]

@@ -13,10 +13,28 @@ proptest! {
             prop_assert!(!path.as_str().starts_with('/') && !path.as_str().ends_with('/'));
             prop_assert!(!path.as_str().ends_with(".git"));
             prop_assert!(!path.as_str().split('/').any(|s| s.is_empty() || s == "." || s == ".."));
-            prop_assert_eq!(path.key(), path.as_str().to_lowercase());
+            prop_assert!(path.as_str().is_ascii());
+            prop_assert_eq!(path.key(), path.as_str().to_ascii_lowercase());
             // Parsing is idempotent: the normal form parses to itself.
             let again = FullPath::parse(path.as_str()).unwrap();
             prop_assert_eq!(again.as_str(), path.as_str());
+        }
+    }
+
+    #[test]
+    fn rebase_and_strip_root_never_panic_and_move_within(
+        raw in "\\PC{1,30}", old in "\\PC{1,12}", new in "\\PC{1,12}", case in any::<bool>(),
+    ) {
+        // Build the path below `old` so that rebasing has something to do, in either case.
+        let below = format!("{old}/{raw}");
+        let below = if case { below.to_uppercase() } else { below };
+        if let (Ok(path), Ok(old), Ok(new)) =
+            (FullPath::parse(&below), FullPath::parse(&old), FullPath::parse(&new))
+        {
+            if let Some(moved) = path.rebase(&old, &new) {
+                prop_assert!(moved.is_within(&new), "{} not within {}", moved, new);
+            }
+            let _ = path.strip_root(Some(&old));
         }
     }
 

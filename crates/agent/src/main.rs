@@ -22,7 +22,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format)?;
+    let _logging = telemetry::init(cli.log_format)?;
     let config = AgentConfig::load(&cli.config)
         .with_context(|| format!("invalid configuration in {}", cli.config.display()))?;
     fluxgate_agent::run(config, shutdown::on_signal()).await?;

@@ -263,7 +263,10 @@ mod tests {
             Some(p("New/App"))
         );
         assert_eq!(
-            p("GRP/Sub/App").rebase(&p("grp/sub"), &p("New")).unwrap().as_str(),
+            p("GRP/Sub/App")
+                .rebase(&p("grp/sub"), &p("New"))
+                .unwrap()
+                .as_str(),
             "New/App"
         );
     }

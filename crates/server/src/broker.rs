@@ -6,6 +6,10 @@
 //!                              └─► bus ─► Follower ─► Hub ─► agent streams (gRPC)
 //! ```
 //!
+//! Start-up has one shape: build (store, bus, routing state, hub, writer), start (background
+//! tasks and listeners, each an essential task under the [`Supervisor`]), supervise (until a
+//! signal, or until an essential task ends on its own), drain.
+//!
 //! Shutdown order: report not ready; close agent streams with UNAVAILABLE (agents move to
 //! another replica) and stop accepting new ones; finish the hooks in flight and stop the
 //! HTTP listener; let the writer drain; save cursors; close the database.
@@ -21,15 +25,16 @@ use fluxgate_stream::{
     AgentStreams, Bus, CursorSaver, Follower, Hub, InProcessBus, RedisBus, RedisBusConfig,
     RedisPresence, SessionContext,
 };
+use futures_util::TryFutureExt as _;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::AgentAdmin;
 use crate::config::Config;
 use crate::health::Readiness;
+use crate::supervisor::Supervisor;
 use crate::{commands, http, retention, secrets};
 
 /// Hooks committed per transaction at most.
@@ -40,6 +45,11 @@ const BUS_CAPACITY: usize = 4096;
 const MAX_AGENT_MESSAGE: usize = 256 * 1024;
 /// How long an agent has to send its Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Names of the essential tasks the drain waits for, in order.
+const AGENT_SERVER: &str = "agent gRPC server";
+const HTTP_SERVER: &str = "HTTP server";
+const WRITER: &str = "log writer";
 
 /// The listeners, bound before the broker starts (tests bind port 0).
 pub struct Listeners {
@@ -114,7 +124,9 @@ fn broker_id(config: &Config) -> String {
     })
 }
 
-/// Runs a broker until `shutdown` is cancelled, then stops it in order.
+/// Runs a broker until `shutdown` is cancelled, then stops it in order. Returns an error
+/// if an essential task ended on its own (after draining, so the process can exit
+/// non-zero and be restarted).
 pub async fn run(
     config: Config,
     listeners: Listeners,
@@ -136,8 +148,9 @@ pub async fn run(
     let stop_streams = CancellationToken::new();
     let stop_http = CancellationToken::new();
     let stop_background = CancellationToken::new();
-    let mut background = JoinSet::new();
+    let mut tasks = Supervisor::default();
 
+    // Build: the bus, the routing state and the hub, the writer.
     let redis_bus = match &config.redis_url {
         Some(url) => {
             let bus_config = RedisBusConfig {
@@ -146,8 +159,11 @@ pub async fn run(
                 stream_max_len: config.redis_stream_max_len,
                 local_capacity: BUS_CAPACITY,
             };
-            let bus = RedisBus::start(bus_config, &mut background, stop_background.clone())
+            let (bus, bus_tasks) = RedisBus::start(bus_config, stop_background.clone())
                 .context("invalid redis URL")?;
+            let [publisher, subscriber] = bus_tasks;
+            tasks.spawn_until_stopped("redis bus publisher", publisher);
+            tasks.spawn_until_stopped("redis bus subscriber", subscriber);
             Some(Arc::new(bus))
         }
         None => None,
@@ -176,8 +192,14 @@ pub async fn run(
     ));
     let listener: Arc<dyn CommitListener> = bus.clone();
     let (appender, writer) = Appender::spawn(store.clone(), listener.clone(), MAX_COMMIT_BATCH);
+    tasks.spawn(WRITER, async move {
+        writer.await.map_err(propagate_panic)?;
+        Ok(())
+    });
 
-    background.spawn(
+    // Start the background tasks.
+    tasks.spawn_until_stopped(
+        "follower",
         Follower::new(
             store.clone(),
             hub.clone(),
@@ -186,35 +208,48 @@ pub async fn run(
         )
         .run(stop_background.clone()),
     );
-    background.spawn(cursors.clone().run(
-        store.clone(),
-        config.cursor_flush_interval,
-        stop_background.clone(),
-    ));
-    background.spawn(retention::run(
-        store.clone(),
-        config.retention,
-        config.retention_check_interval,
-        stop_background.clone(),
-    ));
+    tasks.spawn_until_stopped(
+        "cursor saver",
+        cursors.clone().run(
+            store.clone(),
+            config.cursor_flush_interval,
+            stop_background.clone(),
+        ),
+    );
+    tasks.spawn_until_stopped(
+        "retention",
+        retention::run(
+            store.clone(),
+            config.retention,
+            config.retention_check_interval,
+            stop_background.clone(),
+        ),
+    );
     let redis_health = redis_bus.clone().map(|bus| move || bus.is_connected());
-    background.spawn(readiness.clone().watch(
-        store.clone(),
-        redis_health,
-        Duration::from_secs(1),
-        stop_background.clone(),
-    ));
+    tasks.spawn_until_stopped(
+        "readiness check",
+        readiness.clone().watch(
+            store.clone(),
+            redis_health,
+            Duration::from_secs(1),
+            stop_background.clone(),
+        ),
+    );
     if let Some(url) = &config.redis_url {
         let presence =
             RedisPresence::new(url, &config.redis_key_prefix).context("invalid redis URL")?;
-        background.spawn(presence.publish(
-            hub.clone(),
-            broker_id.clone(),
-            config.presence_refresh,
-            stop_background.clone(),
-        ));
+        tasks.spawn_until_stopped(
+            "presence publisher",
+            presence.publish(
+                hub.clone(),
+                broker_id.clone(),
+                config.presence_refresh,
+                stop_background.clone(),
+            ),
+        );
     }
 
+    // Start the listeners.
     let admin = match admin_token {
         Some(token) => {
             let presence = commands::presence_source(&config)?;
@@ -230,10 +265,12 @@ pub async fn run(
         commit_timeout: config.commit_timeout,
     };
     let public = http::public_router(hooks, admin);
-    let http_server = tokio::spawn(
+    tasks.spawn(
+        HTTP_SERVER,
         axum::serve(listeners.http, public)
             .with_graceful_shutdown(stop_http.clone().cancelled_owned())
-            .into_future(),
+            .into_future()
+            .map_err(anyhow::Error::from),
     );
 
     let context = Arc::new(SessionContext {
@@ -247,7 +284,8 @@ pub async fn run(
     let agent_service = AgentStreams::new(context, HELLO_TIMEOUT)
         .into_server()
         .max_decoding_message_size(MAX_AGENT_MESSAGE);
-    let grpc_server = tokio::spawn(
+    tasks.spawn(
+        AGENT_SERVER,
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
@@ -256,15 +294,18 @@ pub async fn run(
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(listeners.agent),
                 stop_streams.clone().cancelled_owned(),
-            ),
+            )
+            .map_err(anyhow::Error::from),
     );
-    let ops_server = tokio::spawn(
+    tasks.spawn(
+        "operations server",
         axum::serve(
             listeners.metrics,
             http::ops::router(readiness.clone(), metrics),
         )
         .with_graceful_shutdown(stop_background.clone().cancelled_owned())
-        .into_future(),
+        .into_future()
+        .map_err(anyhow::Error::from),
     );
 
     tracing::info!(
@@ -278,9 +319,26 @@ pub async fn run(
         projects = snapshot.projects.len(),
         "fluxgate is ready"
     );
-    shutdown.cancelled().await;
 
-    tracing::info!("shutting down: not ready, closing agent streams");
+    // Supervise: run until asked to stop, or until an essential task ends on its own.
+    let failure = tokio::select! {
+        () = shutdown.cancelled() => None,
+        exit = tasks.next_exit() => exit,
+    };
+    match &failure {
+        None => tracing::info!("shutting down: not ready, closing agent streams"),
+        Some(exit) => {
+            tracing::error!(
+                task = exit.name,
+                reason = %exit,
+                "essential task ended; not ready, draining, then exiting so that it is restarted"
+            );
+            readiness.fail(exit.to_string());
+            metrics::counter!("fluxgate_task_failures_total", "task" => exit.name).increment(1);
+        }
+    }
+
+    // Drain, in order.
     readiness.begin_shutdown();
     stop_streams.cancel();
     hub.close_all(tonic::Status::unavailable(
@@ -288,22 +346,34 @@ pub async fn run(
     ));
     let grace = config.shutdown_grace;
     let stopped = tokio::time::timeout(grace, async {
-        let _ = grpc_server.await;
+        tasks.wait_for(AGENT_SERVER).await;
         stop_http.cancel();
-        let _ = http_server.await;
+        tasks.wait_for(HTTP_SERVER).await;
         // The HTTP server held the last appender; the writer ends once its queue is empty.
-        let _ = writer.await;
+        tasks.wait_for(WRITER).await;
     })
     .await;
     if stopped.is_err() {
         tracing::warn!(?grace, "shutdown grace period elapsed; stopping anyway");
     }
     stop_background.cancel();
-    while background.join_next().await.is_some() {}
-    let _ = ops_server.await;
+    tasks.wait_all().await;
     cursors.flush(store.as_ref()).await;
-    tracing::info!("fluxgate stopped");
-    Ok(())
+    match failure {
+        None => {
+            tracing::info!("fluxgate stopped");
+            Ok(())
+        }
+        Some(exit) => Err(anyhow::anyhow!("{exit}")),
+    }
+}
+
+/// Turns a task's panic back into a panic of the supervised task, so it is reported as one.
+fn propagate_panic(err: tokio::task::JoinError) -> anyhow::Error {
+    match err.try_into_panic() {
+        Ok(panic) => std::panic::resume_unwind(panic),
+        Err(err) => anyhow::Error::from(err),
+    }
 }
 
 fn store_label(config: &Config) -> String {

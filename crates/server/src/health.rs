@@ -1,8 +1,10 @@
 //! Liveness and readiness.
 //!
-//! Ready means: not shutting down, and the database answered its last check (run every
-//! second with a short timeout). A load balancer stops sending hooks and agents to a
-//! replica that is not ready.
+//! Ready means: not shutting down, no essential task has failed, and the database accepted
+//! a write in its last check (run every second with a short timeout; a database that
+//! answers reads but refuses writes, such as a read-only replica after a failover, is not
+//! good enough). A load balancer stops sending hooks and agents to a replica that is not
+//! ready.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +22,8 @@ pub struct Readiness {
     redis: std::sync::atomic::AtomicU8,
     /// Set after the first check, so the first result is not reported as a change.
     checked: AtomicBool,
+    /// The essential task whose end made this replica unable to work, and how it ended.
+    failed: std::sync::Mutex<Option<String>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -31,6 +35,9 @@ pub struct ReadinessReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis: Option<bool>,
     pub shutting_down: bool,
+    /// Why the broker cannot work any more (it is draining and will exit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
 }
 
 impl Readiness {
@@ -41,12 +48,24 @@ impl Readiness {
             0 => None,
             state => Some(state == 2),
         };
+        let failed = self
+            .failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         ReadinessReport {
-            ready: database && !shutting_down,
+            ready: database && !shutting_down && failed.is_none(),
             database,
             redis,
             shutting_down,
+            failed,
         }
+    }
+
+    /// An essential task ended: not ready from now on.
+    pub fn fail(&self, reason: String) {
+        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        failed.get_or_insert(reason);
     }
 
     pub fn begin_shutdown(&self) {
@@ -57,12 +76,12 @@ impl Readiness {
         let was = self.database_ok.swap(ok, Ordering::AcqRel);
         let first = !self.checked.swap(true, Ordering::AcqRel);
         if first && !ok {
-            tracing::warn!("database unreachable; not ready");
+            tracing::warn!("database unreachable or refusing writes; not ready");
         } else if !first && was != ok {
             if ok {
-                tracing::info!("database reachable again; ready");
+                tracing::info!("database accepts writes again; ready");
             } else {
-                tracing::warn!("database unreachable; not ready");
+                tracing::warn!("database unreachable or refusing writes; not ready");
             }
         }
     }
@@ -78,7 +97,7 @@ impl Readiness {
     ) {
         loop {
             let ok = matches!(
-                tokio::time::timeout(interval, store.ping()).await,
+                tokio::time::timeout(interval, store.check_writable()).await,
                 Ok(Ok(()))
             );
             self.set_database(ok);

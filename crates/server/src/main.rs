@@ -13,6 +13,7 @@ mod http;
 mod retention;
 mod secrets;
 mod shutdown;
+mod supervisor;
 mod telemetry;
 
 use clap::Parser as _;
@@ -28,7 +29,7 @@ async fn main() -> anyhow::Result<()> {
         std::env::vars(),
         cli.overrides(),
     )?;
-    telemetry::init_logging(config.log_format, &config.log_level);
+    let _logging = telemetry::init_logging(config.log_format, &config.log_level)?;
     match cli.command {
         Command::Serve(_) => {
             let metrics = telemetry::init_metrics()?;

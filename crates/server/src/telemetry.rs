@@ -2,26 +2,17 @@
 //! and the Prometheus recorder.
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-/// Installs the global tracing subscriber. `RUST_LOG` wins over `level` when set.
-pub fn init_logging(format: LogFormat, level: &str) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_writer(std::io::stderr);
-    let result = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+/// Installs the global tracing subscriber (see `fluxgate-logging`: never panics, never
+/// blocks). `RUST_LOG` wins over `level` when set. Keep the guard until the process ends.
+pub fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<fluxgate_logging::LogGuard> {
+    let format = match format {
+        LogFormat::Text => fluxgate_logging::Format::Text,
+        LogFormat::Json => fluxgate_logging::Format::Json,
     };
-    if let Err(err) = result {
-        eprintln!("logging was already initialised: {err}");
-    }
+    Ok(fluxgate_logging::init(format, level)?)
 }
 
 /// Installs the global metrics recorder and returns the handle `/metrics` renders.

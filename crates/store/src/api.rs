@@ -30,6 +30,9 @@ pub trait Store: Send + Sync + 'static {
     /// Cheap check that the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// Cheap check that the database would accept a write now (readiness). Writes nothing.
+    async fn check_writable(&self) -> Result<(), StoreError>;
+
     /// Appends hooks in one transaction (group commit), deduplicating each.
     async fn append(&self, hooks: &[HookBatch]) -> Result<AppendResult, StoreError>;
 

@@ -64,12 +64,19 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// Database error codes that mean "try again": SQLite busy/locked, PostgreSQL connection
-/// and shutdown classes.
+/// Database error codes that mean "try again": SQLite busy/locked/read-only, PostgreSQL
+/// connection and shutdown classes, too many connections, and a read-only transaction (a
+/// standby after a failover, or `default_transaction_read_only`): the database is there
+/// but cannot take writes now, which is an outage, not a bug.
 fn is_transient(code: Option<&str>) -> bool {
     match code {
-        Some("5" | "6" | "261" | "517") => true, // SQLITE_BUSY, SQLITE_LOCKED and their extended codes
-        Some(code) => code.starts_with("08") || code.starts_with("57P") || code == "53300",
+        // SQLITE_BUSY, SQLITE_LOCKED, SQLITE_READONLY and their extended codes.
+        Some(
+            "5" | "6" | "261" | "517" | "8" | "264" | "520" | "776" | "1032" | "1288" | "1544",
+        ) => true,
+        Some(code) => {
+            code.starts_with("08") || code.starts_with("57P") || code == "53300" || code == "25006"
+        }
         None => false,
     }
 }

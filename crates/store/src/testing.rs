@@ -76,6 +76,28 @@ impl TestDatabase {
         &self.url
     }
 
+    /// The PostgreSQL database's name (`None` for SQLite).
+    pub fn postgres_name(&self) -> Option<&str> {
+        self.postgres.as_ref().map(|(_, name)| name.as_str())
+    }
+
+    /// Runs `sql` on the PostgreSQL server as the test administrator, from another
+    /// database (for `ALTER DATABASE`, `pg_terminate_backend` and the like).
+    ///
+    /// # Panics
+    /// On SQLite, or if the statement fails.
+    pub async fn execute_as_admin(&self, sql: &str) {
+        let (admin_url, _) = self.postgres.as_ref().expect("a PostgreSQL test database");
+        let admin = admin_pool(admin_url)
+            .await
+            .expect("connect as administrator");
+        admin
+            .execute(sqlx::AssertSqlSafe(sql.to_owned()))
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        admin.close().await;
+    }
+
     /// A connected, migrated store on this database.
     pub async fn store(&self) -> SqlStore {
         self.store_with(StoreOptions::default()).await

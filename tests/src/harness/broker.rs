@@ -25,6 +25,8 @@ pub struct BrokerOptions {
     pub agent_listen: SocketAddr,
     pub metrics_listen: SocketAddr,
     pub extra_args: Vec<String>,
+    /// Extra environment variables for the broker process.
+    pub env: Vec<(String, String)>,
 }
 
 impl BrokerOptions {
@@ -42,6 +44,7 @@ impl BrokerOptions {
             agent_listen: any_port,
             metrics_listen: any_port,
             extra_args: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -185,6 +188,7 @@ impl Broker {
         }
         command.args(&options.extra_args);
         command.env("RUST_LOG", "info,fluxgate_stream=debug");
+        command.envs(options.env.iter().map(|(k, v)| (k, v)));
         let mut process = Process::spawn("fluxgate", command);
         let ready = process.wait_for_log("fluxgate is ready", PATIENCE).await;
         let address = |field: &str| -> SocketAddr {

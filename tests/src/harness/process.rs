@@ -95,6 +95,14 @@ impl Process {
         }
     }
 
+    /// Waits for the process to exit on its own; `None` if it still runs after `timeout`.
+    pub async fn wait_for_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(Ok(status)) => Some(status),
+            _ => None,
+        }
+    }
+
     /// The operating-system process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.id()

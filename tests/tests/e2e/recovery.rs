@@ -119,3 +119,108 @@ async fn graceful_shutdown_closes_agent_streams_with_unavailable() {
     assert!(clean, "the broker exits 0 after SIGTERM");
     assert_eq!(broker.agent_cursor("leaver").await, seq);
 }
+
+/// A bug that ends an essential task must not leave a broker that looks ready but cannot
+/// work (the log writer once panicked on a non-ASCII path while `/readyz` stayed green):
+/// the broker reports why, drains and exits non-zero so that it is restarted.
+#[tokio::test]
+async fn a_broker_whose_essential_task_panics_drains_and_exits_non_zero() {
+    for task in [
+        "log writer",
+        "follower",
+        "cursor saver",
+        "agent gRPC server",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = BrokerOptions::embedded(dir.path());
+        options
+            .env
+            .push(("FLUXGATE_FAULT_PANIC".to_owned(), format!("{task}@1500")));
+        let mut broker = Broker::start(options).await;
+        let failure = broker
+            .process()
+            .wait_for_log(
+                "essential task ended; not ready, draining, then exiting so that it is restarted",
+                PATIENCE,
+            )
+            .await;
+        assert_eq!(failure["task"], task, "{failure}");
+        assert!(
+            failure["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("panicked: fault injected")),
+            "{failure}"
+        );
+        let status = broker
+            .process()
+            .wait_for_exit(PATIENCE)
+            .await
+            .unwrap_or_else(|| panic!("the broker still runs after its {task} panicked"));
+        assert!(!status.success(), "{task}: exit status {status}");
+    }
+}
+
+/// Logging must never take the broker down: with stderr a closed pipe (the log collector
+/// went away), the broker keeps answering hooks and still drains and exits 0 on SIGTERM.
+#[tokio::test]
+async fn a_broker_whose_stderr_is_closed_keeps_working_and_stops_on_sigterm() {
+    use tokio::io::AsyncBufReadExt as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child =
+        tokio::process::Command::new(fluxgate_e2e::harness::binaries::binary("fluxgate"))
+            .args(["--data-dir", &dir.path().display().to_string(), "serve"])
+            .args(["--log-format", "json", "--hook-secret", "e2e-hook-secret"])
+            .args([
+                "--http-listen",
+                "127.0.0.1:0",
+                "--agent-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--metrics-listen", "127.0.0.1:0", "--shutdown-grace", "5s"])
+            .env("RUST_LOG", "debug")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let ready = tokio::time::timeout(PATIENCE, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let value: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if value["message"] == "fluxgate is ready" {
+                return value;
+            }
+        }
+        panic!("the broker exited before it was ready");
+    })
+    .await
+    .expect("the broker became ready");
+    drop(lines); // Closes the read end: every later write to stderr fails with EPIPE.
+
+    let hooks = format!("http://{}/hooks/gitlab", ready["http"].as_str().unwrap());
+    let client = fluxgate_e2e::harness::http_client();
+    let app = Project::private(5, "team/app");
+    for n in 0..50 {
+        let response = client
+            .post(&hooks)
+            .header("X-Gitlab-Token", "e2e-hook-secret")
+            .json(&push(&app, "refs/heads/main", &sha(n), &sha(n + 1)))
+            .send()
+            .await
+            .expect("the broker answers with its stderr closed");
+        assert_eq!(response.status(), 200, "hook {n}");
+    }
+
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .expect("SIGTERM stops the broker even though it cannot log")
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+}

@@ -486,3 +486,67 @@ async fn presence_follows_an_agent_across_a_graceful_replica_shutdown() {
         "the agent was told the replica was shutting down"
     );
 }
+
+/// A database that answers but refuses writes (a standby after a failover, or
+/// `default_transaction_read_only`) is an outage, not a bug: hooks get the documented JSON
+/// 503 (never a 500) and the replica is not ready until writes succeed again.
+#[tokio::test]
+async fn a_database_that_refuses_writes_gives_json_503s_and_not_ready_until_it_accepts_them() {
+    let Some(database) = TestDatabase::postgres().await else {
+        return;
+    };
+    let name = database.postgres_name().unwrap().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = BrokerOptions::embedded(dir.path());
+    options.database_url = Some(database.url().to_owned());
+    let broker = Broker::start(options).await;
+    let app = Project::private(1, "team/app");
+    post(&broker, &app, "refs/heads/main", 0).await;
+    let client = http_client();
+    let readyz = format!("http://{}/readyz", broker.metrics);
+    let ready = || async {
+        let response = client.get(&readyz).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json::<serde_json::Value>().await.unwrap())
+    };
+    // Every connection the broker opens from now on is read-only.
+    let reconnect =
+        format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'");
+    database
+        .execute_as_admin(&format!(
+            "ALTER DATABASE {name} SET default_transaction_read_only = on"
+        ))
+        .await;
+    database.execute_as_admin(&reconnect).await;
+
+    eventually(PATIENCE, "the broker to report not ready", || async {
+        let (status, body) = ready().await;
+        (status == 503 && body["database"] == false).then_some(())
+    })
+    .await;
+    for n in 1..=5 {
+        let refused = broker
+            .post_hook(&push(&app, "refs/heads/main", &sha(n), &sha(n + 1)), &[])
+            .await;
+        assert_eq!(refused.status, 503, "hook {n}: {:?}", refused.body);
+        assert_eq!(refused.body["code"], "unavailable", "{:?}", refused.body);
+    }
+
+    database
+        .execute_as_admin(&format!(
+            "ALTER DATABASE {name} RESET default_transaction_read_only"
+        ))
+        .await;
+    database.execute_as_admin(&reconnect).await;
+    eventually(PATIENCE, "the broker to be ready again", || async {
+        (ready().await.0 == 200).then_some(())
+    })
+    .await;
+    eventually(PATIENCE, "a hook to be accepted again", || async {
+        let response = broker
+            .post_hook(&push(&app, "refs/heads/main", &sha(1), &sha(2)), &[])
+            .await;
+        (response.status == 200).then_some(())
+    })
+    .await;
+}

@@ -13,10 +13,8 @@ use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use fluxgate_core::{ApiError, ErrorCode};
 use fluxgate_ingest::hooks::{self, HookState};
-use http::StatusCode;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::admin::AgentAdmin;
@@ -35,9 +33,9 @@ pub fn public_router(hooks: HookState, admin: Option<(Arc<AgentAdmin>, String)>)
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
+        .layer(axum::middleware::from_fn_with_state(
             REQUEST_TIMEOUT,
+            answer_within,
         ))
         .layer(CatchPanicLayer::custom(|_| {
             ErrorResponse(ApiError::new(
@@ -49,6 +47,26 @@ pub fn public_router(hooks: HookState, admin: Option<(Arc<AgentAdmin>, String)>)
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// Answers the documented JSON 503 when a request takes longer than `timeout` (the work
+/// is dropped; a hook's commit is either done or rolled back).
+async fn answer_within(
+    axum::extract::State(timeout): axum::extract::State<Duration>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path().to_owned();
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(path, ?timeout, "request timed out");
+            ErrorResponse(ApiError::unavailable(format!(
+                "the request did not finish within {timeout:?}; retry later"
+            )))
+            .into_response()
+        }
+    }
 }
 
 async fn admin_api_off() -> ErrorResponse {
@@ -75,4 +93,45 @@ async fn method_not_allowed(request: Request) -> Response {
         ),
     ))
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_request_that_takes_too_long_gets_the_json_503() {
+        let router = Router::new()
+            .route(
+                "/slow",
+                axum::routing::get(|| async {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    "late"
+                }),
+            )
+            .layer(axum::middleware::from_fn_with_state(
+                Duration::from_millis(50),
+                answer_within,
+            ));
+        let response = router
+            .oneshot(Request::get("/slow").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["code"], "unavailable", "{body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("did not finish within 50ms"),
+            "{body}"
+        );
+    }
 }

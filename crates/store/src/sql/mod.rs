@@ -135,6 +135,26 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    async fn check_writable(&self) -> Result<(), StoreError> {
+        match self.backend {
+            // A read-only PostgreSQL (a standby, or `default_transaction_read_only`) refuses
+            // `FOR UPDATE` before taking any lock; `SKIP LOCKED` never waits for the writer.
+            Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SELECT head_seq FROM log_state FOR UPDATE SKIP LOCKED")
+                    .execute(&mut *tx)
+                    .await?;
+                tx.rollback().await?;
+            }
+            // SQLite refuses writes only when its files are read-only, which the writer
+            // reports as unavailable; answering is what can be checked without the lock.
+            Backend::Sqlite => {
+                self.pool.execute("SELECT 1").await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn append(&self, hooks: &[HookBatch]) -> Result<AppendResult, StoreError> {
         let mut tx = self.pool.begin().await?;
         let result = log::append(&mut tx, hooks, self.options.dedup_window).await?;

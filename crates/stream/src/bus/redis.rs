@@ -17,10 +17,10 @@ use std::time::Duration;
 
 use fluxgate_core::{LogEntry, Seq};
 use fluxgate_store::CommitListener;
+use futures_util::future::BoxFuture;
 use redis::AsyncCommands as _;
 use redis::streams::{StreamMaxlen, StreamRangeReply, StreamReadOptions, StreamReadReply};
 use tokio::sync::{broadcast, mpsc};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{Batch, Bus};
@@ -60,35 +60,25 @@ pub struct RedisBus {
 }
 
 impl RedisBus {
-    /// Starts the publisher and subscriber tasks (they connect, and reconnect, on their
-    /// own: a Redis that is down at start-up is not an error).
+    /// Builds the bus and its two tasks, the publisher and the subscriber, for the caller
+    /// to run (and supervise) until `shutdown`. They connect, and reconnect, on their own:
+    /// a Redis that is down at start-up is not an error.
     pub fn start(
         config: RedisBusConfig,
-        tasks: &mut JoinSet<()>,
         shutdown: CancellationToken,
-    ) -> Result<Self, redis::RedisError> {
+    ) -> Result<(Self, [BoxFuture<'static, ()>; 2]), redis::RedisError> {
         let client = redis::Client::open(config.url.as_str())?;
         let (local, _) = broadcast::channel(config.local_capacity.max(1));
         let (outbox, queue) = mpsc::channel(OUTBOX);
         let connected = Arc::new(AtomicBool::new(false));
-        tasks.spawn(publish(
-            client.clone(),
-            config.clone(),
-            queue,
-            shutdown.clone(),
-        ));
-        tasks.spawn(subscribe(
-            client,
-            config,
-            local.clone(),
-            connected.clone(),
-            shutdown,
-        ));
-        Ok(Self {
+        let publisher = publish(client.clone(), config.clone(), queue, shutdown.clone());
+        let subscriber = subscribe(client, config, local.clone(), connected.clone(), shutdown);
+        let bus = Self {
             local,
             outbox,
             connected,
-        })
+        };
+        Ok((bus, [Box::pin(publisher), Box::pin(subscriber)]))
     }
 
     /// Whether the subscriber's last read from Redis succeeded.

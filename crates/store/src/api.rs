@@ -69,6 +69,18 @@ pub trait Store: Send + Sync + 'static {
 
     async fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError>;
 
-    /// Moves cursors forward (never back) and records when each agent was last seen.
-    async fn save_cursors(&self, updates: &[CursorUpdate]) -> Result<(), StoreError>;
+    /// Records streams' cursors (each only moves forward) and when each agent was last
+    /// seen, then sets each agent's cursor to the lowest of its streams', so that no stream
+    /// moves it past an event another stream still holds unacked.
+    ///
+    /// A closed stream keeps holding its agent's cursor back (the events after it were not
+    /// handled by anyone in its place) until a later stream of the agent with the same
+    /// subscriptions, opened after it closed and started at or below its cursor, has moved
+    /// past it: that stream replayed everything the closed one was owed after it. An open stream not heard of since
+    /// `stale_before` (its replica died) counts as closed at its last report.
+    async fn save_cursors(
+        &self,
+        updates: &[CursorUpdate],
+        stale_before: UnixMillis,
+    ) -> Result<(), StoreError>;
 }

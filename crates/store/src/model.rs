@@ -115,10 +115,25 @@ pub struct AgentRecord {
     pub last_seen_at: Option<UnixMillis>,
 }
 
-/// A cursor to persist: moves only forward.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One agent stream's cursor to persist. A stream's cursor only moves forward; the agent's
+/// cursor is the lowest of its streams' (see [`crate::Store::save_cursors`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CursorUpdate {
     pub agent: fluxgate_core::AgentId,
+    /// Names the stream, unique across replicas and restarts.
+    pub stream: String,
+    /// Digest of the subscriptions the stream opened with: only a later stream with the
+    /// same digest takes over this one's hold once it has closed.
+    pub subscriptions: String,
+    /// Where the stream resumed: it replays everything the agent may see after this.
+    pub started_after: Seq,
+    /// When the stream opened.
+    pub opened_at: UnixMillis,
+    /// Every event at or below this that the stream was entitled to has been acked.
     pub cursor: Seq,
+    /// When this was reported (also the agent's last-seen time).
     pub seen_at: UnixMillis,
+    /// Set once the stream has closed: its cursor then holds the agent's back until a
+    /// later stream takes over.
+    pub closed_at: Option<UnixMillis>,
 }

@@ -8,14 +8,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fluxgate_core::{
-    AdminAction, AgentName, AgentToken, CatalogChange, EventKind, FullPath, GitRef, Grant,
+    AdminAction, AgentId, AgentName, AgentToken, CatalogChange, EventKind, FullPath, GitRef, Grant,
     LogEntry, LogRecord, ProjectId, ProjectRef, PushEvent, Seq, Sha, StateCause, StateEffect,
     UnixMillis, Visibility,
 };
 use fluxgate_store::testing::TestDatabase;
 use fluxgate_store::{
     AgentUpdate, Appender, CommitListener, CursorUpdate, HookBatch, HookOutcome, NewAgent,
-    NewRecord, Store, StoreError, StoreOptions,
+    NewRecord, SqlStore, Store, StoreError, StoreOptions,
 };
 
 macro_rules! suite {
@@ -53,6 +53,9 @@ suite!(
     agent_lifecycle_is_logged,
     agents_are_found_by_token_only_with_the_current_token,
     cursors_only_move_forward,
+    an_agent_cursor_is_the_lowest_of_its_streams,
+    a_closed_stream_holds_until_a_later_stream_passes_it,
+    a_stream_of_a_dead_replica_holds_until_taken_over,
     trim_moves_the_floor,
     concurrent_writers_get_unique_gapless_seqs,
     appender_commits_concurrent_hooks_in_order,
@@ -595,40 +598,174 @@ async fn agents_are_found_by_token_only_with_the_current_token(db: TestDatabase)
     );
 }
 
-async fn cursors_only_move_forward(db: TestDatabase) {
-    let store = db.store().await;
+/// A report for `stream` of `agent`, opened at `opened` after `started`, now at `cursor`.
+fn report(
+    agent: AgentId,
+    stream: &str,
+    started: u64,
+    opened: i64,
+    cursor: u64,
+    at: i64,
+) -> CursorUpdate {
+    CursorUpdate {
+        agent,
+        stream: stream.to_owned(),
+        subscriptions: "same".to_owned(),
+        started_after: Seq(started),
+        opened_at: UnixMillis(opened),
+        cursor: Seq(cursor),
+        seen_at: UnixMillis(at),
+        closed_at: None,
+    }
+}
+
+fn closed(mut update: CursorUpdate, at: i64) -> CursorUpdate {
+    update.closed_at = Some(UnixMillis(at));
+    update
+}
+
+/// Never stale: these tests say when a stream closed.
+const NOT_STALE: UnixMillis = UnixMillis(0);
+
+async fn agent_ids(store: &SqlStore, names: &[&str]) -> Vec<AgentId> {
     let mut ids = Vec::new();
-    for name in ["c1", "c2", "c3"] {
+    for name in names {
         let (agent, _) = new_agent(name, "a/b", vec![]);
         ids.push(store.create_agent(agent).await.unwrap().0.policy.id);
     }
-    let save = |agent, seq, at| CursorUpdate {
-        agent,
-        cursor: Seq(seq),
-        seen_at: UnixMillis(at),
-    };
-    store
-        .save_cursors(&[save(ids[0], 10, 1_000), save(ids[1], 20, 1_000)])
-        .await
-        .unwrap();
-    // One call, several agents: one moves forward, one would move back, one is new.
-    store
-        .save_cursors(&[
-            save(ids[0], 7, 2_000),
-            save(ids[1], 25, 500),
-            save(ids[2], 3, 3_000),
-        ])
-        .await
-        .unwrap();
+    ids
+}
+
+async fn cursor_of(store: &SqlStore, agent: AgentId) -> (u64, Option<i64>) {
     let agents = store.list_agents().await.unwrap();
-    let state: Vec<(u64, Option<i64>)> = agents
-        .iter()
-        .map(|a| (a.cursor.get(), a.last_seen_at.map(UnixMillis::get)))
-        .collect();
-    // Cursors start at the head when created (3 creations: 1, 2, 3).
+    let record = agents.iter().find(|a| a.policy.id == agent).unwrap();
+    (
+        record.cursor.get(),
+        record.last_seen_at.map(UnixMillis::get),
+    )
+}
+
+async fn cursors_only_move_forward(db: TestDatabase) {
+    let store = db.store().await;
+    let ids = agent_ids(&store, &["c1", "c2", "c3"]).await;
+    store
+        .save_cursors(
+            &[
+                report(ids[0], "s0", 0, 1, 10, 1_000),
+                report(ids[1], "s1", 0, 1, 20, 1_000),
+            ],
+            NOT_STALE,
+        )
+        .await
+        .unwrap();
+    // One call, several streams: one would move back, one moves forward, one is new.
+    store
+        .save_cursors(
+            &[
+                report(ids[0], "s0", 0, 1, 7, 2_000),
+                report(ids[1], "s1", 0, 1, 25, 500),
+                report(ids[2], "s2", 0, 1, 3, 3_000),
+            ],
+            NOT_STALE,
+        )
+        .await
+        .unwrap();
+    assert_eq!(cursor_of(&store, ids[0]).await, (10, Some(2_000)));
+    assert_eq!(cursor_of(&store, ids[1]).await, (25, Some(1_000)));
+    assert_eq!(cursor_of(&store, ids[2]).await, (3, Some(3_000)));
+}
+
+async fn an_agent_cursor_is_the_lowest_of_its_streams(db: TestDatabase) {
+    let store = db.store().await;
+    let agent = agent_ids(&store, &["two-streams"]).await[0];
+    // Stream a holds event 11 unacked; stream b, with other subscriptions, passes 100.
+    store
+        .save_cursors(&[report(agent, "a", 0, 1, 10, 10)], NOT_STALE)
+        .await
+        .unwrap();
+    store
+        .save_cursors(&[report(agent, "b", 0, 2, 100, 20)], NOT_STALE)
+        .await
+        .unwrap();
+    assert_eq!(cursor_of(&store, agent).await.0, 10, "a still holds 11");
+    store
+        .save_cursors(&[report(agent, "a", 0, 1, 120, 30)], NOT_STALE)
+        .await
+        .unwrap();
+    assert_eq!(cursor_of(&store, agent).await.0, 100, "now b is the lowest");
+}
+
+async fn a_closed_stream_holds_until_a_later_stream_passes_it(db: TestDatabase) {
+    let store = db.store().await;
+    let agent = agent_ids(&store, &["reconnects"]).await[0];
+    let a = report(agent, "a", 0, 1, 10, 10);
+    store
+        .save_cursors(&[a.clone(), report(agent, "b", 0, 2, 100, 20)], NOT_STALE)
+        .await
+        .unwrap();
+    // a leaves with 11 unacked; b goes on alone.
+    store
+        .save_cursors(
+            &[closed(a, 30), report(agent, "b", 0, 2, 150, 40)],
+            NOT_STALE,
+        )
+        .await
+        .unwrap();
+    assert_eq!(cursor_of(&store, agent).await.0, 10, "the closed a holds");
+    // A stream that resumes above the hold does not replay 11: the hold stays.
+    store
+        .save_cursors(&[report(agent, "c", 150, 50, 200, 60)], NOT_STALE)
+        .await
+        .unwrap();
+    assert_eq!(cursor_of(&store, agent).await.0, 10, "c never replayed 11");
+    // Nor does a stream with other subscriptions: it was not owed what a was.
+    let mut other = report(agent, "e", 10, 65, 300, 65);
+    other.subscriptions = "other".to_owned();
+    store.save_cursors(&[other], NOT_STALE).await.unwrap();
     assert_eq!(
-        state,
-        vec![(10, Some(2_000)), (25, Some(1_000)), (3, Some(3_000))]
+        cursor_of(&store, agent).await.0,
+        10,
+        "e has other subscriptions"
+    );
+    // A stream that resumes at the hold replays 11; once past it, the hold is released.
+    store
+        .save_cursors(&[report(agent, "d", 10, 70, 10, 70)], NOT_STALE)
+        .await
+        .unwrap();
+    assert_eq!(cursor_of(&store, agent).await.0, 10);
+    store
+        .save_cursors(&[report(agent, "d", 10, 70, 160, 80)], NOT_STALE)
+        .await
+        .unwrap();
+    assert_eq!(
+        cursor_of(&store, agent).await.0,
+        150,
+        "a released; b (150) is the lowest now"
+    );
+}
+
+async fn a_stream_of_a_dead_replica_holds_until_taken_over(db: TestDatabase) {
+    let store = db.store().await;
+    let agent = agent_ids(&store, &["orphaned"]).await[0];
+    // Stream a's replica died: a was never closed, its last report was at 10.
+    store
+        .save_cursors(&[report(agent, "a", 0, 1, 5, 10)], NOT_STALE)
+        .await
+        .unwrap();
+    // A new stream resumes at 5 and passes it; while a is not stale, a still holds.
+    store
+        .save_cursors(&[report(agent, "b", 5, 20, 50, 30)], UnixMillis(10))
+        .await
+        .unwrap();
+    assert_eq!(cursor_of(&store, agent).await.0, 5, "a may be alive");
+    store
+        .save_cursors(&[report(agent, "b", 5, 20, 60, 40)], UnixMillis(11))
+        .await
+        .unwrap();
+    assert_eq!(
+        cursor_of(&store, agent).await.0,
+        60,
+        "a was stale and taken over"
     );
 }
 

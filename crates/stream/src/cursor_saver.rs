@@ -1,37 +1,100 @@
-//! Persists agent cursors in batches.
+//! Persists stream cursors in batches.
 //!
-//! Streams report their agent's cursor whenever it moves (and on keepalives, as a sign of
-//! life); the saver keeps the highest per agent and writes them all every `interval`, and
-//! once more at shutdown. A failed write is retried with the next batch. Losing a write
-//! costs only redelivery: delivery is at-least-once.
+//! Each stream reports its own cursor when it opens, whenever it moves (and on keepalives,
+//! as a sign of life), and when it closes; the saver keeps the latest per stream and writes
+//! them all every `interval`, and once more at shutdown. The store sets each agent's cursor
+//! to the lowest of its streams' (and closed streams' holds), so a stream can never move
+//! its agent's cursor past an event another of its streams still holds unacked. A failed
+//! write is retried with the next batch. Losing a write costs only redelivery: delivery is
+//! at-least-once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fluxgate_core::{AgentId, Seq, UnixMillis};
+use fluxgate_routing::Subscription;
 use fluxgate_store::{CursorUpdate, Store};
 use tokio_util::sync::CancellationToken;
 
 use crate::metric_names as names;
 
+/// An open stream that was not heard of for this long (its replica died without closing
+/// it) counts as closed at its last report. Streams report at least every keepalive.
+pub const STALE_STREAM: Duration = Duration::from_secs(10 * 60);
+
+/// One stream's identity, for its cursor reports.
+#[derive(Debug, Clone)]
+pub struct StreamCursor {
+    pub agent: AgentId,
+    pub stream: String,
+    /// Digest of the subscriptions it opened with ([`subscriptions_digest`]).
+    pub subscriptions: String,
+    pub started_after: Seq,
+    pub opened_at: UnixMillis,
+}
+
+impl StreamCursor {
+    /// A new stream of `agent`, opened with `subscriptions`, that resumes after
+    /// `started_after`.
+    pub fn open(agent: AgentId, subscriptions: &[Subscription], started_after: Seq) -> Self {
+        Self {
+            agent,
+            stream: uuid::Uuid::new_v4().simple().to_string(),
+            subscriptions: subscriptions_digest(subscriptions),
+            started_after,
+            opened_at: UnixMillis::now(),
+        }
+    }
+}
+
+/// A digest of a set of subscriptions that is the same for the same set in any order, on
+/// any replica and version: SHA-256 over the sorted, deduplicated `path<TAB>refs` lines.
+pub fn subscriptions_digest(subscriptions: &[Subscription]) -> String {
+    use sha2::Digest as _;
+    let mut lines: Vec<String> = subscriptions
+        .iter()
+        .map(|s| {
+            let refs = s.refs.as_ref().map(ToString::to_string).unwrap_or_default();
+            format!("{}\t{refs}", s.project.key())
+        })
+        .collect();
+    lines.sort_unstable();
+    lines.dedup();
+    let mut hasher = sha2::Sha256::new();
+    for line in &lines {
+        hasher.update(line.as_bytes());
+        hasher.update(b"\n");
+    }
+    hex::encode(hasher.finalize())
+}
+
 #[derive(Default)]
 pub struct CursorSaver {
-    pending: Mutex<HashMap<AgentId, CursorUpdate>>,
+    pending: Mutex<HashMap<String, CursorUpdate>>,
 }
 
 impl CursorSaver {
-    pub fn record(&self, agent: AgentId, cursor: Seq) {
+    /// The stream is at `cursor`; `closed` once it has ended.
+    pub fn record(&self, stream: &StreamCursor, cursor: Seq, closed: bool) {
+        let now = UnixMillis::now();
         let update = CursorUpdate {
-            agent,
+            agent: stream.agent,
+            stream: stream.stream.clone(),
+            subscriptions: stream.subscriptions.clone(),
+            started_after: stream.started_after,
+            opened_at: stream.opened_at,
             cursor,
-            seen_at: UnixMillis::now(),
+            seen_at: now,
+            closed_at: closed.then_some(now),
         };
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        pending
-            .entry(agent)
-            .and_modify(|existing| merge(existing, update))
-            .or_insert(update);
+        match pending.get_mut(&stream.stream) {
+            Some(existing) => merge(existing, update),
+            None => {
+                pending.insert(stream.stream.clone(), update);
+            }
+        }
     }
 
     /// Writes what is pending; on failure keeps it for the next try.
@@ -43,15 +106,18 @@ impl CursorSaver {
         if batch.is_empty() {
             return;
         }
-        if let Err(err) = store.save_cursors(&batch).await {
+        let stale_before = UnixMillis::now().minus(STALE_STREAM);
+        if let Err(err) = store.save_cursors(&batch, stale_before).await {
             metrics::counter!(names::CURSOR_SAVE_ERRORS).increment(1);
             tracing::warn!(error = %err, agents = batch.len(), "cannot save cursors; will retry");
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             for update in batch {
-                pending
-                    .entry(update.agent)
-                    .and_modify(|existing| merge(existing, update))
-                    .or_insert(update);
+                match pending.get_mut(&update.stream) {
+                    Some(existing) => merge(existing, update),
+                    None => {
+                        pending.insert(update.stream.clone(), update);
+                    }
+                }
             }
         }
     }
@@ -77,4 +143,5 @@ impl CursorSaver {
 fn merge(existing: &mut CursorUpdate, update: CursorUpdate) {
     existing.cursor = existing.cursor.max(update.cursor);
     existing.seen_at = existing.seen_at.max(update.seen_at);
+    existing.closed_at = existing.closed_at.or(update.closed_at);
 }

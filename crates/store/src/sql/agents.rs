@@ -238,27 +238,88 @@ pub(super) async fn follow_move(
     Ok(effects)
 }
 
-/// Moves cursors forward and last-seen times later, one statement per chunk of agents.
+/// Saves stream cursors, releases the holds later streams took over, and sets each agent's
+/// cursor to the lowest of its streams' (the contract is on [`crate::Store::save_cursors`]).
+/// A fixed number of statements per chunk of updates.
 pub(super) async fn save_cursors(
     conn: &mut AnyConnection,
     updates: &[CursorUpdate],
+    stale_before: UnixMillis,
 ) -> Result<(), StoreError> {
     for chunk in updates.chunks(bulk::CHUNK) {
-        // VALUES columns are column1, column2, column3 on both databases.
         let sql = format!(
-            "UPDATE agents SET \
-             cursor_seq = CASE WHEN cursor_seq < v.column2 THEN v.column2 ELSE cursor_seq END, \
-             last_seen_at = CASE WHEN last_seen_at IS NULL OR last_seen_at < v.column3 \
-             THEN v.column3 ELSE last_seen_at END \
-             FROM (VALUES {}) AS v WHERE agents.id = v.column1",
-            bulk::values(chunk.len(), 3)
+            "INSERT INTO agent_stream_cursors \
+             (agent_id, stream_id, subscriptions, started_seq, cursor_seq, opened_at, updated_at, \
+             closed_at) \
+             VALUES {} ON CONFLICT (agent_id, stream_id) DO UPDATE SET \
+             cursor_seq = CASE WHEN agent_stream_cursors.cursor_seq < excluded.cursor_seq \
+             THEN excluded.cursor_seq ELSE agent_stream_cursors.cursor_seq END, \
+             updated_at = CASE WHEN agent_stream_cursors.updated_at < excluded.updated_at \
+             THEN excluded.updated_at ELSE agent_stream_cursors.updated_at END, \
+             closed_at = COALESCE(agent_stream_cursors.closed_at, excluded.closed_at)",
+            bulk::values(chunk.len(), 8)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for update in chunk {
             query = query
                 .bind(update.agent.0)
+                .bind(update.stream.as_str())
+                .bind(update.subscriptions.as_str())
+                .bind(rows::seq_param(update.started_after))
                 .bind(rows::seq_param(update.cursor))
-                .bind(update.seen_at.get());
+                .bind(update.opened_at.get())
+                .bind(update.seen_at.get())
+                .bind(update.closed_at.map(UnixMillis::get));
+        }
+        query.execute(&mut *conn).await?;
+
+        let mut agents: Vec<i64> = chunk.iter().map(|u| u.agent.0).collect();
+        agents.sort_unstable();
+        agents.dedup();
+        let release = format!(
+            "DELETE FROM agent_stream_cursors \
+             WHERE agent_id IN ({agents}) \
+             AND COALESCE(closed_at, CASE WHEN updated_at < $1 THEN updated_at END) IS NOT NULL \
+             AND EXISTS (SELECT 1 FROM agent_stream_cursors later \
+               WHERE later.agent_id = agent_stream_cursors.agent_id \
+               AND later.stream_id <> agent_stream_cursors.stream_id \
+               AND later.subscriptions = agent_stream_cursors.subscriptions \
+               AND later.opened_at >= COALESCE(agent_stream_cursors.closed_at, agent_stream_cursors.updated_at) \
+               AND later.started_seq <= agent_stream_cursors.cursor_seq \
+               AND later.cursor_seq >= agent_stream_cursors.cursor_seq)",
+            agents = bulk::list_from(2, agents.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(release)).bind(stale_before.get());
+        for agent in &agents {
+            query = query.bind(*agent);
+        }
+        query.execute(&mut *conn).await?;
+
+        // VALUES columns are column1, column2 on both databases.
+        let seen: Vec<(i64, i64)> = agents
+            .iter()
+            .map(|agent| {
+                let seen_at = chunk
+                    .iter()
+                    .filter(|u| u.agent.0 == *agent)
+                    .map(|u| u.seen_at.get())
+                    .max()
+                    .unwrap_or_default();
+                (*agent, seen_at)
+            })
+            .collect();
+        let sql = format!(
+            "UPDATE agents SET \
+             cursor_seq = COALESCE((SELECT MIN(c.cursor_seq) FROM agent_stream_cursors c \
+             WHERE c.agent_id = agents.id), agents.cursor_seq), \
+             last_seen_at = CASE WHEN last_seen_at IS NULL OR last_seen_at < v.column2 \
+             THEN v.column2 ELSE last_seen_at END \
+             FROM (VALUES {}) AS v WHERE agents.id = v.column1",
+            bulk::values(seen.len(), 2)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (agent, seen_at) in seen {
+            query = query.bind(agent).bind(seen_at);
         }
         query.execute(&mut *conn).await?;
     }

@@ -239,12 +239,16 @@ impl Store for SqlStore {
         agents::load_all(&mut conn).await
     }
 
-    async fn save_cursors(&self, updates: &[CursorUpdate]) -> Result<(), StoreError> {
+    async fn save_cursors(
+        &self,
+        updates: &[CursorUpdate],
+        stale_before: UnixMillis,
+    ) -> Result<(), StoreError> {
         if updates.is_empty() {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        agents::save_cursors(&mut tx, updates).await?;
+        agents::save_cursors(&mut tx, updates, stale_before).await?;
         tx.commit().await?;
         Ok(())
     }

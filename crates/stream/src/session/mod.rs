@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 
 use crate::convert::{self, AgentHello};
-use crate::cursor_saver::CursorSaver;
+use crate::cursor_saver::{CursorSaver, StreamCursor};
 use crate::hub::{Delivery, Hub, Registration, SessionInfo};
 use crate::metric_names as names;
 use cursor::{CursorTracker, MAX_IN_FLIGHT};
@@ -88,14 +88,17 @@ pub async fn run(
         outbound,
         tracker: CursorTracker::new(Seq::ZERO),
         last_sent: Seq::ZERO,
+        cursor_id: None,
     };
     let end = session
         .serve(registration, request.stored_cursor, request.hello, inbound)
         .await;
     context.hub.unregister(id);
-    context
-        .cursors
-        .record(session.policy.id, session.tracker.cursor());
+    if let Some(stream) = &session.cursor_id {
+        context
+            .cursors
+            .record(stream, session.tracker.cursor(), true);
+    }
     let reason = match &end {
         Ok(()) => "agent left",
         Err(status) => status_label(status.code()),
@@ -128,6 +131,8 @@ struct Session {
     outbound: Outbound,
     tracker: CursorTracker,
     last_sent: Seq,
+    /// This stream's identity in cursor reports, once it knows where it resumes.
+    cursor_id: Option<StreamCursor>,
 }
 
 impl Session {
@@ -159,6 +164,10 @@ impl Session {
         }
         self.tracker = CursorTracker::new(start);
         self.last_sent = start;
+        let cursor_id = StreamCursor::open(self.policy.id, &hello.subscriptions, start);
+        // Reported at once: from now on this stream holds its agent's cursor at `start`.
+        self.context.cursors.record(&cursor_id, start, false);
+        self.cursor_id = Some(cursor_id);
         tracing::info!(
             agent = %self.policy.name,
             cluster = hello.cluster_name.as_deref().unwrap_or("-"),
@@ -216,7 +225,7 @@ impl Session {
                     }
                     let position = self.tracker.position().get();
                     self.send(broker_message::Message::Keepalive(v1::Keepalive { position })).await?;
-                    self.context.cursors.record(self.policy.id, self.tracker.cursor());
+                    self.record_cursor();
                 }
             }
         }
@@ -275,6 +284,14 @@ impl Session {
         Ok(())
     }
 
+    fn record_cursor(&self) {
+        if let Some(stream) = &self.cursor_id {
+            self.context
+                .cursors
+                .record(stream, self.tracker.cursor(), false);
+        }
+    }
+
     async fn send(&self, message: broker_message::Message) -> Result<(), Status> {
         self.outbound
             .send(Ok(v1::BrokerMessage {
@@ -298,9 +315,7 @@ impl Session {
                     metrics::histogram!(names::DELIVERY_LATENCY).record(waited.as_secs_f64());
                     tracing::debug!(agent = %self.policy.name, seq = %ack.seq, latency_ms = waited.as_millis(), handling_ms = ack.handling_ms, "event acked");
                 }
-                self.context
-                    .cursors
-                    .record(self.policy.id, self.tracker.cursor());
+                self.record_cursor();
                 self.context.hub.record_ack(id, UnixMillis::now());
             }
             Some(agent_message::Message::SubscriptionChange(change)) => {

@@ -24,13 +24,12 @@ use fluxgate_stream::{
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::AgentAdmin;
 use crate::config::Config;
 use crate::health::Readiness;
-use crate::{commands, http, retention, secrets};
+use crate::{commands, http, listen, retention, secrets};
 
 /// Hooks committed per transaction at most.
 const MAX_COMMIT_BATCH: usize = 256;
@@ -230,11 +229,8 @@ pub async fn run(
         commit_timeout: config.commit_timeout,
     };
     let public = http::public_router(hooks, admin);
-    let http_server = tokio::spawn(
-        axum::serve(listeners.http, public)
-            .with_graceful_shutdown(stop_http.clone().cancelled_owned())
-            .into_future(),
-    );
+    let plan = listen::Plan::from_config(&config, stop_background.clone())?;
+    let http_server = listen::spawn(listeners.http, public, plan.http, stop_http.clone());
 
     let context = Arc::new(SessionContext {
         hub: hub.clone(),
@@ -247,24 +243,17 @@ pub async fn run(
     let agent_service = AgentStreams::new(context, HELLO_TIMEOUT)
         .into_server()
         .max_decoding_message_size(MAX_AGENT_MESSAGE);
-    let grpc_server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .tcp_nodelay(true)
-            .add_service(agent_service)
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listeners.agent),
-                stop_streams.clone().cancelled_owned(),
-            ),
+    let grpc_server = listen::spawn(
+        listeners.agent,
+        tonic::service::Routes::new(agent_service).prepare(),
+        plan.agent,
+        stop_streams.clone(),
     );
-    let ops_server = tokio::spawn(
-        axum::serve(
-            listeners.metrics,
-            http::ops::router(readiness.clone(), metrics),
-        )
-        .with_graceful_shutdown(stop_background.clone().cancelled_owned())
-        .into_future(),
+    let ops_server = listen::spawn(
+        listeners.metrics,
+        http::ops::router(readiness.clone(), metrics),
+        plan.metrics,
+        stop_background.clone(),
     );
 
     tracing::info!(

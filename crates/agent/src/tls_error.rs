@@ -11,7 +11,7 @@ use rustls::{AlertDescription, CertificateError};
 /// What went wrong, if `error` (or one of its causes) is a TLS failure.
 pub fn explain(error: &(dyn Error + 'static)) -> Option<String> {
     let tls = find_rustls_error(error)?;
-    Some(match tls {
+    Some(match &tls {
         rustls::Error::InvalidCertificate(certificate) => match certificate {
             CertificateError::UnknownIssuer => "the broker's certificate is not signed by a CA \
                 this agent trusts (unknown CA): set tls.ca_file to the CA that signed it"
@@ -50,11 +50,11 @@ pub fn explain(error: &(dyn Error + 'static)) -> Option<String> {
     })
 }
 
-fn find_rustls_error<'a>(error: &'a (dyn Error + 'static)) -> Option<&'a rustls::Error> {
+fn find_rustls_error(error: &(dyn Error + 'static)) -> Option<rustls::Error> {
     let mut current = Some(error);
     while let Some(error) = current {
         if let Some(tls) = error.downcast_ref::<rustls::Error>() {
-            return Some(tls);
+            return Some(tls.clone());
         }
         // `io::Error::source` skips the error it wraps; look inside.
         if let Some(tls) = error
@@ -62,11 +62,32 @@ fn find_rustls_error<'a>(error: &'a (dyn Error + 'static)) -> Option<&'a rustls:
             .and_then(|io| io.get_ref())
             .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         {
-            return Some(tls);
+            return Some(tls.clone());
+        }
+        // HTTP/2 keeps only the text of an I/O error, so an alert that ends a request
+        // arrives as "received fatal alert: <name>".
+        if let Some(alert) = alert_in_text(&error.to_string()) {
+            return Some(rustls::Error::AlertReceived(alert));
         }
         current = error.source();
     }
     None
+}
+
+/// The alerts a broker sends about a client certificate, by the name rustls prints.
+fn alert_in_text(text: &str) -> Option<AlertDescription> {
+    let (_, name) = text.split_once("received fatal alert: ")?;
+    let name = name.split(|c: char| !c.is_ascii_alphanumeric()).next()?;
+    [
+        AlertDescription::CertificateRequired,
+        AlertDescription::UnknownCA,
+        AlertDescription::BadCertificate,
+        AlertDescription::CertificateUnknown,
+        AlertDescription::CertificateExpired,
+        AlertDescription::AccessDenied,
+    ]
+    .into_iter()
+    .find(|alert| format!("{alert:?}") == name)
 }
 
 #[cfg(test)]
@@ -109,6 +130,20 @@ mod tests {
             let explained = explain(&wrapped(tls.clone())).unwrap();
             assert!(explained.contains(expected), "{tls:?}: {explained}");
         }
+    }
+
+    #[test]
+    fn an_alert_known_only_by_its_text_is_recognised() {
+        // What h2 makes of the alert that ends the first request under TLS 1.3.
+        let text = Transport(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "received fatal alert: CertificateRequired",
+        ));
+        let explained = explain(&text).unwrap();
+        assert!(
+            explained.contains("requires a client certificate"),
+            "{explained}"
+        );
     }
 
     #[test]

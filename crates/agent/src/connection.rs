@@ -28,10 +28,10 @@ use fluxgate_proto::v1::agent_service_client::AgentServiceClient;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::metadata::AsciiMetadataValue;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity as TlsIdentity};
 
 use crate::backoff::Backoff;
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, BrokerTls};
 use crate::cursor::Cursor;
 use crate::dispatch::Dispatcher;
 use crate::session::{self, EndReason, SessionContext, SessionEnd};
@@ -80,7 +80,7 @@ impl Connection {
             endpoints: config
                 .brokers
                 .iter()
-                .map(|broker| endpoint(broker))
+                .map(|broker| endpoint(broker, &config.tls))
                 .collect::<Result<_, _>>()?,
             next_endpoint: 0,
             authorization: session::authorization(config.token.reveal())
@@ -137,12 +137,22 @@ impl Connection {
             }
             Err(error) => {
                 let retry_in = self.backoff.next_delay();
-                tracing::warn!(
-                    broker = %uri,
-                    error = %crate::error_chain::describe(&error),
-                    ?retry_in,
-                    "cannot connect to the broker"
-                );
+                let description = crate::error_chain::describe(&error);
+                match crate::tls_error::explain(&error) {
+                    Some(cause) => tracing::error!(
+                        broker = %uri,
+                        %cause,
+                        error = %description,
+                        ?retry_in,
+                        "TLS handshake with the broker failed"
+                    ),
+                    None => tracing::warn!(
+                        broker = %uri,
+                        error = %description,
+                        ?retry_in,
+                        "cannot connect to the broker"
+                    ),
+                }
                 State::Disconnected { retry_in }
             }
         }
@@ -169,6 +179,19 @@ impl Connection {
     fn delay_after(&mut self, end: &SessionEnd) -> Duration {
         let (kind, retry_in) = plan_reconnect(&mut self.backoff, end);
         let reason = &end.reason;
+        // Under TLS 1.3 the broker refuses a client certificate after the handshake, so
+        // the refusal ends the first request instead of the connect.
+        if let EndReason::Status(status) = reason
+            && let Some(cause) = crate::tls_error::explain(status)
+        {
+            tracing::error!(
+                %cause,
+                error = %crate::error_chain::describe(status),
+                ?retry_in,
+                "TLS handshake with the broker failed"
+            );
+            return retry_in;
+        }
         match kind {
             EndKind::Healthy => {
                 tracing::info!(%reason, ?retry_in, "disconnected from the broker");
@@ -214,7 +237,7 @@ fn plan_reconnect(backoff: &mut Backoff, end: &SessionEnd) -> (EndKind, Duration
     (EndKind::Failed, backoff.next_delay())
 }
 
-fn endpoint(broker: &str) -> Result<Endpoint, ConnectionError> {
+fn endpoint(broker: &str, tls: &BrokerTls) -> Result<Endpoint, ConnectionError> {
     let address_error = |source| ConnectionError::Address {
         address: broker.to_owned(),
         source,
@@ -225,13 +248,30 @@ fn endpoint(broker: &str) -> Result<Endpoint, ConnectionError> {
         .tcp_keepalive(Some(KEEPALIVE_INTERVAL))
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true);
+        .keep_alive_while_idle(true)
+        .tcp_nodelay(true);
     if broker.starts_with("https://") {
         endpoint = endpoint
-            .tls_config(ClientTlsConfig::new().with_native_roots())
+            .tls_config(client_tls(tls))
             .map_err(address_error)?;
     }
     Ok(endpoint)
+}
+
+/// The configured CA (or else the system roots), client certificate and server name.
+fn client_tls(tls: &BrokerTls) -> ClientTlsConfig {
+    let mut config = ClientTlsConfig::new();
+    config = match &tls.ca_pem {
+        Some(pem) => config.ca_certificate(Certificate::from_pem(pem)),
+        None => config.with_native_roots(),
+    };
+    if let Some(identity) = &tls.identity {
+        config = config.identity(TlsIdentity::from_pem(&identity.cert_pem, &identity.key_pem));
+    }
+    if let Some(name) = &tls.server_name {
+        config = config.domain_name(name.clone());
+    }
+    config
 }
 
 #[cfg(test)]
@@ -297,7 +337,8 @@ mod tests {
 
     #[test]
     fn plain_endpoints_are_built_without_tls() {
-        assert!(endpoint("http://127.0.0.1:8150").is_ok());
-        assert!(endpoint("http://[::1]:8150").is_ok());
+        let plain = BrokerTls::default();
+        assert!(endpoint("http://127.0.0.1:8150", &plain).is_ok());
+        assert!(endpoint("http://[::1]:8150", &plain).is_ok());
     }
 }

@@ -24,6 +24,7 @@ pub mod secret;
 pub mod session;
 pub mod shutdown;
 pub mod telemetry;
+mod tls_error;
 pub mod wire;
 
 use tokio_util::sync::CancellationToken;

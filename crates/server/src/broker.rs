@@ -25,17 +25,15 @@ use fluxgate_stream::{
     AgentStreams, Bus, CursorSaver, Follower, Hub, InProcessBus, RedisBus, RedisBusConfig,
     RedisPresence, SessionContext,
 };
-use futures_util::TryFutureExt as _;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::AgentAdmin;
 use crate::config::Config;
 use crate::health::Readiness;
 use crate::supervisor::Supervisor;
-use crate::{commands, http, retention, secrets};
+use crate::{commands, http, listen, retention, secrets};
 
 /// Hooks committed per transaction at most.
 const MAX_COMMIT_BATCH: usize = 256;
@@ -265,12 +263,10 @@ pub async fn run(
         commit_timeout: config.commit_timeout,
     };
     let public = http::public_router(hooks, admin);
-    tasks.spawn(
+    let plan = listen::Plan::from_config(&config, stop_background.clone())?;
+    tasks.spawn_until_stopped(
         HTTP_SERVER,
-        axum::serve(listeners.http, public)
-            .with_graceful_shutdown(stop_http.clone().cancelled_owned())
-            .into_future()
-            .map_err(anyhow::Error::from),
+        listen::serve(listeners.http, public, plan.http, stop_http.clone()),
     );
 
     let context = Arc::new(SessionContext {
@@ -284,28 +280,23 @@ pub async fn run(
     let agent_service = AgentStreams::new(context, HELLO_TIMEOUT)
         .into_server()
         .max_decoding_message_size(MAX_AGENT_MESSAGE);
-    tasks.spawn(
+    tasks.spawn_until_stopped(
         AGENT_SERVER,
-        tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .tcp_nodelay(true)
-            .add_service(agent_service)
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listeners.agent),
-                stop_streams.clone().cancelled_owned(),
-            )
-            .map_err(anyhow::Error::from),
+        listen::serve(
+            listeners.agent,
+            tonic::service::Routes::new(agent_service).prepare(),
+            plan.agent,
+            stop_streams.clone(),
+        ),
     );
-    tasks.spawn(
+    tasks.spawn_until_stopped(
         "operations server",
-        axum::serve(
+        listen::serve(
             listeners.metrics,
             http::ops::router(readiness.clone(), metrics),
-        )
-        .with_graceful_shutdown(stop_background.clone().cancelled_owned())
-        .into_future()
-        .map_err(anyhow::Error::from),
+            plan.metrics,
+            stop_background.clone(),
+        ),
     );
 
     tracing::info!(

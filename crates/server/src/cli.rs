@@ -125,6 +125,48 @@ pub struct ServeFlags {
     /// How often presence is refreshed in Redis [default: 5s].
     #[arg(long)]
     pub presence_refresh: Option<String>,
+    /// Connections open at once on the HTTP listener [default: 1024].
+    #[arg(long)]
+    pub http_max_connections: Option<usize>,
+    /// Connections open at once on the agent listener [default: 10000].
+    #[arg(long)]
+    pub agent_max_connections: Option<usize>,
+    /// Connections open at once on the operations listener [default: 64].
+    #[arg(long)]
+    pub metrics_max_connections: Option<usize>,
+    /// Deadline for a request head (HTTP/1) or the first request (agent port) [default: 10s].
+    #[arg(long)]
+    pub header_read_timeout: Option<String>,
+    /// Close connections with no request in flight for this long [default: 60s].
+    #[arg(long)]
+    pub idle_timeout: Option<String>,
+    /// Deadline for a TLS handshake [default: 10s].
+    #[arg(long)]
+    pub tls_handshake_timeout: Option<String>,
+    /// How often TLS files are read again for changes [default: 5s].
+    #[arg(long)]
+    pub tls_reload_interval: Option<String>,
+    /// PEM certificate chain of the HTTP listener (with --http-tls-key-file: HTTPS).
+    #[arg(long)]
+    pub http_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the HTTP listener.
+    #[arg(long)]
+    pub http_tls_key_file: Option<PathBuf>,
+    /// PEM certificate chain of the agent listener (with --agent-tls-key-file: TLS).
+    #[arg(long)]
+    pub agent_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the agent listener.
+    #[arg(long)]
+    pub agent_tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates; agents must present a client certificate signed by one.
+    #[arg(long)]
+    pub agent_tls_client_ca_file: Option<PathBuf>,
+    /// PEM certificate chain of the operations listener.
+    #[arg(long)]
+    pub metrics_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the operations listener.
+    #[arg(long)]
+    pub metrics_tls_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -280,6 +322,28 @@ impl Cli {
                 serve.redis_stream_max_len.map(Value::from),
             );
             set("presence_refresh", text(&serve.presence_refresh));
+            let count = |v: Option<usize>| v.map(Value::from);
+            set("http_max_connections", count(serve.http_max_connections));
+            set("agent_max_connections", count(serve.agent_max_connections));
+            set(
+                "metrics_max_connections",
+                count(serve.metrics_max_connections),
+            );
+            set("header_read_timeout", text(&serve.header_read_timeout));
+            set("idle_timeout", text(&serve.idle_timeout));
+            set("tls_handshake_timeout", text(&serve.tls_handshake_timeout));
+            set("tls_reload_interval", text(&serve.tls_reload_interval));
+            let path = |v: &Option<PathBuf>| v.as_ref().map(|p| p.display().to_string().into());
+            set("http_tls_cert_file", path(&serve.http_tls_cert_file));
+            set("http_tls_key_file", path(&serve.http_tls_key_file));
+            set("agent_tls_cert_file", path(&serve.agent_tls_cert_file));
+            set("agent_tls_key_file", path(&serve.agent_tls_key_file));
+            set(
+                "agent_tls_client_ca_file",
+                path(&serve.agent_tls_client_ca_file),
+            );
+            set("metrics_tls_cert_file", path(&serve.metrics_tls_cert_file));
+            set("metrics_tls_key_file", path(&serve.metrics_tls_key_file));
         }
         layer
     }

@@ -41,6 +41,20 @@ const ENV_KEYS: &[&str] = &[
     "redis_key_prefix",
     "redis_stream_max_len",
     "presence_refresh",
+    "http_max_connections",
+    "agent_max_connections",
+    "metrics_max_connections",
+    "header_read_timeout",
+    "idle_timeout",
+    "tls_handshake_timeout",
+    "tls_reload_interval",
+    "http_tls_cert_file",
+    "http_tls_key_file",
+    "agent_tls_cert_file",
+    "agent_tls_key_file",
+    "agent_tls_client_ca_file",
+    "metrics_tls_cert_file",
+    "metrics_tls_key_file",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -68,6 +82,37 @@ pub struct Config {
     pub agent_listen: SocketAddr,
     /// `/metrics`, `/livez`, `/readyz`.
     pub metrics_listen: SocketAddr,
+    /// Connections open at once on each listener; more wait in the kernel's backlog until
+    /// one closes (idle and slow ones are closed by the timeouts below).
+    pub http_max_connections: usize,
+    pub agent_max_connections: usize,
+    pub metrics_max_connections: usize,
+    /// HTTP/1: a request's head must arrive within this (from accept, and from the end of
+    /// the previous response on a kept-alive connection). Agent port: the HTTP/2 preface
+    /// and first request must arrive within this.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A TLS handshake must finish within this after accept.
+    #[serde(with = "humantime_serde")]
+    pub tls_handshake_timeout: Duration,
+    /// How often the TLS files are read again (a changed certificate is used from the next
+    /// connection on).
+    #[serde(with = "humantime_serde")]
+    pub tls_reload_interval: Duration,
+    /// PEM certificate chain and key of the HTTP listener; both set: HTTPS.
+    pub http_tls_cert_file: Option<PathBuf>,
+    pub http_tls_key_file: Option<PathBuf>,
+    /// PEM certificate chain and key of the agent listener; both set: gRPC over TLS.
+    pub agent_tls_cert_file: Option<PathBuf>,
+    pub agent_tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates: agents must present a client certificate signed by one.
+    pub agent_tls_client_ca_file: Option<PathBuf>,
+    /// PEM certificate chain and key of the operations listener.
+    pub metrics_tls_cert_file: Option<PathBuf>,
+    pub metrics_tls_key_file: Option<PathBuf>,
     /// Accepted `X-Gitlab-Token` values (several, for rotation).
     #[serde(deserialize_with = "string_or_list")]
     pub hook_secret: Vec<String>,
@@ -130,6 +175,20 @@ impl Default for Config {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             agent_listen: SocketAddr::from(([127, 0, 0, 1], 8150)),
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 8151)),
+            http_max_connections: 1024,
+            agent_max_connections: 10_000,
+            metrics_max_connections: 64,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            tls_handshake_timeout: Duration::from_secs(10),
+            tls_reload_interval: Duration::from_secs(5),
+            http_tls_cert_file: None,
+            http_tls_key_file: None,
+            agent_tls_cert_file: None,
+            agent_tls_key_file: None,
+            agent_tls_client_ca_file: None,
+            metrics_tls_cert_file: None,
+            metrics_tls_key_file: None,
             hook_secret: Vec::new(),
             hook_secret_file: None,
             hook_body_limit: fluxgate_ingest::hooks::DEFAULT_BODY_LIMIT,
@@ -199,6 +258,13 @@ const VERBATIM_KEYS: &[&str] = &[
     "redis_key_prefix",
     "broker_id",
     "log_level",
+    "http_tls_cert_file",
+    "http_tls_key_file",
+    "agent_tls_cert_file",
+    "agent_tls_key_file",
+    "agent_tls_client_ca_file",
+    "metrics_tls_cert_file",
+    "metrics_tls_key_file",
 ];
 
 /// `FLUXGATE_<KEY>` variables for known keys, typed the way figment types them.

@@ -10,6 +10,7 @@ mod commands;
 mod config;
 mod health;
 mod http;
+mod listen;
 mod retention;
 mod secrets;
 mod shutdown;

@@ -30,6 +30,7 @@ pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
         .install_recorder()?;
     fluxgate_stream::metric_names::describe();
     describe_server_metrics();
+    crate::listen::metric::describe();
     Ok(handle)
 }
 

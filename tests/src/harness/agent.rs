@@ -102,6 +102,17 @@ impl AgentProcess {
         token: &str,
         receivers: &[ReceiverConfig],
     ) -> Self {
+        Self::start_with_yaml(broker_urls, token, receivers, "").await
+    }
+
+    /// An agent whose configuration also has `extra_yaml` (top-level keys such as a
+    /// `tls:` section).
+    pub async fn start_with_yaml(
+        broker_urls: &[&str],
+        token: &str,
+        receivers: &[ReceiverConfig],
+        extra_yaml: &str,
+    ) -> Self {
         let broker_url = format!("[{}]", broker_urls.join(", "));
         let dir = tempfile::tempdir().expect("a temporary directory");
         let token_path = dir.path().join("token");
@@ -112,6 +123,7 @@ impl AgentProcess {
              reconnect:\n  initial_backoff: 100ms\n  max_backoff: 1s\nreceivers:\n",
             token_path.display()
         );
+        yaml.insert_str(0, extra_yaml);
         for receiver in receivers {
             let _ = write!(
                 yaml,

@@ -24,9 +24,41 @@ pub struct BrokerOptions {
     pub http_listen: SocketAddr,
     pub agent_listen: SocketAddr,
     pub metrics_listen: SocketAddr,
+    /// TLS on all three listeners.
+    pub tls: Option<BrokerTls>,
     pub extra_args: Vec<String>,
     /// Extra environment variables for the broker process.
     pub env: Vec<(String, String)>,
+}
+
+/// PEM files for a broker with TLS on every listener.
+#[derive(Debug, Clone)]
+pub struct BrokerTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// Agents must present a certificate signed by this CA.
+    pub client_ca_file: Option<PathBuf>,
+    /// The CA the harness's own clients (hooks, metrics) trust.
+    pub ca_pem: String,
+}
+
+impl BrokerTls {
+    /// Flags for the certificate and key of each listener, and a short reload interval.
+    fn args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        for listener in ["http", "agent", "metrics"] {
+            args.push(format!("--{listener}-tls-cert-file"));
+            args.push(self.cert_file.display().to_string());
+            args.push(format!("--{listener}-tls-key-file"));
+            args.push(self.key_file.display().to_string());
+        }
+        if let Some(ca) = &self.client_ca_file {
+            args.push("--agent-tls-client-ca-file".to_owned());
+            args.push(ca.display().to_string());
+        }
+        args.extend(["--tls-reload-interval".to_owned(), "200ms".to_owned()]);
+        args
+    }
 }
 
 impl BrokerOptions {
@@ -43,6 +75,7 @@ impl BrokerOptions {
             http_listen: any_port,
             agent_listen: any_port,
             metrics_listen: any_port,
+            tls: None,
             extra_args: Vec::new(),
             env: Vec::new(),
         }
@@ -186,6 +219,9 @@ impl Broker {
         if let Some(file) = &options.admin_token_file {
             command.arg("--admin-token-file").arg(file);
         }
+        if let Some(tls) = &options.tls {
+            command.args(tls.args());
+        }
         command.args(&options.extra_args);
         command.env("RUST_LOG", "info,fluxgate_stream=debug");
         command.envs(options.env.iter().map(|(k, v)| (k, v)));
@@ -197,13 +233,17 @@ impl Broker {
                 .and_then(|a| a.parse().ok())
                 .unwrap_or_else(|| panic!("the ready line has no {field} address: {ready}"))
         };
+        let client = match &options.tls {
+            Some(tls) => super::https_client(&tls.ca_pem),
+            None => super::http_client(),
+        };
         Self {
             http: address("http"),
             agent: address("agent"),
             metrics: address("metrics"),
             process,
             options,
-            client: super::http_client(),
+            client,
         }
     }
 
@@ -216,13 +256,32 @@ impl Broker {
         *self = Broker::start(options).await;
     }
 
-    /// `http://127.0.0.1:<agent port>`, for agent configurations.
+    /// `http` or, with TLS, `https`.
+    fn scheme(&self) -> &'static str {
+        if self.options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// `http://127.0.0.1:<agent port>` (`https://` with TLS), for agent configurations.
     pub fn agent_url(&self) -> String {
-        format!("http://{}", self.agent)
+        format!("{}://{}", self.scheme(), self.agent)
     }
 
     pub fn http_url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.http)
+        format!("{}://{}{path}", self.scheme(), self.http)
+    }
+
+    /// A URL on the operations listener.
+    pub fn metrics_url(&self, path: &str) -> String {
+        format!("{}://{}{path}", self.scheme(), self.metrics)
+    }
+
+    /// The client the harness talks to this broker with (trusting its CA under TLS).
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
     }
 
     /// The broker's process id, while it runs.
@@ -315,7 +374,7 @@ impl Broker {
     pub async fn metric(&self, name: &str) -> f64 {
         let text = self
             .client
-            .get(format!("http://{}/metrics", self.metrics))
+            .get(self.metrics_url("/metrics"))
             .send()
             .await
             .expect("the metrics listener answers")

@@ -11,7 +11,7 @@ pub mod redis_server;
 pub mod wait;
 
 pub use agent::{AgentProcess, ReceiverConfig, Target};
-pub use broker::{Broker, BrokerOptions, HookClient, HookResponse};
+pub use broker::{Broker, BrokerOptions, BrokerTls, HookClient, HookResponse};
 pub use chaos_proxy::ChaosProxy;
 pub use payloads::Project;
 pub use raw_stream::RawStream;
@@ -22,6 +22,16 @@ pub use wait::{PATIENCE, eventually};
 pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
+}
+
+/// An HTTP client that trusts only the CA in `ca_pem` (for a broker with TLS).
+pub fn https_client(ca_pem: &str) -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("a PEM CA certificate");
+    reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .build()
+        .expect("an HTTPS client")
 }
 
 /// A TCP port that was free a moment ago (for servers that cannot report the port they

@@ -7,3 +7,4 @@ mod ingest;
 mod recovery;
 mod replicas;
 mod stream;
+mod tls;

@@ -21,6 +21,8 @@ pub(super) struct ConfigFile {
     pub reconnect: ReconnectSection,
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
     pub request_timeout: Duration,
+    #[serde(default)]
+    pub tls: super::tls::TlsSection,
 }
 
 /// `broker: <address>` or `broker: [<address>, …]`.

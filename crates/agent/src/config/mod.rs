@@ -14,6 +14,11 @@
 //! reconnect:                      # broker stream
 //!   initial_backoff: 500ms
 //!   max_backoff: 30s              # also the delay after the broker rejects the token
+//! tls:                            # for https:// brokers; see the `tls` module
+//!   ca_file: ca.crt               # trust only this CA instead of the system roots
+//!   cert_file: tls.crt            # client certificate and key, if the broker asks for one
+//!   key_file: tls.key
+//!   server_name: fluxgate.example.com   # name to verify instead of the URL's host
 //! receivers:                      # at least one
 //!   - name: app                   # unique; the Receiver's metadata.name. Required unless url is set
 //!     project: group/app          # GitLab full path, or a clone or web URL of the project
@@ -39,6 +44,7 @@
 
 mod file;
 mod receivers;
+mod tls;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -50,6 +56,7 @@ use reqwest::header::HeaderValue;
 use crate::receiver::Receiver;
 use crate::receiver::retry::RetryPolicy;
 use file::{ConfigFile, ReconnectSection, RetrySection};
+pub use tls::{BrokerTls, ClientIdentity};
 
 /// The environment variable holding the agent token when the file names none.
 pub const DEFAULT_TOKEN_ENV: &str = "FLUXGATE_AGENT_TOKEN";
@@ -98,6 +105,8 @@ pub struct AgentConfig {
     pub retry: RetryPolicy,
     pub reconnect: ReconnectPolicy,
     pub request_timeout: Duration,
+    /// How `https://` brokers are trusted and how the agent proves who it is.
+    pub tls: BrokerTls,
 }
 
 impl AgentConfig {
@@ -119,8 +128,10 @@ impl AgentConfig {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
         let file: ConfigFile = serde_yaml_ng::from_str(yaml)?;
+        let brokers = brokers(file.broker.into_vec())?;
         Ok(Self {
-            brokers: brokers(file.broker.into_vec())?,
+            tls: tls::validate(file.tls, &brokers, base_dir)?,
+            brokers,
             token: agent_token(file.token_file.as_deref(), file.token_env, base_dir, env)?,
             cluster_name: file.cluster_name.unwrap_or_default().trim().to_owned(),
             receivers: receivers::validate(file.receivers, base_dir)?,

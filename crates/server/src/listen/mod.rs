@@ -1,0 +1,319 @@
+//! The listeners: one accept loop, built on hyper, for the HTTP port (hooks, admin API),
+//! the agent port (gRPC over HTTP/2) and the operations port.
+//!
+//! Every accepted socket gets TCP_NODELAY, an optional TLS handshake with a deadline
+//! ([`tls`]), and hyper with the limits of [`limits`]: a cap on connections, a deadline
+//! for the request head (HTTP/1) or for the preface and first request (HTTP/2), an idle
+//! timeout, HTTP/2 keepalive pings. A client cannot hold a slot for long without sending
+//! requests, so idle or slow sockets cannot starve hooks, agents or `/readyz`.
+//!
+//! [`spawn`] returns a task that ends once the listener has stopped: when its token is
+//! cancelled it stops accepting, asks every connection to finish (HTTP/1: after the
+//! response in progress; HTTP/2: GOAWAY, open streams run to their end) and waits for
+//! them. The broker cancels the agent, HTTP and operations tokens in that order.
+
+mod connection;
+pub mod limits;
+pub mod tls;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use hyper::body::{Body, Incoming};
+use hyper::{Request, Response};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::Service;
+
+use crate::config::Config;
+pub use limits::Limits;
+pub use tls::{ReloadingTls, TlsFiles};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// HTTP/2 PING interval on agent connections.
+const AGENT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a PING may go unanswered before the connection is closed.
+const AGENT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// At most one "connection cap reached" warning per listener this often.
+const CAP_WARNING_INTERVAL: Duration = Duration::from_secs(60);
+/// Pause after a failed accept (such as EMFILE), so the loop does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Metric names of the listeners.
+pub mod metric {
+    pub const CONNECTIONS_OPEN: &str = "fluxgate_listener_connections";
+    pub const CONNECTIONS_REAPED: &str = "fluxgate_listener_connections_reaped_total";
+    pub const AT_CAPACITY: &str = "fluxgate_listener_at_capacity_total";
+    pub const TLS_FAILURES: &str = "fluxgate_listener_tls_failures_total";
+
+    pub fn describe() {
+        use metrics::{describe_counter, describe_gauge};
+        describe_gauge!(CONNECTIONS_OPEN, "Connections open, by listener.");
+        describe_counter!(
+            CONNECTIONS_REAPED,
+            "Connections closed by the broker for a timeout or a failed TLS handshake, by \
+             listener and reason."
+        );
+        describe_counter!(
+            AT_CAPACITY,
+            "Times a listener reached its connection cap (new connections then wait in the \
+             backlog), by listener."
+        );
+        describe_counter!(
+            TLS_FAILURES,
+            "Failed TLS handshakes, by listener and reason."
+        );
+    }
+}
+
+/// The HTTP protocol a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http1,
+    /// HTTP/2 only (gRPC), with keepalive pings.
+    Http2 {
+        keepalive_interval: Duration,
+        keepalive_timeout: Duration,
+    },
+}
+
+/// How one listener serves.
+pub struct Settings {
+    /// `http`, `agent` or `metrics`: in logs, metrics and configuration keys.
+    pub name: &'static str,
+    pub protocol: Protocol,
+    pub limits: Limits,
+    pub tls: Option<ReloadingTls>,
+}
+
+/// The settings of the broker's three listeners, from its configuration.
+pub struct Plan {
+    pub http: Settings,
+    pub agent: Settings,
+    pub metrics: Settings,
+}
+
+impl Plan {
+    /// Reads the TLS files (an error stops the start) and starts watching them until
+    /// `stop_reloading`.
+    pub fn from_config(config: &Config, stop_reloading: CancellationToken) -> anyhow::Result<Self> {
+        validate(config)?;
+        let limits = |max_connections| Limits {
+            max_connections,
+            header_read_timeout: config.header_read_timeout,
+            idle_timeout: config.idle_timeout,
+            tls_handshake_timeout: config.tls_handshake_timeout,
+        };
+        let tls = |files: Option<TlsFiles>, alpn: &[&[u8]]| {
+            files
+                .map(|files| {
+                    ReloadingTls::start(
+                        files,
+                        alpn,
+                        config.tls_reload_interval,
+                        stop_reloading.clone(),
+                    )
+                })
+                .transpose()
+        };
+        let http11: &[&[u8]] = &[b"http/1.1"];
+        let http_files = TlsFiles::from_keys(
+            "http",
+            config.http_tls_cert_file.as_deref(),
+            config.http_tls_key_file.as_deref(),
+            None,
+        )?;
+        let agent_files = TlsFiles::from_keys(
+            "agent",
+            config.agent_tls_cert_file.as_deref(),
+            config.agent_tls_key_file.as_deref(),
+            config.agent_tls_client_ca_file.as_deref(),
+        )?;
+        let metrics_files = TlsFiles::from_keys(
+            "metrics",
+            config.metrics_tls_cert_file.as_deref(),
+            config.metrics_tls_key_file.as_deref(),
+            None,
+        )?;
+        Ok(Self {
+            http: Settings {
+                name: "http",
+                protocol: Protocol::Http1,
+                limits: limits(config.http_max_connections),
+                tls: tls(http_files, http11)?,
+            },
+            agent: Settings {
+                name: "agent",
+                protocol: Protocol::Http2 {
+                    keepalive_interval: AGENT_KEEPALIVE_INTERVAL,
+                    keepalive_timeout: AGENT_KEEPALIVE_TIMEOUT,
+                },
+                limits: limits(config.agent_max_connections),
+                tls: tls(agent_files, &[b"h2"])?,
+            },
+            metrics: Settings {
+                name: "metrics",
+                protocol: Protocol::Http1,
+                limits: limits(config.metrics_max_connections),
+                tls: tls(metrics_files, http11)?,
+            },
+        })
+    }
+}
+
+/// Rejects limits that would make a listener unusable, naming the key.
+fn validate(config: &Config) -> anyhow::Result<()> {
+    let counts = [
+        ("http_max_connections", config.http_max_connections),
+        ("agent_max_connections", config.agent_max_connections),
+        ("metrics_max_connections", config.metrics_max_connections),
+    ];
+    for (key, value) in counts {
+        anyhow::ensure!(value > 0, "{key} must be at least 1");
+    }
+    let durations = [
+        ("header_read_timeout", config.header_read_timeout),
+        ("idle_timeout", config.idle_timeout),
+        ("tls_handshake_timeout", config.tls_handshake_timeout),
+        ("tls_reload_interval", config.tls_reload_interval),
+    ];
+    for (key, value) in durations {
+        anyhow::ensure!(!value.is_zero(), "{key} must be longer than zero");
+    }
+    Ok(())
+}
+
+/// Serves `service` on `listener` until `shutdown`, then drains (see the module's doc), in a
+/// task of its own (the tests' shape; the broker supervises [`serve`] itself).
+#[cfg(test)]
+pub fn spawn<S, B>(
+    listener: TcpListener,
+    service: S,
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> JoinHandle<()>
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    tokio::spawn(serve(listener, service, settings, shutdown))
+}
+
+/// Serves `service` on `listener` until `shutdown`, then drains: the future to run (and
+/// supervise) in a task of the caller's.
+pub fn serve<S, B>(
+    listener: TcpListener,
+    service: S,
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> impl Future<Output = ()> + Send + 'static
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    accept_loop(listener, service, Arc::new(settings), shutdown)
+}
+
+async fn accept_loop<S, B>(
+    listener: TcpListener,
+    service: S,
+    settings: Arc<Settings>,
+    shutdown: CancellationToken,
+) where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let name = settings.name;
+    let max = settings.limits.max_connections.max(1);
+    let slots = Arc::new(Semaphore::new(max));
+    let connections = TaskTracker::new();
+    let open = metrics::gauge!(metric::CONNECTIONS_OPEN, "listener" => name);
+    let mut last_cap_warning: Option<tokio::time::Instant> = None;
+    loop {
+        if slots.available_permits() == 0 {
+            metrics::counter!(metric::AT_CAPACITY, "listener" => name).increment(1);
+            if last_cap_warning.is_none_or(|at| at.elapsed() >= CAP_WARNING_INTERVAL) {
+                last_cap_warning = Some(tokio::time::Instant::now());
+                tracing::warn!(
+                    listener = name,
+                    max_connections = max,
+                    "connection cap reached; new connections wait in the backlog until one \
+                     closes"
+                );
+            }
+        }
+        let slot = tokio::select! {
+            () = shutdown.cancelled() => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_closed) => break,
+            },
+        };
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(listener = name, %error, "cannot accept a connection");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => continue,
+                }
+            }
+        };
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(listener = name, %peer, %error, "cannot set TCP_NODELAY");
+        }
+        open.set((max - slots.available_permits()) as f64);
+        let slots = slots.clone();
+        let open = open.clone();
+        let connection = connection::serve(
+            tcp,
+            peer,
+            service.clone(),
+            settings.clone(),
+            shutdown.clone(),
+            slot,
+        );
+        connections.spawn(async move {
+            connection.await;
+            // The slot was released when the connection's future ended.
+            open.set((max - slots.available_permits()) as f64);
+        });
+    }
+    drop(listener);
+    connections.close();
+    tracing::debug!(
+        listener = name,
+        open = connections.len(),
+        "stopped accepting; draining connections"
+    );
+    connections.wait().await;
+    open.set(0.0);
+}
+
+#[cfg(test)]
+mod tests;

@@ -25,7 +25,7 @@ use hyper::body::{Body, Incoming};
 use hyper::{Request, Response};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio::task::JoinHandle;
+
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::Service;
@@ -197,7 +197,7 @@ pub fn spawn<S, B>(
     service: S,
     settings: Settings,
     shutdown: CancellationToken,
-) -> JoinHandle<()>
+) -> tokio::task::JoinHandle<()>
 where
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Clone

@@ -5,7 +5,7 @@
 //! and former) and the path the event carries; each is then checked against its ref
 //! pattern and against the access rule with the agent's current policy.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use fluxgate_core::{AgentId, PushEvent};
 
@@ -27,15 +27,99 @@ pub struct Match {
 #[derive(Debug)]
 struct Subscriber {
     agent: AgentId,
-    subscriptions: Vec<Subscription>,
+    subscriptions: SubscriptionSet,
 }
 
+/// One subscriber's subscriptions, grouped by path key: adding, removing and finding the
+/// ones on a path cost the same however many the subscriber has.
+#[derive(Debug, Default, Clone)]
+pub struct SubscriptionSet {
+    by_path: HashMap<String, Vec<Subscription>>,
+    len: usize,
+}
+
+impl SubscriptionSet {
+    /// Adds `subscription`; false if an equal one is there already.
+    pub fn insert(&mut self, subscription: Subscription) -> bool {
+        let on_path = self
+            .by_path
+            .entry(subscription.project.key().to_owned())
+            .or_default();
+        // Few ref patterns share one path: this scan is short.
+        if on_path.iter().any(|s| s.same_as(&subscription)) {
+            return false;
+        }
+        on_path.push(subscription);
+        self.len += 1;
+        true
+    }
+
+    /// Removes the subscription equal to `subscription`; false if there was none.
+    pub fn remove(&mut self, subscription: &Subscription) -> bool {
+        let key = subscription.project.key();
+        let Some(on_path) = self.by_path.get_mut(key) else {
+            return false;
+        };
+        let before = on_path.len();
+        on_path.retain(|s| !s.same_as(subscription));
+        let removed = before - on_path.len();
+        if on_path.is_empty() {
+            self.by_path.remove(key);
+        }
+        self.len -= removed;
+        removed > 0
+    }
+
+    /// Whether any subscription is on the path `key`.
+    pub fn has_path(&self, key: &str) -> bool {
+        self.by_path.contains_key(key)
+    }
+
+    /// The subscriptions on the path `key`.
+    pub fn on_path(&self, key: &str) -> &[Subscription] {
+        self.by_path.get(key).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.by_path.keys().map(String::as_str)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Subscription> {
+        self.by_path.values().flatten()
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl FromIterator<Subscription> for SubscriptionSet {
+    fn from_iter<I: IntoIterator<Item = Subscription>>(iter: I) -> Self {
+        let mut set = Self::default();
+        for subscription in iter {
+            set.insert(subscription);
+        }
+        set
+    }
+}
+
+/// The subscription index. Every operation costs time in proportion to what it adds,
+/// removes or matches, never to how many subscriptions exist.
 #[derive(Debug, Default)]
 pub struct SubscriptionIndex {
     subscribers: HashMap<SubscriberId, Subscriber>,
-    /// Path key → subscribers with a subscription on that path.
-    by_path: HashMap<String, Vec<SubscriberId>>,
+    /// Path key → subscribers with at least one subscription on that path.
+    by_path: HashMap<String, HashSet<SubscriberId>>,
+    /// Subscriptions across every subscriber.
+    total: usize,
 }
+
+static NO_SUBSCRIPTIONS: std::sync::LazyLock<SubscriptionSet> =
+    std::sync::LazyLock::new(SubscriptionSet::default);
 
 impl SubscriptionIndex {
     pub fn insert(&mut self, id: SubscriberId, agent: AgentId, subscriptions: Vec<Subscription>) {
@@ -43,7 +127,7 @@ impl SubscriptionIndex {
             id,
             Subscriber {
                 agent,
-                subscriptions: Vec::new(),
+                subscriptions: SubscriptionSet::default(),
             },
         );
         self.add(id, subscriptions);
@@ -51,8 +135,9 @@ impl SubscriptionIndex {
 
     pub fn remove(&mut self, id: SubscriberId) {
         if let Some(subscriber) = self.subscribers.remove(&id) {
-            for subscription in &subscriber.subscriptions {
-                self.unlink(id, subscription.project.key());
+            self.total -= subscriber.subscriptions.len();
+            for key in subscriber.subscriptions.paths() {
+                unlink(&mut self.by_path, id, key);
             }
         }
     }
@@ -63,21 +148,11 @@ impl SubscriptionIndex {
             return;
         };
         for subscription in subscriptions {
-            if subscriber
-                .subscriptions
-                .iter()
-                .any(|s| s.same_as(&subscription))
-            {
-                continue;
+            let key = subscription.project.key().to_owned();
+            if subscriber.subscriptions.insert(subscription) {
+                self.total += 1;
+                self.by_path.entry(key).or_default().insert(id);
             }
-            let subscribers = self
-                .by_path
-                .entry(subscription.project.key().to_owned())
-                .or_default();
-            if !subscribers.contains(&id) {
-                subscribers.push(id);
-            }
-            subscriber.subscriptions.push(subscription);
         }
     }
 
@@ -86,35 +161,34 @@ impl SubscriptionIndex {
         let Some(subscriber) = self.subscribers.get_mut(&id) else {
             return;
         };
-        subscriber
-            .subscriptions
-            .retain(|s| !subscriptions.iter().any(|r| r.same_as(s)));
-        let still_used: Vec<String> = subscriber
-            .subscriptions
-            .iter()
-            .map(|s| s.project.key().to_owned())
-            .collect();
         for removed in subscriptions {
-            if !still_used.iter().any(|key| key == removed.project.key()) {
-                self.unlink(id, removed.project.key());
-            }
-        }
-    }
-
-    fn unlink(&mut self, id: SubscriberId, key: &str) {
-        if let Some(subscribers) = self.by_path.get_mut(key) {
-            subscribers.retain(|s| *s != id);
-            if subscribers.is_empty() {
-                self.by_path.remove(key);
+            if subscriber.subscriptions.remove(removed) {
+                self.total -= 1;
+                let key = removed.project.key();
+                if !subscriber.subscriptions.has_path(key) {
+                    unlink(&mut self.by_path, id, key);
+                }
             }
         }
     }
 
     /// The subscriptions a subscriber has now.
-    pub fn subscriptions(&self, id: SubscriberId) -> &[Subscription] {
+    pub fn subscriptions(&self, id: SubscriberId) -> &SubscriptionSet {
         self.subscribers
             .get(&id)
-            .map_or(&[], |s| s.subscriptions.as_slice())
+            .map_or(&NO_SUBSCRIPTIONS, |s| &s.subscriptions)
+    }
+
+    /// How many subscriptions one subscriber has.
+    pub fn count(&self, id: SubscriberId) -> usize {
+        self.subscribers
+            .get(&id)
+            .map_or(0, |s| s.subscriptions.len())
+    }
+
+    /// How many subscriptions there are across every subscriber.
+    pub fn total(&self) -> usize {
+        self.total
     }
 
     pub fn len(&self) -> usize {
@@ -127,21 +201,13 @@ impl SubscriptionIndex {
 
     /// Every local subscriber that should get `event`.
     pub fn route(&self, state: &RoutingState, event: &PushEvent) -> Vec<Match> {
-        let catalog = state.catalog();
-        let event_key = event.project.path.key();
-        let mut keys: Vec<&str> = catalog
-            .names_of(event.project.id)
-            .iter()
-            .map(String::as_str)
-            .collect();
-        if !keys.contains(&event_key) {
-            keys.push(event_key);
-        }
-        let view = catalog.view(&event.project);
+        let keys = candidate_keys(state, event);
+        let view = state.catalog().view(&event.project);
+        let mut seen: HashSet<SubscriberId> = HashSet::new();
         let mut matches: Vec<Match> = Vec::new();
-        for key in keys {
-            for &id in self.by_path.get(key).into_iter().flatten() {
-                if matches.iter().any(|m| m.subscriber == id) {
+        for key in &keys {
+            for &id in self.by_path.get(*key).into_iter().flatten() {
+                if !seen.insert(id) {
                     continue;
                 }
                 let Some(subscriber) = self.subscribers.get(&id) else {
@@ -153,7 +219,7 @@ impl SubscriptionIndex {
                 if !allowed {
                     continue;
                 }
-                let matched = matched_labels(&subscriber.subscriptions, state, event);
+                let matched = matched_labels(&subscriber.subscriptions, &keys, state, event);
                 if !matched.is_empty() {
                     matches.push(Match {
                         subscriber: id,
@@ -167,15 +233,44 @@ impl SubscriptionIndex {
     }
 }
 
+fn unlink(by_path: &mut HashMap<String, HashSet<SubscriberId>>, id: SubscriberId, key: &str) {
+    if let Some(subscribers) = by_path.get_mut(key) {
+        subscribers.remove(&id);
+        if subscribers.is_empty() {
+            by_path.remove(key);
+        }
+    }
+}
+
+/// Every path key that names the event's project: its current and former paths, and the
+/// path the event carries. Only subscriptions on these can match it.
+fn candidate_keys<'a>(state: &'a RoutingState, event: &'a PushEvent) -> Vec<&'a str> {
+    let event_key = event.project.path.key();
+    let mut keys: Vec<&str> = state
+        .catalog()
+        .names_of(event.project.id)
+        .iter()
+        .map(String::as_str)
+        .collect();
+    if !keys.contains(&event_key) {
+        keys.push(event_key);
+    }
+    keys
+}
+
 fn matched_labels(
-    subscriptions: &[Subscription],
+    subscriptions: &SubscriptionSet,
+    keys: &[&str],
     state: &RoutingState,
     event: &PushEvent,
 ) -> Vec<String> {
     let mut labels: Vec<String> = Vec::new();
-    for subscription in subscriptions {
-        if subscription.matches(state.catalog(), event) && !labels.contains(&subscription.label) {
-            labels.push(subscription.label.clone());
+    for key in keys {
+        for subscription in subscriptions.on_path(key) {
+            if subscription.matches(state.catalog(), event) && !labels.contains(&subscription.label)
+            {
+                labels.push(subscription.label.clone());
+            }
         }
     }
     labels
@@ -186,13 +281,14 @@ fn matched_labels(
 pub fn route_one(
     state: &RoutingState,
     agent: AgentId,
-    subscriptions: &[Subscription],
+    subscriptions: &SubscriptionSet,
     event: &PushEvent,
 ) -> Option<Vec<String>> {
     let policy = state.policy(agent)?;
     if !may_see(policy, &state.catalog().view(&event.project)) {
         return None;
     }
-    let matched = matched_labels(subscriptions, state, event);
+    let keys = candidate_keys(state, event);
+    let matched = matched_labels(subscriptions, &keys, state, event);
     (!matched.is_empty()).then_some(matched)
 }

@@ -13,6 +13,6 @@ pub mod subscription;
 
 pub use access::may_see;
 pub use catalog::{Catalog, ProjectView};
-pub use index::{Match, SubscriberId, SubscriptionIndex, route_one};
+pub use index::{Match, SubscriberId, SubscriptionIndex, SubscriptionSet, route_one};
 pub use state::{AgentEffect, RoutingState};
 pub use subscription::Subscription;

@@ -22,8 +22,8 @@ use fluxgate_ingest::hooks::{HookSecrets, HookState};
 use fluxgate_routing::RoutingState;
 use fluxgate_store::{Appender, CommitListener, SqlStore, Store, StoreOptions};
 use fluxgate_stream::{
-    AgentStreams, Bus, CursorSaver, Follower, Hub, InProcessBus, RedisBus, RedisBusConfig,
-    RedisPresence, SessionContext,
+    AgentStreams, Bus, CursorSaver, Follower, Hub, HubLimits, InProcessBus, RedisBus,
+    RedisBusConfig, RedisPresence, SessionContext,
 };
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
@@ -183,11 +183,13 @@ pub async fn run(
         snapshot.aliases.iter().cloned(),
         snapshot.agents.iter().cloned(),
     );
-    let hub = Arc::new(Hub::new(
-        routing,
-        snapshot.bounds.head,
-        config.agent_queue_capacity,
-    ));
+    let limits = HubLimits {
+        queue_capacity: config.agent_queue_capacity,
+        max_streams_per_agent: config.max_streams_per_agent,
+        max_subscriptions_per_stream: config.max_subscriptions_per_stream,
+        max_subscriptions_per_agent: config.max_subscriptions_per_agent,
+    };
+    let hub = Arc::new(Hub::new(routing, snapshot.bounds.head, limits));
     let listener: Arc<dyn CommitListener> = bus.clone();
     let (appender, writer) = Appender::spawn(store.clone(), listener.clone(), MAX_COMMIT_BATCH);
     tasks.spawn(WRITER, async move {

@@ -107,6 +107,15 @@ pub struct ServeFlags {
     /// Events queued per agent stream before a slow one is closed [default: 1024].
     #[arg(long)]
     pub agent_queue_capacity: Option<usize>,
+    /// Streams one agent may have open on this replica at once [default: 16].
+    #[arg(long)]
+    pub max_streams_per_agent: Option<usize>,
+    /// Subscriptions one agent stream may hold [default: 10000].
+    #[arg(long)]
+    pub max_subscriptions_per_stream: Option<usize>,
+    /// Subscriptions one agent may hold across its streams on this replica [default: 20000].
+    #[arg(long)]
+    pub max_subscriptions_per_agent: Option<usize>,
     /// How often agent cursors are saved [default: 1s].
     #[arg(long)]
     pub cursor_flush_interval: Option<String>,
@@ -312,6 +321,18 @@ impl Cli {
             set(
                 "agent_queue_capacity",
                 serve.agent_queue_capacity.map(Value::from),
+            );
+            set(
+                "max_streams_per_agent",
+                serve.max_streams_per_agent.map(Value::from),
+            );
+            set(
+                "max_subscriptions_per_stream",
+                serve.max_subscriptions_per_stream.map(Value::from),
+            );
+            set(
+                "max_subscriptions_per_agent",
+                serve.max_subscriptions_per_agent.map(Value::from),
             );
             set("cursor_flush_interval", text(&serve.cursor_flush_interval));
             set("commit_timeout", text(&serve.commit_timeout));

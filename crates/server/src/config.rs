@@ -30,6 +30,9 @@ const ENV_KEYS: &[&str] = &[
     "poll_interval",
     "keepalive_interval",
     "agent_queue_capacity",
+    "max_streams_per_agent",
+    "max_subscriptions_per_stream",
+    "max_subscriptions_per_agent",
     "cursor_flush_interval",
     "commit_timeout",
     "shutdown_grace",
@@ -140,6 +143,12 @@ pub struct Config {
     pub keepalive_interval: Duration,
     /// Events queued per agent stream before a stream that does not keep up is closed.
     pub agent_queue_capacity: usize,
+    /// Streams one agent (one token) may have open on this replica at once.
+    pub max_streams_per_agent: usize,
+    /// Subscriptions one agent stream may hold (Hello and changes together).
+    pub max_subscriptions_per_stream: usize,
+    /// Subscriptions one agent may hold across its streams on this replica.
+    pub max_subscriptions_per_agent: usize,
     #[serde(with = "humantime_serde")]
     pub cursor_flush_interval: Duration,
     /// How long a hook waits for its commit before answering 503.
@@ -199,6 +208,9 @@ impl Default for Config {
             poll_interval: Duration::from_secs(1),
             keepalive_interval: Duration::from_secs(15),
             agent_queue_capacity: 1024,
+            max_streams_per_agent: 16,
+            max_subscriptions_per_stream: 10_000,
+            max_subscriptions_per_agent: 20_000,
             cursor_flush_interval: Duration::from_secs(1),
             commit_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(10),

@@ -82,6 +82,58 @@ struct State {
     routing: RoutingState,
     index: SubscriptionIndex,
     sessions: HashMap<SubscriberId, Session>,
+    /// Per agent: open streams and subscriptions across them (for the limits).
+    per_agent: HashMap<AgentId, AgentUsage>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct AgentUsage {
+    streams: usize,
+    subscriptions: usize,
+}
+
+/// What one agent may hold on this replica, so that one client cannot degrade the others.
+#[derive(Debug, Clone, Copy)]
+pub struct HubLimits {
+    /// Events queued per stream before a stream that does not keep up is closed.
+    pub queue_capacity: usize,
+    pub max_streams_per_agent: usize,
+    pub max_subscriptions_per_stream: usize,
+    pub max_subscriptions_per_agent: usize,
+}
+
+impl Default for HubLimits {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 1024,
+            max_streams_per_agent: 16,
+            max_subscriptions_per_stream: 10_000,
+            max_subscriptions_per_agent: 20_000,
+        }
+    }
+}
+
+/// A request that would take an agent over one of its [`HubLimits`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    #[error(
+        "the agent already has {open} streams open on this broker (at most {max}); close one before opening another"
+    )]
+    Streams { open: usize, max: usize },
+    #[error(
+        "the stream would hold {wanted} subscriptions (at most {max} per stream); subscribe to fewer projects or raise max_subscriptions_per_stream"
+    )]
+    StreamSubscriptions { wanted: usize, max: usize },
+    #[error(
+        "the agent would hold {wanted} subscriptions across its streams (at most {max}); subscribe to fewer projects or raise max_subscriptions_per_agent"
+    )]
+    AgentSubscriptions { wanted: usize, max: usize },
+}
+
+impl LimitError {
+    pub fn to_status(&self) -> Status {
+        Status::resource_exhausted(self.to_string())
+    }
 }
 
 /// A registered stream's end of the hub.
@@ -101,6 +153,17 @@ pub enum RegisterError {
     AgentDeleted,
     #[error("the agent's token was rotated; use the new token")]
     TokenRotated,
+    #[error(transparent)]
+    Limit(#[from] LimitError),
+}
+
+impl RegisterError {
+    pub fn to_status(&self) -> Status {
+        match self {
+            RegisterError::Limit(limit) => limit.to_status(),
+            other => Status::unauthenticated(other.to_string()),
+        }
+    }
 }
 
 pub struct Hub {
@@ -113,25 +176,29 @@ pub struct Hub {
     /// Tells presence publishers that streams opened or closed.
     sessions_changed: Notify,
     next_id: AtomicU64,
-    queue_capacity: usize,
+    limits: HubLimits,
 }
 
 impl Hub {
     /// A hub whose routing state corresponds to log position `head`.
-    pub fn new(routing: RoutingState, head: Seq, queue_capacity: usize) -> Self {
+    pub fn new(routing: RoutingState, head: Seq, limits: HubLimits) -> Self {
         metrics::gauge!(names::LOG_HEAD).set(head.get() as f64);
         Self {
             state: RwLock::new(State {
                 routing,
                 index: SubscriptionIndex::default(),
                 sessions: HashMap::new(),
+                per_agent: HashMap::new(),
             }),
             head: AtomicU64::new(head.get()),
             head_watch: watch::Sender::new(head),
             catch_up: Notify::new(),
             sessions_changed: Notify::new(),
             next_id: AtomicU64::new(1),
-            queue_capacity: queue_capacity.max(1),
+            limits: HubLimits {
+                queue_capacity: limits.queue_capacity.max(1),
+                ..limits
+            },
         }
     }
 
@@ -177,10 +244,40 @@ impl Hub {
             }
             Some(_) => {}
         }
+        let usage = state.per_agent.get(&agent).copied().unwrap_or_default();
+        let limits = self.limits;
+        if usage.streams >= limits.max_streams_per_agent {
+            return Err(LimitError::Streams {
+                open: usage.streams,
+                max: limits.max_streams_per_agent,
+            }
+            .into());
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (queue, receiver) = mpsc::channel(self.queue_capacity);
-        let close = Arc::new(CloseSignal::default());
         state.index.insert(id, agent, subscriptions);
+        let count = state.index.count(id);
+        let over = if count > limits.max_subscriptions_per_stream {
+            Some(LimitError::StreamSubscriptions {
+                wanted: count,
+                max: limits.max_subscriptions_per_stream,
+            })
+        } else if usage.subscriptions + count > limits.max_subscriptions_per_agent {
+            Some(LimitError::AgentSubscriptions {
+                wanted: usage.subscriptions + count,
+                max: limits.max_subscriptions_per_agent,
+            })
+        } else {
+            None
+        };
+        if let Some(over) = over {
+            state.index.remove(id);
+            return Err(over.into());
+        }
+        let entry = state.per_agent.entry(agent).or_default();
+        entry.streams += 1;
+        entry.subscriptions += count;
+        let (queue, receiver) = mpsc::channel(limits.queue_capacity);
+        let close = Arc::new(CloseSignal::default());
         state.sessions.insert(
             id,
             Session {
@@ -203,8 +300,7 @@ impl Hub {
 
     pub fn unregister(&self, id: SubscriberId) {
         let mut state = self.write();
-        state.index.remove(id);
-        state.sessions.remove(&id);
+        forget_session(&mut state, id);
         metrics::gauge!(names::STREAMS_OPEN).set(state.sessions.len() as f64);
         self.sessions_changed.notify_waiters();
     }
@@ -231,15 +327,59 @@ impl Hub {
         self.sessions_changed.notified().await;
     }
 
+    /// Changes a stream's subscriptions in place; refused as a whole (nothing changes) if
+    /// it would take the stream or its agent over a limit.
     pub fn change_subscriptions(
         &self,
         id: SubscriberId,
         add: Vec<Subscription>,
         remove: &[Subscription],
-    ) {
+    ) -> Result<(), LimitError> {
         let mut state = self.write();
+        let Some(agent) = state.sessions.get(&id).map(|s| s.agent) else {
+            return Ok(());
+        };
+        let before = state.index.count(id);
         state.index.remove_subscriptions(id, remove);
+        let newly_added: Vec<Subscription> = add
+            .iter()
+            .filter(|s| {
+                !state
+                    .index
+                    .subscriptions(id)
+                    .on_path(s.project.key())
+                    .iter()
+                    .any(|h| h.same_as(s))
+            })
+            .cloned()
+            .collect();
         state.index.add(id, add);
+        let after = state.index.count(id);
+        let usage = state.per_agent.get(&agent).copied().unwrap_or_default();
+        let agent_total = usage.subscriptions - before + after;
+        let over = if after > self.limits.max_subscriptions_per_stream {
+            Some(LimitError::StreamSubscriptions {
+                wanted: after,
+                max: self.limits.max_subscriptions_per_stream,
+            })
+        } else if after > before && agent_total > self.limits.max_subscriptions_per_agent {
+            Some(LimitError::AgentSubscriptions {
+                wanted: agent_total,
+                max: self.limits.max_subscriptions_per_agent,
+            })
+        } else {
+            None
+        };
+        if let Some(over) = over {
+            // Undo: drop what was newly added, put back what was removed.
+            state.index.remove_subscriptions(id, &newly_added);
+            state.index.add(id, remove.to_vec());
+            return Err(over);
+        }
+        if let Some(usage) = state.per_agent.get_mut(&agent) {
+            usage.subscriptions = agent_total;
+        }
+        Ok(())
     }
 
     /// The subscription labels a backlog entry matches for this stream, if it may see it.
@@ -304,11 +444,25 @@ impl Hub {
 }
 
 fn close_session(state: &mut State, id: SubscriberId, status: Status) {
-    if let Some(session) = state.sessions.remove(&id) {
+    if let Some(session) = forget_session(state, id) {
         session.close.close(status);
     }
-    state.index.remove(id);
     metrics::gauge!(names::STREAMS_OPEN).set(state.sessions.len() as f64);
+}
+
+/// Removes a stream from the index, the sessions and its agent's usage.
+fn forget_session(state: &mut State, id: SubscriberId) -> Option<Session> {
+    let subscriptions = state.index.count(id);
+    state.index.remove(id);
+    let session = state.sessions.remove(&id)?;
+    if let Some(usage) = state.per_agent.get_mut(&session.agent) {
+        usage.streams = usage.streams.saturating_sub(1);
+        usage.subscriptions = usage.subscriptions.saturating_sub(subscriptions);
+        if usage.streams == 0 {
+            state.per_agent.remove(&session.agent);
+        }
+    }
+    Some(session)
 }
 
 fn close_sessions_of_changed_agents(state: &mut State, effects: &[AgentEffect]) {
@@ -333,5 +487,175 @@ fn close_sessions_of_changed_agents(state: &mut State, effects: &[AgentEffect]) 
         for id in stale {
             close_session(state, id, Status::unauthenticated(reason));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fluxgate_core::{AgentName, AgentPolicy, FullPath};
+
+    use super::*;
+
+    const AGENT: AgentId = AgentId(1);
+    const OTHER: AgentId = AgentId(2);
+
+    fn hub(limits: HubLimits) -> Hub {
+        let policy = |id: AgentId, name: &str| AgentPolicy {
+            id,
+            name: AgentName::parse(name).unwrap(),
+            config_project: FullPath::parse("group/config").unwrap(),
+            grants: Vec::new(),
+            allow_internal: false,
+            token_generation: 0,
+        };
+        let routing = RoutingState::new([], [], [policy(AGENT, "one"), policy(OTHER, "two")]);
+        Hub::new(routing, Seq::ZERO, limits)
+    }
+
+    fn subscriptions(range: std::ops::Range<usize>) -> Vec<Subscription> {
+        range
+            .map(|n| {
+                let path = format!("group/project-{n}");
+                Subscription {
+                    project: FullPath::parse(&path).unwrap(),
+                    refs: None,
+                    label: path,
+                }
+            })
+            .collect()
+    }
+
+    fn info() -> SessionInfo {
+        SessionInfo {
+            agent_name: "one".to_owned(),
+            cluster_name: None,
+            agent_version: "test".to_owned(),
+            connected_since: UnixMillis(0),
+            last_ack_at: None,
+        }
+    }
+
+    fn register(
+        hub: &Hub,
+        agent: AgentId,
+        subs: Vec<Subscription>,
+    ) -> Result<Registration, RegisterError> {
+        hub.register(agent, 0, info(), subs)
+    }
+
+    #[test]
+    fn an_agent_may_open_only_so_many_streams_and_others_are_not_affected() {
+        let hub = hub(HubLimits {
+            max_streams_per_agent: 2,
+            ..HubLimits::default()
+        });
+        let first = register(&hub, AGENT, subscriptions(0..1)).unwrap();
+        let _second = register(&hub, AGENT, subscriptions(0..1)).unwrap();
+        let refused = register(&hub, AGENT, subscriptions(0..1)).err().unwrap();
+        assert!(
+            matches!(
+                refused,
+                RegisterError::Limit(LimitError::Streams { open: 2, max: 2 })
+            ),
+            "{refused}"
+        );
+        assert_eq!(refused.to_status().code(), tonic::Code::ResourceExhausted);
+        assert!(
+            register(&hub, OTHER, subscriptions(0..1)).is_ok(),
+            "another agent is not limited"
+        );
+        hub.unregister(first.id);
+        assert!(
+            register(&hub, AGENT, subscriptions(0..1)).is_ok(),
+            "a closed stream frees its slot"
+        );
+    }
+
+    #[test]
+    fn repeated_subscription_changes_cannot_grow_a_stream_past_its_cap() {
+        let hub = hub(HubLimits {
+            max_subscriptions_per_stream: 100,
+            ..HubLimits::default()
+        });
+        let stream = register(&hub, AGENT, subscriptions(0..60)).unwrap();
+        // Within one change, re-adding what it has costs nothing.
+        hub.change_subscriptions(stream.id, subscriptions(0..60), &[])
+            .unwrap();
+        hub.change_subscriptions(stream.id, subscriptions(60..100), &[])
+            .unwrap();
+        let refused = hub
+            .change_subscriptions(stream.id, subscriptions(100..101), &[])
+            .unwrap_err();
+        assert_eq!(
+            refused,
+            LimitError::StreamSubscriptions {
+                wanted: 101,
+                max: 100
+            }
+        );
+        // A refused change changes nothing, removals included.
+        let refused = hub
+            .change_subscriptions(stream.id, subscriptions(100..150), &subscriptions(0..10))
+            .unwrap_err();
+        assert_eq!(
+            refused,
+            LimitError::StreamSubscriptions {
+                wanted: 140,
+                max: 100
+            }
+        );
+        let state = hub.state.read().unwrap();
+        assert_eq!(state.index.count(stream.id), 100);
+        assert!(
+            state
+                .index
+                .subscriptions(stream.id)
+                .has_path("group/project-0")
+        );
+        assert!(
+            !state
+                .index
+                .subscriptions(stream.id)
+                .has_path("group/project-100")
+        );
+        drop(state);
+        // Swapping is fine: the total stays within the cap.
+        hub.change_subscriptions(stream.id, subscriptions(100..110), &subscriptions(0..10))
+            .unwrap();
+    }
+
+    #[test]
+    fn an_agent_cannot_spread_subscriptions_over_streams_past_its_cap() {
+        let hub = hub(HubLimits {
+            max_subscriptions_per_agent: 150,
+            ..HubLimits::default()
+        });
+        let first = register(&hub, AGENT, subscriptions(0..100)).unwrap();
+        let refused = register(&hub, AGENT, subscriptions(0..51)).err().unwrap();
+        assert!(
+            matches!(
+                refused,
+                RegisterError::Limit(LimitError::AgentSubscriptions {
+                    wanted: 151,
+                    max: 150
+                })
+            ),
+            "{refused}"
+        );
+        let second = register(&hub, AGENT, subscriptions(0..50)).unwrap();
+        assert_eq!(
+            hub.change_subscriptions(second.id, subscriptions(50..51), &[]),
+            Err(LimitError::AgentSubscriptions {
+                wanted: 151,
+                max: 150
+            })
+        );
+        hub.unregister(first.id);
+        hub.change_subscriptions(second.id, subscriptions(50..150), &[])
+            .unwrap();
+        assert!(
+            register(&hub, OTHER, subscriptions(0..150)).is_ok(),
+            "per agent"
+        );
     }
 }

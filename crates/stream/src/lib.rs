@@ -21,7 +21,7 @@ pub mod session;
 pub use bus::{Batch, Bus, InProcessBus, RedisBus, RedisBusConfig};
 pub use cursor_saver::CursorSaver;
 pub use follower::Follower;
-pub use hub::{Delivery, Hub, SessionInfo};
+pub use hub::{Delivery, Hub, HubLimits, LimitError, SessionInfo};
 pub use presence::{Connection, RedisPresence};
 pub use service::AgentStreams;
 pub use session::SessionContext;

@@ -74,9 +74,8 @@ pub async fn run(
     ) {
         Ok(registration) => registration,
         Err(err) => {
-            let _ = outbound
-                .send(Err(Status::unauthenticated(err.to_string())))
-                .await;
+            tracing::warn!(agent = %agent, error = %err, "stream refused");
+            let _ = outbound.send(Err(err.to_status())).await;
             return;
         }
     };
@@ -321,7 +320,10 @@ impl Session {
             Some(agent_message::Message::SubscriptionChange(change)) => {
                 let (add, remove) = convert::subscription_change(change)?;
                 tracing::info!(agent = %self.policy.name, added = add.len(), removed = remove.len(), "subscriptions changed");
-                self.context.hub.change_subscriptions(id, add, &remove);
+                self.context
+                    .hub
+                    .change_subscriptions(id, add, &remove)
+                    .map_err(|limit| limit.to_status())?;
             }
             Some(agent_message::Message::Hello(_)) => {
                 return Err(Status::invalid_argument(

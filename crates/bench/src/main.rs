@@ -52,6 +52,13 @@ enum Scenario {
         #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
         streams: Vec<usize>,
     },
+    /// E. Memory returned after a burst of streams with large Hellos.
+    Memory {
+        #[arg(long, default_value_t = 2000)]
+        streams: usize,
+        #[arg(long, default_value_t = 1000)]
+        subscriptions: usize,
+    },
     /// Every scenario with its defaults.
     All,
     /// Internal: the baseline HTTP server for scenario A.
@@ -75,11 +82,16 @@ async fn main() -> anyhow::Result<()> {
         } => scenarios::e2e::run(agents, rate, seconds, public_every).await,
         Scenario::Fanout { streams, events } => scenarios::fanout::run(streams, events).await,
         Scenario::Idle { streams } => scenarios::idle::run(&streams).await,
+        Scenario::Memory {
+            streams,
+            subscriptions,
+        } => scenarios::memory::run(streams, subscriptions).await,
         Scenario::All => {
             scenarios::ingest::run(16, 10, None).await?;
             scenarios::e2e::run(1000, 200, 10, 100).await?;
             scenarios::fanout::run(1000, 100).await?;
-            scenarios::idle::run(&[1000, 5000]).await
+            scenarios::idle::run(&[1000, 5000]).await?;
+            scenarios::memory::run(2000, 1000).await
         }
         Scenario::BaselineServer => scenarios::baseline::serve().await,
     }

@@ -35,13 +35,13 @@ pub struct StreamCursor {
 }
 
 impl StreamCursor {
-    /// A new stream of `agent`, opened with `subscriptions`, that resumes after
-    /// `started_after`.
-    pub fn open(agent: AgentId, subscriptions: &[Subscription], started_after: Seq) -> Self {
+    /// A new stream of `agent`, opened with the subscriptions of digest `subscriptions`
+    /// ([`subscriptions_digest`]), that resumes after `started_after`.
+    pub fn open(agent: AgentId, subscriptions: String, started_after: Seq) -> Self {
         Self {
             agent,
             stream: uuid::Uuid::new_v4().simple().to_string(),
-            subscriptions: subscriptions_digest(subscriptions),
+            subscriptions,
             started_after,
             opened_at: UnixMillis::now(),
         }

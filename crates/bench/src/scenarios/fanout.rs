@@ -12,7 +12,14 @@ use crate::{procfs, setup};
 
 pub async fn run(streams: usize, events: u64) -> anyhow::Result<()> {
     println!("## C. Fan-out ({streams} streams, {events} events each to all)");
-    let bench = setup::start_broker(&["--agent-queue-capacity", "4096"]).await?;
+    // One token for every stream (as many clusters sharing one agent): lift its cap.
+    let bench = setup::start_broker(&[
+        "--agent-queue-capacity",
+        "4096",
+        "--max-streams-per-agent",
+        "1000000",
+    ])
+    .await?;
     let token = setup::create_agents(&bench.broker, 1).await?.remove(0);
     let delivered = Arc::new(AtomicU64::new(0));
     for _ in 0..streams {

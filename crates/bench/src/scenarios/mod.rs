@@ -5,3 +5,4 @@ pub mod e2e;
 pub mod fanout;
 pub mod idle;
 pub mod ingest;
+pub mod memory;

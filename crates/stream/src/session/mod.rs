@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 
 use crate::convert::{self, AgentHello};
-use crate::cursor_saver::{CursorSaver, StreamCursor};
+use crate::cursor_saver::{CursorSaver, StreamCursor, subscriptions_digest};
 use crate::hub::{Delivery, Hub, Registration, SessionInfo};
 use crate::metric_names as names;
 use cursor::{CursorTracker, MAX_IN_FLIGHT};
@@ -54,10 +54,16 @@ type Outbound = mpsc::Sender<Result<v1::BrokerMessage, Status>>;
 /// Runs the stream to its end; the returned status (if any) is sent to the agent last.
 pub async fn run(
     context: Arc<SessionContext>,
-    request: SessionRequest,
+    mut request: SessionRequest,
     inbound: Streaming<v1::AgentMessage>,
     outbound: Outbound,
 ) {
+    // The index keeps the subscriptions; the Hello keeps only what identifies them.
+    let subscriptions = std::mem::take(&mut request.hello.subscriptions);
+    let opened_with = OpenedWith {
+        digest: subscriptions_digest(&subscriptions),
+        count: subscriptions.len(),
+    };
     let agent = request.policy.name.clone();
     let info = SessionInfo {
         agent_name: request.policy.name.to_string(),
@@ -70,7 +76,7 @@ pub async fn run(
         request.policy.id,
         request.policy.token_generation,
         info,
-        request.hello.subscriptions.clone(),
+        subscriptions,
     ) {
         Ok(registration) => registration,
         Err(err) => {
@@ -90,7 +96,13 @@ pub async fn run(
         cursor_id: None,
     };
     let end = session
-        .serve(registration, request.stored_cursor, request.hello, inbound)
+        .serve(
+            registration,
+            request.stored_cursor,
+            request.hello,
+            opened_with,
+            inbound,
+        )
         .await;
     context.hub.unregister(id);
     if let Some(stream) = &session.cursor_id {
@@ -124,6 +136,12 @@ fn status_label(code: tonic::Code) -> &'static str {
     }
 }
 
+/// What a stream's Hello subscribed to, once the subscriptions went to the hub.
+struct OpenedWith {
+    digest: String,
+    count: usize,
+}
+
 struct Session {
     context: Arc<SessionContext>,
     policy: AgentPolicy,
@@ -140,6 +158,7 @@ impl Session {
         registration: Registration,
         stored_cursor: Seq,
         hello: AgentHello,
+        opened_with: OpenedWith,
         mut inbound: Streaming<v1::AgentMessage>,
     ) -> Result<(), Status> {
         let Registration {
@@ -163,7 +182,7 @@ impl Session {
         }
         self.tracker = CursorTracker::new(start);
         self.last_sent = start;
-        let cursor_id = StreamCursor::open(self.policy.id, &hello.subscriptions, start);
+        let cursor_id = StreamCursor::open(self.policy.id, opened_with.digest, start);
         // Reported at once: from now on this stream holds its agent's cursor at `start`.
         self.context.cursors.record(&cursor_id, start, false);
         self.cursor_id = Some(cursor_id);
@@ -171,7 +190,7 @@ impl Session {
             agent = %self.policy.name,
             cluster = hello.cluster_name.as_deref().unwrap_or("-"),
             version = %hello.agent_version,
-            subscriptions = hello.subscriptions.len(),
+            subscriptions = opened_with.count,
             resume_after = %start,
             head = %head,
             cursor_expired,

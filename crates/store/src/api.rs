@@ -1,7 +1,7 @@
 //! The `Store` trait: everything the broker keeps durably.
 
 use async_trait::async_trait;
-use fluxgate_core::{AgentName, LogEntry, Seq, TokenDigest, UnixMillis};
+use fluxgate_core::{AgentId, AgentName, LogEntry, ReceiverHealth, Seq, TokenDigest, UnixMillis};
 
 use crate::error::StoreError;
 use crate::model::{
@@ -68,4 +68,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Moves cursors forward (never back) and records when each agent was last seen.
     async fn save_cursors(&self, updates: &[CursorUpdate]) -> Result<(), StoreError>;
+
+    /// Replaces the agent's receiver health report. Not a routing change, so not logged.
+    /// Refuses a report over the bounds of [`ReceiverHealth::validate`] (`Invalid`) and an
+    /// unknown agent (`NotFound`).
+    async fn save_receiver_health(
+        &self,
+        agent: AgentId,
+        health: &ReceiverHealth,
+    ) -> Result<(), StoreError>;
 }

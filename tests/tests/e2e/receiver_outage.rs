@@ -3,15 +3,18 @@
 //! show` lists it while it fails, and when it is back it is called for the newest push.
 //!
 //! The outage has two phases: connection refused (a [`ChaosProxy`] in front of the Flux
-//! stand-in, cut), then `503` (the Receiver is not Ready).
+//! stand-in, cut), then `503` (the Receiver is not Ready). A raw stream checks the broker's
+//! side of the report: bounds, and that unknown agent messages do not close a stream.
 
 use std::net::SocketAddr;
 
 use fluxgate_e2e::flux_receiver::{FluxReceiverStandIn, Hit, Receiver, ReceiverType};
 use fluxgate_e2e::harness::payloads::{push, sha};
 use fluxgate_e2e::harness::{
-    AgentProcess, Broker, BrokerOptions, ChaosProxy, PATIENCE, Project, ReceiverConfig, eventually,
+    AgentProcess, Broker, BrokerOptions, ChaosProxy, PATIENCE, Project, RawStream, ReceiverConfig,
+    eventually,
 };
+use fluxgate_proto::v1::{self, agent_message};
 use serde_json::Value;
 
 const AGENT: &str = "outage";
@@ -190,4 +193,77 @@ async fn a_receiver_down_for_a_while_is_called_for_the_newest_push_when_it_is_ba
         .process()
         .wait_for_log("receiver recovered", PATIENCE)
         .await;
+}
+
+#[tokio::test]
+async fn the_broker_keeps_streams_open_on_unknown_messages_and_bounds_health_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(BrokerOptions::embedded(dir.path())).await;
+    let token = broker.create_agent(AGENT, "team/app", &[]).await;
+    let url = broker.agent_url();
+    let mut stream = RawStream::open(&url, &token, &[("team/app", "")], None)
+        .await
+        .expect("the stream opens");
+    assert!(stream.welcome.accepts_receiver_health);
+
+    // An agent message of a kind this broker does not know decodes as an empty one.
+    stream.send(None).await;
+    let app = Project::private(1, "team/app");
+    let seq = broker
+        .post_hook(&push(&app, "refs/heads/main", &sha(0), &sha(1)), &[])
+        .await
+        .seqs()[0];
+    let event = stream
+        .next_event(PATIENCE)
+        .await
+        .expect("the stream stays open")
+        .expect("the push arrives");
+    assert_eq!(event.seq, seq);
+    stream.ack(seq).await;
+    broker.wait_for_cursor(AGENT, seq).await;
+
+    // A report within the bounds is stored; one over them closes the stream, naming it.
+    let status = |name: &str, error: &str| v1::ReceiverStatus {
+        receiver: name.to_owned(),
+        failing_since: None,
+        attempts: 3,
+        last_error: error.to_owned(),
+        last_http_status: 503,
+        oldest_unacked_seq: Some(seq),
+    };
+    stream
+        .send(Some(agent_message::Message::ReceiverHealth(
+            v1::ReceiverHealth {
+                failing: vec![status("app", "HTTP 503 Service Unavailable")],
+            },
+        )))
+        .await;
+    wait_until_failing(&broker, "app", |f| f["attempts"] == 3).await;
+    stream
+        .send(Some(agent_message::Message::ReceiverHealth(
+            v1::ReceiverHealth {
+                failing: vec![status("app", &"x".repeat(513))],
+            },
+        )))
+        .await;
+    let closed = loop {
+        match stream.next_message(PATIENCE).await {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the oversized report was accepted"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(closed.code(), tonic::Code::InvalidArgument);
+    assert!(
+        closed
+            .message()
+            .starts_with("receiver_health.failing[0].last_error: longer than 512 bytes"),
+        "{}",
+        closed.message()
+    );
+    let kept = &shown(&broker).await["receiver_health"]["failing"][0];
+    assert_eq!(
+        kept["last_error"], "HTTP 503 Service Unavailable",
+        "not overwritten"
+    );
 }

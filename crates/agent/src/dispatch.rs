@@ -1,12 +1,28 @@
 //! From broker events to receiver workers, and from their completions back to acks.
 //!
 //! Each event goes to the worker of every receiver it matches ([`Receiver::matches`]).
-//! Its ack is ready once every one of those receivers has completed it, delivered,
-//! coalesced, rejected or failed alike. An event that matches no receiver is acked at
-//! once with no outcomes. Acks come out in completion order, not seq order.
+//! Its ack is ready once every one of those receivers has completed it, which happens
+//! only when the receiver answered: it was delivered (2xx), coalesced into a later event
+//! whose call was answered, or rejected for good (400, 413, other final 4xx). A receiver
+//! that keeps failing is retried until it answers (see [`crate::receiver::worker`]), and
+//! until then its events stay unacked: the broker keeps the agent's cursor below them and
+//! sends them again after a reconnect. Each receiver has its own worker, so one failing
+//! receiver never delays events that only other receivers match. An event that matches no
+//! receiver is acked at once with no outcomes. Acks come out in completion order, not seq
+//! order.
+//!
+//! # Bound
+//!
+//! Open events of earlier streams can never be acked, so [`Dispatcher::begin_stream`]
+//! forgets them (their receivers' workers drop their tickets too, and the broker sends
+//! them again). What is left is the current stream's unacked events, which the broker caps
+//! at its in-flight limit (100 000). The dispatcher enforces the same cap,
+//! [`MAX_OPEN_EVENTS`]: when it is reached, [`Dispatcher::is_full`] tells the session to
+//! end the stream and resume from the cursor, as the broker itself would.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -14,8 +30,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::event::TriggerEvent;
 use crate::receiver::Receiver;
+use crate::receiver::health::HealthBoard;
 use crate::receiver::retry::{Deliverer, DeliveryReport};
-use crate::receiver::worker::{Completion, Origin, Ticket, WorkerHandle};
+use crate::receiver::worker::{Completion, Origin, Ticket, WorkerContext, WorkerHandle};
+
+/// Most events the dispatcher holds unacked: the broker's own in-flight cap per stream.
+pub const MAX_OPEN_EVENTS: usize = 100_000;
 
 /// One receiver's part of an ack.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +68,9 @@ struct ReceiverSlot {
 pub struct Dispatcher {
     receivers: Vec<ReceiverSlot>,
     open: HashMap<Ticket, OpenEvent>,
+    /// The current stream's generation, shared with the workers.
+    generation: Arc<AtomicU64>,
+    health: Arc<HealthBoard>,
     completions: mpsc::UnboundedReceiver<Completion>,
     /// Kept so `completions` never reports closed while the dispatcher lives.
     _completions_sender: mpsc::UnboundedSender<Completion>,
@@ -61,14 +84,19 @@ impl Dispatcher {
         cancel: &CancellationToken,
     ) -> Self {
         let (sender, completions) = mpsc::unbounded_channel();
+        let context = WorkerContext {
+            deliverer: deliverer.clone(),
+            completions: sender.clone(),
+            health: Arc::default(),
+            generation: Arc::default(),
+        };
         let receivers = receivers
             .into_iter()
             .map(|receiver| {
                 let receiver = Arc::new(receiver);
                 let worker = WorkerHandle::spawn(
                     Arc::clone(&receiver),
-                    deliverer.clone(),
-                    sender.clone(),
+                    context.clone(),
                     cancel.child_token(),
                 );
                 ReceiverSlot { receiver, worker }
@@ -77,9 +105,43 @@ impl Dispatcher {
         Self {
             receivers,
             open: HashMap::new(),
+            generation: context.generation,
+            health: context.health,
             completions,
             _completions_sender: sender,
         }
+    }
+
+    /// A new broker stream begins: events of earlier streams can no longer be acked, so
+    /// they are forgotten here and in the workers (the broker sends them again).
+    pub fn begin_stream(&mut self, generation: u64) {
+        self.generation.store(generation, Ordering::Release);
+        let before = self.open.len();
+        self.open
+            .retain(|ticket, _| ticket.generation >= generation);
+        let forgotten = before - self.open.len();
+        if forgotten > 0 {
+            tracing::debug!(
+                forgotten,
+                "events of an earlier stream are still waiting for receivers; the broker \
+                 sends them again"
+            );
+        }
+    }
+
+    /// True when [`MAX_OPEN_EVENTS`] events are waiting: take no more on this stream.
+    pub fn is_full(&self) -> bool {
+        self.open.len() >= MAX_OPEN_EVENTS
+    }
+
+    /// Events waiting for their receivers.
+    pub fn open_events(&self) -> usize {
+        self.open.len()
+    }
+
+    /// The receivers failing for longer than the threshold.
+    pub fn health(&self) -> &Arc<HealthBoard> {
+        &self.health
     }
 
     /// Hands `event` to its receivers. Returns the ack at once if it matches none.

@@ -4,10 +4,14 @@
 //! The agent dials the broker's `fluxgate.v1.AgentService/Subscribe` stream
 //! ([`connection`], [`session`]), says which projects and refs its receivers want
 //! ([`wire`]), and for each event calls the matching Flux Receivers over HTTP
-//! ([`dispatch`], [`receiver`]), coalescing bursts per receiver. It acks each event once
-//! its receivers are done, and keeps a resume cursor ([`cursor`]) so a reconnect picks up
-//! where it left off. Delivery is at-least-once: after a reconnect, events that were not
-//! acked come again.
+//! ([`dispatch`], [`receiver`]), coalescing bursts per receiver. A receiver that fails is
+//! retried until it answers; an event is acked only once every receiver it matches has
+//! answered (delivered, coalesced into a later delivered event, or refused for good), so a
+//! push is never acked past a receiver that did not get it. Receivers failing for long are
+//! logged, counted ([`metric_names`], served by [`metrics_listener`]) and reported to the
+//! broker. The agent keeps a resume cursor ([`cursor`]) so a reconnect picks up where it
+//! left off. Delivery is at-least-once: after a reconnect, events that were not acked come
+//! again.
 //!
 //! The binary in `main.rs` only parses flags, sets up logging and calls [`run`].
 
@@ -19,6 +23,8 @@ pub mod dispatch;
 mod error_chain;
 pub mod event;
 pub mod flux_path;
+pub mod metric_names;
+pub mod metrics_listener;
 pub mod receiver;
 pub mod secret;
 pub mod session;
@@ -42,6 +48,8 @@ pub enum StartError {
     HttpClient(#[from] reqwest::Error),
     #[error(transparent)]
     Connection(#[from] ConnectionError),
+    #[error(transparent)]
+    Metrics(#[from] metrics_listener::MetricsError),
 }
 
 /// Installs rustls' `ring` crypto provider as the process default, once. Both the
@@ -57,6 +65,12 @@ pub fn install_crypto_provider() {
 /// events were not acked, so the broker sends them again to the next agent run.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), StartError> {
     install_crypto_provider();
+    for warning in &config.warnings {
+        tracing::warn!("configuration: {warning}");
+    }
+    if let Some(address) = config.metrics_listen {
+        metrics_listener::start(address, shutdown.child_token()).await?;
+    }
     let client = receiver::trigger::http_client(config.request_timeout)?;
     let deliverer = Deliverer::new(client, config.retry);
     let workers = shutdown.child_token();

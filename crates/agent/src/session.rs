@@ -5,6 +5,10 @@
 //! event is acked on this stream and moves the [`Cursor`]. Finished events that belong to
 //! an earlier stream are dropped: the broker sends those again.
 //!
+//! If the Welcome says the broker accepts them, the session also sends the failing
+//! receivers ([`crate::receiver::health`]): once after the Welcome (an empty report clears
+//! what an earlier run of the agent reported), then whenever they change.
+//!
 //! The session ends when the broker closes the stream or fails it, when the broker breaks
 //! the protocol, when nothing arrives for three keepalive periods, or on shutdown. It
 //! reports how it ended so the connection loop can pick the delay before the next one.
@@ -15,7 +19,7 @@ use std::time::Duration;
 use fluxgate_proto::v1 as proto;
 use fluxgate_proto::v1::agent_service_client::AgentServiceClient;
 use proto::broker_message::Message;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -23,7 +27,7 @@ use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::transport::Channel;
 
 use crate::cursor::Cursor;
-use crate::dispatch::{AckReport, Dispatcher};
+use crate::dispatch::{AckReport, Dispatcher, MAX_OPEN_EVENTS};
 use crate::event::TriggerEvent;
 use crate::wire::{self, Identity};
 
@@ -45,6 +49,8 @@ pub enum EndReason {
     Protocol(&'static str),
     /// Nothing arrived for this long.
     Silent(Duration),
+    /// Too many events are waiting for receivers; resume from the cursor.
+    Overloaded,
 }
 
 impl fmt::Display for EndReason {
@@ -55,6 +61,11 @@ impl fmt::Display for EndReason {
             Self::Status(status) => write!(f, "{:?}: {}", status.code(), status.message()),
             Self::Protocol(what) => write!(f, "protocol error: {what}"),
             Self::Silent(duration) => write!(f, "nothing received for {duration:?}"),
+            Self::Overloaded => write!(
+                f,
+                "more than {MAX_OPEN_EVENTS} events are waiting for receivers; resuming from \
+                 the cursor"
+            ),
         }
     }
 }
@@ -84,6 +95,8 @@ pub async fn run(
     context: SessionContext<'_>,
 ) -> SessionEnd {
     let resume_after = context.cursor.begin_stream();
+    context.dispatcher.begin_stream(context.generation);
+    let health = context.dispatcher.health().subscribe();
     let (outbound, outbound_messages) = mpsc::unbounded_channel();
     // The receiving half is alive until `request` is dropped, so this cannot fail.
     let _ = outbound.send(wire::hello(context.identity, resume_after));
@@ -111,6 +124,8 @@ pub async fn run(
         outbound,
         welcomed: false,
         silence_limit: Some(WELCOME_TIMEOUT),
+        health,
+        reports_health: false,
     };
     let reason = session.pump(inbound).await;
     SessionEnd {
@@ -141,6 +156,10 @@ struct Session<'a> {
     welcomed: bool,
     /// End the stream after this long without a message; `None`: never.
     silence_limit: Option<Duration>,
+    /// Changes of the failing receivers.
+    health: watch::Receiver<u64>,
+    /// The broker accepts ReceiverHealth messages.
+    reports_health: bool,
 }
 
 impl Session<'_> {
@@ -154,6 +173,7 @@ impl Session<'_> {
                 // Acks first: they are cheap, and they let the cursor advance during a
                 // long replay.
                 ack = self.context.dispatcher.next_ack() => self.send_ack(&ack),
+                () = health_changed(&mut self.health, self.reports_health) => self.send_health(),
                 message = inbound.message() => {
                     last_heard = Instant::now();
                     match message {
@@ -185,6 +205,7 @@ impl Session<'_> {
             }
             Message::Welcome(_) => Err(EndReason::Protocol("a second Welcome")),
             _ if !self.welcomed => Err(EndReason::Protocol("a message before the Welcome")),
+            Message::Event(_) if self.context.dispatcher.is_full() => Err(EndReason::Overloaded),
             Message::Event(event) => {
                 self.on_event(event);
                 Ok(())
@@ -207,8 +228,13 @@ impl Session<'_> {
             head_seq = welcome.head_seq,
             cursor_expired = welcome.cursor_expired,
             keepalive_seconds = welcome.keepalive_seconds,
+            accepts_receiver_health = welcome.accepts_receiver_health,
             "connected to the broker"
         );
+        if welcome.accepts_receiver_health {
+            self.reports_health = true;
+            self.send_health();
+        }
         if welcome.cursor_expired {
             tracing::warn!(
                 resume_after = welcome.resume_after,
@@ -257,6 +283,24 @@ impl Session<'_> {
         // The stream's request half lives as long as this session.
         let _ = self.outbound.send(wire::ack(ack));
         self.context.cursor.acked(ack.ticket.seq);
+    }
+}
+
+impl Session<'_> {
+    fn send_health(&mut self) {
+        self.health.mark_unchanged();
+        let failing = self.context.dispatcher.health().report();
+        tracing::debug!(failing = failing.len(), "reporting receiver health");
+        // The stream's request half lives as long as this session.
+        let _ = self.outbound.send(wire::receiver_health(&failing));
+    }
+}
+
+/// Resolves when the failing receivers changed, if they are reported at all.
+async fn health_changed(changes: &mut watch::Receiver<u64>, reported: bool) {
+    if !reported || changes.changed().await.is_err() {
+        // Not reported, or the board is gone (only at shutdown).
+        std::future::pending::<()>().await;
     }
 }
 

@@ -4,7 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use fluxgate_core::{EventKind, FullPath, GitError, GitRef, PathError};
+use fluxgate_core::receiver_health::{
+    MAX_RECEIVER_ERROR_BYTES, MAX_RECEIVER_NAME_BYTES, MAX_REPORTED_RECEIVERS, truncate_text,
+};
+use fluxgate_core::{EventKind, FailingReceiver, FullPath, GitError, GitRef, PathError};
+use fluxgate_proto::prost_types;
 use fluxgate_proto::v1 as proto;
 
 use crate::dispatch::AckReport;
@@ -86,7 +90,34 @@ fn outcome(outcome: DeliveryOutcome) -> proto::Outcome {
         DeliveryOutcome::Delivered => proto::Outcome::Delivered,
         DeliveryOutcome::Coalesced => proto::Outcome::Coalesced,
         DeliveryOutcome::Rejected => proto::Outcome::Rejected,
-        DeliveryOutcome::Failed => proto::Outcome::Failed,
+    }
+}
+
+/// The failing receivers, within the bounds the broker accepts: at most
+/// [`MAX_REPORTED_RECEIVERS`] (the first by name), names and errors cut to size.
+pub fn receiver_health(failing: &[FailingReceiver]) -> proto::AgentMessage {
+    let failing = failing
+        .iter()
+        .take(MAX_REPORTED_RECEIVERS)
+        .map(|f| {
+            let millis = f.failing_since.get();
+            proto::ReceiverStatus {
+                receiver: truncate_text(&f.receiver, MAX_RECEIVER_NAME_BYTES),
+                failing_since: Some(prost_types::Timestamp {
+                    seconds: millis.div_euclid(1000),
+                    nanos: i32::try_from(millis.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+                }),
+                attempts: f.attempts,
+                last_error: truncate_text(&f.last_error, MAX_RECEIVER_ERROR_BYTES),
+                last_http_status: u32::from(f.last_http_status),
+                oldest_unacked_seq: f.oldest_unacked_seq.map(|seq| seq.get()),
+            }
+        })
+        .collect();
+    proto::AgentMessage {
+        message: Some(proto::agent_message::Message::ReceiverHealth(
+            proto::ReceiverHealth { failing },
+        )),
     }
 }
 
@@ -180,6 +211,42 @@ mod tests {
                 ("Group/App".to_owned(), "main".to_owned()),
                 ("group/lib".to_owned(), "refs/tags/v*".to_owned()),
             ]
+        );
+    }
+
+    #[test]
+    fn health_reports_are_cut_to_the_bounds() {
+        let failing = FailingReceiver {
+            receiver: "app".to_owned(),
+            failing_since: fluxgate_core::UnixMillis(1_500),
+            attempts: 9,
+            last_error: "x".repeat(MAX_RECEIVER_ERROR_BYTES * 2),
+            last_http_status: 503,
+            oldest_unacked_seq: Some(fluxgate_core::Seq(4)),
+        };
+        let many = vec![failing; MAX_REPORTED_RECEIVERS + 3];
+        let Some(proto::agent_message::Message::ReceiverHealth(report)) =
+            receiver_health(&many).message
+        else {
+            panic!("not a health report");
+        };
+        assert_eq!(report.failing.len(), MAX_REPORTED_RECEIVERS);
+        let first = &report.failing[0];
+        assert!(first.last_error.len() <= MAX_RECEIVER_ERROR_BYTES);
+        assert_eq!(
+            first.failing_since,
+            Some(prost_types::Timestamp {
+                seconds: 1,
+                nanos: 500_000_000
+            })
+        );
+        assert_eq!(
+            (
+                first.attempts,
+                first.last_http_status,
+                first.oldest_unacked_seq
+            ),
+            (9, 503, Some(4))
         );
     }
 

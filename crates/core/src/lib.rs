@@ -11,6 +11,7 @@ pub mod git;
 pub mod log;
 pub mod path;
 pub mod project;
+pub mod receiver_health;
 pub mod time;
 pub mod token;
 
@@ -23,5 +24,6 @@ pub use log::{
 };
 pub use path::{FullPath, PathError};
 pub use project::{ProjectId, ProjectRef, Visibility};
+pub use receiver_health::{FailingReceiver, ReceiverHealth, ReceiverHealthError};
 pub use time::UnixMillis;
 pub use token::{AgentToken, TokenDigest};

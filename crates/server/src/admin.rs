@@ -88,6 +88,28 @@ pub struct AgentView {
     pub last_seen_at: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// The receivers the agent last reported failing; `None` if it never reported.
+    pub receiver_health: Option<ReceiverHealthView>,
+}
+
+/// An agent's last receiver health report.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReceiverHealthView {
+    pub reported_at: String,
+    /// Empty: every receiver answered.
+    pub failing: Vec<FailingReceiverView>,
+}
+
+/// A receiver the agent keeps retrying; its events stay unacked.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailingReceiverView {
+    pub receiver: String,
+    pub failing_since: String,
+    pub attempts: u64,
+    pub last_error: String,
+    /// 0: no answer at all.
+    pub last_http_status: u16,
+    pub oldest_unacked_seq: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -277,6 +299,24 @@ impl AgentAdmin {
             last_seen_at: record.last_seen_at.map(rfc3339),
             created_at: rfc3339(record.created_at),
             updated_at: rfc3339(record.updated_at),
+            receiver_health: record
+                .receiver_health
+                .as_ref()
+                .map(|health| ReceiverHealthView {
+                    reported_at: rfc3339(health.reported_at),
+                    failing: health
+                        .failing
+                        .iter()
+                        .map(|f| FailingReceiverView {
+                            receiver: f.receiver.clone(),
+                            failing_since: rfc3339(f.failing_since),
+                            attempts: f.attempts,
+                            last_error: f.last_error.clone(),
+                            last_http_status: f.last_http_status,
+                            oldest_unacked_seq: f.oldest_unacked_seq.map(|seq| seq.get()),
+                        })
+                        .collect(),
+                }),
         }
     }
 }

@@ -149,7 +149,33 @@ fn print_agent(agent: &AgentView, json: bool) -> anyhow::Result<()> {
     );
     println!("cursor:          {}", agent.cursor);
     println!("created:         {}", agent.created_at);
+    print_receiver_health(agent);
     Ok(())
+}
+
+fn print_receiver_health(agent: &AgentView) {
+    let Some(health) = &agent.receiver_health else {
+        println!("failing receivers: not reported");
+        return;
+    };
+    if health.failing.is_empty() {
+        println!("failing receivers: none (reported {})", health.reported_at);
+        return;
+    }
+    println!(
+        "failing receivers: {} (reported {}; their events stay unacked while they are retried)",
+        health.failing.len(),
+        health.reported_at
+    );
+    for failing in &health.failing {
+        let oldest = failing
+            .oldest_unacked_seq
+            .map_or_else(|| "-".to_owned(), |seq| seq.to_string());
+        println!(
+            "  {}: failing since {}, {} attempts, oldest unacked seq {}, last error: {}",
+            failing.receiver, failing.failing_since, failing.attempts, oldest, failing.last_error
+        );
+    }
 }
 
 fn print_table(agents: &[AgentView]) {

@@ -1,7 +1,7 @@
 //! The `Store` trait: everything the broker keeps durably.
 
 use async_trait::async_trait;
-use fluxgate_core::{AgentName, LogEntry, Seq, TokenDigest, UnixMillis};
+use fluxgate_core::{AgentId, AgentName, LogEntry, ReceiverHealth, Seq, TokenDigest, UnixMillis};
 
 use crate::error::StoreError;
 use crate::model::{
@@ -76,11 +76,21 @@ pub trait Store: Send + Sync + 'static {
     /// A closed stream keeps holding its agent's cursor back (the events after it were not
     /// handled by anyone in its place) until a later stream of the agent with the same
     /// subscriptions, opened after it closed and started at or below its cursor, has moved
-    /// past it: that stream replayed everything the closed one was owed after it. An open stream not heard of since
-    /// `stale_before` (its replica died) counts as closed at its last report.
+    /// past it: that stream replayed everything the closed one was owed after it. An open
+    /// stream not heard of since `stale_before` (its replica died) counts as closed at its
+    /// last report.
     async fn save_cursors(
         &self,
         updates: &[CursorUpdate],
         stale_before: UnixMillis,
+    ) -> Result<(), StoreError>;
+
+    /// Replaces the agent's receiver health report. Not a routing change, so not logged.
+    /// Refuses a report over the bounds of [`ReceiverHealth::validate`] (`Invalid`) and an
+    /// unknown agent (`NotFound`).
+    async fn save_receiver_health(
+        &self,
+        agent: AgentId,
+        health: &ReceiverHealth,
     ) -> Result<(), StoreError>;
 }

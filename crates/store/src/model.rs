@@ -1,8 +1,8 @@
 //! What goes into the store and what comes out of it.
 
 use fluxgate_core::{
-    AgentName, AgentPolicy, CatalogChange, FullPath, Grant, LogEntry, ProjectId, PushEvent, Seq,
-    TokenDigest, UnixMillis, Visibility,
+    AgentName, AgentPolicy, CatalogChange, FullPath, Grant, LogEntry, ProjectId, PushEvent,
+    ReceiverHealth, Seq, TokenDigest, UnixMillis, Visibility,
 };
 
 /// One record to append, as ingest produced it.
@@ -113,6 +113,8 @@ pub struct AgentRecord {
     pub updated_at: UnixMillis,
     /// Last connect or ack, from any replica.
     pub last_seen_at: Option<UnixMillis>,
+    /// The receivers the agent last reported as failing; `None` before its first report.
+    pub receiver_health: Option<ReceiverHealth>,
 }
 
 /// One agent stream's cursor to persist. A stream's cursor only moves forward; the agent's

@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fluxgate_core::{
-    AdminAction, AgentId, AgentName, AgentToken, CatalogChange, EventKind, FullPath, GitRef, Grant,
-    LogEntry, LogRecord, ProjectId, ProjectRef, PushEvent, Seq, Sha, StateCause, StateEffect,
-    UnixMillis, Visibility,
+    AdminAction, AgentId, AgentName, AgentToken, CatalogChange, EventKind, FailingReceiver,
+    FullPath, GitRef, Grant, LogEntry, LogRecord, ProjectId, ProjectRef, PushEvent, ReceiverHealth,
+    Seq, Sha, StateCause, StateEffect, UnixMillis, Visibility,
 };
 use fluxgate_store::testing::TestDatabase;
 use fluxgate_store::{
@@ -56,6 +56,7 @@ suite!(
     an_agent_cursor_is_the_lowest_of_its_streams,
     a_closed_stream_holds_until_a_later_stream_passes_it,
     a_stream_of_a_dead_replica_holds_until_taken_over,
+    receiver_health_is_replaced_and_bounded,
     trim_moves_the_floor,
     concurrent_writers_get_unique_gapless_seqs,
     appender_commits_concurrent_hooks_in_order,
@@ -767,6 +768,80 @@ async fn a_stream_of_a_dead_replica_holds_until_taken_over(db: TestDatabase) {
         60,
         "a was stale and taken over"
     );
+}
+
+async fn receiver_health_is_replaced_and_bounded(db: TestDatabase) {
+    let store = db.store().await;
+    let (agent, _) = new_agent("h1", "a/b", vec![]);
+    let id = store.create_agent(agent).await.unwrap().0.policy.id;
+    let (other, _) = new_agent("h2", "a/b", vec![]);
+    store.create_agent(other).await.unwrap();
+    let name = AgentName::parse("h1").unwrap();
+    assert_eq!(
+        store.agent(&name).await.unwrap().unwrap().receiver_health,
+        None,
+        "no report before the first"
+    );
+    let failing = |receiver: &str, error: &str| FailingReceiver {
+        receiver: receiver.to_owned(),
+        failing_since: UnixMillis(1_000),
+        attempts: 12,
+        last_error: error.to_owned(),
+        last_http_status: 503,
+        oldest_unacked_seq: Some(Seq(7)),
+    };
+    let report = ReceiverHealth {
+        reported_at: UnixMillis(5_000),
+        failing: vec![
+            failing("app", "HTTP 503 Service Unavailable"),
+            failing("é-ü", ""),
+        ],
+    };
+    store.save_receiver_health(id, &report).await.unwrap();
+    assert_eq!(
+        store.agent(&name).await.unwrap().unwrap().receiver_health,
+        Some(report.clone())
+    );
+    let listed = store.list_agents().await.unwrap();
+    assert_eq!(listed[0].receiver_health, Some(report));
+    assert_eq!(
+        listed[1].receiver_health, None,
+        "other agents are untouched"
+    );
+
+    // A later report replaces it; an empty one says every receiver answers.
+    let healthy = ReceiverHealth {
+        reported_at: UnixMillis(6_000),
+        failing: Vec::new(),
+    };
+    store.save_receiver_health(id, &healthy).await.unwrap();
+    assert_eq!(
+        store.agent(&name).await.unwrap().unwrap().receiver_health,
+        Some(healthy.clone())
+    );
+
+    // Over a bound: refused, and nothing is written.
+    let oversized = ReceiverHealth {
+        reported_at: UnixMillis(7_000),
+        failing: vec![failing("app", &"x".repeat(513))],
+    };
+    let err = store
+        .save_receiver_health(id, &oversized)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+    assert!(err.to_string().contains("failing[0].last_error"), "{err}");
+    assert_eq!(
+        store.agent(&name).await.unwrap().unwrap().receiver_health,
+        Some(healthy.clone())
+    );
+    let missing = store
+        .save_receiver_health(AgentId(id.0 + 1000), &healthy)
+        .await
+        .unwrap_err();
+    assert!(matches!(missing, StoreError::NotFound(_)), "{missing:?}");
+    // The report is not a routing change: nothing was logged for it.
+    assert_eq!(all_entries(&store).await.len(), 2, "two creations");
 }
 
 async fn trim_moves_the_floor(db: TestDatabase) {

@@ -17,6 +17,8 @@ pub const CURSOR_SAVE_ERRORS: &str = "fluxgate_cursor_save_errors_total";
 pub const REDIS_CONNECTED: &str = "fluxgate_redis_connected";
 pub const REDIS_PUBLISH_DROPPED: &str = "fluxgate_redis_publish_dropped_total";
 pub const PRESENCE_ERRORS: &str = "fluxgate_presence_errors_total";
+pub const RECEIVER_HEALTH_SAVE_ERRORS: &str = "fluxgate_receiver_health_save_errors_total";
+pub const AGENT_MESSAGES_IGNORED: &str = "fluxgate_agent_messages_ignored_total";
 
 /// Registers descriptions with the installed recorder.
 pub fn describe() {
@@ -65,5 +67,13 @@ pub fn describe() {
     describe_counter!(
         PRESENCE_ERRORS,
         "Failed writes of this replica's presence to Redis."
+    );
+    describe_counter!(
+        RECEIVER_HEALTH_SAVE_ERRORS,
+        "Failed writes of an agent's receiver health report."
+    );
+    describe_counter!(
+        AGENT_MESSAGES_IGNORED,
+        "Agent messages of a kind this broker does not know, ignored."
     );
 }

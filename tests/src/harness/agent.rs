@@ -119,7 +119,7 @@ impl AgentProcess {
         std::fs::write(&token_path, format!("{token}\n")).expect("write the agent token");
         let mut yaml = format!(
             "broker: {broker_url}\ntoken_file: {}\ncluster_name: e2e\n\
-             retry:\n  max_attempts: 5\n  initial_backoff: 50ms\n  max_backoff: 500ms\n\
+             retry:\n  initial_backoff: 50ms\n  max_backoff: 500ms\n  report_after: 1s\n  warn_every: 5s\n\
              reconnect:\n  initial_backoff: 100ms\n  max_backoff: 1s\nreceivers:\n",
             token_path.display()
         );

@@ -202,6 +202,11 @@ impl RawStream {
             .await;
     }
 
+    /// Sends any agent message; `None` is what a kind unknown to the broker decodes to.
+    pub async fn send(&self, message: Option<agent_message::Message>) {
+        let _ = self.outbound.send(v1::AgentMessage { message }).await;
+    }
+
     pub async fn change_subscriptions(&self, add: &[Sub<'_>], remove: &[Sub<'_>]) {
         let change = v1::SubscriptionChange {
             add: subscriptions(add),

@@ -4,6 +4,7 @@
 mod admin;
 mod delivery;
 mod ingest;
+mod receiver_outage;
 mod recovery;
 mod replicas;
 mod stream;

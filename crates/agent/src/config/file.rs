@@ -23,6 +23,7 @@ pub(super) struct ConfigFile {
     pub request_timeout: Duration,
     #[serde(default)]
     pub tls: super::tls::TlsSection,
+    pub metrics_listen: Option<String>,
 }
 
 /// `broker: <address>` or `broker: [<address>, …]`.
@@ -61,19 +62,27 @@ pub(super) struct ReceiverEntry {
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(super) struct RetrySection {
-    pub max_attempts: u32,
+    /// No longer used (receivers are retried until they answer); accepted so older
+    /// files still load, with a warning.
+    pub max_attempts: Option<u32>,
     #[serde(with = "humantime_serde")]
     pub initial_backoff: Duration,
     #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
+    #[serde(with = "humantime_serde")]
+    pub report_after: Duration,
+    #[serde(with = "humantime_serde")]
+    pub warn_every: Duration,
 }
 
 impl Default for RetrySection {
     fn default() -> Self {
         Self {
-            max_attempts: 8,
+            max_attempts: None,
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
+            report_after: Duration::from_secs(300),
+            warn_every: Duration::from_secs(300),
         }
     }
 }

@@ -7,10 +7,14 @@
 //! token_env: FLUXGATE_AGENT_TOKEN # ...or an environment variable (the default when neither is set)
 //! cluster_name: prod-eu           # optional, shown on the broker's dashboard
 //! request_timeout: 10s            # deadline of one Receiver call
-//! retry:                          # Receiver calls answered 404/408/429/5xx or not at all
-//!   max_attempts: 8               # calls in all, the first included
+//! retry:                          # Receiver calls answered 404/408/429/5xx or not at all are
+//!                                 # retried until the Receiver answers; their events stay unacked
 //!   initial_backoff: 500ms        # doubles after each failure, with jitter ...
 //!   max_backoff: 30s              # ... up to this
+//!   report_after: 5m              # a receiver failing this long is logged as a warning, counted
+//!                                 # in fluxgate_agent_receivers_failing and reported to the broker
+//!   warn_every: 5m                # ... and again this often while it keeps failing
+//! metrics_listen: 0.0.0.0:9152    # optional: serve Prometheus metrics on /metrics (default: off)
 //! reconnect:                      # broker stream
 //!   initial_backoff: 500ms
 //!   max_backoff: 30s              # also the delay after the broker rejects the token
@@ -46,6 +50,7 @@ mod file;
 mod receivers;
 mod tls;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -107,6 +112,10 @@ pub struct AgentConfig {
     pub request_timeout: Duration,
     /// How `https://` brokers are trusted and how the agent proves who it is.
     pub tls: BrokerTls,
+    /// Where to serve `/metrics`; `None`: nowhere.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Things in the file that still work but should change, logged at start.
+    pub warnings: Vec<String>,
 }
 
 impl AgentConfig {
@@ -129,6 +138,14 @@ impl AgentConfig {
     ) -> Result<Self, ConfigError> {
         let file: ConfigFile = serde_yaml_ng::from_str(yaml)?;
         let brokers = brokers(file.broker.into_vec())?;
+        let mut warnings = Vec::new();
+        if file.retry.max_attempts.is_some() {
+            warnings.push(
+                "retry.max_attempts is no longer used and can be removed: a failing receiver is \
+                 retried until it answers"
+                    .to_owned(),
+            );
+        }
         Ok(Self {
             tls: tls::validate(file.tls, &brokers, base_dir)?,
             brokers,
@@ -138,6 +155,12 @@ impl AgentConfig {
             retry: retry(&file.retry)?,
             reconnect: reconnect(&file.reconnect)?,
             request_timeout: positive("request_timeout", file.request_timeout)?,
+            metrics_listen: file
+                .metrics_listen
+                .as_deref()
+                .map(metrics_listen)
+                .transpose()?,
+            warnings,
         })
     }
 }
@@ -217,18 +240,22 @@ pub(crate) fn read_secret_file(
 }
 
 fn retry(section: &RetrySection) -> Result<RetryPolicy, ConfigError> {
-    if section.max_attempts == 0 {
-        return Err(ConfigError::invalid(
-            "retry.max_attempts",
-            "must be at least 1",
-        ));
-    }
     let (initial_backoff, max_backoff) =
         backoff_pair("retry", section.initial_backoff, section.max_backoff)?;
     Ok(RetryPolicy {
-        max_attempts: section.max_attempts,
         initial_backoff,
         max_backoff,
+        report_after: positive("retry.report_after", section.report_after)?,
+        warn_every: positive("retry.warn_every", section.warn_every)?,
+    })
+}
+
+fn metrics_listen(raw: &str) -> Result<SocketAddr, ConfigError> {
+    raw.trim().parse().map_err(|e| {
+        ConfigError::invalid(
+            "metrics_listen",
+            format!("{e}: give an IP address and port, such as 0.0.0.0:9152"),
+        )
     })
 }
 

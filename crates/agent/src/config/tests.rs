@@ -50,9 +50,12 @@ fn minimal_config_gets_the_defaults() {
     assert_eq!(config.token.reveal(), "fgat_from_env");
     assert_eq!(config.cluster_name, "");
     assert_eq!(config.retry, RetryPolicy::default());
-    assert_eq!(config.retry.max_attempts, 8);
     assert_eq!(config.retry.initial_backoff, Duration::from_millis(500));
     assert_eq!(config.retry.max_backoff, Duration::from_secs(30));
+    assert_eq!(config.retry.report_after, Duration::from_secs(300));
+    assert_eq!(config.retry.warn_every, Duration::from_secs(300));
+    assert_eq!(config.metrics_listen, None);
+    assert!(config.warnings.is_empty());
     assert_eq!(
         config.reconnect,
         ReconnectPolicy {
@@ -82,8 +85,9 @@ broker: https://fluxgate.example.com:8150
 token_file: agent-token
 cluster_name: prod-eu
 request_timeout: 3s
-retry: {max_attempts: 3, initial_backoff: 100ms, max_backoff: 2s}
+retry: {initial_backoff: 100ms, max_backoff: 2s, report_after: 1m, warn_every: 10m}
 reconnect: {initial_backoff: 1s, max_backoff: 1m}
+metrics_listen: 0.0.0.0:9152
 receivers:
   - name: my-receiver
     project: https://gitlab.example.com/Group/App.git
@@ -108,10 +112,15 @@ receivers:
     assert_eq!(
         config.retry,
         RetryPolicy {
-            max_attempts: 3,
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(2),
+            report_after: Duration::from_secs(60),
+            warn_every: Duration::from_secs(600),
         }
+    );
+    assert_eq!(
+        config.metrics_listen,
+        Some("0.0.0.0:9152".parse().expect("address"))
     );
     assert_eq!(config.reconnect.max_backoff, Duration::from_secs(60));
 
@@ -198,10 +207,25 @@ fn agent_token_sources() {
 }
 
 #[test]
+fn the_old_max_attempts_key_still_loads_with_a_warning() {
+    let config = parse(&format!("{MINIMAL}retry: {{max_attempts: 3}}\n")).expect("valid");
+    assert_eq!(config.warnings.len(), 1);
+    assert!(config.warnings[0].contains("retry.max_attempts is no longer used"));
+}
+
+#[test]
 fn retry_and_reconnect_bounds() {
     assert_error(
-        &format!("{MINIMAL}retry: {{max_attempts: 0}}\n"),
-        "retry.max_attempts: must be at least 1",
+        &format!("{MINIMAL}retry: {{report_after: 0s}}\n"),
+        "retry.report_after: must be longer than zero",
+    );
+    assert_error(
+        &format!("{MINIMAL}retry: {{warn_every: 0s}}\n"),
+        "retry.warn_every: must be longer than zero",
+    );
+    assert_error(
+        &format!("{MINIMAL}metrics_listen: localhost\n"),
+        "metrics_listen: invalid socket address syntax",
     );
     assert_error(
         &format!("{MINIMAL}retry: {{initial_backoff: 0s}}\n"),

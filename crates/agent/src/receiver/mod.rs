@@ -3,8 +3,10 @@
 //! - [`payload`]: the JSON body and the per-type authentication headers.
 //! - [`trigger`]: one HTTP call to a Receiver.
 //! - [`retry`]: the retry policy around those calls.
-//! - [`worker`]: one task per receiver that coalesces bursts.
+//! - [`worker`]: one task per receiver that coalesces bursts and retries until it answers.
+//! - [`health`]: which receivers are failing: logs, metrics, the report to the broker.
 
+pub mod health;
 pub mod payload;
 pub mod retry;
 pub mod trigger;

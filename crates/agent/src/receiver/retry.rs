@@ -6,34 +6,38 @@
 //! | 404 (Receiver not registered yet, or reconciling), 408, 429, 5xx, no answer | retried |
 //! | 400 (validation failed), 413 (body too large), any other status | rejected at once |
 //!
-//! Retries wait with capped exponential backoff and jitter ([`crate::backoff`]) and stop
-//! after `max_attempts` calls in all: the outcome is then failed, with the last status.
+//! A retried call is retried for as long as it keeps failing, with capped exponential
+//! backoff and jitter ([`crate::backoff`]): a Receiver that is down for an hour is still
+//! called when it comes back (the loop is in [`super::worker`]). Only a 2xx or a final
+//! refusal ends a delivery.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 
 use super::Receiver;
 use super::payload::TriggerRequest;
 use super::trigger::{AttemptResult, send_once};
-use crate::backoff::Backoff;
-use crate::event::TriggerEvent;
 
-/// How hard to try one delivery.
+/// How to retry, and when a receiver that keeps failing is reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
-    /// Calls in all, the first included. At least 1.
-    pub max_attempts: u32,
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
+    /// A receiver failing for this long is logged as a warning, counted in the failing
+    /// receivers gauge and reported to the broker.
+    pub report_after: Duration,
+    /// While it keeps failing, the warning and the report are repeated this often.
+    pub warn_every: Duration,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
-            max_attempts: 8,
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
+            report_after: Duration::from_secs(300),
+            warn_every: Duration::from_secs(300),
         }
     }
 }
@@ -43,12 +47,10 @@ impl Default for RetryPolicy {
 pub enum DeliveryOutcome {
     /// The Receiver answered 2xx.
     Delivered,
-    /// A later event was delivered to the receiver instead.
+    /// A later event was delivered to the receiver instead (or refused for good).
     Coalesced,
     /// The Receiver refused it for good.
     Rejected,
-    /// Every attempt failed with a retryable answer or none.
-    Failed,
 }
 
 impl DeliveryOutcome {
@@ -57,7 +59,6 @@ impl DeliveryOutcome {
             Self::Delivered => "delivered",
             Self::Coalesced => "coalesced",
             Self::Rejected => "rejected",
-            Self::Failed => "failed",
         }
     }
 }
@@ -68,6 +69,7 @@ pub struct DeliveryReport {
     pub outcome: DeliveryOutcome,
     /// Status of the last attempt; 0 if there was no answer.
     pub http_status: u16,
+    /// Calls made, failed ones included (also those made for events it replaced).
     pub attempts: u32,
     /// Empty when delivered.
     pub error: String,
@@ -86,7 +88,7 @@ pub enum Verdict {
 /// The verdict for one attempt's result.
 pub fn classify(result: &AttemptResult) -> Verdict {
     match result {
-        AttemptResult::NoAnswer(_) => Verdict::Retry,
+        AttemptResult::NoAnswer { .. } => Verdict::Retry,
         AttemptResult::Answered(status) if status.is_success() => Verdict::Delivered,
         AttemptResult::Answered(status)
             if status.is_server_error()
@@ -103,7 +105,31 @@ pub fn classify(result: &AttemptResult) -> Verdict {
     }
 }
 
-/// Makes the calls for one delivery.
+/// The status of an attempt, 0 if there was no answer.
+pub fn http_status(result: &AttemptResult) -> u16 {
+    match result {
+        AttemptResult::Answered(status) => status.as_u16(),
+        AttemptResult::NoAnswer { .. } => 0,
+    }
+}
+
+/// An attempt's result for logs and reports: `HTTP 503 Service Unavailable`, or the error.
+pub fn describe(result: &AttemptResult) -> String {
+    match result {
+        AttemptResult::Answered(status) => format!("HTTP {status}"),
+        AttemptResult::NoAnswer { detail, .. } => detail.clone(),
+    }
+}
+
+/// A metric label for a failed attempt: `http_503`, `connect`, `timeout`, `request`.
+pub fn failure_reason(result: &AttemptResult) -> String {
+    match result {
+        AttemptResult::Answered(status) => format!("http_{}", status.as_u16()),
+        AttemptResult::NoAnswer { reason, .. } => reason.as_str().to_owned(),
+    }
+}
+
+/// Makes Receiver calls; the policy says how the worker spaces them.
 #[derive(Debug, Clone)]
 pub struct Deliverer {
     client: reqwest::Client,
@@ -115,88 +141,20 @@ impl Deliverer {
         Self { client, policy }
     }
 
-    /// Delivers `event` to `receiver`, retrying as the policy allows.
-    pub async fn deliver(&self, receiver: &Receiver, event: &TriggerEvent) -> DeliveryReport {
-        let started = Instant::now();
-        let request = match TriggerRequest::build(receiver, event) {
-            Ok(request) => request,
-            Err(error) => {
-                return DeliveryReport {
-                    outcome: DeliveryOutcome::Rejected,
-                    http_status: 0,
-                    attempts: 0,
-                    error: error.to_string(),
-                    elapsed: started.elapsed(),
-                };
-            }
-        };
-        let mut backoff = Backoff::new(self.policy.initial_backoff, self.policy.max_backoff);
-        let max_attempts = self.policy.max_attempts.max(1);
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let result = send_once(&self.client, receiver, &request).await;
-            let verdict = classify(&result);
-            let outcome = match verdict {
-                Verdict::Delivered => Some(DeliveryOutcome::Delivered),
-                Verdict::Reject => Some(DeliveryOutcome::Rejected),
-                Verdict::Retry if attempts >= max_attempts => Some(DeliveryOutcome::Failed),
-                Verdict::Retry => None,
-            };
-            if let Some(outcome) = outcome {
-                return report(outcome, &result, attempts, started.elapsed());
-            }
-            let delay = backoff.next_delay();
-            tracing::debug!(
-                receiver = %receiver.name,
-                seq = event.seq,
-                attempt = attempts,
-                result = %describe(&result),
-                retry_in = ?delay,
-                "receiver call failed, retrying"
-            );
-            tokio::time::sleep(delay).await;
-        }
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.policy
     }
-}
 
-fn report(
-    outcome: DeliveryOutcome,
-    result: &AttemptResult,
-    attempts: u32,
-    elapsed: Duration,
-) -> DeliveryReport {
-    let http_status = match result {
-        AttemptResult::Answered(status) => status.as_u16(),
-        AttemptResult::NoAnswer(_) => 0,
-    };
-    let error = match outcome {
-        DeliveryOutcome::Delivered => String::new(),
-        DeliveryOutcome::Rejected => format!("rejected: {}", describe(result)),
-        DeliveryOutcome::Failed => {
-            format!("gave up after {attempts} attempts: {}", describe(result))
-        }
-        DeliveryOutcome::Coalesced => String::new(),
-    };
-    DeliveryReport {
-        outcome,
-        http_status,
-        attempts,
-        error,
-        elapsed,
-    }
-}
-
-fn describe(result: &AttemptResult) -> String {
-    match result {
-        AttemptResult::Answered(status) => format!("HTTP {status}"),
-        AttemptResult::NoAnswer(error) => error.clone(),
+    /// One call of `request` to `receiver`.
+    pub async fn call(&self, receiver: &Receiver, request: &TriggerRequest) -> AttemptResult {
+        send_once(&self.client, receiver, request).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::receiver::trigger::NoAnswerReason;
 
     fn answered(code: u16) -> Verdict {
         classify(&AttemptResult::Answered(
@@ -204,15 +162,19 @@ mod tests {
         ))
     }
 
+    fn refused() -> AttemptResult {
+        AttemptResult::NoAnswer {
+            reason: NoAnswerReason::Connect,
+            detail: "connection failed: refused".to_owned(),
+        }
+    }
+
     #[test]
     fn retryable_statuses_follow_the_flux_cli() {
         for code in [404, 408, 429, 500, 502, 503, 504] {
             assert_eq!(answered(code), Verdict::Retry, "{code}");
         }
-        assert_eq!(
-            classify(&AttemptResult::NoAnswer("refused".to_owned())),
-            Verdict::Retry
-        );
+        assert_eq!(classify(&refused()), Verdict::Retry);
     }
 
     #[test]
@@ -223,5 +185,16 @@ mod tests {
         for code in [200, 202, 204] {
             assert_eq!(answered(code), Verdict::Delivered, "{code}");
         }
+    }
+
+    #[test]
+    fn failures_are_described_and_labelled() {
+        let unavailable = AttemptResult::Answered(StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(describe(&unavailable), "HTTP 503 Service Unavailable");
+        assert_eq!(failure_reason(&unavailable), "http_503");
+        assert_eq!(http_status(&unavailable), 503);
+        assert_eq!(describe(&refused()), "connection failed: refused");
+        assert_eq!(failure_reason(&refused()), "connect");
+        assert_eq!(http_status(&refused()), 0);
     }
 }

@@ -21,7 +21,32 @@ pub enum AttemptResult {
     /// The Receiver answered with this status.
     Answered(StatusCode),
     /// No answer: connection refused or reset, DNS failure, timeout.
-    NoAnswer(String),
+    NoAnswer {
+        reason: NoAnswerReason,
+        /// The error and its causes, without the URL.
+        detail: String,
+    },
+}
+
+/// Why a call got no answer, coarse enough for a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoAnswerReason {
+    /// No TCP or TLS connection: refused, unreachable, DNS failure.
+    Connect,
+    /// The connection or the whole call took longer than its deadline.
+    Timeout,
+    /// Anything else: reset mid-call, a broken response.
+    Request,
+}
+
+impl NoAnswerReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Timeout => "timeout",
+            Self::Request => "request",
+        }
+    }
 }
 
 /// The HTTP client for every Receiver call. `request_timeout` bounds each call.
@@ -48,18 +73,21 @@ pub async fn send_once(
         .await;
     match sent {
         Ok(response) => AttemptResult::Answered(response.status()),
-        Err(error) => AttemptResult::NoAnswer(describe(error)),
+        Err(error) => no_answer(error),
     }
 }
 
 /// The error and its causes, without the URL.
-fn describe(error: reqwest::Error) -> String {
-    let kind = if error.is_timeout() {
-        "timed out"
+fn no_answer(error: reqwest::Error) -> AttemptResult {
+    let (reason, head) = if error.is_timeout() {
+        (NoAnswerReason::Timeout, "timed out")
     } else if error.is_connect() {
-        "connection failed"
+        (NoAnswerReason::Connect, "connection failed")
     } else {
-        "request failed"
+        (NoAnswerReason::Request, "request failed")
     };
-    crate::error_chain::with_causes(kind, &error.without_url())
+    AttemptResult::NoAnswer {
+        reason,
+        detail: crate::error_chain::with_causes(head, &error.without_url()),
+    }
 }

@@ -1,29 +1,50 @@
-//! One task per receiver that triggers it, coalescing bursts.
+//! One task per receiver that triggers it, coalescing bursts and retrying until it
+//! answers.
 //!
 //! A worker has at most one delivery in flight and one event pending. An event that
 //! arrives while a delivery is in flight becomes the pending one; if an event was already
-//! pending, the new one replaces it. A burst of any size therefore costs at most two
-//! deliveries: the one in flight when it started, and one for the newest event.
+//! pending, the new one replaces it. A burst of any size against a healthy receiver
+//! therefore costs at most two deliveries: the one in flight when it started, and one for
+//! the newest event.
 //!
-//! Every event submitted gets exactly one [`Completion`]:
+//! A delivery ends only when the Receiver answers: 2xx, or a final refusal (400, 413, …;
+//! see [`super::retry`]). While it answers with a retryable status or not at all, the
+//! worker retries with capped, jittered backoff, for as long as that takes. Before each
+//! retry it takes the pending event, if there is one, so the retry goes on with the newest
+//! event (and the same backoff): a receiver that is down for an hour while pushes arrive
+//! is called, when it comes back, once, for the newest push.
 //!
-//! - the event that was sent gets the outcome of its delivery;
-//! - an event that was replaced gets [`DeliveryOutcome::Coalesced`] once the delivery that
-//!   covered it finishes (not when it is replaced), carrying that delivery's status and
-//!   attempts, and an error text naming the covering seq and, if that delivery did not
-//!   succeed, how it ended. The ack for a coalesced event is thus sent only after the
-//!   Receiver was actually called for a newer event.
+//! Every event submitted gets exactly one [`Completion`], and only when a delivery
+//! answered:
 //!
-//! Workers outlive broker streams: a delivery continues across a reconnect, and its
-//! completion is dropped later if its stream is gone.
+//! - the event that was sent last gets the outcome of its delivery;
+//! - every event it replaced (pending when it arrived, or swapped out between retries)
+//!   gets [`DeliveryOutcome::Coalesced`], carrying that delivery's status and attempts,
+//!   and an error text naming the covering seq and, if that delivery was refused, why.
+//!   So a coalesced event is acked only after the Receiver was actually called for a
+//!   newer one.
+//!
+//! Workers outlive broker streams: a delivery, retries included, continues across a
+//! reconnect. Events of an earlier stream can no longer be acked: the tickets a job holds
+//! for them are dropped whenever it absorbs another job, so what a job holds is bounded
+//! by the events of the current stream, which the broker caps (see [`crate::dispatch`]).
+//! The broker sends those events again on the new stream, and they coalesce into the
+//! running retry rather than start a second delivery.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::Receiver;
-use super::retry::{Deliverer, DeliveryOutcome, DeliveryReport};
+use super::health::{FailureTracker, HealthBoard};
+use super::payload::TriggerRequest;
+use super::retry::{
+    Deliverer, DeliveryOutcome, DeliveryReport, Verdict, classify, describe, http_status,
+};
+use crate::backoff::Backoff;
 use crate::event::TriggerEvent;
 
 /// Which broker stream an event came from, and its seq, so its ack goes to that stream.
@@ -51,31 +72,72 @@ pub struct Completion {
     pub report: DeliveryReport,
 }
 
-/// One submitted event.
+/// What every worker shares with the dispatcher.
+#[derive(Debug, Clone)]
+pub struct WorkerContext {
+    pub deliverer: Deliverer,
+    pub completions: mpsc::UnboundedSender<Completion>,
+    pub health: Arc<HealthBoard>,
+    /// The current stream's generation: tickets of older ones are dropped.
+    pub generation: Arc<AtomicU64>,
+}
+
+/// One submitted event, and the earlier ones its delivery covers.
 struct Job {
     event: Arc<TriggerEvent>,
     origin: Origin,
-    /// Earlier events this one replaced.
-    covers: Vec<Origin>,
+    /// Earlier events of the current stream this one replaced.
+    covers: Vec<Ticket>,
+}
+
+impl Job {
+    /// Takes over `older`: its event and everything it covered are now covered by this
+    /// job's delivery. Tickets of streams before `generation` are dropped.
+    fn absorb(&mut self, older: Job, generation: u64) {
+        let mut covers = older.covers;
+        if let Origin::Event(ticket) = older.origin {
+            covers.push(ticket);
+        }
+        covers.append(&mut self.covers);
+        covers.retain(|ticket| ticket.generation >= generation);
+        self.covers = covers;
+    }
+
+    /// The oldest broker event this job holds unacked.
+    fn oldest_seq(&self) -> Option<u64> {
+        let own = match self.origin {
+            Origin::Event(ticket) => Some(ticket.seq),
+            Origin::Resync => None,
+        };
+        self.covers.iter().map(|t| t.seq).chain(own).min()
+    }
 }
 
 /// The pending event, shared by the handle and the task.
-#[derive(Default)]
 struct Slot {
     pending: Mutex<Option<Job>>,
     wake: Notify,
+    generation: Arc<AtomicU64>,
 }
 
 impl Slot {
     fn lock(&self) -> MutexGuard<'_, Option<Job>> {
-        // Every critical section is a single `take` or `replace`, so a panic elsewhere
-        // cannot leave the slot half-updated.
+        // Every critical section is a `take` or a `take` then `replace`, with no panicking
+        // code in between, so a panic elsewhere cannot leave the slot half-updated.
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn take(&self) -> Option<Job> {
+        self.lock().take()
     }
 
     async fn next_job(&self) -> Job {
         loop {
-            if let Some(job) = self.lock().take() {
+            if let Some(job) = self.take() {
                 return job;
             }
             self.wake.notified().await;
@@ -93,17 +155,26 @@ impl WorkerHandle {
     /// Starts the worker task for `receiver`. It stops when `cancel` fires.
     pub fn spawn(
         receiver: Arc<Receiver>,
-        deliverer: Deliverer,
-        completions: mpsc::UnboundedSender<Completion>,
+        context: WorkerContext,
         cancel: CancellationToken,
     ) -> Self {
-        let slot = Arc::new(Slot::default());
+        let slot = Arc::new(Slot {
+            pending: Mutex::new(None),
+            wake: Notify::new(),
+            generation: Arc::clone(&context.generation),
+        });
+        let name: Arc<str> = Arc::from(receiver.name.as_str());
         let worker = Worker {
-            name: Arc::from(receiver.name.as_str()),
+            tracker: FailureTracker::new(
+                Arc::clone(&name),
+                context.health,
+                context.deliverer.policy(),
+            ),
+            name,
             receiver,
-            deliverer,
+            deliverer: context.deliverer,
             slot: Arc::clone(&slot),
-            completions,
+            completions: context.completions,
         };
         tokio::spawn(async move {
             tokio::select! {
@@ -116,20 +187,16 @@ impl WorkerHandle {
 
     /// Queues `event`, replacing the pending event if there is one.
     pub fn submit(&self, event: Arc<TriggerEvent>, origin: Origin) {
-        let mut pending = self.slot.lock();
-        let covers = match pending.take() {
-            Some(replaced) => {
-                let mut covers = replaced.covers;
-                covers.push(replaced.origin);
-                covers
-            }
-            None => Vec::new(),
-        };
-        *pending = Some(Job {
+        let mut job = Job {
             event,
             origin,
-            covers,
-        });
+            covers: Vec::new(),
+        };
+        let mut pending = self.slot.lock();
+        if let Some(replaced) = pending.take() {
+            job.absorb(replaced, self.slot.generation());
+        }
+        *pending = Some(job);
         drop(pending);
         self.slot.wake.notify_one();
     }
@@ -141,22 +208,87 @@ struct Worker {
     deliverer: Deliverer,
     slot: Arc<Slot>,
     completions: mpsc::UnboundedSender<Completion>,
+    tracker: FailureTracker,
 }
 
 impl Worker {
-    async fn run(self) {
+    async fn run(mut self) {
         loop {
             let job = self.slot.next_job().await;
-            let report = self.deliverer.deliver(&self.receiver, &job.event).await;
+            let (job, report) = self.deliver(job).await;
             log_delivery(&self.receiver, &job, &report);
             self.complete(job, report);
+        }
+    }
+
+    /// Calls the Receiver until it answers, moving on to the newest pending event before
+    /// every retry. Returns the job that was sent last, with its report.
+    async fn deliver(&mut self, mut job: Job) -> (Job, DeliveryReport) {
+        let started = Instant::now();
+        let policy = *self.deliverer.policy();
+        let mut backoff = Backoff::new(policy.initial_backoff, policy.max_backoff);
+        let mut attempts: u32 = 0;
+        loop {
+            if let Some(mut newer) = self.slot.take() {
+                newer.absorb(job, self.slot.generation());
+                job = newer;
+            }
+            let request = match TriggerRequest::build(&self.receiver, &job.event) {
+                Ok(request) => request,
+                Err(error) => {
+                    let report = DeliveryReport {
+                        outcome: DeliveryOutcome::Rejected,
+                        http_status: 0,
+                        attempts,
+                        error: error.to_string(),
+                        elapsed: started.elapsed(),
+                    };
+                    return (job, report);
+                }
+            };
+            attempts = attempts.saturating_add(1);
+            let result = self.deliverer.call(&self.receiver, &request).await;
+            let outcome = match classify(&result) {
+                Verdict::Delivered => DeliveryOutcome::Delivered,
+                Verdict::Reject => DeliveryOutcome::Rejected,
+                Verdict::Retry => {
+                    self.tracker.failed(&result, job.oldest_seq());
+                    let delay = backoff.next_delay();
+                    tracing::debug!(
+                        receiver = %self.receiver.name,
+                        seq = job.event.seq,
+                        attempt = attempts,
+                        result = %describe(&result),
+                        retry_in = ?delay,
+                        "receiver call failed, retrying"
+                    );
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
+            };
+            self.tracker.answered();
+            let error = match outcome {
+                DeliveryOutcome::Rejected => format!("rejected: {}", describe(&result)),
+                DeliveryOutcome::Delivered | DeliveryOutcome::Coalesced => String::new(),
+            };
+            let report = DeliveryReport {
+                outcome,
+                http_status: http_status(&result),
+                attempts,
+                error,
+                elapsed: started.elapsed(),
+            };
+            return (job, report);
         }
     }
 
     fn complete(&self, job: Job, report: DeliveryReport) {
         let coalesced = coalesced_report(&job.event, &report);
         let sent = std::iter::once((job.origin, report));
-        let replaced = job.covers.into_iter().map(|o| (o, coalesced.clone()));
+        let replaced = job
+            .covers
+            .into_iter()
+            .map(|ticket| (Origin::Event(ticket), coalesced.clone()));
         for (origin, report) in sent.chain(replaced) {
             let completion = Completion {
                 origin,
@@ -178,7 +310,7 @@ fn coalesced_report(covering: &TriggerEvent, report: &DeliveryReport) -> Deliver
     };
     let error = match report.outcome {
         DeliveryOutcome::Delivered | DeliveryOutcome::Coalesced => format!("coalesced into {into}"),
-        DeliveryOutcome::Rejected | DeliveryOutcome::Failed => format!(
+        DeliveryOutcome::Rejected => format!(
             "coalesced into {into}, which was {}: {}",
             report.outcome.as_str(),
             report.error
@@ -217,8 +349,61 @@ fn log_delivery(receiver: &Receiver, job: &Job, report: &DeliveryReport) {
         DeliveryOutcome::Delivered | DeliveryOutcome::Coalesced => {
             delivery_event!(info, "receiver triggered");
         }
-        DeliveryOutcome::Rejected | DeliveryOutcome::Failed => {
-            delivery_event!(warn, "receiver trigger failed");
+        DeliveryOutcome::Rejected => {
+            delivery_event!(warn, "receiver refused the trigger for good");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fluxgate_core::{EventKind, FullPath, GitRef};
+
+    use super::*;
+
+    fn job(generation: u64, seq: u64) -> Job {
+        let git_ref = GitRef::parse("refs/heads/main").expect("ref");
+        Job {
+            event: Arc::new(TriggerEvent {
+                seq,
+                event_id: format!("e{seq}"),
+                project_id: 1,
+                project_path: FullPath::parse("g/a").expect("path"),
+                matched_projects: Vec::new(),
+                kind: EventKind::for_ref(&git_ref),
+                git_ref: Some(git_ref),
+                before: String::new(),
+                after: String::new(),
+            }),
+            origin: Origin::Event(Ticket { generation, seq }),
+            covers: Vec::new(),
+        }
+    }
+
+    fn seqs(job: &Job) -> Vec<(u64, u64)> {
+        let mut covered: Vec<_> = job.covers.iter().map(|t| (t.generation, t.seq)).collect();
+        covered.sort_unstable();
+        covered
+    }
+
+    #[test]
+    fn a_newer_job_covers_the_older_one_and_what_it_covered() {
+        let mut newest = job(1, 3);
+        let mut middle = job(1, 2);
+        middle.absorb(job(1, 1), 1);
+        newest.absorb(middle, 1);
+        assert_eq!(seqs(&newest), [(1, 1), (1, 2)]);
+        assert_eq!(newest.oldest_seq(), Some(1));
+    }
+
+    #[test]
+    fn tickets_of_earlier_streams_are_dropped() {
+        let mut older = job(1, 5);
+        older.absorb(job(1, 4), 1);
+        // Stream 2 began: the broker sends 4 and 5 again; the old tickets cannot be acked.
+        let mut redelivered = job(2, 5);
+        redelivered.absorb(older, 2);
+        assert!(redelivered.covers.is_empty(), "{:?}", seqs(&redelivered));
+        assert_eq!(redelivered.oldest_seq(), Some(5));
     }
 }

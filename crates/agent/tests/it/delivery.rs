@@ -8,7 +8,7 @@ use fluxgate_agent::receiver::retry::{DeliveryOutcome, DeliveryReport};
 use fluxgate_e2e::flux_receiver::{FluxReceiverStandIn, Receiver, ReceiverType};
 use reqwest::StatusCode;
 
-use crate::support::{PATIENCE, config, dispatcher, next_acks, push};
+use crate::support::{PATIENCE, assert_no_ack, config, dispatcher, next_acks, push};
 
 /// The only outcome of an ack, checking there is exactly one.
 fn single(ack: &AckReport) -> &DeliveryReport {
@@ -168,28 +168,58 @@ async fn a_400_is_rejected_after_one_attempt() {
 }
 
 #[tokio::test]
-async fn a_receiver_that_stays_unavailable_fails_after_max_attempts() {
+async fn a_receiver_answering_503_is_retried_until_200_and_acked_only_then() {
     let flux = FluxReceiverStandIn::start([Receiver::new("app", ReceiverType::Generic, "t")]).await;
-    flux.fail_next("app", StatusCode::SERVICE_UNAVAILABLE, 10);
+    // Flux answers 503 while the Receiver is not Ready.
+    flux.set_ready("app", false);
     let config = config(
         "http://127.0.0.1:1",
         &generic(&flux, "app", "t", "group/app"),
     );
     let (mut dispatcher, _workers) = dispatcher(&config);
+    let mut health = dispatcher.health().subscribe();
     dispatcher.dispatch(push(1, "group/app", "refs/heads/main"), 1);
+
+    // Far more calls than any retry budget, and longer than report_after (300ms).
+    flux.wait_for_hits("app", 12, PATIENCE).await;
+    assert_no_ack(&mut dispatcher, "the receiver has only answered 503").await;
+    tokio::time::timeout(PATIENCE, async {
+        while dispatcher.health().report().is_empty() {
+            health.changed().await.expect("board alive");
+        }
+    })
+    .await
+    .expect("the receiver is reported as failing");
+    let failing = dispatcher.health().report().remove(0);
+    assert_eq!(failing.receiver, "app");
+    assert_eq!(failing.last_http_status, 503);
+    assert_eq!(failing.last_error, "HTTP 503 Service Unavailable");
+    assert_eq!(failing.oldest_unacked_seq.map(|s| s.get()), Some(1));
+    assert!(failing.attempts >= 2, "{failing:?}");
+
+    flux.set_ready("app", true);
     let ack = next_acks(&mut dispatcher, 1).await.remove(0);
     let report = single(&ack);
-    assert_eq!(report.outcome, DeliveryOutcome::Failed);
-    assert_eq!((report.http_status, report.attempts), (503, 3));
-    assert!(
-        report.error.contains("gave up after 3 attempts"),
-        "{report:?}"
+    assert_eq!(report.outcome, DeliveryOutcome::Delivered);
+    assert_eq!(report.http_status, 200);
+    assert!(report.error.is_empty(), "{report:?}");
+    let statuses: Vec<u16> = flux.hits("app").iter().map(|h| h.status.as_u16()).collect();
+    let (last, failed) = statuses.split_last().expect("hits");
+    assert_eq!(*last, 200);
+    assert!(failed.iter().all(|s| *s == 503), "{statuses:?}");
+    assert_eq!(
+        report.attempts as usize,
+        statuses.len(),
+        "every call is counted"
     );
-    assert_eq!(flux.hits("app").len(), 3);
+    assert!(
+        dispatcher.health().report().is_empty(),
+        "recovered receivers leave the report"
+    );
 }
 
 #[tokio::test]
-async fn an_unreachable_receiver_fails_without_a_status() {
+async fn an_unreachable_receiver_is_retried_and_reported_without_its_url() {
     // Bind and drop a listener to get a port nobody listens on.
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -203,15 +233,126 @@ async fn an_unreachable_receiver_fails_without_a_status() {
         ),
     );
     let (mut dispatcher, _workers) = dispatcher(&config);
+    let mut health = dispatcher.health().subscribe();
     dispatcher.dispatch(push(1, "group/app", "refs/heads/main"), 1);
-    let ack = next_acks(&mut dispatcher, 1).await.remove(0);
-    let report = single(&ack);
-    assert_eq!(report.outcome, DeliveryOutcome::Failed);
-    assert_eq!((report.http_status, report.attempts), (0, 3));
+    tokio::time::timeout(PATIENCE, async {
+        while dispatcher.health().report().is_empty() {
+            health.changed().await.expect("board alive");
+        }
+    })
+    .await
+    .expect("the receiver is reported as failing");
+    let failing = dispatcher.health().report().remove(0);
+    assert_eq!(failing.last_http_status, 0, "no answer, no status");
     assert!(
-        !report.error.contains("/hook/x"),
-        "the URL stays out of errors: {report:?}"
+        failing.last_error.starts_with("connection failed"),
+        "{failing:?}"
     );
+    assert!(
+        !failing.last_error.contains("/hook/x"),
+        "the URL stays out of errors: {failing:?}"
+    );
+    assert_no_ack(&mut dispatcher, "the receiver was never reached").await;
+}
+
+#[tokio::test]
+async fn one_failing_receiver_does_not_delay_another_receivers_acks() {
+    let flux = FluxReceiverStandIn::start([
+        Receiver::new("down", ReceiverType::Generic, "d"),
+        Receiver::new("up", ReceiverType::Generic, "u"),
+    ])
+    .await;
+    flux.set_ready("down", false);
+    let config = config(
+        "http://127.0.0.1:1",
+        &format!(
+            "{}{}",
+            generic(&flux, "down", "d", "group/down"),
+            generic(&flux, "up", "u", "group/up")
+        ),
+    );
+    let (mut dispatcher, _workers) = dispatcher(&config);
+    dispatcher.dispatch(push(1, "group/down", "refs/heads/main"), 1);
+    flux.wait_for_hits("down", 2, PATIENCE).await;
+    for seq in 2..=4 {
+        dispatcher.dispatch(push(seq, "group/up", "refs/heads/main"), 1);
+    }
+    let mut acked: Vec<u64> = next_acks(&mut dispatcher, 3)
+        .await
+        .iter()
+        .map(|ack| {
+            // Delivered, or coalesced into a later delivered event.
+            assert_ne!(single(ack).outcome, DeliveryOutcome::Rejected, "{ack:?}");
+            assert_eq!(single(ack).http_status, 200, "{ack:?}");
+            ack.ticket.seq
+        })
+        .collect();
+    acked.sort_unstable();
+    assert_eq!(acked, [2, 3, 4], "the healthy receiver's events are acked");
+    assert_no_ack(&mut dispatcher, "seq 1's receiver keeps failing").await;
+
+    flux.set_ready("down", true);
+    let ack = next_acks(&mut dispatcher, 1).await.remove(0);
+    assert_eq!(ack.ticket.seq, 1);
+    assert_eq!(single(&ack).outcome, DeliveryOutcome::Delivered);
+}
+
+#[tokio::test]
+async fn a_burst_while_failing_ends_in_one_call_for_the_newest_event_and_acks_all() {
+    let flux = FluxReceiverStandIn::start([Receiver::new("app", ReceiverType::Generic, "t")]).await;
+    flux.set_ready("app", false);
+    let config = config(
+        "http://127.0.0.1:1",
+        &generic(&flux, "app", "t", "group/app"),
+    );
+    let (mut dispatcher, _workers) = dispatcher(&config);
+    dispatcher.dispatch(push(1, "group/app", "refs/heads/main"), 1);
+    flux.wait_for_hits("app", 2, PATIENCE).await;
+    for seq in 2..=10 {
+        dispatcher.dispatch(push(seq, "group/app", "refs/heads/main"), 1);
+    }
+    // The running retry moves on to the newest event.
+    let seq_of = |hit: &fluxgate_e2e::flux_receiver::Hit| hit.json()["seq"].as_u64();
+    fluxgate_e2e::harness::eventually(PATIENCE, "a retry carrying seq 10", || async {
+        flux.hits("app")
+            .iter()
+            .any(|hit| seq_of(hit) == Some(10))
+            .then_some(())
+    })
+    .await;
+    assert_no_ack(&mut dispatcher, "nothing was delivered yet").await;
+
+    flux.set_ready("app", true);
+    let mut acks = next_acks(&mut dispatcher, 10).await;
+    acks.sort_by_key(|ack| ack.ticket.seq);
+    let hits = flux.hits("app");
+    let delivered: Vec<Option<u64>> = hits
+        .iter()
+        .filter(|hit| hit.status == StatusCode::OK)
+        .map(seq_of)
+        .collect();
+    assert_eq!(delivered, [Some(10)], "one successful call, for the newest");
+    let sent: Vec<u64> = hits.iter().filter_map(seq_of).collect();
+    let first_ten = sent.iter().position(|seq| *seq == 10).expect("seq 10 sent");
+    assert!(
+        sent[first_ten..].iter().all(|seq| *seq == 10),
+        "once on the newest event, the retry never goes back: {sent:?}"
+    );
+    for ack in &acks {
+        let report = single(ack);
+        if ack.ticket.seq == 10 {
+            assert_eq!(report.outcome, DeliveryOutcome::Delivered, "{ack:?}");
+        } else {
+            assert_eq!(report.outcome, DeliveryOutcome::Coalesced, "{ack:?}");
+            assert_eq!(report.error, "coalesced into seq 10");
+            assert_eq!(report.http_status, 200);
+        }
+    }
+    assert_eq!(
+        acks.iter().map(|a| a.ticket.seq).collect::<Vec<_>>(),
+        (1..=10).collect::<Vec<_>>()
+    );
+    assert_no_ack(&mut dispatcher, "every event was acked once").await;
 }
 
 #[tokio::test]

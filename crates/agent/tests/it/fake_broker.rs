@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use fluxgate_proto::v1 as proto;
 use fluxgate_proto::v1::agent_service_server::{AgentService, AgentServiceServer};
+use proto::agent_message::Message as AgentMessage;
 use proto::broker_message::Message;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -92,6 +93,8 @@ pub struct FakeStream {
     pub authorization: Option<String>,
     outbound: Outbound,
     inbound: mpsc::UnboundedReceiver<proto::AgentMessage>,
+    /// Health reports that arrived while a test waited for an ack.
+    health: VecDeque<proto::ReceiverHealth>,
 }
 
 impl FakeStream {
@@ -103,7 +106,17 @@ impl FakeStream {
             .expect("the stream is open");
     }
 
+    /// A Welcome from a broker that predates receiver health reports.
     pub fn welcome(&self, resume_after: u64, cursor_expired: bool) {
+        self.send_welcome(resume_after, cursor_expired, false);
+    }
+
+    /// A Welcome from a broker that accepts receiver health reports.
+    pub fn welcome_with_health(&self, resume_after: u64) {
+        self.send_welcome(resume_after, false, true);
+    }
+
+    fn send_welcome(&self, resume_after: u64, cursor_expired: bool, accepts_health: bool) {
         self.send(Message::Welcome(proto::Welcome {
             agent_name: "test-agent".to_owned(),
             broker_id: "fake".to_owned(),
@@ -111,6 +124,7 @@ impl FakeStream {
             cursor_expired,
             head_seq: 100,
             keepalive_seconds: 15,
+            accepts_receiver_health: accepts_health,
         }));
     }
 
@@ -139,16 +153,41 @@ impl FakeStream {
         self.send(Message::Keepalive(proto::Keepalive { position }));
     }
 
-    /// The next ack from the agent.
+    /// The next ack from the agent. Health reports that arrive first are kept for
+    /// [`FakeStream::next_health`].
     pub async fn next_ack(&mut self) -> proto::Ack {
+        loop {
+            match self.next_message("an ack").await {
+                AgentMessage::Ack(ack) => return ack,
+                AgentMessage::ReceiverHealth(report) => self.health.push_back(report),
+                other => panic!("expected an ack, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next receiver health report; acks that arrive first are checked to be absent
+    /// (a test asks for a report only when no ack may come).
+    pub async fn next_health(&mut self) -> proto::ReceiverHealth {
+        if let Some(report) = self.health.pop_front() {
+            return report;
+        }
+        match self.next_message("a health report").await {
+            AgentMessage::ReceiverHealth(report) => report,
+            other => panic!("expected a health report, got {other:?}"),
+        }
+    }
+
+    /// True if a message from the agent is waiting, without waiting for one.
+    pub fn has_pending_message(&self) -> bool {
+        !self.inbound.is_empty()
+    }
+
+    async fn next_message(&mut self, what: &str) -> AgentMessage {
         let message = tokio::time::timeout(PATIENCE, self.inbound.recv())
             .await
-            .expect("an ack arrives in time")
+            .unwrap_or_else(|_| panic!("{what} arrives in time"))
             .expect("the agent keeps the stream open");
-        match message.message {
-            Some(proto::agent_message::Message::Ack(ack)) => ack,
-            other => panic!("expected an ack, got {other:?}"),
-        }
+        message.message.expect("the agent sends no empty message")
     }
 
     /// Ends the stream cleanly (status OK), as a broker that closes it would.
@@ -200,6 +239,7 @@ impl AgentService for Service {
                 authorization,
                 outbound,
                 inbound,
+                health: VecDeque::new(),
             };
             if streams.send(stream).is_err() {
                 return;

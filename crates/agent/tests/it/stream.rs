@@ -266,3 +266,82 @@ async fn fails_over_between_broker_addresses_and_resumes_from_its_cursor() {
     assert_eq!(moved.hello.resume_after, Some(3));
     agent.stop().await;
 }
+
+#[tokio::test]
+async fn a_failing_receiver_is_reported_and_its_retry_survives_a_reconnect() {
+    let flux = flux().await;
+    flux.set_ready("other", false);
+    let mut broker = FakeBroker::start().await;
+    let agent = RunningAgent::start(agent_config(&broker, &flux));
+
+    let mut first = broker.next_stream().await;
+    first.welcome_with_health(0);
+    assert!(
+        first.next_health().await.failing.is_empty(),
+        "right after the Welcome: every receiver healthy, clearing an earlier run's report"
+    );
+    first.event(5, "group/other", "refs/heads/main", &[]);
+    // report_after is 300ms in the test configuration.
+    let report = first.next_health().await;
+    assert_eq!(report.failing.len(), 1, "{report:?}");
+    let failing = &report.failing[0];
+    assert_eq!(failing.receiver, "other");
+    assert_eq!(failing.last_http_status, 503);
+    assert_eq!(failing.oldest_unacked_seq, Some(5));
+    assert!(failing.failing_since.is_some());
+    assert!(!first.has_pending_message(), "no ack while it fails");
+    first.close();
+
+    // The broker never got an ack for 5, so it sends it again, and a newer push.
+    let mut second = broker.next_stream().await;
+    assert_eq!(second.hello.resume_after, None, "the cursor stayed below 5");
+    second.welcome_with_health(0);
+    let report = second.next_health().await;
+    assert_eq!(report.failing.len(), 1, "still failing: {report:?}");
+    second.event(5, "group/other", "refs/heads/main", &[]);
+    second.event(6, "group/other", "refs/heads/main", &[]);
+    fluxgate_e2e::harness::eventually(PATIENCE, "the running retry to carry seq 6", || async {
+        flux.hits("other")
+            .iter()
+            .any(|hit| hit.json()["seq"] == 6)
+            .then_some(())
+    })
+    .await;
+
+    flux.set_ready("other", true);
+    let mut acks = [second.next_ack().await, second.next_ack().await];
+    acks.sort_by_key(|ack| ack.seq);
+    assert_eq!(
+        acks.iter().map(outcomes).collect::<Vec<_>>(),
+        [
+            vec![(
+                "other".to_owned(),
+                proto::Outcome::Coalesced,
+                200,
+                acks[0].outcomes[0].attempts
+            )],
+            vec![(
+                "other".to_owned(),
+                proto::Outcome::Delivered,
+                200,
+                acks[1].outcomes[0].attempts
+            )],
+        ]
+    );
+    assert_eq!(acks[0].outcomes[0].error, "coalesced into seq 6");
+    let delivered: Vec<serde_json::Value> = flux
+        .hits("other")
+        .iter()
+        .filter(|hit| hit.status == 200)
+        .map(|hit| hit.json()["seq"].clone())
+        .collect();
+    assert_eq!(delivered, [6], "one successful call, for the newest push");
+    // Recovery is reported (periodic repeats of the failing report may come first).
+    loop {
+        if second.next_health().await.failing.is_empty() {
+            break;
+        }
+    }
+    barrier(&mut second, 7).await;
+    agent.stop().await;
+}

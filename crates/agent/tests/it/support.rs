@@ -23,7 +23,7 @@ pub fn config(broker: &str, receivers: &str) -> AgentConfig {
         "broker: {broker}
 cluster_name: test-cluster
 request_timeout: 2s
-retry: {{max_attempts: 3, initial_backoff: 10ms, max_backoff: 40ms}}
+retry: {{initial_backoff: 10ms, max_backoff: 40ms, report_after: 300ms, warn_every: 1s}}
 reconnect: {{initial_backoff: 20ms, max_backoff: 100ms}}
 receivers:
 {receivers}"
@@ -60,6 +60,14 @@ pub fn push(seq: u64, project: &str, git_ref: &str) -> TriggerEvent {
         git_ref: Some(git_ref),
         before: "0".repeat(40),
         after: format!("{seq:040}"),
+    }
+}
+
+/// Fails the test if an ack is ready now: every completion the workers sent so far has
+/// been looked at, and none finished an event.
+pub async fn assert_no_ack(dispatcher: &mut Dispatcher, why: &str) {
+    if let Ok(ack) = tokio::time::timeout(Duration::from_millis(20), dispatcher.next_ack()).await {
+        panic!("{why}, yet an ack is ready: {ack:?}");
     }
 }
 

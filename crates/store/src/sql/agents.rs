@@ -4,8 +4,8 @@
 //! policy, so all replicas apply it at the same point of the log.
 
 use fluxgate_core::{
-    AdminAction, AgentId, AgentName, AgentPolicy, LogEntry, LogRecord, StateCause, StateChange,
-    StateEffect, TokenDigest, UnixMillis,
+    AdminAction, AgentId, AgentName, AgentPolicy, LogEntry, LogRecord, ReceiverHealth, StateCause,
+    StateChange, StateEffect, TokenDigest, UnixMillis,
 };
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
@@ -16,7 +16,7 @@ use crate::error::StoreError;
 use crate::model::{AgentRecord, AgentUpdate, CursorUpdate, NewAgent};
 
 const COLUMNS: &str = "id, name, config_project, grants, allow_internal, token_digest, token_generation, \
-                       cursor_seq, created_at, updated_at, last_seen_at";
+                       cursor_seq, created_at, updated_at, last_seen_at, receiver_health";
 
 fn record_from_row(row: &AnyRow) -> Result<AgentRecord, StoreError> {
     let name = rows::text(row, "name")?;
@@ -36,6 +36,7 @@ fn record_from_row(row: &AnyRow) -> Result<AgentRecord, StoreError> {
         created_at: rows::millis(row, "created_at")?,
         updated_at: rows::millis(row, "updated_at")?,
         last_seen_at: rows::opt_int(row, "last_seen_at")?.map(UnixMillis),
+        receiver_health: rows::opt_json(row, "receiver_health")?,
     })
 }
 
@@ -322,6 +323,29 @@ pub(super) async fn save_cursors(
             query = query.bind(agent).bind(seen_at);
         }
         query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Replaces one agent's receiver health report.
+pub(super) async fn save_receiver_health(
+    conn: &mut AnyConnection,
+    agent: AgentId,
+    health: &ReceiverHealth,
+) -> Result<(), StoreError> {
+    health
+        .validate()
+        .map_err(|e| StoreError::Invalid(format!("receiver health: {e}")))?;
+    let updated = sqlx::query("UPDATE agents SET receiver_health = $1 WHERE id = $2")
+        .bind(rows::to_json(health))
+        .bind(agent.0)
+        .execute(&mut *conn)
+        .await?;
+    if updated.rows_affected() == 0 {
+        return Err(StoreError::NotFound(format!(
+            "no agent with id {}",
+            agent.0
+        )));
     }
     Ok(())
 }

@@ -18,7 +18,7 @@ use std::str::FromStr as _;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use fluxgate_core::{AgentName, LogEntry, Seq, TokenDigest, UnixMillis};
+use fluxgate_core::{AgentId, AgentName, LogEntry, ReceiverHealth, Seq, TokenDigest, UnixMillis};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor as _};
 
@@ -251,5 +251,14 @@ impl Store for SqlStore {
         agents::save_cursors(&mut tx, updates, stale_before).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn save_receiver_health(
+        &self,
+        agent: AgentId,
+        health: &ReceiverHealth,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        agents::save_receiver_health(&mut conn, agent, health).await
     }
 }

@@ -57,6 +57,18 @@ pub(super) fn json<T: serde::de::DeserializeOwned>(
     serde_json::from_str(&raw).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
 }
 
+/// A nullable JSON column.
+pub(super) fn opt_json<T: serde::de::DeserializeOwned>(
+    row: &AnyRow,
+    column: &str,
+) -> Result<Option<T>, StoreError> {
+    row.try_get::<Option<String>, _>(column)?
+        .map(|raw| {
+            serde_json::from_str(&raw).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+        })
+        .transpose()
+}
+
 /// Seqs are stored as BIGINT; they never get near `i64::MAX`.
 pub(super) fn seq_param(seq: Seq) -> i64 {
     i64::try_from(seq.get()).unwrap_or(i64::MAX)

@@ -12,6 +12,7 @@
 //! Events go out in seq order, each at most once per stream.
 
 pub mod cursor;
+pub mod receiver_health;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +29,7 @@ use crate::cursor_saver::{CursorSaver, StreamCursor, subscriptions_digest};
 use crate::hub::{Delivery, Hub, Registration, SessionInfo};
 use crate::metric_names as names;
 use cursor::{CursorTracker, MAX_IN_FLIGHT};
+use receiver_health::HealthRecorder;
 
 /// Entries read from the store per backlog query.
 const BACKLOG_PAGE: u32 = 500;
@@ -89,6 +91,11 @@ pub async fn run(
     metrics::counter!(names::STREAMS_OPENED).increment(1);
     let mut session = Session {
         context: context.clone(),
+        health: HealthRecorder::spawn(
+            Arc::clone(&context.store),
+            request.policy.id,
+            request.policy.name.clone(),
+        ),
         policy: request.policy,
         outbound,
         tracker: CursorTracker::new(Seq::ZERO),
@@ -144,6 +151,7 @@ struct OpenedWith {
 
 struct Session {
     context: Arc<SessionContext>,
+    health: HealthRecorder,
     policy: AgentPolicy,
     outbound: Outbound,
     tracker: CursorTracker,
@@ -203,6 +211,7 @@ impl Session {
             cursor_expired,
             head_seq: head.get(),
             keepalive_seconds: u32::try_from(self.context.keepalive.as_secs()).unwrap_or(u32::MAX),
+            accepts_receiver_health: true,
         }))
         .await?;
 
@@ -344,12 +353,20 @@ impl Session {
                     .change_subscriptions(id, add, &remove)
                     .map_err(|limit| limit.to_status())?;
             }
+            Some(agent_message::Message::ReceiverHealth(report)) => {
+                self.health.record(&self.policy.name, report)?;
+            }
             Some(agent_message::Message::Hello(_)) => {
                 return Err(Status::invalid_argument(
                     "hello may only be sent once, as the first message",
                 ));
             }
-            None => return Err(Status::invalid_argument("empty agent message")),
+            // A kind added after this broker was built decodes as none: ignored, so newer
+            // agents keep their stream.
+            None => {
+                metrics::counter!(names::AGENT_MESSAGES_IGNORED).increment(1);
+                tracing::debug!(agent = %self.policy.name, "ignoring an agent message of an unknown kind");
+            }
         }
         Ok(())
     }

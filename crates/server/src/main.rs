@@ -8,6 +8,7 @@ mod broker;
 mod cli;
 mod commands;
 mod config;
+mod data_dir;
 mod health;
 mod http;
 mod retention;
@@ -29,6 +30,7 @@ async fn main() -> anyhow::Result<()> {
         cli.overrides(),
     )?;
     telemetry::init_logging(config.log_format, &config.log_level);
+    secrets::warn_about_command_line(&cli.secret_flags());
     match cli.command {
         Command::Serve(_) => {
             let metrics = telemetry::init_metrics()?;

@@ -2,6 +2,10 @@
 
 use std::fmt;
 
+mod ref_format;
+
+pub use ref_format::{RefFormatError, check_ref_format};
+
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Longest ref name accepted.
@@ -14,8 +18,13 @@ pub enum GitError {
     EmptyRef,
     #[error("ref is longer than {MAX_REF_LEN} bytes")]
     RefTooLong,
-    #[error("ref {0:?} contains whitespace or a control character")]
-    BadRef(String),
+    /// The ref breaks one of git's ref-name rules (`git check-ref-format`), or is not a
+    /// full ref under `refs/`. `reference` is shortened to 80 characters.
+    #[error("ref {reference:?} is invalid: {reason}")]
+    BadRef {
+        reference: String,
+        reason: RefFormatError,
+    },
     #[error("object id {0:?} is not 40 or 64 hexadecimal characters")]
     BadSha(String),
     #[error("ref pattern {pattern:?} is invalid: {reason}")]
@@ -27,17 +36,48 @@ pub enum GitError {
 pub struct GitRef(String);
 
 impl GitRef {
+    /// A full ref as GitLab sends it: valid for `git check-ref-format` (see
+    /// [`check_ref_format`]), under `refs/`, and with at least two components after it
+    /// (`refs/heads/main`, `refs/tags/v1`), so `HEAD`, `main` and `refs/heads` are refused.
     pub fn parse(raw: &str) -> Result<Self, GitError> {
+        Self::check_length(raw)?;
+        let bad = |reason| GitError::BadRef {
+            reference: raw.chars().take(80).collect(),
+            reason,
+        };
+        check_ref_format(raw).map_err(bad)?;
+        let under_refs = raw
+            .strip_prefix("refs/")
+            .is_some_and(|rest| rest.split('/').count() >= 2);
+        if !under_refs {
+            return Err(bad(RefFormatError::NotFullRef));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// A ref read back from the broker's own log or bus. Entries written before refs were
+    /// checked against git's rules were checked only for emptiness, length, whitespace and
+    /// control characters; they are read under those rules so that an old log stays
+    /// readable. Everything arriving from outside goes through [`GitRef::parse`].
+    fn parse_stored(raw: &str) -> Result<Self, GitError> {
+        Self::check_length(raw)?;
+        if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(GitError::BadRef {
+                reference: raw.chars().take(80).collect(),
+                reason: RefFormatError::ForbiddenCharacter,
+            });
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    fn check_length(raw: &str) -> Result<(), GitError> {
         if raw.is_empty() {
             return Err(GitError::EmptyRef);
         }
         if raw.len() > MAX_REF_LEN {
             return Err(GitError::RefTooLong);
         }
-        if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(GitError::BadRef(raw.to_owned()));
-        }
-        Ok(Self(raw.to_owned()))
+        Ok(())
     }
 
     pub fn as_str(&self) -> &str {
@@ -118,7 +158,21 @@ macro_rules! string_serde {
     };
 }
 
-string_serde!(GitRef);
+impl Serialize for GitRef {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+/// Deserialisation reads the broker's own records (the log, the bus), hence the lenient
+/// [`GitRef::parse_stored`]; input from GitLab and agents is parsed with [`GitRef::parse`].
+impl<'de> Deserialize<'de> for GitRef {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        GitRef::parse_stored(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
 string_serde!(Sha);
 
 /// What a subscription or receiver matches on the ref: an exact ref, or a glob where `*`
@@ -238,6 +292,55 @@ mod tests {
         assert!(GitRef::parse("refs/heads/a b").is_err());
         assert!(GitRef::parse("").is_err());
         assert!(r("refs/tags/v1").is_tag());
+    }
+
+    #[test]
+    fn refs_must_be_full_and_well_formed() {
+        for (raw, reason) in [
+            ("refs/heads/../x", RefFormatError::DoubleDot),
+            ("HEAD", RefFormatError::OneLevel),
+            ("master", RefFormatError::OneLevel),
+            ("refs/heads/", RefFormatError::EmptyComponent),
+            ("refs/heads", RefFormatError::NotFullRef),
+            ("heads/main", RefFormatError::NotFullRef),
+            (
+                "refs/heads/main.lock",
+                RefFormatError::ComponentEndsWithLock,
+            ),
+            ("refs/heads/a@{u}", RefFormatError::AtBrace),
+            ("refs/heads/feature*", RefFormatError::ForbiddenCharacter),
+        ] {
+            let err = GitRef::parse(raw).unwrap_err();
+            assert_eq!(
+                err,
+                GitError::BadRef {
+                    reference: raw.to_owned(),
+                    reason
+                },
+                "{raw}"
+            );
+        }
+        assert_eq!(
+            GitRef::parse("refs/heads/../x").unwrap_err().to_string(),
+            "ref \"refs/heads/../x\" is invalid: it contains `..`"
+        );
+        for raw in [
+            "refs/heads/main",
+            "refs/heads/feature/x-1",
+            "refs/tags/v1.2.3",
+            "refs/merge-requests/1/head",
+            "refs/heads/fu\u{df}",
+        ] {
+            assert_eq!(r(raw).as_str(), raw);
+        }
+    }
+
+    #[test]
+    fn refs_from_the_log_are_read_under_the_rules_they_were_written_with() {
+        let old: GitRef = serde_json::from_str("\"master\"").unwrap();
+        assert_eq!(old.as_str(), "master");
+        assert!(serde_json::from_str::<GitRef>("\"a b\"").is_err());
+        assert!(serde_json::from_str::<GitRef>("\"\"").is_err());
     }
 
     #[test]

@@ -6,3 +6,4 @@
 
 pub mod gitlab;
 pub mod hooks;
+pub mod log_field;

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use fluxgate_ingest::hooks::{HookSecrets, HookState};
+use fluxgate_ingest::hooks::{HookState, RefusalLog};
 use fluxgate_routing::RoutingState;
 use fluxgate_store::{Appender, CommitListener, SqlStore, Store, StoreOptions};
 use fluxgate_stream::{
@@ -74,12 +74,7 @@ impl Listeners {
 /// Connects to the store and migrates it, retrying while the database is unreachable.
 pub async fn open_store(config: &Config, patience: Duration) -> anyhow::Result<SqlStore> {
     if config.uses_embedded_database() {
-        std::fs::create_dir_all(&config.data_dir).with_context(|| {
-            format!(
-                "cannot create the data directory {}",
-                config.data_dir.display()
-            )
-        })?;
+        crate::data_dir::create_private_dir(&config.data_dir)?;
     }
     let options = StoreOptions {
         dedup_window: config.dedup_window,
@@ -136,7 +131,7 @@ pub async fn run(
         listeners.agent.local_addr()?,
         listeners.metrics.local_addr()?,
     );
-    let hook_secrets = secrets::hook_secrets(&config)?;
+    let hook_auth = secrets::hook_auth(&config)?;
     let admin_token = secrets::admin_token(&config)?;
     let store: Arc<dyn Store> = Arc::new(open_store(&config, Duration::from_secs(60)).await?);
     let broker_id = broker_id(&config);
@@ -260,9 +255,10 @@ pub async fn run(
     };
     let hooks = HookState {
         appender,
-        secrets: Arc::new(HookSecrets::new(&hook_secrets)),
+        auth: Arc::new(hook_auth),
         body_limit: config.hook_body_limit,
         commit_timeout: config.commit_timeout,
+        refusal_log: Arc::new(RefusalLog::new(config.hook_refusal_log_interval)),
     };
     let public = http::public_router(hooks, admin);
     let plan = listen::Plan::from_config(&config, stop_background.clone())?;

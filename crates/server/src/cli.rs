@@ -77,12 +77,29 @@ pub struct ServeFlags {
     /// /metrics, /livez, /readyz [default: 127.0.0.1:8151].
     #[arg(long)]
     pub metrics_listen: Option<String>,
-    /// An accepted X-Gitlab-Token (repeat for several, to rotate).
+    /// An accepted X-Gitlab-Token, at least 16 bytes (repeat to rotate; visible in `ps`:
+    /// prefer --hook-secret-file or FLUXGATE_HOOK_SECRET).
     #[arg(long = "hook-secret")]
     pub hook_secret: Vec<String>,
     /// A file of accepted hook secrets, one per line.
     #[arg(long)]
     pub hook_secret_file: Option<PathBuf>,
+    /// A GitLab signing token (`whsec_…`) whose signatures are accepted (repeat to rotate;
+    /// visible in `ps`: prefer --hook-signing-token-file or FLUXGATE_HOOK_SIGNING_TOKEN).
+    #[arg(long = "hook-signing-token")]
+    pub hook_signing_token: Vec<String>,
+    /// A file of signing tokens, one per line.
+    #[arg(long)]
+    pub hook_signing_token_file: Option<PathBuf>,
+    /// Accept only signed hooks; X-Gitlab-Token alone is refused.
+    #[arg(long)]
+    pub hook_signature_required: bool,
+    /// Largest clock distance of a signed hook's timestamp, either way [default: 5m].
+    #[arg(long)]
+    pub hook_signature_tolerance: Option<String>,
+    /// At most one "hook refused" log line per source and reason per this [default: 1m].
+    #[arg(long)]
+    pub hook_refusal_log_interval: Option<String>,
     /// Largest hook body, in bytes [default: 8388608].
     #[arg(long)]
     pub hook_body_limit: Option<usize>,
@@ -258,6 +275,20 @@ impl AccessFlags {
 }
 
 impl Cli {
+    /// Flags given that carry secrets, which any local user can read with `ps`.
+    pub fn secret_flags(&self) -> Vec<&'static str> {
+        let mut given = Vec::new();
+        if let Command::Serve(serve) = &self.command {
+            if !serve.hook_secret.is_empty() {
+                given.push("--hook-secret");
+            }
+            if !serve.hook_signing_token.is_empty() {
+                given.push("--hook-signing-token");
+            }
+        }
+        given
+    }
+
     /// The configuration layer made of the flags given.
     pub fn overrides(&self) -> Overrides {
         let mut layer = Overrides::new();
@@ -301,6 +332,30 @@ impl Cli {
                     .hook_secret_file
                     .as_ref()
                     .map(|p| p.display().to_string().into()),
+            );
+            if !serve.hook_signing_token.is_empty() {
+                set(
+                    "hook_signing_token",
+                    Some(serve.hook_signing_token.clone().into()),
+                );
+            }
+            set(
+                "hook_signing_token_file",
+                serve
+                    .hook_signing_token_file
+                    .as_ref()
+                    .map(|p| p.display().to_string().into()),
+            );
+            if serve.hook_signature_required {
+                set("hook_signature_required", Some(true.into()));
+            }
+            set(
+                "hook_signature_tolerance",
+                text(&serve.hook_signature_tolerance),
+            );
+            set(
+                "hook_refusal_log_interval",
+                text(&serve.hook_refusal_log_interval),
             );
             set("hook_body_limit", serve.hook_body_limit.map(Value::from));
             set(
@@ -404,5 +459,45 @@ mod tests {
         assert_eq!(config.hook_secret, vec!["a", "b"]);
         assert_eq!(config.retention.as_secs(), 86_400);
         assert_eq!(config.agent_listen.to_string(), "127.0.0.1:8150");
+        assert_eq!(cli.secret_flags(), vec!["--hook-secret"]);
+    }
+
+    #[test]
+    fn signature_flags_become_keys() {
+        let cli = Cli::parse_from([
+            "fluxgate",
+            "serve",
+            "--hook-signing-token",
+            "whsec_a",
+            "--hook-signing-token",
+            "whsec_b",
+            "--hook-signing-token-file",
+            "/run/secrets/signing",
+            "--hook-signature-required",
+            "--hook-signature-tolerance",
+            "2m",
+            "--hook-refusal-log-interval",
+            "10s",
+        ]);
+        let config = Config::load(None, Vec::new(), cli.overrides()).unwrap();
+        assert_eq!(config.hook_signing_token, vec!["whsec_a", "whsec_b"]);
+        assert_eq!(
+            config.hook_signing_token_file,
+            Some(PathBuf::from("/run/secrets/signing"))
+        );
+        assert!(config.hook_signature_required);
+        assert_eq!(config.hook_signature_tolerance.as_secs(), 120);
+        assert_eq!(config.hook_refusal_log_interval.as_secs(), 10);
+        assert_eq!(cli.secret_flags(), vec!["--hook-signing-token"]);
+
+        let defaults = Config::load(
+            None,
+            Vec::new(),
+            Cli::parse_from(["fluxgate", "serve"]).overrides(),
+        )
+        .unwrap();
+        assert!(!defaults.hook_signature_required);
+        assert_eq!(defaults.hook_signature_tolerance.as_secs(), 300);
+        assert_eq!(defaults.hook_refusal_log_interval.as_secs(), 60);
     }
 }

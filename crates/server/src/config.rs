@@ -22,6 +22,11 @@ const ENV_KEYS: &[&str] = &[
     "metrics_listen",
     "hook_secret",
     "hook_secret_file",
+    "hook_signing_token",
+    "hook_signing_token_file",
+    "hook_signature_required",
+    "hook_signature_tolerance",
+    "hook_refusal_log_interval",
     "hook_body_limit",
     "admin_token_file",
     "retention",
@@ -116,12 +121,28 @@ pub struct Config {
     /// PEM certificate chain and key of the operations listener.
     pub metrics_tls_cert_file: Option<PathBuf>,
     pub metrics_tls_key_file: Option<PathBuf>,
-    /// Accepted `X-Gitlab-Token` values (several, for rotation).
+    /// Accepted `X-Gitlab-Token` values (several, for rotation), each at least
+    /// 16 bytes.
     #[serde(deserialize_with = "string_or_list")]
     pub hook_secret: Vec<String>,
-    /// A file of hook secrets, one per line. Without any secret, one is generated in
-    /// `data_dir/hook-secret` on first start.
+    /// A file of hook secrets, one per line. Without any secret or signing token, one is
+    /// generated in `data_dir/hook-secret` on first start.
     pub hook_secret_file: Option<PathBuf>,
+    /// GitLab signing tokens (`whsec_<base64 key>`) whose Standard Webhooks signatures
+    /// are accepted (several, for rotation).
+    #[serde(deserialize_with = "string_or_list")]
+    pub hook_signing_token: Vec<String>,
+    /// A file of signing tokens, one per line.
+    pub hook_signing_token_file: Option<PathBuf>,
+    /// Accept only signed hooks (retires `X-Gitlab-Token`).
+    pub hook_signature_required: bool,
+    /// Largest distance between a signed hook's `webhook-timestamp` and the broker's
+    /// clock, either way (replay protection).
+    #[serde(with = "humantime_serde")]
+    pub hook_signature_tolerance: Duration,
+    /// At most one "hook refused" log line per source address and reason per interval.
+    #[serde(with = "humantime_serde")]
+    pub hook_refusal_log_interval: Duration,
     /// Largest hook body accepted, in bytes.
     pub hook_body_limit: usize,
     /// A file holding the admin API's bearer token; without it the admin API is off.
@@ -200,6 +221,11 @@ impl Default for Config {
             metrics_tls_key_file: None,
             hook_secret: Vec::new(),
             hook_secret_file: None,
+            hook_signing_token: Vec::new(),
+            hook_signing_token_file: None,
+            hook_signature_required: false,
+            hook_signature_tolerance: fluxgate_ingest::hooks::DEFAULT_SIGNATURE_TOLERANCE,
+            hook_refusal_log_interval: fluxgate_ingest::hooks::DEFAULT_REFUSAL_LOG_INTERVAL,
             hook_body_limit: fluxgate_ingest::hooks::DEFAULT_BODY_LIMIT,
             admin_token_file: None,
             retention: Duration::from_secs(7 * 24 * 3600),
@@ -265,6 +291,7 @@ impl Config {
 /// Keys whose environment values are taken verbatim (a secret of digits stays a string).
 const VERBATIM_KEYS: &[&str] = &[
     "hook_secret",
+    "hook_signing_token",
     "database_url",
     "redis_url",
     "redis_key_prefix",
@@ -382,6 +409,19 @@ mod tests {
             Duration::from_secs(15),
             "default"
         );
+    }
+
+    #[test]
+    fn signature_keys_from_the_environment() {
+        let environment = env(&[
+            ("FLUXGATE_HOOK_SIGNING_TOKEN", "whsec_a+b/c=, whsec_d"),
+            ("FLUXGATE_HOOK_SIGNATURE_REQUIRED", "true"),
+            ("FLUXGATE_HOOK_SIGNATURE_TOLERANCE", "90s"),
+        ]);
+        let config = Config::load(None, environment, Overrides::new()).unwrap();
+        assert_eq!(config.hook_signing_token, vec!["whsec_a+b/c=", "whsec_d"]);
+        assert!(config.hook_signature_required);
+        assert_eq!(config.hook_signature_tolerance, Duration::from_secs(90));
     }
 
     #[test]

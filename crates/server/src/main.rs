@@ -8,6 +8,7 @@ mod broker;
 mod cli;
 mod commands;
 mod config;
+mod data_dir;
 mod health;
 mod http;
 mod listen;
@@ -40,6 +41,7 @@ async fn main() -> anyhow::Result<()> {
     if let Err(err) = tikv_jemalloc_ctl::background_thread::write(true) {
         tracing::warn!(error = %err, "cannot start jemalloc's background thread; freed memory returns more slowly");
     }
+    secrets::warn_about_command_line(&cli.secret_flags());
     match cli.command {
         Command::Serve(_) => {
             let metrics = telemetry::init_metrics()?;

@@ -38,6 +38,10 @@ fn describe_server_metrics() {
     use metrics::{Unit, describe_counter, describe_histogram};
     describe_counter!("fluxgate_hooks_total", "Hooks received, by outcome.");
     describe_counter!(
+        "fluxgate_hook_refusals_total",
+        "Hooks refused, by reason (every one, also when its log line was rate limited)."
+    );
+    describe_counter!(
         "fluxgate_hooks_ignored_total",
         "Hooks of kinds fluxgate does not use, by kind."
     );

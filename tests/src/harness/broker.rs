@@ -70,7 +70,7 @@ impl BrokerOptions {
             database_url: None,
             redis_url: None,
             redis_prefix: None,
-            hook_secret: "e2e-hook-secret".to_owned(),
+            hook_secret: "e2e-hook-secret-0123456789".to_owned(),
             admin_token_file: None,
             http_listen: any_port,
             agent_listen: any_port,

@@ -46,6 +46,7 @@ async fn bad_hooks_get_precise_errors_and_store_nothing() {
     let mut options = BrokerOptions::embedded(dir.path());
     options.extra_args = vec!["--hook-body-limit".into(), "4096".into()];
     let broker = Broker::start(options).await;
+    let secret = broker.options.hook_secret.as_str();
     let client = fluxgate_e2e::harness::http_client();
     let url = broker.http_url("/hooks/gitlab");
     let post = |token: Option<&str>, content_type: &str, body: Vec<u8>| {
@@ -80,40 +81,35 @@ async fn bad_hooks_get_precise_errors_and_store_nothing() {
     );
     assert_eq!(post(Some("wrong"), json, valid.clone()).await.0, 401);
     assert_eq!(
-        post(Some("e2e-hook-secret"), "text/plain", valid.clone()).await,
+        post(Some(secret), "text/plain", valid.clone()).await,
         (
             415,
             json!({"code": "unsupported_media_type", "message": "Content-Type must be application/json, not \"text/plain\""})
         )
     );
     assert_eq!(
-        post(Some("e2e-hook-secret"), json, vec![b' '; 5000]).await,
+        post(Some(secret), json, vec![b' '; 5000]).await,
         (
             413,
             json!({"code": "payload_too_large", "message": "the body is larger than the 4096-byte limit (--hook-body-limit)"})
         )
     );
     assert_eq!(
-        post(
-            Some("e2e-hook-secret"),
-            json,
-            b"{\"object_kind\": \"push\",".to_vec()
-        )
-        .await,
+        post(Some(secret), json, b"{\"object_kind\": \"push\",".to_vec()).await,
         (
             400,
             json!({"code": "bad_request", "message": "body is not valid JSON: EOF while parsing a value at line 1 column 23"})
         )
     );
     let no_project = serde_json::to_vec(&json!({"object_kind": "push", "ref": "refs/heads/main", "before": sha(0), "after": sha(1)})).unwrap();
-    let (status, body) = post(Some("e2e-hook-secret"), json, no_project).await;
+    let (status, body) = post(Some(secret), json, no_project).await;
     assert_eq!(status, 400);
     assert!(
         body["message"].as_str().unwrap().contains("project"),
         "{body}"
     );
     let (status, body) = post(
-        Some("e2e-hook-secret"),
+        Some(secret),
         json,
         br#"{"object_kind": "merge_request"}"#.to_vec(),
     )

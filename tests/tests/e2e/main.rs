@@ -3,6 +3,7 @@
 
 mod admin;
 mod delivery;
+mod hook_security;
 mod ingest;
 mod receiver_outage;
 mod recovery;

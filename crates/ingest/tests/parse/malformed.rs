@@ -123,8 +123,32 @@ mod push_fields {
     fn ref_with_a_space() {
         assert_eq!(
             error(&project_push(|v| v["ref"] = json!("refs/heads/my branch"))),
-            "field `ref` is not a valid git ref: ref \"refs/heads/my branch\" contains whitespace or a control character"
+            "field `ref` is not a valid git ref: ref \"refs/heads/my branch\" is invalid: it contains a control character, a space, or one of `~`, `^`, `:`, `?`, `*`, `[`, `\\`"
         );
+    }
+
+    #[test]
+    fn refs_git_refuses_or_that_are_not_full() {
+        for (raw, reason) in [
+            ("refs/heads/../x", "it contains `..`"),
+            ("HEAD", "it has a single component"),
+            ("master", "it has a single component"),
+            (
+                "refs/heads/",
+                "it has an empty component (`//`, or a leading or trailing `/`)",
+            ),
+            (
+                "refs/heads",
+                "it is not a full ref under `refs/` (such as `refs/heads/main` or `refs/tags/v1`)",
+            ),
+            ("refs/heads/main.lock", "a component ends with `.lock`"),
+            ("refs/heads/a@{1}", "it contains `@{`"),
+        ] {
+            assert_eq!(
+                error(&project_push(|v| v["ref"] = json!(raw))),
+                format!("field `ref` is not a valid git ref: ref {raw:?} is invalid: {reason}")
+            );
+        }
     }
 
     #[test]
@@ -349,6 +373,14 @@ mod repository_update_fields {
         assert_eq!(
             error(&own(NAME, |v| v["changes"][2]["after"] = json!("deleted"))),
             "field `changes[2].after` is not a git object id: object id \"deleted\" is not 40 or 64 hexadecimal characters"
+        );
+    }
+
+    #[test]
+    fn invalid_ref_in_the_second_change() {
+        assert_eq!(
+            error(&own(NAME, |v| v["changes"][1]["ref"] = json!("refs/tags/.v2"))),
+            "field `changes[1].ref` is not a valid git ref: ref \"refs/tags/.v2\" is invalid: a component starts with `.`"
         );
     }
 

@@ -13,6 +13,7 @@ use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use fluxgate_core::{ApiError, ErrorCode};
 use fluxgate_ingest::hooks::{self, HookState};
+use fluxgate_ingest::log_field::bounded;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -44,7 +45,7 @@ pub fn public_router(hooks: HookState, admin: Option<(Arc<AgentAdmin>, String)>)
             ))
             .into_response()
         }))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
 }
@@ -67,6 +68,16 @@ async fn answer_within(
             .into_response()
         }
     }
+}
+
+/// The span of one request: method and path only (no query, no headers), the path
+/// bounded, since both come from the client.
+fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
+    tracing::debug_span!(
+        "request",
+        method = %bounded(request.method().as_str()).with_max_chars(16),
+        path = %bounded(request.uri().path()),
+    )
 }
 
 async fn admin_api_off() -> ErrorResponse {

@@ -65,7 +65,7 @@ pub(super) async fn serve<S, B>(
     B::Error: Into<BoxError>,
 {
     let reaped = match &settings.tls {
-        None => drive(tcp, service, &settings, &shutdown).await,
+        None => drive(tcp, peer, service, &settings, &shutdown).await,
         Some(tls) => {
             let handshake = tokio::time::timeout(
                 settings.limits.tls_handshake_timeout,
@@ -76,7 +76,7 @@ pub(super) async fn serve<S, B>(
                 result = handshake => result,
             };
             match stream {
-                Ok(Ok(stream)) => drive(stream, service, &settings, &shutdown).await,
+                Ok(Ok(stream)) => drive(stream, peer, service, &settings, &shutdown).await,
                 Ok(Err(error)) => {
                     tracing::debug!(
                         listener = settings.name,
@@ -107,9 +107,11 @@ pub(super) async fn serve<S, B>(
     }
 }
 
-/// Runs HTTP on an established (plain or TLS) stream.
+/// Runs HTTP on an established (plain or TLS) stream. Each request carries the peer's
+/// address as axum's `ConnectInfo` (refusal logs name the source).
 async fn drive<I, S, B>(
     io: I,
+    peer: SocketAddr,
     service: S,
     settings: &Settings,
     shutdown: &CancellationToken,
@@ -126,7 +128,10 @@ where
 {
     let activity = Activity::new();
     let tracked = activity.clone();
-    let hyper_service = hyper::service::service_fn(move |request: Request<Incoming>| {
+    let hyper_service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
         let in_flight = tracked.begin_request();
         let call = service.clone().oneshot(request);
         async move {

@@ -12,6 +12,7 @@ mod batch;
 mod bulk;
 mod catalog;
 mod log;
+mod private_file;
 mod rows;
 
 use std::str::FromStr as _;
@@ -70,6 +71,9 @@ impl SqlStore {
     pub async fn connect(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = backend_of(url)?;
+        if backend == Backend::Sqlite {
+            private_file::make_private(url)?;
+        }
         let connect_options = AnyConnectOptions::from_str(url)
             .map_err(|e| StoreError::Invalid(format!("invalid database URL: {e}")))?;
         let pool = AnyPoolOptions::new()

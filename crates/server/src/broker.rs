@@ -332,7 +332,8 @@ pub async fn run(
     stop_streams.cancel();
     hub.close_all(tonic::Status::unavailable(
         "the broker is shutting down; reconnect to another replica",
-    ));
+    ))
+    .await;
     let grace = config.shutdown_grace;
     let stopped = tokio::time::timeout(grace, async {
         tasks.wait_for(AGENT_SERVER).await;

@@ -109,7 +109,7 @@ impl Follower {
                     return;
                 }
             }
-            self.hub.dispatch(entry.clone());
+            self.hub.dispatch(entry.clone()).await;
         }
     }
 
@@ -142,7 +142,7 @@ impl Follower {
                 if until.is_some_and(|until| entry.seq > until) {
                     return true;
                 }
-                self.hub.dispatch(entry);
+                self.hub.dispatch(entry).await;
             }
             if !full_page && until.is_none() {
                 return true;

@@ -6,19 +6,21 @@
 //! whose queue is full is closed with RESOURCE_EXHAUSTED, so a slow agent never stalls
 //! the others, and loses nothing: it resumes from its cursor.
 //!
-//! Dispatching an entry and advancing [`Hub::head`] happen under one lock, and
-//! registration takes the same lock: a stream registered at head H gets every entry after
+//! The state is behind one asynchronous lock (a task waiting for it yields its thread;
+//! every critical section costs what it adds, removes or matches, never a scan of every
+//! subscription). Dispatching an entry and advancing [`Hub::head`] happen under that lock,
+//! and registration takes the same lock: a stream registered at head H gets every entry after
 //! H in its queue, and reads everything up to H from the store.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockWriteGuard};
+use std::sync::{Arc, Mutex};
 
 use fluxgate_core::{AgentId, LogEntry, LogRecord, Seq, UnixMillis};
 use fluxgate_routing::{
     AgentEffect, RoutingState, SubscriberId, Subscription, SubscriptionIndex, route_one,
 };
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, RwLock, RwLockWriteGuard, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
@@ -225,18 +227,18 @@ impl Hub {
         self.catch_up.notified().await;
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, State> {
-        self.state.write().unwrap_or_else(|e| e.into_inner())
+    async fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().await
     }
 
-    pub fn register(
+    pub async fn register(
         &self,
         agent: AgentId,
         token_generation: u32,
         info: SessionInfo,
         subscriptions: Vec<Subscription>,
     ) -> Result<Registration, RegisterError> {
-        let mut state = self.write();
+        let mut state = self.write().await;
         match state.routing.policy(agent) {
             None => return Err(RegisterError::AgentDeleted),
             Some(policy) if policy.token_generation != token_generation => {
@@ -298,23 +300,23 @@ impl Hub {
         })
     }
 
-    pub fn unregister(&self, id: SubscriberId) {
-        let mut state = self.write();
+    pub async fn unregister(&self, id: SubscriberId) {
+        let mut state = self.write().await;
         forget_session(&mut state, id);
         metrics::gauge!(names::STREAMS_OPEN).set(state.sessions.len() as f64);
         self.sessions_changed.notify_waiters();
     }
 
     /// Notes an ack on a stream, for presence.
-    pub fn record_ack(&self, id: SubscriberId, at: UnixMillis) {
-        if let Some(session) = self.write().sessions.get_mut(&id) {
+    pub async fn record_ack(&self, id: SubscriberId, at: UnixMillis) {
+        if let Some(session) = self.write().await.sessions.get_mut(&id) {
             session.info.last_ack_at = Some(at);
         }
     }
 
     /// Every open stream: its id, its agent and who is on the other end.
-    pub fn sessions(&self) -> Vec<(SubscriberId, AgentId, SessionInfo)> {
-        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+    pub async fn sessions(&self) -> Vec<(SubscriberId, AgentId, SessionInfo)> {
+        let state = self.state.read().await;
         state
             .sessions
             .iter()
@@ -329,13 +331,13 @@ impl Hub {
 
     /// Changes a stream's subscriptions in place; refused as a whole (nothing changes) if
     /// it would take the stream or its agent over a limit.
-    pub fn change_subscriptions(
+    pub async fn change_subscriptions(
         &self,
         id: SubscriberId,
         add: Vec<Subscription>,
         remove: &[Subscription],
     ) -> Result<(), LimitError> {
-        let mut state = self.write();
+        let mut state = self.write().await;
         let Some(agent) = state.sessions.get(&id).map(|s| s.agent) else {
             return Ok(());
         };
@@ -383,22 +385,22 @@ impl Hub {
     }
 
     /// The subscription labels a backlog entry matches for this stream, if it may see it.
-    pub fn route_backlog(
+    pub async fn route_backlog(
         &self,
         id: SubscriberId,
         agent: AgentId,
         entry: &LogEntry,
     ) -> Option<Vec<String>> {
         let event = entry.as_push()?;
-        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let state = self.state.read().await;
         route_one(&state.routing, agent, state.index.subscriptions(id), event)
     }
 
     /// Applies or routes the next entry of the log. Entries must come in seq order,
     /// without gaps; the follower guarantees it.
-    pub fn dispatch(&self, entry: LogEntry) {
+    pub async fn dispatch(&self, entry: LogEntry) {
         let seq = entry.seq;
-        let mut state = self.write();
+        let mut state = self.write().await;
         let matches = match &entry.record {
             LogRecord::State(change) => {
                 let effects = state.routing.apply(change);
@@ -434,8 +436,8 @@ impl Hub {
     }
 
     /// Closes every stream (shutdown).
-    pub fn close_all(&self, status: Status) {
-        let mut state = self.write();
+    pub async fn close_all(&self, status: Status) {
+        let mut state = self.write().await;
         let ids: Vec<SubscriberId> = state.sessions.keys().copied().collect();
         for id in ids {
             close_session(&mut state, id, status.clone());
@@ -535,23 +537,26 @@ mod tests {
         }
     }
 
-    fn register(
+    async fn register(
         hub: &Hub,
         agent: AgentId,
         subs: Vec<Subscription>,
     ) -> Result<Registration, RegisterError> {
-        hub.register(agent, 0, info(), subs)
+        hub.register(agent, 0, info(), subs).await
     }
 
-    #[test]
-    fn an_agent_may_open_only_so_many_streams_and_others_are_not_affected() {
+    #[tokio::test]
+    async fn an_agent_may_open_only_so_many_streams_and_others_are_not_affected() {
         let hub = hub(HubLimits {
             max_streams_per_agent: 2,
             ..HubLimits::default()
         });
-        let first = register(&hub, AGENT, subscriptions(0..1)).unwrap();
-        let _second = register(&hub, AGENT, subscriptions(0..1)).unwrap();
-        let refused = register(&hub, AGENT, subscriptions(0..1)).err().unwrap();
+        let first = register(&hub, AGENT, subscriptions(0..1)).await.unwrap();
+        let _second = register(&hub, AGENT, subscriptions(0..1)).await.unwrap();
+        let refused = register(&hub, AGENT, subscriptions(0..1))
+            .await
+            .err()
+            .unwrap();
         assert!(
             matches!(
                 refused,
@@ -561,30 +566,33 @@ mod tests {
         );
         assert_eq!(refused.to_status().code(), tonic::Code::ResourceExhausted);
         assert!(
-            register(&hub, OTHER, subscriptions(0..1)).is_ok(),
+            register(&hub, OTHER, subscriptions(0..1)).await.is_ok(),
             "another agent is not limited"
         );
-        hub.unregister(first.id);
+        hub.unregister(first.id).await;
         assert!(
-            register(&hub, AGENT, subscriptions(0..1)).is_ok(),
+            register(&hub, AGENT, subscriptions(0..1)).await.is_ok(),
             "a closed stream frees its slot"
         );
     }
 
-    #[test]
-    fn repeated_subscription_changes_cannot_grow_a_stream_past_its_cap() {
+    #[tokio::test]
+    async fn repeated_subscription_changes_cannot_grow_a_stream_past_its_cap() {
         let hub = hub(HubLimits {
             max_subscriptions_per_stream: 100,
             ..HubLimits::default()
         });
-        let stream = register(&hub, AGENT, subscriptions(0..60)).unwrap();
+        let stream = register(&hub, AGENT, subscriptions(0..60)).await.unwrap();
         // Within one change, re-adding what it has costs nothing.
         hub.change_subscriptions(stream.id, subscriptions(0..60), &[])
+            .await
             .unwrap();
         hub.change_subscriptions(stream.id, subscriptions(60..100), &[])
+            .await
             .unwrap();
         let refused = hub
             .change_subscriptions(stream.id, subscriptions(100..101), &[])
+            .await
             .unwrap_err();
         assert_eq!(
             refused,
@@ -596,6 +604,7 @@ mod tests {
         // A refused change changes nothing, removals included.
         let refused = hub
             .change_subscriptions(stream.id, subscriptions(100..150), &subscriptions(0..10))
+            .await
             .unwrap_err();
         assert_eq!(
             refused,
@@ -604,7 +613,7 @@ mod tests {
                 max: 100
             }
         );
-        let state = hub.state.read().unwrap();
+        let state = hub.state.read().await;
         assert_eq!(state.index.count(stream.id), 100);
         assert!(
             state
@@ -621,17 +630,21 @@ mod tests {
         drop(state);
         // Swapping is fine: the total stays within the cap.
         hub.change_subscriptions(stream.id, subscriptions(100..110), &subscriptions(0..10))
+            .await
             .unwrap();
     }
 
-    #[test]
-    fn an_agent_cannot_spread_subscriptions_over_streams_past_its_cap() {
+    #[tokio::test]
+    async fn an_agent_cannot_spread_subscriptions_over_streams_past_its_cap() {
         let hub = hub(HubLimits {
             max_subscriptions_per_agent: 150,
             ..HubLimits::default()
         });
-        let first = register(&hub, AGENT, subscriptions(0..100)).unwrap();
-        let refused = register(&hub, AGENT, subscriptions(0..51)).err().unwrap();
+        let first = register(&hub, AGENT, subscriptions(0..100)).await.unwrap();
+        let refused = register(&hub, AGENT, subscriptions(0..51))
+            .await
+            .err()
+            .unwrap();
         assert!(
             matches!(
                 refused,
@@ -642,19 +655,21 @@ mod tests {
             ),
             "{refused}"
         );
-        let second = register(&hub, AGENT, subscriptions(0..50)).unwrap();
+        let second = register(&hub, AGENT, subscriptions(0..50)).await.unwrap();
         assert_eq!(
-            hub.change_subscriptions(second.id, subscriptions(50..51), &[]),
+            hub.change_subscriptions(second.id, subscriptions(50..51), &[])
+                .await,
             Err(LimitError::AgentSubscriptions {
                 wanted: 151,
                 max: 150
             })
         );
-        hub.unregister(first.id);
+        hub.unregister(first.id).await;
         hub.change_subscriptions(second.id, subscriptions(50..150), &[])
+            .await
             .unwrap();
         assert!(
-            register(&hub, OTHER, subscriptions(0..150)).is_ok(),
+            register(&hub, OTHER, subscriptions(0..150)).await.is_ok(),
             "per agent"
         );
     }

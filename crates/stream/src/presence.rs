@@ -65,6 +65,7 @@ impl RedisPresence {
             }
             let connections: Vec<(String, String)> = hub
                 .sessions()
+                .await
                 .into_iter()
                 .map(|(id, agent, info)| {
                     let connection = Connection {

@@ -170,7 +170,12 @@ async fn a_broker_whose_stderr_is_closed_keeps_working_and_stops_on_sigterm() {
     let mut child =
         tokio::process::Command::new(fluxgate_e2e::harness::binaries::binary("fluxgate"))
             .args(["--data-dir", &dir.path().display().to_string(), "serve"])
-            .args(["--log-format", "json", "--hook-secret", "e2e-hook-secret-0123456789"])
+            .args([
+                "--log-format",
+                "json",
+                "--hook-secret",
+                "e2e-hook-secret-0123456789",
+            ])
             .args([
                 "--http-listen",
                 "127.0.0.1:0",

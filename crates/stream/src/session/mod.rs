@@ -74,12 +74,16 @@ pub async fn run(
         connected_since: UnixMillis::now(),
         last_ack_at: None,
     };
-    let registration = match context.hub.register(
-        request.policy.id,
-        request.policy.token_generation,
-        info,
-        subscriptions,
-    ) {
+    let registration = match context
+        .hub
+        .register(
+            request.policy.id,
+            request.policy.token_generation,
+            info,
+            subscriptions,
+        )
+        .await
+    {
         Ok(registration) => registration,
         Err(err) => {
             tracing::warn!(agent = %agent, error = %err, "stream refused");
@@ -111,7 +115,7 @@ pub async fn run(
             inbound,
         )
         .await;
-    context.hub.unregister(id);
+    context.hub.unregister(id).await;
     if let Some(stream) = &session.cursor_id {
         context
             .cursors
@@ -229,7 +233,7 @@ impl Session {
                     return Err(close.reason().unwrap_or_else(|| Status::unavailable("stream closed")));
                 }
                 message = inbound.message() => match message {
-                    Ok(Some(message)) => self.handle_agent_message(id, message)?,
+                    Ok(Some(message)) => self.handle_agent_message(id, message).await?,
                     Ok(None) => return Ok(()),
                     Err(status) => {
                         tracing::debug!(agent = %self.policy.name, error = %status, "agent stream broke");
@@ -272,7 +276,12 @@ impl Session {
             };
             after = last.seq;
             for entry in entries.into_iter().take_while(|e| e.seq <= head) {
-                match self.context.hub.route_backlog(id, self.policy.id, &entry) {
+                match self
+                    .context
+                    .hub
+                    .route_backlog(id, self.policy.id, &entry)
+                    .await
+                {
                     Some(matched) => {
                         self.send_event(&Delivery {
                             entry: Arc::new(entry),
@@ -328,7 +337,11 @@ impl Session {
             .map_err(|_| Status::cancelled("the agent went away"))
     }
 
-    fn handle_agent_message(&mut self, id: u64, message: v1::AgentMessage) -> Result<(), Status> {
+    async fn handle_agent_message(
+        &mut self,
+        id: u64,
+        message: v1::AgentMessage,
+    ) -> Result<(), Status> {
         match message.message {
             Some(agent_message::Message::Ack(ack)) => {
                 let ack = convert::ack(ack)?;
@@ -343,7 +356,7 @@ impl Session {
                     tracing::debug!(agent = %self.policy.name, seq = %ack.seq, latency_ms = waited.as_millis(), handling_ms = ack.handling_ms, "event acked");
                 }
                 self.record_cursor();
-                self.context.hub.record_ack(id, UnixMillis::now());
+                self.context.hub.record_ack(id, UnixMillis::now()).await;
             }
             Some(agent_message::Message::SubscriptionChange(change)) => {
                 let (add, remove) = convert::subscription_change(change)?;
@@ -351,6 +364,7 @@ impl Session {
                 self.context
                     .hub
                     .change_subscriptions(id, add, &remove)
+                    .await
                     .map_err(|limit| limit.to_status())?;
             }
             Some(agent_message::Message::ReceiverHealth(report)) => {

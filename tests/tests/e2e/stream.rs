@@ -425,3 +425,55 @@ async fn an_agent_behind_retention_is_told_so() {
         "{keepalive:?}"
     );
 }
+
+/// Two streams of one agent with other subscriptions: the one that moves on (acks,
+/// keepalives) must not move the agent's cursor past an event the other still holds
+/// unacked. After the holder leaves, a new stream with its subscriptions gets the event.
+#[tokio::test]
+async fn a_stream_cannot_move_its_agent_past_an_event_another_stream_holds() {
+    let (broker, _dir) = start(&[]).await;
+    let token = broker
+        .create_agent("twin", "team/a", &["--grant-project", "team/b"])
+        .await;
+    let a = Project::private(1, "team/a");
+    let b = Project::private(2, "team/b");
+    let mut holder = RawStream::open(&broker.agent_url(), &token, &[("team/a", "")], None)
+        .await
+        .unwrap();
+    let mut mover = RawStream::open(&broker.agent_url(), &token, &[("team/b", "")], None)
+        .await
+        .unwrap();
+    let held = post_pushes(&broker, &a, 0, 1).await[0];
+    assert_eq!(
+        holder.next_event(PATIENCE).await.unwrap().unwrap().seq,
+        held
+    );
+    // The holder never acks. The mover acks everything it gets, well past `held`.
+    for seq in post_pushes(&broker, &b, 0, 3).await {
+        assert_eq!(mover.next_event(PATIENCE).await.unwrap().unwrap().seq, seq);
+        mover.ack(seq).await;
+    }
+    drop(holder);
+    // Wait until the mover's reports reached the store (the last-seen time moves with them).
+    let acked_at = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    eventually(
+        PATIENCE,
+        "the mover's cursor reports to be saved",
+        || async {
+            let shown: serde_json::Value =
+                serde_json::from_str(&broker.cli(&["agent", "show", "--json", "twin"]).await)
+                    .unwrap();
+            (shown["last_seen_at"].as_str().unwrap_or_default() > acked_at.as_str()).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        broker.agent_cursor("twin").await < held,
+        "the stored cursor passed an event the holder never acked"
+    );
+    let mut again = RawStream::open(&broker.agent_url(), &token, &[("team/a", "")], None)
+        .await
+        .unwrap();
+    let event = again.next_event(PATIENCE).await.unwrap().unwrap();
+    assert_eq!(event.seq, held, "the held event is delivered again");
+}

@@ -56,6 +56,7 @@ suite!(
     an_agent_cursor_is_the_lowest_of_its_streams,
     a_closed_stream_holds_until_a_later_stream_passes_it,
     a_stream_of_a_dead_replica_holds_until_taken_over,
+    holds_per_agent_are_bounded,
     receiver_health_is_replaced_and_bounded,
     trim_moves_the_floor,
     concurrent_writers_get_unique_gapless_seqs,
@@ -842,6 +843,25 @@ async fn receiver_health_is_replaced_and_bounded(db: TestDatabase) {
     assert!(matches!(missing, StoreError::NotFound(_)), "{missing:?}");
     // The report is not a routing change: nothing was logged for it.
     assert_eq!(all_entries(&store).await.len(), 2, "two creations");
+}
+
+async fn holds_per_agent_are_bounded(db: TestDatabase) {
+    let store = db.store().await;
+    let agent = agent_ids(&store, &["flapping"]).await[0];
+    // 70 streams, each with its own subscriptions, closed one after another with cursor n.
+    let updates: Vec<CursorUpdate> = (1..=70)
+        .map(|n| {
+            let mut update = closed(report(agent, &format!("s{n}"), 0, n, n as u64, n), 100 + n);
+            update.subscriptions = format!("subscriptions-{n}");
+            update
+        })
+        .collect();
+    store.save_cursors(&updates, NOT_STALE).await.unwrap();
+    assert_eq!(
+        cursor_of(&store, agent).await.0,
+        7,
+        "the 64 newest holds are kept (cursors 7 to 70); the 6 oldest were released"
+    );
 }
 
 async fn trim_moves_the_floor(db: TestDatabase) {

@@ -239,6 +239,9 @@ pub(super) async fn follow_move(
     Ok(effects)
 }
 
+/// Closed streams' holds kept per agent; older ones are released.
+pub const MAX_HOLDS_PER_AGENT: usize = 64;
+
 /// Saves stream cursors, releases the holds later streams took over, and sets each agent's
 /// cursor to the lowest of its streams' (the contract is on [`crate::Store::save_cursors`]).
 /// A fixed number of statements per chunk of updates.
@@ -295,6 +298,29 @@ pub(super) async fn save_cursors(
             query = query.bind(*agent);
         }
         query.execute(&mut *conn).await?;
+
+        // Bound the holds: an agent whose streams keep closing with other subscriptions
+        // (a flapping, misconfigured fleet sharing one token) keeps the newest ones.
+        let prune = format!(
+            "DELETE FROM agent_stream_cursors WHERE closed_at IS NOT NULL AND stream_id IN \
+             (SELECT stream_id FROM (SELECT stream_id, ROW_NUMBER() OVER \
+             (PARTITION BY agent_id ORDER BY closed_at DESC) AS newest \
+             FROM agent_stream_cursors WHERE closed_at IS NOT NULL AND agent_id IN ({agents})) \
+             AS ranked WHERE newest > {MAX_HOLDS_PER_AGENT})",
+            agents = bulk::list_from(1, agents.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(prune));
+        for agent in &agents {
+            query = query.bind(*agent);
+        }
+        let pruned = query.execute(&mut *conn).await?.rows_affected();
+        if pruned > 0 {
+            tracing::warn!(
+                pruned,
+                max = MAX_HOLDS_PER_AGENT,
+                "an agent had more closed streams holding its cursor than kept; the oldest were released (their events may not be redelivered to those streams' subscriptions)"
+            );
+        }
 
         // VALUES columns are column1, column2 on both databases.
         let seen: Vec<(i64, i64)> = agents

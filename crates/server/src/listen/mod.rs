@@ -92,6 +92,31 @@ pub struct Settings {
     pub tls: Option<ReloadingTls>,
 }
 
+/// File descriptors the broker keeps for itself beyond its connections (database, Redis,
+/// logs, TLS files).
+const RESERVED_DESCRIPTORS: u64 = 256;
+
+/// Raises the open-file limit to what the connection caps need (up to the hard limit), and
+/// says so loudly when even the hard limit is too low: at the limit, accepting fails for
+/// every listener at once (hooks, agents and `/readyz` alike), which the caps exist to
+/// prevent.
+fn check_file_limit(config: &Config) {
+    let wanted = (config.http_max_connections
+        + config.agent_max_connections
+        + config.metrics_max_connections) as u64
+        + RESERVED_DESCRIPTORS;
+    match rlimit::increase_nofile_limit(wanted) {
+        Ok(limit) if limit < wanted => tracing::warn!(
+            limit,
+            wanted,
+            "the open-file limit is below what the connection caps allow: lower \
+             http_max_connections / agent_max_connections, or raise the limit (ulimit -n)"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot read or raise the open-file limit"),
+    }
+}
+
 /// The settings of the broker's three listeners, from its configuration.
 pub struct Plan {
     pub http: Settings,
@@ -104,6 +129,7 @@ impl Plan {
     /// `stop_reloading`.
     pub fn from_config(config: &Config, stop_reloading: CancellationToken) -> anyhow::Result<Self> {
         validate(config)?;
+        check_file_limit(config);
         let limits = |max_connections| Limits {
             max_connections,
             header_read_timeout: config.header_read_timeout,

@@ -23,44 +23,37 @@ pub fn tighten_file(path: &Path) -> anyhow::Result<()> {
     tighten(path, 0o600)
 }
 
-#[cfg(unix)]
 fn tighten(path: &Path, private_mode: u32) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt as _;
-
-    let metadata =
-        std::fs::metadata(path).with_context(|| format!("cannot inspect {}", path.display()))?;
-    let mode = metadata.permissions().mode() & 0o7777;
-    if mode & 0o077 == 0 {
-        return Ok(());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let metadata = std::fs::metadata(path)
+            .with_context(|| format!("cannot inspect {}", path.display()))?;
+        let mode = metadata.permissions().mode() & 0o7777;
+        // A shared directory such as /tmp (sticky bit) is not ours to close.
+        if metadata.is_dir() && mode & 0o1000 != 0 && mode & 0o077 != 0 {
+            tracing::warn!(
+                path = %path.display(),
+                mode = %format!("{mode:o}"),
+                "the data directory is a shared directory; give fluxgate a directory of its own"
+            );
+            return Ok(());
+        }
     }
-    // A shared directory such as /tmp (sticky bit) is not ours to close.
-    if metadata.is_dir() && mode & 0o1000 != 0 {
+    let was = fluxgate_store::restrict_mode(path, private_mode).with_context(|| {
+        format!(
+            "cannot restrict {} to mode {private_mode:o}",
+            path.display()
+        )
+    })?;
+    if let Some(mode) = was {
         tracing::warn!(
             path = %path.display(),
-            mode = %format!("{mode:o}"),
-            "the data directory is a shared directory; give fluxgate a directory of its own"
+            was = %format!("{mode:o}"),
+            now = %format!("{private_mode:o}"),
+            "tightened the mode of a data file readable by other users"
         );
-        return Ok(());
     }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(private_mode)).with_context(
-        || {
-            format!(
-                "cannot restrict {} to mode {private_mode:o} (it is {mode:o})",
-                path.display()
-            )
-        },
-    )?;
-    tracing::warn!(
-        path = %path.display(),
-        was = %format!("{mode:o}"),
-        now = %format!("{private_mode:o}"),
-        "tightened the mode of a data file readable by other users"
-    );
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn tighten(_path: &Path, _private_mode: u32) -> anyhow::Result<()> {
     Ok(())
 }
 

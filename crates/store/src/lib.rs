@@ -18,6 +18,7 @@ pub use model::{
     AgentRecord, AgentUpdate, AppendResult, CatalogProject, CursorUpdate, HookBatch, HookOutcome,
     LogBounds, NewAgent, NewRecord, RecordOutcome, Snapshot,
 };
+pub use sql::private_file::restrict_mode;
 pub use sql::{SqlStore, StoreOptions};
 
 #[cfg(feature = "test-util")]

@@ -12,7 +12,7 @@ mod batch;
 mod bulk;
 mod catalog;
 mod log;
-mod private_file;
+pub mod private_file;
 mod rows;
 
 use std::str::FromStr as _;

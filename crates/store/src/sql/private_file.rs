@@ -68,25 +68,37 @@ fn create_private(path: &Path) -> Result<(), StoreError> {
     }
 }
 
+/// Restricts `path` to `private_mode` if its group or others have any access to it.
+/// Returns the mode it had when it changed it. The one place that decides what "private"
+/// means for fluxgate's files (the broker's data directory uses it too).
+#[cfg(unix)]
+pub fn restrict_mode(path: &Path, private_mode: u32) -> std::io::Result<Option<u32>> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path)?.permissions().mode() & 0o7777;
+    if mode & 0o077 == 0 {
+        return Ok(None);
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(private_mode))?;
+    Ok(Some(mode))
+}
+
+/// Restricts `path` to `private_mode` (nothing to do where modes do not exist).
+#[cfg(not(unix))]
+pub fn restrict_mode(_path: &Path, _private_mode: u32) -> std::io::Result<Option<u32>> {
+    Ok(None)
+}
+
 #[cfg(unix)]
 fn tighten(path: &Path) -> Result<(), StoreError> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let mode = std::fs::metadata(path)
-        .map_err(|e| io_error("inspect", path, e))?
-        .permissions()
-        .mode()
-        & 0o7777;
-    if mode & 0o077 == 0 {
-        return Ok(());
+    let was = restrict_mode(path, 0o600).map_err(|e| io_error("restrict the mode of", path, e))?;
+    if let Some(mode) = was {
+        tracing::warn!(
+            path = %path.display(),
+            was = %format!("{mode:o}"),
+            now = "600",
+            "tightened the mode of a database file readable by other users"
+        );
     }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| io_error("restrict the mode of", path, e))?;
-    tracing::warn!(
-        path = %path.display(),
-        was = %format!("{mode:o}"),
-        now = "600",
-        "tightened the mode of a database file readable by other users"
-    );
     Ok(())
 }
 

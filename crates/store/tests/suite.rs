@@ -57,6 +57,7 @@ suite!(
     a_closed_stream_holds_until_a_later_stream_passes_it,
     a_stream_of_a_dead_replica_holds_until_taken_over,
     holds_per_agent_are_bounded,
+    streams_within_one_millisecond_never_release_each_other,
     receiver_health_is_replaced_and_bounded,
     trim_moves_the_floor,
     concurrent_writers_get_unique_gapless_seqs,
@@ -843,6 +844,29 @@ async fn receiver_health_is_replaced_and_bounded(db: TestDatabase) {
     assert!(matches!(missing, StoreError::NotFound(_)), "{missing:?}");
     // The report is not a routing change: nothing was logged for it.
     assert_eq!(all_entries(&store).await.len(), 2, "two creations");
+}
+
+async fn streams_within_one_millisecond_never_release_each_other(db: TestDatabase) {
+    let store = db.store().await;
+    let agent = agent_ids(&store, &["quick"]).await[0];
+    // Two streams with the same subscriptions, both holding event 1, opened and closed
+    // within the same millisecond: neither is "later" than the other's close.
+    store
+        .save_cursors(
+            &[
+                closed(report(agent, "a", 0, 5, 0, 5), 5),
+                closed(report(agent, "b", 0, 5, 0, 5), 5),
+                {
+                    let mut other = report(agent, "c", 0, 5, 100, 5);
+                    other.subscriptions = "other".to_owned();
+                    other
+                },
+            ],
+            NOT_STALE,
+        )
+        .await
+        .unwrap();
+    assert_eq!(cursor_of(&store, agent).await.0, 0, "a and b still hold");
 }
 
 async fn holds_per_agent_are_bounded(db: TestDatabase) {

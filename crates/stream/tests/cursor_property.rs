@@ -216,7 +216,7 @@ async fn stored_cursor(store: &impl Store, agent: fluxgate_core::AgentId) -> Seq
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(96))]
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
     fn the_stored_cursor_never_passes_an_owed_unacked_event(

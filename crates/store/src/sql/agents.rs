@@ -288,7 +288,7 @@ pub(super) async fn save_cursors(
                WHERE later.agent_id = agent_stream_cursors.agent_id \
                AND later.stream_id <> agent_stream_cursors.stream_id \
                AND later.subscriptions = agent_stream_cursors.subscriptions \
-               AND later.opened_at >= COALESCE(agent_stream_cursors.closed_at, agent_stream_cursors.updated_at) \
+               AND later.opened_at > COALESCE(agent_stream_cursors.closed_at, agent_stream_cursors.updated_at) \
                AND later.started_seq <= agent_stream_cursors.cursor_seq \
                AND later.cursor_seq >= agent_stream_cursors.cursor_seq)",
             agents = bulk::list_from(2, agents.len())

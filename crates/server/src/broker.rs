@@ -273,6 +273,7 @@ pub async fn run(
         cursors: cursors.clone(),
         broker_id: broker_id.clone(),
         keepalive: config.keepalive_interval,
+        max_unacked: config.agent_max_unacked,
         shutdown: stop_streams.clone(),
     });
     let agent_service = AgentStreams::new(context, HELLO_TIMEOUT)

@@ -124,6 +124,9 @@ pub struct ServeFlags {
     /// Events queued per agent stream before a slow one is closed [default: 1024].
     #[arg(long)]
     pub agent_queue_capacity: Option<usize>,
+    /// Events one agent stream may have unacked [default: 100000].
+    #[arg(long)]
+    pub agent_max_unacked: Option<usize>,
     /// Streams one agent may have open on this replica at once [default: 16].
     #[arg(long)]
     pub max_streams_per_agent: Option<usize>,
@@ -376,6 +379,10 @@ impl Cli {
             set(
                 "agent_queue_capacity",
                 serve.agent_queue_capacity.map(Value::from),
+            );
+            set(
+                "agent_max_unacked",
+                serve.agent_max_unacked.map(Value::from),
             );
             set(
                 "max_streams_per_agent",

@@ -36,6 +36,7 @@ const ENV_KEYS: &[&str] = &[
     "keepalive_interval",
     "agent_queue_capacity",
     "max_streams_per_agent",
+    "agent_max_unacked",
     "max_subscriptions_per_stream",
     "max_subscriptions_per_agent",
     "cursor_flush_interval",
@@ -164,6 +165,9 @@ pub struct Config {
     pub keepalive_interval: Duration,
     /// Events queued per agent stream before a stream that does not keep up is closed.
     pub agent_queue_capacity: usize,
+    /// Events one agent stream may have unacked: replay waits for acks at this many; a
+    /// live event beyond it closes the stream (it resumes from its cursor).
+    pub agent_max_unacked: usize,
     /// Streams one agent (one token) may have open on this replica at once.
     pub max_streams_per_agent: usize,
     /// Subscriptions one agent stream may hold (Hello and changes together).
@@ -235,6 +239,7 @@ impl Default for Config {
             keepalive_interval: Duration::from_secs(15),
             agent_queue_capacity: 1024,
             max_streams_per_agent: 16,
+            agent_max_unacked: fluxgate_stream::session::cursor::MAX_IN_FLIGHT,
             max_subscriptions_per_stream: 10_000,
             max_subscriptions_per_agent: 20_000,
             cursor_flush_interval: Duration::from_secs(1),

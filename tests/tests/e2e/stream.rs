@@ -477,3 +477,29 @@ async fn a_stream_cannot_move_its_agent_past_an_event_another_stream_holds() {
     let event = again.next_event(PATIENCE).await.unwrap().unwrap();
     assert_eq!(event.seq, held, "the held event is delivered again");
 }
+
+/// An agent far behind catches up: the backlog is larger than the number of events a
+/// stream may have unacked, and replay waits for the agent's acks (it reads them while it
+/// replays) instead of closing the stream at the cap, which would repeat on every reconnect.
+#[tokio::test]
+async fn a_backlog_larger_than_the_unacked_cap_is_replayed_as_the_agent_acks() {
+    let (broker, _dir) = start(&["--agent-max-unacked", "20"]).await;
+    let token = broker.create_agent("far-behind", "team/app", &[]).await;
+    let app = Project::private(1, "team/app");
+    let seqs = post_pushes(&broker, &app, 0, 120).await;
+    let mut stream = RawStream::open(&broker.agent_url(), &token, &[("team/app", "")], None)
+        .await
+        .unwrap();
+    for expected in &seqs {
+        let event = stream
+            .next_event(PATIENCE)
+            .await
+            .unwrap_or_else(|status| panic!("closed before seq {expected}: {status:?}"))
+            .expect("an event");
+        assert_eq!(event.seq, *expected);
+        stream.ack(event.seq).await;
+    }
+    broker
+        .wait_for_cursor("far-behind", *seqs.last().unwrap())
+        .await;
+}

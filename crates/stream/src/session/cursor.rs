@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use fluxgate_core::{Seq, UnixMillis};
 
-/// Sent-but-unacked events one stream may hold before it is closed.
+/// Sent-but-unacked events one stream may hold by default (`agent_max_unacked`).
 pub const MAX_IN_FLIGHT: usize = 100_000;
 
 #[derive(Debug)]

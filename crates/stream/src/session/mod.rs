@@ -28,11 +28,59 @@ use crate::convert::{self, AgentHello};
 use crate::cursor_saver::{CursorSaver, StreamCursor, subscriptions_digest};
 use crate::hub::{Delivery, Hub, Registration, SessionInfo};
 use crate::metric_names as names;
-use cursor::{CursorTracker, MAX_IN_FLIGHT};
+use cursor::CursorTracker;
 use receiver_health::HealthRecorder;
 
 /// Entries read from the store per backlog query.
 const BACKLOG_PAGE: u32 = 500;
+
+/// The part of the log a stream replays before its live events: (`after`, `head`], read a
+/// page at a time, sent as the agent keeps up.
+struct Backlog {
+    /// The last seq read from the store.
+    after: Seq,
+    /// The hub's head when the stream registered: later entries come through the queue.
+    head: Seq,
+    page: std::collections::VecDeque<fluxgate_core::LogEntry>,
+}
+
+impl Backlog {
+    fn new(start: Seq, head: Seq) -> Self {
+        Self {
+            after: start,
+            head,
+            page: std::collections::VecDeque::new(),
+        }
+    }
+
+    fn needs_page(&self) -> bool {
+        self.page.is_empty() && self.after < self.head
+    }
+
+    fn fill(&mut self, entries: Vec<fluxgate_core::LogEntry>) {
+        let Some(last) = entries.last() else {
+            // Nothing more in the store (retention raced us): the backlog ends here.
+            self.after = self.head;
+            return;
+        };
+        self.after = last.seq.min(self.head);
+        let head = self.head;
+        self.page
+            .extend(entries.into_iter().take_while(|e| e.seq <= head));
+    }
+
+    fn has_entries(&self) -> bool {
+        !self.page.is_empty()
+    }
+
+    fn next(&mut self) -> Option<fluxgate_core::LogEntry> {
+        self.page.pop_front()
+    }
+
+    fn is_done(&self) -> bool {
+        self.page.is_empty() && self.after >= self.head
+    }
+}
 
 /// What every stream on this replica shares.
 pub struct SessionContext {
@@ -41,6 +89,9 @@ pub struct SessionContext {
     pub cursors: Arc<CursorSaver>,
     pub broker_id: String,
     pub keepalive: Duration,
+    /// Events one stream may have sent and not yet had acked: replay waits for acks at
+    /// this many; a live event beyond it closes the stream (it resumes from its cursor).
+    pub max_unacked: usize,
     pub shutdown: CancellationToken,
 }
 
@@ -219,11 +270,11 @@ impl Session {
         }))
         .await?;
 
-        self.replay_backlog(id, start, head).await?;
-
+        let mut backlog = Backlog::new(start, head);
         let mut keepalive = tokio::time::interval(self.context.keepalive);
         keepalive.reset();
         loop {
+            let max_unacked = self.context.max_unacked;
             tokio::select! {
                 biased;
                 () = self.context.shutdown.cancelled() => {
@@ -232,6 +283,8 @@ impl Session {
                 () = close.closed() => {
                     return Err(close.reason().unwrap_or_else(|| Status::unavailable("stream closed")));
                 }
+                // Acks are read while the backlog replays too, so that replay is paced by
+                // the agent and an agent far behind still catches up.
                 message = inbound.message() => match message {
                     Ok(Some(message)) => self.handle_agent_message(id, message).await?,
                     Ok(None) => return Ok(()),
@@ -240,7 +293,35 @@ impl Session {
                         return Ok(());
                     }
                 },
-                delivery = queue.recv() => match delivery {
+                page = self.context.store.read_log(backlog.after, BACKLOG_PAGE), if backlog.needs_page() => {
+                    let page = page.map_err(|e| e.to_api_error().to_grpc_status())?;
+                    backlog.fill(page);
+                    if backlog.is_done() {
+                        self.tracker.pass(backlog.head);
+                        tracing::debug!(agent = %self.policy.name, head = %backlog.head, "backlog replayed");
+                    }
+                }
+                permit = self.outbound.clone().reserve_owned(),
+                    if backlog.has_entries() && self.tracker.in_flight() < max_unacked =>
+                {
+                    let permit = permit.map_err(|_| Status::cancelled("the agent went away"))?;
+                    let entry = backlog.next().expect("the branch runs only with entries");
+                    match self.context.hub.route_backlog(id, self.policy.id, &entry).await {
+                        Some(matched) => {
+                            let delivery = Delivery { entry: Arc::new(entry), matched };
+                            if let Some(message) = self.event_message(&delivery) {
+                                permit.send(Ok(message));
+                                metrics::counter!(names::BACKLOG_EVENTS_SENT).increment(1);
+                            }
+                        }
+                        None => self.tracker.pass(entry.seq),
+                    }
+                    if backlog.is_done() {
+                        self.tracker.pass(backlog.head);
+                        tracing::debug!(agent = %self.policy.name, head = %backlog.head, "backlog replayed");
+                    }
+                }
+                delivery = queue.recv(), if backlog.is_done() => match delivery {
                     Some(delivery) => {
                         self.send_event(&delivery).await?;
                         keepalive.reset();
@@ -249,10 +330,9 @@ impl Session {
                 },
                 _ = keepalive.tick() => {
                     // Everything the hub dispatched up to its head is in the queue; if the
-                    // queue is empty, this stream has passed the head.
-                    let head = self.context.hub.head();
-                    if queue.is_empty() {
-                        self.tracker.pass(head);
+                    // backlog is done and the queue is empty, this stream has passed the head.
+                    if backlog.is_done() && queue.is_empty() {
+                        self.tracker.pass(self.context.hub.head());
                     }
                     let position = self.tracker.position().get();
                     self.send(broker_message::Message::Keepalive(v1::Keepalive { position })).await?;
@@ -262,61 +342,39 @@ impl Session {
         }
     }
 
-    async fn replay_backlog(&mut self, id: u64, start: Seq, head: Seq) -> Result<(), Status> {
-        let mut after = start;
-        while after < head {
-            let entries = self
-                .context
-                .store
-                .read_log(after, BACKLOG_PAGE)
-                .await
-                .map_err(|e| e.to_api_error().to_grpc_status())?;
-            let Some(last) = entries.last() else {
-                break;
-            };
-            after = last.seq;
-            for entry in entries.into_iter().take_while(|e| e.seq <= head) {
-                match self
-                    .context
-                    .hub
-                    .route_backlog(id, self.policy.id, &entry)
-                    .await
-                {
-                    Some(matched) => {
-                        self.send_event(&Delivery {
-                            entry: Arc::new(entry),
-                            matched,
-                        })
-                        .await?;
-                        metrics::counter!(names::BACKLOG_EVENTS_SENT).increment(1);
-                    }
-                    None => self.tracker.pass(entry.seq),
-                }
-            }
-        }
-        self.tracker.pass(head);
-        Ok(())
-    }
-
-    async fn send_event(&mut self, delivery: &Delivery) -> Result<(), Status> {
+    /// The event message for a delivery, noted as sent; `None` if it is not a push or was
+    /// sent already.
+    fn event_message(&mut self, delivery: &Delivery) -> Option<v1::BrokerMessage> {
         let entry = &delivery.entry;
-        let Some(event) = entry.as_push() else {
-            return Ok(());
-        };
+        let event = entry.as_push()?;
         if entry.seq <= self.last_sent {
-            return Ok(());
-        }
-        if self.tracker.in_flight() >= MAX_IN_FLIGHT {
-            return Err(Status::resource_exhausted(format!(
-                "more than {MAX_IN_FLIGHT} events are unacknowledged; reconnect to resume from the cursor"
-            )));
+            return None;
         }
         let message = convert::event(entry, event, delivery.matched.clone());
-        self.send(broker_message::Message::Event(message)).await?;
         self.last_sent = entry.seq;
         self.tracker.sent(entry.seq, event.received_at);
         metrics::counter!(names::EVENTS_SENT).increment(1);
         tracing::debug!(agent = %self.policy.name, seq = %entry.seq, event_id = %event.event_id, project = %event.project.path, r#ref = %event.git_ref, "event sent");
+        Some(v1::BrokerMessage {
+            message: Some(broker_message::Message::Event(message)),
+        })
+    }
+
+    /// Sends a live event. Live events cannot wait (the hub's queue would overflow), so an
+    /// agent that holds too many unacked is closed and resumes from its cursor.
+    async fn send_event(&mut self, delivery: &Delivery) -> Result<(), Status> {
+        let max_unacked = self.context.max_unacked;
+        if self.tracker.in_flight() >= max_unacked {
+            return Err(Status::resource_exhausted(format!(
+                "more than {max_unacked} events are unacknowledged; reconnect to resume from the cursor"
+            )));
+        }
+        if let Some(message) = self.event_message(delivery) {
+            self.outbound
+                .send(Ok(message))
+                .await
+                .map_err(|_| Status::cancelled("the agent went away"))?;
+        }
         Ok(())
     }
 

@@ -203,6 +203,10 @@ async fn run_bounded(options: ChaosOptions) -> anyhow::Result<()> {
         "- time to acknowledge a hook (first send → 2xx, retries included): {}",
         crate::report::percentiles(&to_acknowledge)
     );
+    println!(
+        "- time to reach the Receiver (first send → its own successful call, delivered hooks): {}",
+        crate::report::percentiles(&verdict.to_receiver)
+    );
     println!();
     println!("### Hooks per Receiver");
     println!();

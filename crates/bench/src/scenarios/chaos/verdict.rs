@@ -53,6 +53,8 @@ pub struct Verdict {
     pub problems: Vec<String>,
     /// How long the final wait for deliveries took.
     pub drained_in: Duration,
+    /// From a hook's first send to its own successful Receiver call (delivered hooks).
+    pub to_receiver: hdrhistogram::Histogram<u64>,
 }
 
 impl Verdict {
@@ -69,6 +71,8 @@ impl Verdict {
 struct Calls {
     /// seq → how many calls got a 2xx.
     succeeded: BTreeMap<u64, usize>,
+    /// seq → when the first call that got a 2xx arrived.
+    first_success: BTreeMap<u64, std::time::Instant>,
     /// seq → how many calls were refused.
     refused: BTreeMap<u64, usize>,
 }
@@ -84,6 +88,7 @@ impl Calls {
                 continue;
             };
             let counts = if hit.status.is_success() {
+                calls.first_success.entry(seq).or_insert(hit.received_at);
                 &mut calls.succeeded
             } else {
                 &mut calls.refused
@@ -159,6 +164,7 @@ pub async fn judge(
         })
         .collect();
     let mut problems = Vec::new();
+    let mut to_receiver = crate::report::latency_histogram();
     for (number, hook) in hooks.iter().enumerate() {
         let row = &mut rows[hook.receiver];
         row.sent += 1;
@@ -192,7 +198,15 @@ pub async fn judge(
                 };
                 let outcome = calls[hook.receiver].outcome(seq);
                 match outcome {
-                    Outcome::Delivered => row.delivered += 1,
+                    Outcome::Delivered => {
+                        row.delivered += 1;
+                        if let Some(called) = calls[hook.receiver].first_success.get(&seq) {
+                            crate::report::record(
+                                &mut to_receiver,
+                                called.saturating_duration_since(hook.sent.into_std()),
+                            );
+                        }
+                    }
                     Outcome::Coalesced => row.coalesced += 1,
                     Outcome::GivenUp | Outcome::NotYet => {
                         row.lost += 1;
@@ -246,6 +260,7 @@ pub async fn judge(
         totals,
         problems,
         drained_in,
+        to_receiver,
     }
 }
 

@@ -210,6 +210,9 @@ async fn open_idle(address: std::net::SocketAddr, count: usize) -> Vec<TcpStream
 /// What a subscription flood did.
 pub struct SubscriptionFloodReport {
     pub changes_sent: u64,
+    /// Sending blocked until the end: the broker took the changes more slowly than they
+    /// were sent, and HTTP/2 flow control held the rest back.
+    pub held_back: bool,
     /// The status the broker closed the stream with, if it did.
     pub closed_with: Option<String>,
 }
@@ -234,6 +237,7 @@ pub async fn flood_subscriptions(
     .map_err(|status| anyhow::anyhow!("the flood stream could not open: {status}"))?;
     let mut changes_sent = 0u64;
     let mut closed_with = None;
+    let mut held_back = false;
     'flood: while injected.elapsed() < hold {
         for _ in 0..100 {
             let added = [
@@ -250,7 +254,8 @@ pub async fn flood_subscriptions(
             )
             .await;
             if sent.is_err() {
-                // The broker stopped reading this stream: that is back-pressure, fine.
+                // The broker reads this stream more slowly than it is written: back-pressure.
+                held_back = true;
                 break 'flood;
             }
             changes_sent += 1;
@@ -264,6 +269,7 @@ pub async fn flood_subscriptions(
     log.record(Fault::SubscriptionFlood, injected);
     Ok(SubscriptionFloodReport {
         changes_sent,
+        held_back,
         closed_with,
     })
 }

@@ -283,6 +283,10 @@ async fn inject(
                     "{} changes sent, then the stream was closed: {status}",
                     report.changes_sent
                 ),
+                None if report.held_back => format!(
+                    "{} changes sent, then flow control held the rest back until the end; stream still open",
+                    report.changes_sent
+                ),
                 None => format!("{} changes sent, stream still open", report.changes_sent),
             }
         }

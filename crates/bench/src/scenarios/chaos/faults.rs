@@ -302,3 +302,55 @@ async fn wait_until_ready(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log_with(fault: Fault, injected: Instant, recovered: Instant) -> FaultLog {
+        FaultLog {
+            windows: vec![FaultWindow {
+                fault,
+                injected,
+                recovered,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_killed_replica_explains_failures_of_hooks_sent_to_it_and_no_other() {
+        let t = Instant::now();
+        let s = Duration::from_secs(1);
+        let log = log_with(Fault::ReplicaKilled(0), t + 10 * s, t + 15 * s);
+        assert!(log.explains(0, t + 11 * s, t + 12 * s), "during the outage");
+        assert!(
+            log.explains(0, t + 9 * s, t + 10 * s),
+            "in flight at the kill"
+        );
+        assert!(log.explains(0, t + 16 * s, t + 16 * s), "within the grace");
+        assert!(!log.explains(0, t + 18 * s, t + 18 * s), "after the grace");
+        assert!(!log.explains(0, t, t + 9 * s), "before the kill");
+        assert!(
+            !log.explains(1, t + 11 * s, t + 12 * s),
+            "the other replica"
+        );
+    }
+
+    #[test]
+    fn a_database_cut_explains_both_replicas_and_redis_or_floods_explain_nothing() {
+        let t = Instant::now();
+        let s = Duration::from_secs(1);
+        let cut = log_with(Fault::DatabaseCut, t, t + 5 * s);
+        assert!(cut.explains(0, t + s, t + 2 * s));
+        assert!(cut.explains(1, t + s, t + 2 * s));
+        for fault in [
+            Fault::RedisDown,
+            Fault::ReceiverStalled,
+            Fault::IdleSocketFlood,
+            Fault::SubscriptionFlood,
+        ] {
+            let log = log_with(fault, t, t + 5 * s);
+            assert!(!log.explains(0, t + s, t + 2 * s), "{fault:?}");
+        }
+    }
+}

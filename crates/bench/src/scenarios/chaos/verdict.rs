@@ -289,3 +289,38 @@ pub fn print_table(verdict: &Verdict) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn calls(succeeded: &[u64], refused: &[u64]) -> Calls {
+        let mut calls = Calls::default();
+        for seq in succeeded {
+            *calls.succeeded.entry(*seq).or_insert(0) += 1;
+        }
+        for seq in refused {
+            *calls.refused.entry(*seq).or_insert(0) += 1;
+        }
+        calls
+    }
+
+    #[test]
+    fn an_event_sent_successfully_is_delivered_even_after_refusals() {
+        assert_eq!(calls(&[5], &[]).outcome(5), Outcome::Delivered);
+        assert_eq!(calls(&[5], &[5, 5]).outcome(5), Outcome::Delivered);
+    }
+
+    #[test]
+    fn an_event_never_sent_is_covered_only_by_a_later_successful_call() {
+        assert_eq!(calls(&[9], &[]).outcome(5), Outcome::Coalesced);
+        assert_eq!(calls(&[3], &[]).outcome(5), Outcome::NotYet);
+        assert_eq!(calls(&[], &[9]).outcome(5), Outcome::NotYet);
+    }
+
+    #[test]
+    fn an_event_refused_and_not_sent_again_is_given_up_even_if_a_later_call_succeeded() {
+        assert_eq!(calls(&[9], &[5]).outcome(5), Outcome::GivenUp);
+        assert_eq!(calls(&[], &[5]).outcome(5), Outcome::GivenUp);
+    }
+}

@@ -5,7 +5,8 @@
 //!
 //! The run is bounded: the fault schedule takes `duration`, then failed hooks are retried
 //! for at most [`RETRY_GRACE`] and deliveries awaited for at most `drain_timeout`; a hard
-//! deadline over everything ends the run even if a step hangs.
+//! deadline over everything after the build of the binaries ends the run even if a step
+//! hangs.
 
 mod cluster;
 mod faults;
@@ -96,6 +97,18 @@ pub async fn run(options: ChaosOptions) -> anyhow::Result<()> {
         options.agents,
         options.receivers_per_agent,
         hard_deadline.as_secs()
+    );
+    // The harness builds the binaries on first use; that is not part of the bounded run.
+    let build_started = Instant::now();
+    tokio::task::spawn_blocking(|| {
+        fluxgate_e2e::harness::binaries::binary("fluxgate");
+        fluxgate_e2e::harness::binaries::binary("fluxgate-agent");
+    })
+    .await
+    .context("building fluxgate and fluxgate-agent")?;
+    println!(
+        "- binaries built (same profile as this run) in {:.1} s",
+        build_started.elapsed().as_secs_f64()
     );
     tokio::time::timeout(hard_deadline, run_bounded(options))
         .await

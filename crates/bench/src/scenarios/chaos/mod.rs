@@ -183,25 +183,49 @@ async fn run_bounded(options: ChaosOptions) -> anyhow::Result<()> {
     println!();
     println!("### Phases");
     println!();
-    println!("| phase | started at | fault lasted (until recovered) | phase total | notes |");
-    println!("|---|--:|--:|--:|---|");
+    println!(
+        "| phase | started at | fault lasted (until recovered) | phase total | hooks first sent | to acknowledge, max | to reach the Receiver, p99 / max | notes |"
+    );
+    println!("|---|--:|--:|--:|--:|--:|--:|---|");
     for timing in &timings {
+        let from = run_started + timing.started_at;
+        let in_phase =
+            |hook: &&load::HookRecord| hook.sent >= from && hook.sent < from + timing.total;
+        let sent = hooks.iter().filter(in_phase).count();
+        let to_acknowledge = hooks
+            .iter()
+            .filter(in_phase)
+            .filter_map(|hook| Some(hook.acknowledged.as_ref()?.at.duration_since(hook.sent)))
+            .max()
+            .unwrap_or_default();
+        let mut to_receiver = crate::report::latency_histogram();
+        for (hook, reached) in hooks.iter().zip(&verdict.reached_in) {
+            if let Some(reached) = reached
+                && in_phase(&hook)
+            {
+                crate::report::record(&mut to_receiver, *reached);
+            }
+        }
         println!(
-            "| {} | {:.1} s | {:.1} s | {:.1} s | {} |",
+            "| {} | {:.1} s | {:.1} s | {:.1} s | {} | {} | {} / {} | {} |",
             timing.name,
             timing.started_at.as_secs_f64(),
             timing.fault.as_secs_f64(),
             timing.total.as_secs_f64(),
+            sent,
+            milliseconds(to_acknowledge),
+            milliseconds(Duration::from_micros(to_receiver.value_at_quantile(0.99))),
+            milliseconds(Duration::from_micros(to_receiver.max())),
             timing.note
         );
     }
     println!(
-        "| retries of unacknowledged hooks | {:.1} s | | {:.1} s | |",
+        "| retries of unacknowledged hooks | {:.1} s | | {:.1} s | | | | |",
         ingest_stopped.duration_since(run_started).as_secs_f64(),
         retries_done.as_secs_f64()
     );
     println!(
-        "| wait for deliveries | | | {:.1} s | deadline {} s |",
+        "| wait for deliveries | | | {:.1} s | | | | deadline {} s |",
         verdict.drained_in.as_secs_f64(),
         options.drain_timeout.as_secs()
     );
@@ -304,6 +328,15 @@ async fn inject(
             }
         }
     })
+}
+
+/// `12 ms` below a second, `1.23 s` above.
+fn milliseconds(duration: Duration) -> String {
+    if duration < Duration::from_secs(1) {
+        format!("{} ms", duration.as_millis())
+    } else {
+        format!("{:.2} s", duration.as_secs_f64())
+    }
 }
 
 /// Writes every process's captured output to [`LOG_DIR`] for a post-mortem.

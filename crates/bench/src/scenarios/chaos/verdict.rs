@@ -55,6 +55,8 @@ pub struct Verdict {
     pub drained_in: Duration,
     /// From a hook's first send to its own successful Receiver call (delivered hooks).
     pub to_receiver: hdrhistogram::Histogram<u64>,
+    /// The same, per hook by number (`None` unless delivered by its own call).
+    pub reached_in: Vec<Option<Duration>>,
 }
 
 impl Verdict {
@@ -165,6 +167,7 @@ pub async fn judge(
         .collect();
     let mut problems = Vec::new();
     let mut to_receiver = crate::report::latency_histogram();
+    let mut reached_in = vec![None; hooks.len()];
     for (number, hook) in hooks.iter().enumerate() {
         let row = &mut rows[hook.receiver];
         row.sent += 1;
@@ -201,10 +204,9 @@ pub async fn judge(
                     Outcome::Delivered => {
                         row.delivered += 1;
                         if let Some(called) = calls[hook.receiver].first_success.get(&seq) {
-                            crate::report::record(
-                                &mut to_receiver,
-                                called.saturating_duration_since(hook.sent.into_std()),
-                            );
+                            let latency = called.saturating_duration_since(hook.sent.into_std());
+                            crate::report::record(&mut to_receiver, latency);
+                            reached_in[number] = Some(latency);
                         }
                     }
                     Outcome::Coalesced => row.coalesced += 1,
@@ -261,6 +263,7 @@ pub async fn judge(
         problems,
         drained_in,
         to_receiver,
+        reached_in,
     }
 }
 

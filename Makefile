@@ -1,5 +1,5 @@
 # Developer tasks. CI runs `.ci/run`, which runs `fmt-check`, `lint` and `test`.
-.PHONY: help run test test-store lint fmt fmt-check fuzz bench docker clean
+.PHONY: help run test test-store lint fmt fmt-check fuzz bench chaos docker clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -27,6 +27,12 @@ fuzz: ## fuzz the GitLab hook parser for a minute (needs nightly and cargo-fuzz)
 
 bench: ## run the benchmarks (release build), see docs/benchmarks.md
 	cargo run --release -p fluxgate-bench -- all
+
+# Flags for the fault run, e.g. `make chaos CHAOS_ARGS="--duration 300 --kills 5"`.
+CHAOS_ARGS ?=
+
+chaos: ## fault run: kills, outages, floods under load; fails if an acknowledged hook is lost (about 4 min, see docs/reliability.md)
+	RUST_LIB_BACKTRACE=0 cargo run --release -p fluxgate-bench -- chaos $(CHAOS_ARGS)
 
 clean: ## remove build output and the embedded database
 	cargo clean

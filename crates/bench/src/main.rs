@@ -7,6 +7,8 @@ mod report;
 mod scenarios;
 mod setup;
 
+use std::time::Duration;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -59,6 +61,30 @@ enum Scenario {
         #[arg(long, default_value_t = 1000)]
         subscriptions: usize,
     },
+    /// The fault run: replicas killed, PostgreSQL cut, Redis killed, a Receiver stalled,
+    /// floods; fails if an acknowledged hook is lost (see docs/reliability.md). Not part of
+    /// `all`.
+    Chaos {
+        /// Length of the fault schedule in seconds (ingest runs throughout).
+        #[arg(long, default_value_t = 180)]
+        duration: u64,
+        /// How many times a replica is SIGKILLed and restarted (alternately a and b).
+        #[arg(long, default_value_t = 3)]
+        kills: usize,
+        /// Hooks per second.
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 4)]
+        agents: usize,
+        #[arg(long, default_value_t = 2)]
+        receivers_per_agent: usize,
+        /// Idle TCP connections per port in the socket flood.
+        #[arg(long, default_value_t = 2000)]
+        idle_sockets: usize,
+        /// Seconds the end waits for acknowledged hooks to reach their Receivers.
+        #[arg(long, default_value_t = 60)]
+        drain_timeout: u64,
+    },
     /// Every scenario with its defaults.
     All,
     /// Internal: the baseline HTTP server for scenario A.
@@ -86,6 +112,26 @@ async fn main() -> anyhow::Result<()> {
             streams,
             subscriptions,
         } => scenarios::memory::run(streams, subscriptions).await,
+        Scenario::Chaos {
+            duration,
+            kills,
+            rate,
+            agents,
+            receivers_per_agent,
+            idle_sockets,
+            drain_timeout,
+        } => {
+            scenarios::chaos::run(scenarios::chaos::ChaosOptions {
+                duration: Duration::from_secs(duration),
+                kills,
+                rate,
+                agents,
+                receivers_per_agent,
+                idle_sockets,
+                drain_timeout: Duration::from_secs(drain_timeout),
+            })
+            .await
+        }
         Scenario::All => {
             scenarios::ingest::run(16, 10, None).await?;
             scenarios::e2e::run(1000, 200, 10, 100).await?;

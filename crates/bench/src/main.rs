@@ -1,5 +1,6 @@
 //! `fluxgate-bench`: benchmarks of the real broker, started in release mode and pinned to
-//! CPU 0 while the load generator runs on CPU 1. See docs/benchmarks.md.
+//! CPU 0 while the load generator runs on CPU 1 (docs/benchmarks.md), and the fault run
+//! `chaos`, which pins nothing (docs/reliability.md).
 
 mod payload;
 mod procfs;

@@ -187,17 +187,29 @@ async fn run_bounded(options: ChaosOptions) -> anyhow::Result<()> {
         "| phase | started at | fault lasted (until recovered) | phase total | hooks first sent | to acknowledge, max | to reach the Receiver, p99 / max | notes |"
     );
     println!("|---|--:|--:|--:|--:|--:|--:|---|");
+    let mut slow_hooks = Vec::new();
     for timing in &timings {
         let from = run_started + timing.started_at;
         let in_phase =
             |hook: &&load::HookRecord| hook.sent >= from && hook.sent < from + timing.total;
         let sent = hooks.iter().filter(in_phase).count();
-        let to_acknowledge = hooks
+        let slowest = hooks
             .iter()
-            .filter(in_phase)
-            .filter_map(|hook| Some(hook.acknowledged.as_ref()?.at.duration_since(hook.sent)))
-            .max()
-            .unwrap_or_default();
+            .enumerate()
+            .filter(|(_, hook)| in_phase(hook))
+            .filter_map(|(number, hook)| {
+                Some((
+                    hook.acknowledged.as_ref()?.at.duration_since(hook.sent),
+                    number,
+                ))
+            })
+            .max();
+        let to_acknowledge = slowest.map(|(took, _)| took).unwrap_or_default();
+        if let Some((took, number)) = slowest
+            && took > Duration::from_secs(1)
+        {
+            slow_hooks.push(describe_attempts(&timing.name, number, &hooks[number]));
+        }
         let mut to_receiver = crate::report::latency_histogram();
         for (hook, reached) in hooks.iter().zip(&verdict.reached_in) {
             if let Some(reached) = reached
@@ -229,6 +241,10 @@ async fn run_bounded(options: ChaosOptions) -> anyhow::Result<()> {
         verdict.drained_in.as_secs_f64(),
         options.drain_timeout.as_secs()
     );
+    println!();
+    for slow in &slow_hooks {
+        println!("- {slow}");
+    }
     let mut to_acknowledge = crate::report::latency_histogram();
     for hook in &hooks {
         if let Some(ack) = &hook.acknowledged {
@@ -328,6 +344,32 @@ async fn inject(
             }
         }
     })
+}
+
+/// `slowest in <phase>: hook 7 acknowledged after 1.01 s: a at +0 ms failed after 2 ms
+/// (connection: …); b at +1.00 s took it`.
+fn describe_attempts(phase: &str, number: usize, hook: &load::HookRecord) -> String {
+    let replica = |index: usize| ["a", "b"][index];
+    let mut text = format!("slowest acknowledgement in {phase}: hook {number}");
+    if let Some(ack) = &hook.acknowledged {
+        text.push_str(&format!(
+            " after {}:",
+            milliseconds(ack.at.duration_since(hook.sent))
+        ));
+    }
+    for failure in &hook.failures {
+        text.push_str(&format!(
+            " {} at +{} failed after {} ({});",
+            replica(failure.replica),
+            milliseconds(failure.started.duration_since(hook.sent)),
+            milliseconds(failure.ended.duration_since(failure.started)),
+            failure.reason
+        ));
+    }
+    if let Some(ack) = &hook.acknowledged {
+        text.push_str(&format!(" {} took it", replica(ack.replica)));
+    }
+    text
 }
 
 /// `12 ms` below a second, `1.23 s` above.

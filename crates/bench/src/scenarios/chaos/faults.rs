@@ -138,11 +138,15 @@ pub async fn kill_redis(
     Ok(())
 }
 
-/// Makes the first Receiver answer 503 (not Ready) for `down`, then Ready again.
+/// Makes the first Receiver answer 503 (not Ready) for `down`, then Ready again. Halfway
+/// through, its hooks stop for the rest of the run (`quiet`): its last events are then
+/// covered by no later push, so only the agent retrying them after the stall delivers
+/// them (an agent that gives up on a failing Receiver loses them).
 pub async fn stall_receiver(
     cluster: &mut Cluster,
     log: &mut FaultLog,
     down: Duration,
+    quiet: &std::sync::atomic::AtomicUsize,
 ) -> anyhow::Result<String> {
     let name = cluster
         .receivers
@@ -152,7 +156,9 @@ pub async fn stall_receiver(
         .clone();
     let injected = Instant::now();
     cluster.flux.set_ready(&name, false);
-    tokio::time::sleep(down).await;
+    tokio::time::sleep(down / 2).await;
+    quiet.store(0, std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(down - down / 2).await;
     cluster.flux.set_ready(&name, true);
     log.record(Fault::ReceiverStalled, injected);
     Ok(name)

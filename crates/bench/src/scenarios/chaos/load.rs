@@ -60,9 +60,14 @@ impl Ledger {
     }
 }
 
+/// No Receiver is kept quiet.
+pub const NOBODY_QUIET: usize = usize::MAX;
+
 /// The running load generator.
 pub struct LoadGenerator {
     pub ledger: Arc<Ledger>,
+    /// A Receiver (by index) that gets no more hooks once set; [`NOBODY_QUIET`] for none.
+    pub quiet: Arc<std::sync::atomic::AtomicUsize>,
     stop: Arc<AtomicBool>,
     task: JoinHandle<()>,
 }
@@ -77,6 +82,7 @@ impl LoadGenerator {
     ) -> Self {
         let ledger = Arc::new(Ledger::default());
         let stop = Arc::new(AtomicBool::new(false));
+        let quiet = Arc::new(std::sync::atomic::AtomicUsize::new(NOBODY_QUIET));
         let task = tokio::spawn(generate(
             Arc::new(replicas),
             projects,
@@ -84,8 +90,14 @@ impl LoadGenerator {
             retry_deadline,
             ledger.clone(),
             stop.clone(),
+            quiet.clone(),
         ));
-        Self { ledger, stop, task }
+        Self {
+            ledger,
+            quiet,
+            stop,
+            task,
+        }
     }
 
     /// Stops sending new hooks and waits for those still being retried (they give up at
@@ -104,6 +116,7 @@ async fn generate(
     retry_deadline: Instant,
     ledger: Arc<Ledger>,
     stop: Arc<AtomicBool>,
+    quiet: Arc<std::sync::atomic::AtomicUsize>,
 ) {
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
     // A stalled generator must not burst afterwards: the rate stays modest.
@@ -114,6 +127,10 @@ async fn generate(
         ticker.tick().await;
         while in_flight.try_join_next().is_some() {}
         let receiver = usize::try_from(n).unwrap_or(usize::MAX) % projects.len();
+        if receiver == quiet.load(Ordering::Relaxed) {
+            n += 1;
+            continue;
+        }
         let body = push_body(&projects[receiver], &format!("refs/heads/h{n}"), n);
         let index = {
             let mut hooks = ledger.hooks();

@@ -155,7 +155,16 @@ async fn run_bounded(options: ChaosOptions) -> anyhow::Result<()> {
     let mut timings = Vec::new();
     for phase in schedule {
         let started = Instant::now();
-        let note = inject(phase, &mut cluster, &mut faults, down, slot, &options).await?;
+        let note = inject(
+            phase,
+            &mut cluster,
+            &mut faults,
+            down,
+            slot,
+            &options,
+            &load.quiet,
+        )
+        .await?;
         let fault = started.elapsed();
         // The rest of the slot is steady ingest, so each fault's effects settle.
         tokio::time::sleep(slot.saturating_sub(started.elapsed())).await;
@@ -292,6 +301,7 @@ async fn inject(
     down: Duration,
     slot: Duration,
     options: &ChaosOptions,
+    quiet: &std::sync::atomic::AtomicUsize,
 ) -> anyhow::Result<String> {
     Ok(match phase {
         Phase::Steady => String::new(),
@@ -318,8 +328,11 @@ async fn inject(
         }
         Phase::StallReceiver => {
             let stalled = slot / 2;
-            let name = faults::stall_receiver(cluster, faults, stalled).await?;
-            format!("{name} answered 503 for {:.1} s", stalled.as_secs_f64())
+            let name = faults::stall_receiver(cluster, faults, stalled, quiet).await?;
+            format!(
+                "{name} answered 503 for {:.1} s; no hooks for it from half-way through",
+                stalled.as_secs_f64()
+            )
         }
         Phase::FloodIdleSockets => {
             let report =

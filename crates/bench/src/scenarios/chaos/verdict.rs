@@ -3,10 +3,12 @@
 //!
 //! A hook counts as delivered when its Receiver answered 200 to a call for its own event.
 //! The agent also coalesces a burst for one Receiver into one call for the newest event
-//! (Flux then fetches the newest commit, which covers the older ones): an event that was
-//! never sent itself counts as coalesced when a later event's call succeeded. An event
-//! that was sent, refused and never sent successfully was given up, and is lost even if a
-//! later call succeeded. A hook acknowledged with 2xx and not delivered is lost.
+//! (Flux then fetches the newest commit, which covers the older ones), also while it
+//! retries a failing Receiver: an event counts as coalesced when a later event's call
+//! succeeded after its own last call. An event whose calls were refused and that nothing
+//! later covered was given up. A hook acknowledged with 2xx and not delivered is lost. (A
+//! Receiver's last events before it went quiet are covered by no later push, so an agent
+//! that gives up on a failing Receiver shows here: see the stall phase.)
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -77,6 +79,8 @@ struct Calls {
     first_success: BTreeMap<u64, std::time::Instant>,
     /// seq → how many calls were refused.
     refused: BTreeMap<u64, usize>,
+    /// seq → when the last refused call arrived.
+    last_refused: BTreeMap<u64, std::time::Instant>,
 }
 
 impl Calls {
@@ -93,6 +97,8 @@ impl Calls {
                 calls.first_success.entry(seq).or_insert(hit.received_at);
                 &mut calls.succeeded
             } else {
+                let last = calls.last_refused.entry(seq).or_insert(hit.received_at);
+                *last = (*last).max(hit.received_at);
                 &mut calls.refused
             };
             *counts.entry(seq).or_insert(0) += 1;
@@ -104,13 +110,21 @@ impl Calls {
     fn outcome(&self, seq: u64) -> Outcome {
         if self.succeeded.contains_key(&seq) {
             Outcome::Delivered
+        } else if self.covered_later(seq) {
+            Outcome::Coalesced
         } else if self.refused.contains_key(&seq) {
             Outcome::GivenUp
-        } else if self.succeeded.range(seq..).next().is_some() {
-            Outcome::Coalesced
         } else {
             Outcome::NotYet
         }
+    }
+
+    /// A later event's call succeeded after the last call for `seq` (if it had any).
+    fn covered_later(&self, seq: u64) -> bool {
+        let last_refused = self.last_refused.get(&seq);
+        self.first_success
+            .range(seq + 1..)
+            .any(|(_, at)| last_refused.is_none_or(|refused| at > refused))
     }
 }
 
@@ -295,35 +309,59 @@ pub fn print_table(verdict: &Verdict) {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
     use super::*;
 
-    fn calls(succeeded: &[u64], refused: &[u64]) -> Calls {
+    /// Calls as (seq, milliseconds after a common start).
+    fn calls(succeeded: &[(u64, u64)], refused: &[(u64, u64)]) -> Calls {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
         let mut calls = Calls::default();
-        for seq in succeeded {
-            *calls.succeeded.entry(*seq).or_insert(0) += 1;
+        for &(seq, ms) in succeeded {
+            *calls.succeeded.entry(seq).or_insert(0) += 1;
+            calls.first_success.entry(seq).or_insert(at(ms));
         }
-        for seq in refused {
-            *calls.refused.entry(*seq).or_insert(0) += 1;
+        for &(seq, ms) in refused {
+            *calls.refused.entry(seq).or_insert(0) += 1;
+            let last = calls.last_refused.entry(seq).or_insert(at(ms));
+            *last = (*last).max(at(ms));
         }
         calls
     }
 
     #[test]
     fn an_event_sent_successfully_is_delivered_even_after_refusals() {
-        assert_eq!(calls(&[5], &[]).outcome(5), Outcome::Delivered);
-        assert_eq!(calls(&[5], &[5, 5]).outcome(5), Outcome::Delivered);
+        assert_eq!(calls(&[(5, 10)], &[]).outcome(5), Outcome::Delivered);
+        assert_eq!(
+            calls(&[(5, 30)], &[(5, 10), (5, 20)]).outcome(5),
+            Outcome::Delivered
+        );
     }
 
     #[test]
     fn an_event_never_sent_is_covered_only_by_a_later_successful_call() {
-        assert_eq!(calls(&[9], &[]).outcome(5), Outcome::Coalesced);
-        assert_eq!(calls(&[3], &[]).outcome(5), Outcome::NotYet);
-        assert_eq!(calls(&[], &[9]).outcome(5), Outcome::NotYet);
+        assert_eq!(calls(&[(9, 10)], &[]).outcome(5), Outcome::Coalesced);
+        assert_eq!(calls(&[(3, 10)], &[]).outcome(5), Outcome::NotYet);
+        assert_eq!(calls(&[], &[(9, 10)]).outcome(5), Outcome::NotYet);
     }
 
     #[test]
-    fn an_event_refused_and_not_sent_again_is_given_up_even_if_a_later_call_succeeded() {
-        assert_eq!(calls(&[9], &[5]).outcome(5), Outcome::GivenUp);
-        assert_eq!(calls(&[], &[5]).outcome(5), Outcome::GivenUp);
+    fn a_refused_event_is_covered_by_a_newer_event_that_succeeded_after_it() {
+        // The agent retried a failing Receiver with the newest event: that covers it.
+        assert_eq!(
+            calls(&[(9, 30)], &[(5, 10), (5, 20)]).outcome(5),
+            Outcome::Coalesced
+        );
+    }
+
+    #[test]
+    fn a_refused_event_nothing_covered_afterwards_was_given_up() {
+        assert_eq!(calls(&[], &[(5, 10)]).outcome(5), Outcome::GivenUp);
+        // A newer event's success before this one's last refusal does not cover it.
+        assert_eq!(
+            calls(&[(9, 15)], &[(5, 10), (5, 20)]).outcome(5),
+            Outcome::GivenUp
+        );
     }
 }

@@ -12,18 +12,19 @@ use std::time::Duration;
 use axum::body::Bytes;
 use http_body_util::BodyExt as _;
 use http_body_util::combinators::UnsyncBoxBody;
+use hyper::Request;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::{http1, http2};
-use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
-use tower::{Service, ServiceExt as _};
+use tower::ServiceExt as _;
 
 use super::limits::{Activity, InFlight};
 use super::{BoxError, Protocol, Settings, metric};
+use super::{HttpService, ResponseBody};
 
 /// Why a connection ended before its client closed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,13 +57,8 @@ pub(super) async fn serve<S, B>(
     shutdown: CancellationToken,
     _slot: OwnedSemaphorePermit,
 ) where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
+    S: HttpService<B>,
+    B: ResponseBody,
 {
     let reaped = match &settings.tls {
         None => drive(tcp, peer, service, &settings, &shutdown).await,
@@ -118,13 +114,8 @@ async fn drive<I, S, B>(
 ) -> Option<Reaped>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
+    S: HttpService<B>,
+    B: ResponseBody,
 {
     let activity = Activity::new();
     let tracked = activity.clone();

@@ -92,6 +92,33 @@ pub struct Settings {
     pub tls: Option<ReloadingTls>,
 }
 
+/// What the listeners serve: a service from hyper requests to HTTP responses that never
+/// fails (errors are responses), shared by every connection.
+pub trait HttpService<B>:
+    Service<Request<Incoming>, Response = Response<B>, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<T, B> HttpService<B> for T where
+    T: Service<
+            Request<Incoming>,
+            Response = Response<B>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+/// A response body the listeners can send.
+pub trait ResponseBody: Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static {}
+
+impl<T> ResponseBody for T where T: Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static {}
+
 /// File descriptors the broker keeps for itself beyond its connections (database, Redis,
 /// logs, TLS files).
 const RESERVED_DESCRIPTORS: u64 = 256;
@@ -225,13 +252,8 @@ pub fn spawn<S, B>(
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()>
 where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
+    S: HttpService<B>,
+    B: ResponseBody,
 {
     tokio::spawn(serve(listener, service, settings, shutdown))
 }
@@ -245,13 +267,8 @@ pub fn serve<S, B>(
     shutdown: CancellationToken,
 ) -> impl Future<Output = ()> + Send + 'static
 where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
+    S: HttpService<B>,
+    B: ResponseBody,
 {
     accept_loop(listener, service, Arc::new(settings), shutdown)
 }
@@ -262,13 +279,8 @@ async fn accept_loop<S, B>(
     settings: Arc<Settings>,
     shutdown: CancellationToken,
 ) where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
+    S: HttpService<B>,
+    B: ResponseBody,
 {
     let name = settings.name;
     let max = settings.limits.max_connections.max(1);

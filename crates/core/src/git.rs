@@ -189,7 +189,9 @@ pub struct RefPattern {
 
 impl RefPattern {
     pub fn parse(raw: &str) -> Result<Self, GitError> {
-        let raw = raw.trim();
+        // Only ASCII white space is trimmed; other white space is refused below, never
+        // trimmed away (`main\u{202f}` must not turn into `main`).
+        let raw = raw.trim_matches(|c: char| c.is_ascii_whitespace());
         let bad = |reason: &str| GitError::BadPattern {
             pattern: raw.to_owned(),
             reason: reason.to_owned(),
@@ -273,6 +275,16 @@ mod tests {
 
     fn r(s: &str) -> GitRef {
         GitRef::parse(s).unwrap()
+    }
+
+    #[test]
+    fn a_pattern_with_non_ascii_white_space_is_refused_not_trimmed() {
+        // Trimming it would make `main\u{202f}` match `main`, a different branch.
+        assert!(matches!(
+            RefPattern::parse("main\u{202f}"),
+            Err(GitError::BadPattern { .. })
+        ));
+        assert_eq!(RefPattern::parse("  main\t").unwrap().to_string(), "main");
     }
 
     #[test]

@@ -1,15 +1,13 @@
 //! Agent administration, shared by the CLI and the admin API: validation of what an
 //! operator asks for, the store call, and the view of an agent both print.
 //!
-//! Each change is committed to the log by the store; here it is also handed to the bus,
-//! so a broker in this process applies it at once (other processes pick it up from the
-//! log within their poll interval).
+//! Each change is committed to the log and published through the [`Publisher`] (the one
+//! way onto the bus; its docs say how a change reaches brokers in other processes).
 
-use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use fluxgate_core::{AgentName, AgentToken, ApiError, FullPath, Grant, UnixMillis};
-use fluxgate_store::{AgentRecord, AgentUpdate, CommitListener, NewAgent, Store};
+use fluxgate_store::{AgentRecord, AgentUpdate, NewAgent, Publisher};
 use fluxgate_stream::{Connection, RedisPresence};
 use serde::{Deserialize, Serialize};
 
@@ -137,22 +135,13 @@ pub struct AgentWithToken {
 }
 
 pub struct AgentAdmin {
-    store: Arc<dyn Store>,
-    listener: Arc<dyn CommitListener>,
+    log: Publisher,
     presence: PresenceSource,
 }
 
 impl AgentAdmin {
-    pub fn new(
-        store: Arc<dyn Store>,
-        listener: Arc<dyn CommitListener>,
-        presence: PresenceSource,
-    ) -> Self {
-        Self {
-            store,
-            listener,
-            presence,
-        }
+    pub fn new(log: Publisher, presence: PresenceSource) -> Self {
+        Self { log, presence }
     }
 
     pub async fn create(&self, request: CreateAgentRequest) -> Result<AgentWithToken, ApiError> {
@@ -160,8 +149,8 @@ impl AgentAdmin {
         let config_project = parse_path("config_project", &request.config_project)?;
         let grants = parse_grants(&request.grant_projects, &request.grant_groups)?;
         let token = AgentToken::generate();
-        let (record, entry) = self
-            .store
+        let record = self
+            .log
             .create_agent(NewAgent {
                 name,
                 config_project,
@@ -171,7 +160,6 @@ impl AgentAdmin {
             })
             .await
             .map_err(|e| e.to_api_error())?;
-        self.listener.committed(std::slice::from_ref(&entry));
         tracing::info!(agent = %record.policy.name, "agent created");
         Ok(AgentWithToken {
             agent: self.view(&record).await,
@@ -181,7 +169,8 @@ impl AgentAdmin {
 
     pub async fn list(&self) -> Result<Vec<AgentView>, ApiError> {
         let agents = self
-            .store
+            .log
+            .store()
             .list_agents()
             .await
             .map_err(|e| e.to_api_error())?;
@@ -195,7 +184,8 @@ impl AgentAdmin {
     pub async fn show(&self, name: &str) -> Result<AgentView, ApiError> {
         let name = parse_name(name)?;
         let record = self
-            .store
+            .log
+            .store()
             .agent(&name)
             .await
             .map_err(|e| e.to_api_error())?
@@ -236,24 +226,21 @@ impl AgentAdmin {
 
     pub async fn delete(&self, name: &str) -> Result<(), ApiError> {
         let name = parse_name(name)?;
-        let entry = self
-            .store
+        self.log
             .delete_agent(&name)
             .await
             .map_err(|e| e.to_api_error())?;
-        self.listener.committed(std::slice::from_ref(&entry));
         tracing::info!(agent = %name, "agent deleted");
         Ok(())
     }
 
     async fn update(&self, name: &str, update: AgentUpdate) -> Result<AgentView, ApiError> {
         let name = parse_name(name)?;
-        let (record, entry) = self
-            .store
+        let record = self
+            .log
             .update_agent(&name, update)
             .await
             .map_err(|e| e.to_api_error())?;
-        self.listener.committed(std::slice::from_ref(&entry));
         tracing::info!(agent = %name, "agent changed");
         Ok(self.view(&record).await)
     }

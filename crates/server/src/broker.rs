@@ -14,26 +14,28 @@
 //! another replica) and stop accepting new ones; finish the hooks in flight and stop the
 //! HTTP listener; let the writer drain; save cursors; close the database.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use fluxgate_ingest::hooks::{HookState, RefusalLog};
+use fluxgate_ingest::hooks::{HookAuth, HookState, RefusalLog};
 use fluxgate_routing::RoutingState;
-use fluxgate_store::{Appender, CommitListener, SqlStore, Store, StoreOptions};
+use fluxgate_store::{Publisher, SqlStore, Store, StoreOptions};
 use fluxgate_stream::{
     AgentStreams, Bus, CursorSaver, Follower, Hub, HubLimits, InProcessBus, RedisBus,
     RedisBusConfig, RedisPresence, SessionContext,
 };
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::AgentAdmin;
 use crate::config::Config;
 use crate::health::Readiness;
-use crate::supervisor::Supervisor;
-use crate::{commands, http, listen, retention, secrets};
+use crate::supervisor::{Supervisor, TaskExit};
+use crate::{commands, http, listen, metric_names, retention, secrets, telemetry};
 
 /// Hooks committed per transaction at most.
 const MAX_COMMIT_BATCH: usize = 256;
@@ -57,6 +59,7 @@ pub struct Listeners {
 }
 
 impl Listeners {
+    /// Binds the configured addresses.
     pub async fn bind(config: &Config) -> anyhow::Result<Self> {
         let bind = |addr| async move {
             TcpListener::bind(addr)
@@ -67,6 +70,25 @@ impl Listeners {
             http: bind(config.http_listen).await?,
             agent: bind(config.agent_listen).await?,
             metrics: bind(config.metrics_listen).await?,
+        })
+    }
+
+    /// Binds port 0 on the loopback interface for each listener (tests).
+    pub async fn ephemeral() -> std::io::Result<Self> {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        Ok(Self {
+            http: TcpListener::bind(loopback).await?,
+            agent: TcpListener::bind(loopback).await?,
+            metrics: TcpListener::bind(loopback).await?,
+        })
+    }
+
+    /// The bound addresses.
+    pub fn addresses(&self) -> std::io::Result<Addresses> {
+        Ok(Addresses {
+            http: self.http.local_addr()?,
+            agent: self.agent.local_addr()?,
+            metrics: self.metrics.local_addr()?,
         })
     }
 }
@@ -117,246 +139,442 @@ fn broker_id(config: &Config) -> String {
     })
 }
 
-/// Runs a broker until `shutdown` is cancelled, then stops it in order. Returns an error
-/// if an essential task ended on its own (after draining, so the process can exit
-/// non-zero and be restarted).
-pub async fn run(
+/// The addresses a broker listens on (the bound ones: port 0 resolved).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addresses {
+    pub http: SocketAddr,
+    pub agent: SocketAddr,
+    pub metrics: SocketAddr,
+}
+
+/// A running broker: its addresses, whether it has started, and its end.
+pub struct Handle {
+    addresses: Addresses,
+    shutdown: CancellationToken,
+    started: watch::Receiver<bool>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Handle {
+    /// Where it listens.
+    pub fn addresses(&self) -> Addresses {
+        self.addresses
+    }
+
+    /// Waits until start-up is complete (store open, routing state loaded, every task and
+    /// listener running). An error if the broker stopped before that; [`Handle::wait`]
+    /// then says why.
+    pub async fn ready(&mut self) -> anyhow::Result<()> {
+        match self.started.wait_for(|started| *started).await {
+            Ok(_) => Ok(()),
+            Err(_) => anyhow::bail!("the broker stopped during start-up"),
+        }
+    }
+
+    /// Asks the broker to stop, as SIGTERM does; [`Handle::wait`] returns once it has
+    /// drained.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits until the broker has stopped: `Ok` after a requested shutdown, an error if
+    /// start-up failed or an essential task ended on its own. A panic is resumed.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(err) => Err(propagate_panic(err)),
+        }
+    }
+
+    /// [`Handle::shutdown`], then [`Handle::wait`].
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown();
+        self.wait().await
+    }
+}
+
+/// Starts a broker on already bound `listeners` and returns at once; it runs until
+/// `shutdown` is cancelled (or [`Handle::shutdown`]), then stops in order.
+///
+/// The process-wide Prometheus recorder is installed on first use (see
+/// [`telemetry::prometheus`]); logging is the caller's.
+pub fn run(
     config: Config,
     listeners: Listeners,
-    metrics: Option<PrometheusHandle>,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let addresses = (
-        listeners.http.local_addr()?,
-        listeners.agent.local_addr()?,
-        listeners.metrics.local_addr()?,
-    );
-    let hook_auth = secrets::hook_auth(&config)?;
-    let admin_token = secrets::admin_token(&config)?;
-    let store: Arc<dyn Store> = Arc::new(open_store(&config, Duration::from_secs(60)).await?);
-    let broker_id = broker_id(&config);
-
-    let readiness = Arc::new(Readiness::default());
-    let cursors = Arc::new(CursorSaver::default());
-    let stop_streams = CancellationToken::new();
-    let stop_http = CancellationToken::new();
-    let stop_background = CancellationToken::new();
-    let mut tasks = Supervisor::default();
-
-    // Build: the bus, the routing state and the hub, the writer.
-    let redis_bus = match &config.redis_url {
-        Some(url) => {
-            let bus_config = RedisBusConfig {
-                url: url.clone(),
-                key_prefix: config.redis_key_prefix.clone(),
-                stream_max_len: config.redis_stream_max_len,
-                local_capacity: BUS_CAPACITY,
-            };
-            let (bus, bus_tasks) = RedisBus::start(bus_config, stop_background.clone())
-                .context("invalid redis URL")?;
-            let [publisher, subscriber] = bus_tasks;
-            tasks.spawn_until_stopped("redis bus publisher", publisher);
-            tasks.spawn_until_stopped("redis bus subscriber", subscriber);
-            Some(Arc::new(bus))
-        }
-        None => None,
-    };
-    let bus: Arc<dyn Bus> = match &redis_bus {
-        Some(redis) => redis.clone(),
-        None => Arc::new(InProcessBus::new(BUS_CAPACITY)),
-    };
-    let bus_receiver = bus.subscribe();
-    let snapshot = store
-        .snapshot()
-        .await
-        .context("cannot load the routing state")?;
-    let routing = RoutingState::new(
-        snapshot
-            .projects
-            .iter()
-            .map(|p| (p.id, p.path.clone(), p.visibility)),
-        snapshot.aliases.iter().cloned(),
-        snapshot.agents.iter().cloned(),
-    );
-    let limits = HubLimits {
-        queue_capacity: config.agent_queue_capacity,
-        max_streams_per_agent: config.max_streams_per_agent,
-        max_subscriptions_per_stream: config.max_subscriptions_per_stream,
-        max_subscriptions_per_agent: config.max_subscriptions_per_agent,
-    };
-    let hub = Arc::new(Hub::new(routing, snapshot.bounds.head, limits));
-    let listener: Arc<dyn CommitListener> = bus.clone();
-    let (appender, writer) = Appender::spawn(store.clone(), listener.clone(), MAX_COMMIT_BATCH);
-    tasks.spawn(WRITER, async move {
-        writer.await.map_err(propagate_panic)?;
-        Ok(())
+) -> anyhow::Result<Handle> {
+    let addresses = listeners.addresses()?;
+    let (started, started_rx) = watch::channel(false);
+    let stop = shutdown.clone();
+    let task = tokio::spawn(async move {
+        // Build, start, supervise, drain.
+        let parts = Parts::build(config).await?;
+        let mut running = parts.start(listeners, addresses)?;
+        started.send_replace(true);
+        let failure = running.supervise(&stop).await;
+        running.drain(failure).await
     });
+    Ok(Handle {
+        addresses,
+        shutdown,
+        started: started_rx,
+        task,
+    })
+}
 
-    // Start the background tasks.
-    tasks.spawn_until_stopped(
-        "follower",
-        Follower::new(
+/// Tokens that stop the broker's parts, cancelled in this order by the drain.
+#[derive(Default)]
+struct Stops {
+    /// Agent streams and the agent listener.
+    streams: CancellationToken,
+    /// The HTTP listener (hooks, admin API).
+    http: CancellationToken,
+    /// Everything else: the follower, the bus, the cursor saver, retention, readiness,
+    /// presence, the operations listener, TLS reloading.
+    background: CancellationToken,
+}
+
+/// A broker built from its configuration, not yet running.
+struct Parts {
+    config: Config,
+    broker_id: String,
+    hook_auth: HookAuth,
+    admin_token: Option<String>,
+    store: Arc<dyn Store>,
+    snapshot_summary: SnapshotSummary,
+    bus: Arc<dyn Bus>,
+    follower: Follower,
+    redis: Option<RedisParts>,
+    hub: Arc<Hub>,
+    stops: Stops,
+}
+
+/// The Redis bus and its two tasks, the publisher and the subscriber.
+struct RedisParts {
+    bus: Arc<RedisBus>,
+    tasks: [BackgroundTask; 2],
+}
+
+/// A task built but not yet spawned.
+type BackgroundTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// What the start-up log line says about the state loaded.
+struct SnapshotSummary {
+    head: fluxgate_core::Seq,
+    agents: usize,
+    projects: usize,
+}
+
+impl Parts {
+    /// Checks the credentials, opens the store, builds the bus, the routing state and the
+    /// hub.
+    async fn build(config: Config) -> anyhow::Result<Self> {
+        let hook_auth = secrets::hook_auth(&config)?;
+        let admin_token = secrets::admin_token(&config)?;
+        let store: Arc<dyn Store> = Arc::new(open_store(&config, Duration::from_secs(60)).await?);
+        let broker_id = broker_id(&config);
+        let stops = Stops::default();
+
+        let redis = match &config.redis_url {
+            Some(url) => {
+                let bus_config = RedisBusConfig {
+                    url: url.clone(),
+                    key_prefix: config.redis_key_prefix.clone(),
+                    stream_max_len: config.redis_stream_max_len,
+                    local_capacity: BUS_CAPACITY,
+                };
+                let (bus, tasks) = RedisBus::start(bus_config, stops.background.clone())
+                    .context("invalid redis URL")?;
+                Some(RedisParts {
+                    bus: Arc::new(bus),
+                    tasks,
+                })
+            }
+            None => None,
+        };
+        let bus: Arc<dyn Bus> = match &redis {
+            Some(redis) => redis.bus.clone(),
+            None => Arc::new(InProcessBus::new(BUS_CAPACITY)),
+        };
+        // Subscribed before the snapshot: nothing committed after it is missed.
+        let bus_receiver = bus.subscribe();
+        let snapshot = store
+            .snapshot()
+            .await
+            .context("cannot load the routing state")?;
+        let routing = RoutingState::new(
+            snapshot
+                .projects
+                .iter()
+                .map(|p| (p.id, p.path.clone(), p.visibility)),
+            snapshot.aliases.iter().cloned(),
+            snapshot.agents.iter().cloned(),
+        );
+        let limits = HubLimits {
+            queue_capacity: config.agent_queue_capacity,
+            max_streams_per_agent: config.max_streams_per_agent,
+            max_subscriptions_per_stream: config.max_subscriptions_per_stream,
+            max_subscriptions_per_agent: config.max_subscriptions_per_agent,
+        };
+        let hub = Arc::new(Hub::new(routing, snapshot.bounds.head, limits));
+        let follower = Follower::new(
             store.clone(),
             hub.clone(),
             bus_receiver,
             config.poll_interval,
-        )
-        .run(stop_background.clone()),
-    );
-    tasks.spawn_until_stopped(
-        "cursor saver",
-        cursors.clone().run(
-            store.clone(),
-            config.cursor_flush_interval,
-            stop_background.clone(),
-        ),
-    );
-    tasks.spawn_until_stopped(
-        "retention",
-        retention::run(
-            store.clone(),
-            config.retention,
-            config.retention_check_interval,
-            stop_background.clone(),
-        ),
-    );
-    let redis_health = redis_bus.clone().map(|bus| move || bus.is_connected());
-    tasks.spawn_until_stopped(
-        "readiness check",
-        readiness.clone().watch(
-            store.clone(),
-            redis_health,
-            Duration::from_secs(1),
-            stop_background.clone(),
-        ),
-    );
-    if let Some(url) = &config.redis_url {
-        let presence =
-            RedisPresence::new(url, &config.redis_key_prefix).context("invalid redis URL")?;
+        );
+        Ok(Self {
+            snapshot_summary: SnapshotSummary {
+                head: snapshot.bounds.head,
+                agents: snapshot.agents.len(),
+                projects: snapshot.projects.len(),
+            },
+            config,
+            broker_id,
+            hook_auth,
+            admin_token,
+            store,
+            bus,
+            follower,
+            redis,
+            hub,
+            stops,
+        })
+    }
+
+    /// Starts the writer, the background tasks and the listeners, each an essential task.
+    fn start(self, listeners: Listeners, addresses: Addresses) -> anyhow::Result<Running> {
+        let Parts {
+            config,
+            broker_id,
+            hook_auth,
+            admin_token,
+            store,
+            snapshot_summary,
+            bus,
+            follower,
+            redis,
+            hub,
+            stops,
+        } = self;
+        let readiness = Arc::new(Readiness::default());
+        let cursors = Arc::new(CursorSaver::default());
+        let mut tasks = Supervisor::default();
+        let log = Publisher::new(store.clone(), bus.clone());
+
+        // The writer, and the bus.
+        let (appender, writer) = log.spawn_appender(MAX_COMMIT_BATCH);
+        tasks.spawn(WRITER, async move {
+            writer.await.map_err(propagate_panic)?;
+            Ok(())
+        });
+        let redis_bus = redis.map(|redis| {
+            let [publisher, subscriber] = redis.tasks;
+            tasks.spawn_until_stopped("redis bus publisher", publisher);
+            tasks.spawn_until_stopped("redis bus subscriber", subscriber);
+            redis.bus
+        });
+
+        // The background tasks.
+        tasks.spawn_until_stopped("follower", follower.run(stops.background.clone()));
         tasks.spawn_until_stopped(
-            "presence publisher",
-            presence.publish(
-                hub.clone(),
-                broker_id.clone(),
-                config.presence_refresh,
-                stop_background.clone(),
+            "cursor saver",
+            cursors.clone().run(
+                store.clone(),
+                config.cursor_flush_interval,
+                stops.background.clone(),
             ),
         );
-    }
-
-    // Start the listeners.
-    let admin = match admin_token {
-        Some(token) => {
-            let presence = commands::presence_source(&config)?;
-            let admin = AgentAdmin::new(store.clone(), listener.clone(), presence);
-            Some((Arc::new(admin), token))
-        }
-        None => None,
-    };
-    let hooks = HookState {
-        appender,
-        auth: Arc::new(hook_auth),
-        body_limit: config.hook_body_limit,
-        commit_timeout: config.commit_timeout,
-        refusal_log: Arc::new(RefusalLog::new(config.hook_refusal_log_interval)),
-    };
-    let public = http::public_router(hooks, admin);
-    let plan = listen::Plan::from_config(&config, stop_background.clone())?;
-    tasks.spawn_until_stopped(
-        HTTP_SERVER,
-        listen::serve(listeners.http, public, plan.http, stop_http.clone()),
-    );
-
-    let context = Arc::new(SessionContext {
-        hub: hub.clone(),
-        store: store.clone(),
-        cursors: cursors.clone(),
-        broker_id: broker_id.clone(),
-        keepalive: config.keepalive_interval,
-        max_unacked: config.agent_max_unacked,
-        shutdown: stop_streams.clone(),
-    });
-    let agent_service = AgentStreams::new(context, HELLO_TIMEOUT)
-        .into_server()
-        .max_decoding_message_size(MAX_AGENT_MESSAGE);
-    tasks.spawn_until_stopped(
-        AGENT_SERVER,
-        listen::serve(
-            listeners.agent,
-            tonic::service::Routes::new(agent_service).prepare(),
-            plan.agent,
-            stop_streams.clone(),
-        ),
-    );
-    tasks.spawn_until_stopped(
-        "operations server",
-        listen::serve(
-            listeners.metrics,
-            http::ops::router(readiness.clone(), metrics),
-            plan.metrics,
-            stop_background.clone(),
-        ),
-    );
-
-    tracing::info!(
-        broker_id = %broker_id,
-        http = %addresses.0,
-        agent = %addresses.1,
-        metrics = %addresses.2,
-        database = %store_label(&config),
-        head = %snapshot.bounds.head,
-        agents = snapshot.agents.len(),
-        projects = snapshot.projects.len(),
-        "fluxgate is ready"
-    );
-
-    // Supervise: run until asked to stop, or until an essential task ends on its own.
-    let failure = tokio::select! {
-        () = shutdown.cancelled() => None,
-        exit = tasks.next_exit() => exit,
-    };
-    match &failure {
-        None => tracing::info!("shutting down: not ready, closing agent streams"),
-        Some(exit) => {
-            tracing::error!(
-                task = exit.name,
-                reason = %exit,
-                "essential task ended; not ready, draining, then exiting so that it is restarted"
+        tasks.spawn_until_stopped(
+            "retention",
+            retention::run(
+                store.clone(),
+                config.retention,
+                config.retention_check_interval,
+                stops.background.clone(),
+            ),
+        );
+        let redis_health = redis_bus.clone().map(|bus| move || bus.is_connected());
+        tasks.spawn_until_stopped(
+            "readiness check",
+            readiness.clone().watch(
+                store.clone(),
+                redis_health,
+                Duration::from_secs(1),
+                stops.background.clone(),
+            ),
+        );
+        if let Some(url) = &config.redis_url {
+            let presence =
+                RedisPresence::new(url, &config.redis_key_prefix).context("invalid redis URL")?;
+            tasks.spawn_until_stopped(
+                "presence publisher",
+                presence.publish(
+                    hub.clone(),
+                    broker_id.clone(),
+                    config.presence_refresh,
+                    stops.background.clone(),
+                ),
             );
-            readiness.fail(exit.to_string());
-            metrics::counter!("fluxgate_task_failures_total", "task" => exit.name).increment(1);
         }
+
+        // The listeners.
+        let admin = match admin_token {
+            Some(token) => {
+                let presence = commands::presence_source(&config)?;
+                Some((Arc::new(AgentAdmin::new(log, presence)), token))
+            }
+            None => None,
+        };
+        let hooks = HookState {
+            appender,
+            auth: Arc::new(hook_auth),
+            body_limit: config.hook_body_limit,
+            commit_timeout: config.commit_timeout,
+            refusal_log: Arc::new(RefusalLog::new(config.hook_refusal_log_interval)),
+        };
+        let plan = listen::Plan::from_config(&config, stops.background.clone())?;
+        tasks.spawn_until_stopped(
+            HTTP_SERVER,
+            listen::serve(
+                listeners.http,
+                http::public_router(hooks, admin),
+                plan.http,
+                stops.http.clone(),
+            ),
+        );
+        let context = Arc::new(SessionContext {
+            hub: hub.clone(),
+            store: store.clone(),
+            cursors: cursors.clone(),
+            broker_id: broker_id.clone(),
+            keepalive: config.keepalive_interval,
+            max_unacked: config.agent_max_unacked,
+            shutdown: stops.streams.clone(),
+        });
+        let agent_service = AgentStreams::new(context, HELLO_TIMEOUT)
+            .into_server()
+            .max_decoding_message_size(MAX_AGENT_MESSAGE);
+        tasks.spawn_until_stopped(
+            AGENT_SERVER,
+            listen::serve(
+                listeners.agent,
+                tonic::service::Routes::new(agent_service).prepare(),
+                plan.agent,
+                stops.streams.clone(),
+            ),
+        );
+        tasks.spawn_until_stopped(
+            "operations server",
+            listen::serve(
+                listeners.metrics,
+                http::ops::router(readiness.clone(), metrics_handle()),
+                plan.metrics,
+                stops.background.clone(),
+            ),
+        );
+
+        tracing::info!(
+            broker_id = %broker_id,
+            http = %addresses.http,
+            agent = %addresses.agent,
+            metrics = %addresses.metrics,
+            database = %store_label(&config),
+            head = %snapshot_summary.head,
+            agents = snapshot_summary.agents,
+            projects = snapshot_summary.projects,
+            "fluxgate is ready"
+        );
+        Ok(Running {
+            tasks,
+            hub,
+            readiness,
+            cursors,
+            store,
+            stops,
+            grace: config.shutdown_grace,
+        })
+    }
+}
+
+/// A started broker: its essential tasks and what the drain needs.
+struct Running {
+    tasks: Supervisor,
+    hub: Arc<Hub>,
+    readiness: Arc<Readiness>,
+    cursors: Arc<CursorSaver>,
+    store: Arc<dyn Store>,
+    stops: Stops,
+    grace: Duration,
+}
+
+impl Running {
+    /// Runs until asked to stop, or until an essential task ends on its own (returned).
+    async fn supervise(&mut self, shutdown: &CancellationToken) -> Option<TaskExit> {
+        let failure = tokio::select! {
+            () = shutdown.cancelled() => None,
+            exit = self.tasks.next_exit() => exit,
+        };
+        match &failure {
+            None => tracing::info!("shutting down: not ready, closing agent streams"),
+            Some(exit) => {
+                tracing::error!(
+                    task = exit.name,
+                    reason = %exit,
+                    "essential task ended; not ready, draining, then exiting so that it is restarted"
+                );
+                self.readiness.fail(exit.to_string());
+                metrics::counter!(metric_names::TASK_FAILURES, "task" => exit.name).increment(1);
+            }
+        }
+        failure
     }
 
-    // Drain, in order.
-    readiness.begin_shutdown();
-    stop_streams.cancel();
-    hub.close_all(tonic::Status::unavailable(
-        "the broker is shutting down; reconnect to another replica",
-    ))
-    .await;
-    let grace = config.shutdown_grace;
-    let stopped = tokio::time::timeout(grace, async {
-        tasks.wait_for(AGENT_SERVER).await;
-        stop_http.cancel();
-        tasks.wait_for(HTTP_SERVER).await;
-        // The HTTP server held the last appender; the writer ends once its queue is empty.
-        tasks.wait_for(WRITER).await;
-    })
-    .await;
-    if stopped.is_err() {
-        tracing::warn!(?grace, "shutdown grace period elapsed; stopping anyway");
-    }
-    stop_background.cancel();
-    tasks.wait_all().await;
-    cursors.flush(store.as_ref()).await;
-    match failure {
-        None => {
-            tracing::info!("fluxgate stopped");
-            Ok(())
+    /// Stops in order: not ready; agent streams closed and the agent listener drained;
+    /// the HTTP listener drained; the writer drained; the rest stopped; cursors saved.
+    /// An error if `failure` ended the broker.
+    async fn drain(mut self, failure: Option<TaskExit>) -> anyhow::Result<()> {
+        self.readiness.begin_shutdown();
+        self.stops.streams.cancel();
+        self.hub
+            .close_all(tonic::Status::unavailable(
+                "the broker is shutting down; reconnect to another replica",
+            ))
+            .await;
+        let grace = self.grace;
+        let tasks = &mut self.tasks;
+        let stop_http = &self.stops.http;
+        let stopped = tokio::time::timeout(grace, async {
+            tasks.wait_for(AGENT_SERVER).await;
+            stop_http.cancel();
+            tasks.wait_for(HTTP_SERVER).await;
+            // The HTTP server held the last appender; the writer ends once its queue is
+            // empty.
+            tasks.wait_for(WRITER).await;
+        })
+        .await;
+        if stopped.is_err() {
+            tracing::warn!(?grace, "shutdown grace period elapsed; stopping anyway");
         }
-        Some(exit) => Err(anyhow::anyhow!("{exit}")),
+        self.stops.background.cancel();
+        self.tasks.wait_all().await;
+        self.cursors.flush(self.store.as_ref()).await;
+        match failure {
+            None => {
+                tracing::info!("fluxgate stopped");
+                Ok(())
+            }
+            Some(exit) => Err(anyhow::anyhow!("{exit}")),
+        }
     }
+}
+
+/// The Prometheus handle `/metrics` renders; without one (another recorder is installed
+/// in this process) `/metrics` says metrics are off.
+fn metrics_handle() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    telemetry::prometheus()
+        .inspect_err(|err| tracing::warn!(error = %err, "metrics are off"))
+        .ok()
 }
 
 /// Turns a task's panic back into a panic of the supervised task, so it is reported as one.

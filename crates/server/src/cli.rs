@@ -1,16 +1,16 @@
 //! The command line: `fluxgate serve | migrate | agent …`.
 //!
-//! Flags carry the same names as the configuration keys (`--http-listen` is
+//! The configuration keys' flags come from [`crate::config::flags`] (`--http-listen` is
 //! `http_listen`, `FLUXGATE_HTTP_LISTEN`); only the flags given become a configuration
 //! layer, on top of the file and the environment.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use serde_json::Value;
 
 use crate::admin::GrantsRequest;
-use crate::config::{LogFormat, Overrides};
+use crate::config::Overrides;
+use crate::config::flags::ConfigFlags;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -19,41 +19,20 @@ use crate::config::{LogFormat, Overrides};
     about = "Push notifications from GitLab to Flux, delivered at least once."
 )]
 pub struct Cli {
-    #[command(flatten)]
-    pub global: GlobalFlags,
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-/// Flags every command takes: where the store is, how to log.
-#[derive(Debug, Args)]
-pub struct GlobalFlags {
-    /// A TOML configuration file (keys as in the configuration reference).
+    /// A TOML configuration file (keys as in docs/configuration.md).
     #[arg(long, global = true, env = "FLUXGATE_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Directory of the embedded SQLite database and the generated hook secret.
-    #[arg(long, global = true)]
-    pub data_dir: Option<PathBuf>,
-    /// `postgres://…` (several replicas) or `sqlite://…`; default: SQLite in --data-dir.
-    #[arg(long, global = true)]
-    pub database_url: Option<String>,
-    /// `redis://…`: share events and agent presence between replicas.
-    #[arg(long, global = true)]
-    pub redis_url: Option<String>,
-    /// Prefix of every Redis key [default: fluxgate].
-    #[arg(long, global = true)]
-    pub redis_key_prefix: Option<String>,
-    #[arg(long, global = true, value_enum)]
-    pub log_format: Option<LogFormat>,
-    /// A tracing filter, such as `info` or `fluxgate=debug,info`.
-    #[arg(long, global = true)]
-    pub log_level: Option<String>,
+    /// Where the store is, how to log: flags of every command.
+    #[command(flatten)]
+    pub global: ConfigFlags<true>,
+    #[command(subcommand)]
+    pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the broker.
-    Serve(Box<ServeFlags>),
+    Serve(ConfigFlags<false>),
     /// Apply database migrations and exit.
     Migrate,
     /// Manage agents (works on the same store as the server, also while it runs).
@@ -64,138 +43,6 @@ pub enum Command {
         /// Such as http://127.0.0.1:8151/readyz.
         url: String,
     },
-}
-
-#[derive(Debug, Args, Default)]
-pub struct ServeFlags {
-    /// Hooks and admin API [default: 127.0.0.1:8080].
-    #[arg(long)]
-    pub http_listen: Option<String>,
-    /// Agent gRPC streams [default: 127.0.0.1:8150].
-    #[arg(long)]
-    pub agent_listen: Option<String>,
-    /// /metrics, /livez, /readyz [default: 127.0.0.1:8151].
-    #[arg(long)]
-    pub metrics_listen: Option<String>,
-    /// An accepted X-Gitlab-Token, at least 16 bytes (repeat to rotate; visible in `ps`:
-    /// prefer --hook-secret-file or FLUXGATE_HOOK_SECRET).
-    #[arg(long = "hook-secret")]
-    pub hook_secret: Vec<String>,
-    /// A file of accepted hook secrets, one per line.
-    #[arg(long)]
-    pub hook_secret_file: Option<PathBuf>,
-    /// A GitLab signing token (`whsec_…`) whose signatures are accepted (repeat to rotate;
-    /// visible in `ps`: prefer --hook-signing-token-file or FLUXGATE_HOOK_SIGNING_TOKEN).
-    #[arg(long = "hook-signing-token")]
-    pub hook_signing_token: Vec<String>,
-    /// A file of signing tokens, one per line.
-    #[arg(long)]
-    pub hook_signing_token_file: Option<PathBuf>,
-    /// Accept only signed hooks; X-Gitlab-Token alone is refused.
-    #[arg(long)]
-    pub hook_signature_required: bool,
-    /// Largest clock distance of a signed hook's timestamp, either way [default: 5m].
-    #[arg(long)]
-    pub hook_signature_tolerance: Option<String>,
-    /// At most one "hook refused" log line per source and reason per this [default: 1m].
-    #[arg(long)]
-    pub hook_refusal_log_interval: Option<String>,
-    /// Largest hook body, in bytes [default: 8388608].
-    #[arg(long)]
-    pub hook_body_limit: Option<usize>,
-    /// File holding the admin API bearer token; without it the admin API is off.
-    #[arg(long)]
-    pub admin_token_file: Option<PathBuf>,
-    /// How long events are kept for agents that are away [default: 7d].
-    #[arg(long)]
-    pub retention: Option<String>,
-    /// How often expired log entries are removed [default: 1m].
-    #[arg(long)]
-    pub retention_check_interval: Option<String>,
-    /// How long deliveries are remembered for dedup [default: 24h].
-    #[arg(long)]
-    pub dedup_window: Option<String>,
-    /// Read the log from the store after the bus was quiet this long [default: 1s].
-    #[arg(long)]
-    pub poll_interval: Option<String>,
-    /// Keepalive period on idle agent streams [default: 15s].
-    #[arg(long)]
-    pub keepalive_interval: Option<String>,
-    /// Events queued per agent stream before a slow one is closed [default: 1024].
-    #[arg(long)]
-    pub agent_queue_capacity: Option<usize>,
-    /// Events one agent stream may have unacked [default: 100000].
-    #[arg(long)]
-    pub agent_max_unacked: Option<usize>,
-    /// Streams one agent may have open on this replica at once [default: 16].
-    #[arg(long)]
-    pub max_streams_per_agent: Option<usize>,
-    /// Subscriptions one agent stream may hold [default: 10000].
-    #[arg(long)]
-    pub max_subscriptions_per_stream: Option<usize>,
-    /// Subscriptions one agent may hold across its streams on this replica [default: 20000].
-    #[arg(long)]
-    pub max_subscriptions_per_agent: Option<usize>,
-    /// How often agent cursors are saved [default: 1s].
-    #[arg(long)]
-    pub cursor_flush_interval: Option<String>,
-    /// How long a hook waits for its commit before 503 [default: 5s].
-    #[arg(long)]
-    pub commit_timeout: Option<String>,
-    /// How long shutdown waits for open work [default: 10s].
-    #[arg(long)]
-    pub shutdown_grace: Option<String>,
-    /// This replica's name in logs and to agents.
-    #[arg(long)]
-    pub broker_id: Option<String>,
-    /// The Redis stream keeps about this many entries [default: 100000].
-    #[arg(long)]
-    pub redis_stream_max_len: Option<usize>,
-    /// How often presence is refreshed in Redis [default: 5s].
-    #[arg(long)]
-    pub presence_refresh: Option<String>,
-    /// Connections open at once on the HTTP listener [default: 1024].
-    #[arg(long)]
-    pub http_max_connections: Option<usize>,
-    /// Connections open at once on the agent listener [default: 10000].
-    #[arg(long)]
-    pub agent_max_connections: Option<usize>,
-    /// Connections open at once on the operations listener [default: 64].
-    #[arg(long)]
-    pub metrics_max_connections: Option<usize>,
-    /// Deadline for a request head (HTTP/1) or the first request (agent port) [default: 10s].
-    #[arg(long)]
-    pub header_read_timeout: Option<String>,
-    /// Close connections with no request in flight for this long [default: 60s].
-    #[arg(long)]
-    pub idle_timeout: Option<String>,
-    /// Deadline for a TLS handshake [default: 10s].
-    #[arg(long)]
-    pub tls_handshake_timeout: Option<String>,
-    /// How often TLS files are read again for changes [default: 5s].
-    #[arg(long)]
-    pub tls_reload_interval: Option<String>,
-    /// PEM certificate chain of the HTTP listener (with --http-tls-key-file: HTTPS).
-    #[arg(long)]
-    pub http_tls_cert_file: Option<PathBuf>,
-    /// PEM private key of the HTTP listener.
-    #[arg(long)]
-    pub http_tls_key_file: Option<PathBuf>,
-    /// PEM certificate chain of the agent listener (with --agent-tls-key-file: TLS).
-    #[arg(long)]
-    pub agent_tls_cert_file: Option<PathBuf>,
-    /// PEM private key of the agent listener.
-    #[arg(long)]
-    pub agent_tls_key_file: Option<PathBuf>,
-    /// PEM CA certificates; agents must present a client certificate signed by one.
-    #[arg(long)]
-    pub agent_tls_client_ca_file: Option<PathBuf>,
-    /// PEM certificate chain of the operations listener.
-    #[arg(long)]
-    pub metrics_tls_cert_file: Option<PathBuf>,
-    /// PEM private key of the operations listener.
-    #[arg(long)]
-    pub metrics_tls_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -280,153 +127,22 @@ impl AccessFlags {
 impl Cli {
     /// Flags given that carry secrets, which any local user can read with `ps`.
     pub fn secret_flags(&self) -> Vec<&'static str> {
-        let mut given = Vec::new();
-        if let Command::Serve(serve) = &self.command {
-            if !serve.hook_secret.is_empty() {
-                given.push("--hook-secret");
-            }
-            if !serve.hook_signing_token.is_empty() {
-                given.push("--hook-signing-token");
-            }
-        }
-        given
+        let overrides = self.overrides();
+        [
+            ("hook_secret", "--hook-secret"),
+            ("hook_signing_token", "--hook-signing-token"),
+        ]
+        .into_iter()
+        .filter(|(key, _)| overrides.contains_key(*key))
+        .map(|(_, flag)| flag)
+        .collect()
     }
 
     /// The configuration layer made of the flags given.
     pub fn overrides(&self) -> Overrides {
-        let mut layer = Overrides::new();
-        let mut set = |key: &str, value: Option<Value>| {
-            if let Some(value) = value {
-                layer.insert(key.to_owned(), value);
-            }
-        };
-        let global = &self.global;
-        set(
-            "data_dir",
-            global
-                .data_dir
-                .as_ref()
-                .map(|p| p.display().to_string().into()),
-        );
-        set("database_url", global.database_url.clone().map(Value::from));
-        set("redis_url", global.redis_url.clone().map(Value::from));
-        set(
-            "redis_key_prefix",
-            global.redis_key_prefix.clone().map(Value::from),
-        );
-        set(
-            "log_format",
-            global
-                .log_format
-                .map(|f| serde_json::to_value(f).unwrap_or(Value::Null)),
-        );
-        set("log_level", global.log_level.clone().map(Value::from));
+        let mut layer = self.global.given().clone();
         if let Command::Serve(serve) = &self.command {
-            let text = |v: &Option<String>| v.clone().map(Value::from);
-            set("http_listen", text(&serve.http_listen));
-            set("agent_listen", text(&serve.agent_listen));
-            set("metrics_listen", text(&serve.metrics_listen));
-            if !serve.hook_secret.is_empty() {
-                set("hook_secret", Some(serve.hook_secret.clone().into()));
-            }
-            set(
-                "hook_secret_file",
-                serve
-                    .hook_secret_file
-                    .as_ref()
-                    .map(|p| p.display().to_string().into()),
-            );
-            if !serve.hook_signing_token.is_empty() {
-                set(
-                    "hook_signing_token",
-                    Some(serve.hook_signing_token.clone().into()),
-                );
-            }
-            set(
-                "hook_signing_token_file",
-                serve
-                    .hook_signing_token_file
-                    .as_ref()
-                    .map(|p| p.display().to_string().into()),
-            );
-            if serve.hook_signature_required {
-                set("hook_signature_required", Some(true.into()));
-            }
-            set(
-                "hook_signature_tolerance",
-                text(&serve.hook_signature_tolerance),
-            );
-            set(
-                "hook_refusal_log_interval",
-                text(&serve.hook_refusal_log_interval),
-            );
-            set("hook_body_limit", serve.hook_body_limit.map(Value::from));
-            set(
-                "admin_token_file",
-                serve
-                    .admin_token_file
-                    .as_ref()
-                    .map(|p| p.display().to_string().into()),
-            );
-            set("retention", text(&serve.retention));
-            set(
-                "retention_check_interval",
-                text(&serve.retention_check_interval),
-            );
-            set("dedup_window", text(&serve.dedup_window));
-            set("poll_interval", text(&serve.poll_interval));
-            set("keepalive_interval", text(&serve.keepalive_interval));
-            set(
-                "agent_queue_capacity",
-                serve.agent_queue_capacity.map(Value::from),
-            );
-            set(
-                "agent_max_unacked",
-                serve.agent_max_unacked.map(Value::from),
-            );
-            set(
-                "max_streams_per_agent",
-                serve.max_streams_per_agent.map(Value::from),
-            );
-            set(
-                "max_subscriptions_per_stream",
-                serve.max_subscriptions_per_stream.map(Value::from),
-            );
-            set(
-                "max_subscriptions_per_agent",
-                serve.max_subscriptions_per_agent.map(Value::from),
-            );
-            set("cursor_flush_interval", text(&serve.cursor_flush_interval));
-            set("commit_timeout", text(&serve.commit_timeout));
-            set("shutdown_grace", text(&serve.shutdown_grace));
-            set("broker_id", text(&serve.broker_id));
-            set(
-                "redis_stream_max_len",
-                serve.redis_stream_max_len.map(Value::from),
-            );
-            set("presence_refresh", text(&serve.presence_refresh));
-            let count = |v: Option<usize>| v.map(Value::from);
-            set("http_max_connections", count(serve.http_max_connections));
-            set("agent_max_connections", count(serve.agent_max_connections));
-            set(
-                "metrics_max_connections",
-                count(serve.metrics_max_connections),
-            );
-            set("header_read_timeout", text(&serve.header_read_timeout));
-            set("idle_timeout", text(&serve.idle_timeout));
-            set("tls_handshake_timeout", text(&serve.tls_handshake_timeout));
-            set("tls_reload_interval", text(&serve.tls_reload_interval));
-            let path = |v: &Option<PathBuf>| v.as_ref().map(|p| p.display().to_string().into());
-            set("http_tls_cert_file", path(&serve.http_tls_cert_file));
-            set("http_tls_key_file", path(&serve.http_tls_key_file));
-            set("agent_tls_cert_file", path(&serve.agent_tls_cert_file));
-            set("agent_tls_key_file", path(&serve.agent_tls_key_file));
-            set(
-                "agent_tls_client_ca_file",
-                path(&serve.agent_tls_client_ca_file),
-            );
-            set("metrics_tls_cert_file", path(&serve.metrics_tls_cert_file));
-            set("metrics_tls_key_file", path(&serve.metrics_tls_key_file));
+            layer.extend(serve.given().clone());
         }
         layer
     }
@@ -506,5 +222,60 @@ mod tests {
         assert!(!defaults.hook_signature_required);
         assert_eq!(defaults.hook_signature_tolerance.as_secs(), 300);
         assert_eq!(defaults.hook_refusal_log_interval.as_secs(), 60);
+    }
+
+    /// A value that fits each value name.
+    fn sample(value_name: &str) -> &'static str {
+        match value_name {
+            "ADDRESS" => "0.0.0.0:1",
+            "BYTES" | "COUNT" => "3",
+            "DURATION" => "3s",
+            "FILTER" => "debug",
+            "FORMAT" => "json",
+            "URL" => "postgres://localhost/test",
+            _ => "/some/path",
+        }
+    }
+
+    #[test]
+    fn every_key_is_a_flag_of_serve_or_of_every_command() {
+        for arg in crate::config::flags::all() {
+            let key = arg.get_id().as_str().to_owned();
+            let flag = format!("--{}", arg.get_long().unwrap());
+            let mut words = vec!["fluxgate".to_owned()];
+            let command = if arg.is_global_set() {
+                vec!["agent", "list"]
+            } else {
+                vec!["serve"]
+            };
+            words.extend(command.iter().map(|word| (*word).to_owned()));
+            words.push(flag.clone());
+            if arg.get_action().takes_values() {
+                let name = arg.get_value_names().unwrap()[0].to_string();
+                words.push(sample(&name).to_owned());
+            }
+            let cli = Cli::try_parse_from(&words).unwrap_or_else(|e| panic!("{words:?}: {e}"));
+            let overrides = cli.overrides();
+            assert!(overrides.contains_key(&key), "{flag} sets {key}");
+            let defaults = serde_json::to_value(Config::default()).unwrap();
+            let loaded =
+                serde_json::to_value(Config::load(None, Vec::new(), overrides).unwrap()).unwrap();
+            assert_ne!(loaded[&key], defaults[&key], "{flag} changes {key}");
+        }
+    }
+
+    #[test]
+    fn serve_flags_belong_to_serve() {
+        assert!(Cli::try_parse_from(["fluxgate", "migrate", "--retention", "1d"]).is_err());
+        let cli = Cli::try_parse_from([
+            "fluxgate",
+            "agent",
+            "list",
+            "--database-max-connections",
+            "2",
+        ])
+        .unwrap();
+        let config = Config::load(None, Vec::new(), cli.overrides()).unwrap();
+        assert_eq!(config.database_max_connections, 2);
     }
 }

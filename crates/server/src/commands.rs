@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use fluxgate_core::ApiError;
-use fluxgate_store::{NoListener, Store};
+use fluxgate_store::{CommitListener, NoListener, Publisher, Store};
+use fluxgate_stream::{RedisBus, RedisBusConfig};
+use tokio_util::sync::CancellationToken;
 
 use crate::admin::{AgentAdmin, AgentView, AgentWithToken, CreateAgentRequest, PresenceSource};
 use crate::broker::open_store;
@@ -25,9 +27,80 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
 
 pub async fn agent(config: &Config, command: AgentCommand) -> anyhow::Result<()> {
     let store: Arc<dyn Store> = Arc::new(open_store(config, Duration::from_secs(30)).await?);
-    // This process has no bus: a running broker applies the change from the log within
-    // its poll interval.
-    let admin = AgentAdmin::new(store, Arc::new(NoListener), presence_source(config)?);
+    let bus = CliBus::start(config)?;
+    let admin = AgentAdmin::new(
+        Publisher::new(store, bus.listener.clone()),
+        presence_source(config)?,
+    );
+    let result = run_agent_command(&admin, command).await;
+    drop(admin);
+    bus.flush().await;
+    result
+}
+
+/// Where the CLI publishes what it commits (see [`Publisher`]): with Redis configured, to
+/// the Redis bus, so running brokers apply the change as soon as they read it; without
+/// Redis, nowhere, and running brokers apply it from the log at their next poll of the
+/// store (within `poll_interval`).
+struct CliBus {
+    listener: Arc<dyn CommitListener>,
+    /// The Redis publisher task, which ends once every handle to the bus is dropped and
+    /// its queue is sent.
+    publisher: Option<(tokio::task::JoinHandle<()>, CancellationToken)>,
+}
+
+/// How long the CLI waits for Redis to take what it published before exiting anyway (the
+/// brokers' poll still brings the change).
+const CLI_PUBLISH_PATIENCE: Duration = Duration::from_secs(5);
+
+impl CliBus {
+    fn start(config: &Config) -> anyhow::Result<Self> {
+        let Some(url) = &config.redis_url else {
+            return Ok(Self {
+                listener: Arc::new(NoListener),
+                publisher: None,
+            });
+        };
+        let stop = CancellationToken::new();
+        let bus_config = RedisBusConfig {
+            url: url.clone(),
+            key_prefix: config.redis_key_prefix.clone(),
+            stream_max_len: config.redis_stream_max_len,
+            local_capacity: 1,
+        };
+        // Only the publisher runs: the CLI reads nothing from the bus.
+        let (bus, [publisher, _subscriber]) =
+            RedisBus::start(bus_config, stop.clone()).context("invalid redis URL")?;
+        Ok(Self {
+            listener: Arc::new(bus),
+            publisher: Some((tokio::spawn(publisher), stop)),
+        })
+    }
+
+    /// Waits until what was published has been handed to Redis (or given up on).
+    async fn flush(self) {
+        let Self {
+            listener,
+            publisher,
+        } = self;
+        drop(listener);
+        if let Some((task, stop)) = publisher {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(CLI_PUBLISH_PATIENCE, task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "redis did not take the change in time; brokers apply it at their next poll"
+                );
+                stop.cancel();
+                abort.abort();
+            }
+        }
+    }
+}
+
+async fn run_agent_command(admin: &AgentAdmin, command: AgentCommand) -> anyhow::Result<()> {
     match command {
         AgentCommand::Create(create) => {
             let request = CreateAgentRequest {

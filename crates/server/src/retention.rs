@@ -10,6 +10,8 @@ use fluxgate_core::UnixMillis;
 use fluxgate_store::Store;
 use tokio_util::sync::CancellationToken;
 
+use crate::metric_names;
+
 pub async fn run(
     store: Arc<dyn Store>,
     retention: Duration,
@@ -25,8 +27,8 @@ pub async fn run(
         let before = store.log_bounds().await.map(|b| b.floor).ok();
         match store.trim(UnixMillis::now().minus(retention)).await {
             Ok(bounds) if Some(bounds.floor) != before => {
-                metrics::gauge!("fluxgate_log_floor_seq").set(bounds.floor.get() as f64);
-                metrics::counter!("fluxgate_log_trimmed_total").increment(1);
+                metrics::gauge!(metric_names::LOG_FLOOR).set(bounds.floor.get() as f64);
+                metrics::counter!(metric_names::LOG_TRIMMED).increment(1);
                 tracing::info!(floor = %bounds.floor, head = %bounds.head, "retention removed old log entries");
             }
             Ok(_) => {}

@@ -1,5 +1,7 @@
 //! Logging (tracing: text or JSON, on stderr so that stdout carries only command output)
-//! and the Prometheus recorder.
+//! and the Prometheus recorder, with every metric described.
+
+use std::sync::Mutex;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -15,8 +17,22 @@ pub fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<fluxgate_l
     Ok(fluxgate_logging::init(format, level)?)
 }
 
-/// Installs the global metrics recorder and returns the handle `/metrics` renders.
-pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
+/// The process's Prometheus recorder, installed (and every metric described) on the
+/// first call; later calls, such as a second broker in one test process, share it.
+pub fn prometheus() -> anyhow::Result<PrometheusHandle> {
+    static HANDLE: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
+    let mut handle = HANDLE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(handle) = handle.as_ref() {
+        return Ok(handle.clone());
+    }
+    let installed = install_prometheus()?;
+    *handle = Some(installed.clone());
+    Ok(installed)
+}
+
+fn install_prometheus() -> anyhow::Result<PrometheusHandle> {
     const LATENCY_BUCKETS: &[f64] = &[
         0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
         300.0,
@@ -29,12 +45,13 @@ pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
         )?
         .install_recorder()?;
     fluxgate_stream::metric_names::describe();
-    describe_server_metrics();
-    crate::listen::metric::describe();
+    crate::metric_names::describe();
+    describe_hook_and_store_metrics();
     Ok(handle)
 }
 
-fn describe_server_metrics() {
+/// Metrics of the ingest and store crates, which name them where they record them.
+fn describe_hook_and_store_metrics() {
     use metrics::{Unit, describe_counter, describe_histogram};
     describe_counter!("fluxgate_hooks_total", "Hooks received, by outcome.");
     describe_counter!(
@@ -62,9 +79,5 @@ fn describe_server_metrics() {
     describe_histogram!(
         "fluxgate_store_append_batch_size",
         "Hooks committed per transaction."
-    );
-    describe_counter!(
-        "fluxgate_log_trimmed_total",
-        "Retention runs that moved the log floor."
     );
 }

@@ -3,12 +3,14 @@
 //! [`Store`] is the seam; [`SqlStore`] implements it on SQLite (the embedded default) and
 //! on PostgreSQL (for several replicas) with the same SQL. [`Appender`] batches concurrent
 //! appends into one transaction (group commit) and reports each commit to a
-//! [`CommitListener`] (the bus) in seq order.
+//! [`CommitListener`] (the bus) in seq order. [`Publisher`] is the one way onto the bus:
+//! every write that adds log entries goes through it.
 
 mod api;
 mod appender;
 mod error;
 mod model;
+mod publisher;
 mod sql;
 
 pub use api::{Backend, Store};
@@ -18,6 +20,7 @@ pub use model::{
     AgentRecord, AgentUpdate, AppendResult, CatalogProject, CursorUpdate, HookBatch, HookOutcome,
     LogBounds, NewAgent, NewRecord, RecordOutcome, Snapshot,
 };
+pub use publisher::Publisher;
 pub use sql::private_file::restrict_mode;
 pub use sql::{SqlStore, StoreOptions};
 

@@ -1,7 +1,6 @@
 //! End-to-end tests: the real `fluxgate` and `fluxgate-agent` binaries over real TCP,
 //! with a Flux Receiver stand-in.
 
-mod admin;
 mod delivery;
 mod hook_security;
 mod ingest;

@@ -1,4 +1,6 @@
-//! What GitLab gets back: JSON bodies for every outcome.
+//! What GitLab gets back: JSON bodies for every outcome; and [`ErrorAnswer`], the one
+//! error-to-response path, which the broker's other HTTP APIs (the admin API, unknown
+//! routes, timeouts) answer with too.
 
 use axum::Json;
 use axum::response::{IntoResponse, Response};
@@ -39,6 +41,7 @@ impl IntoResponse for HookAnswer {
 }
 
 /// An error answer: the code's HTTP status and `{"code", "message"}`.
+#[derive(Debug)]
 pub struct ErrorAnswer(pub ApiError);
 
 impl IntoResponse for ErrorAnswer {

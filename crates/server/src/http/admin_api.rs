@@ -22,7 +22,7 @@ use fluxgate_core::token::secret_matches_any;
 use fluxgate_core::{ApiError, TokenDigest};
 use http::{StatusCode, header};
 
-use super::json::{ADMIN_BODY_LIMIT, ApiJson, ErrorResponse};
+use super::json::{ADMIN_BODY_LIMIT, ApiJson, ErrorAnswer};
 use crate::admin::{AgentAdmin, CreateAgentRequest, GrantsRequest};
 
 #[derive(Clone)]
@@ -58,23 +58,24 @@ async fn authorize(digest: &TokenDigest, request: Request, next: Next) -> Respon
         Some(token) if secret_matches_any(token.as_bytes(), std::slice::from_ref(digest)) => {
             next.run(request).await
         }
-        Some(_) => ErrorResponse(ApiError::unauthenticated("the admin token does not match"))
-            .into_response(),
-        None => ErrorResponse(ApiError::unauthenticated(
+        Some(_) => {
+            ErrorAnswer(ApiError::unauthenticated("the admin token does not match")).into_response()
+        }
+        None => ErrorAnswer(ApiError::unauthenticated(
             "missing `Authorization: Bearer <admin token>` header",
         ))
         .into_response(),
     }
 }
 
-async fn list(State(state): State<AdminState>) -> Result<Response, ErrorResponse> {
+async fn list(State(state): State<AdminState>) -> Result<Response, ErrorAnswer> {
     Ok(Json(state.admin.list().await?).into_response())
 }
 
 async fn create(
     State(state): State<AdminState>,
     ApiJson(request): ApiJson<CreateAgentRequest>,
-) -> Result<Response, ErrorResponse> {
+) -> Result<Response, ErrorAnswer> {
     let created = state.admin.create(request).await?;
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
@@ -82,14 +83,14 @@ async fn create(
 async fn show(
     State(state): State<AdminState>,
     Path(name): Path<String>,
-) -> Result<Response, ErrorResponse> {
+) -> Result<Response, ErrorAnswer> {
     Ok(Json(state.admin.show(&name).await?).into_response())
 }
 
 async fn delete(
     State(state): State<AdminState>,
     Path(name): Path<String>,
-) -> Result<Response, ErrorResponse> {
+) -> Result<Response, ErrorAnswer> {
     state.admin.delete(&name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -98,7 +99,7 @@ async fn grant(
     State(state): State<AdminState>,
     Path(name): Path<String>,
     ApiJson(request): ApiJson<GrantsRequest>,
-) -> Result<Response, ErrorResponse> {
+) -> Result<Response, ErrorAnswer> {
     Ok(Json(state.admin.grant(&name, request).await?).into_response())
 }
 
@@ -106,13 +107,13 @@ async fn revoke(
     State(state): State<AdminState>,
     Path(name): Path<String>,
     ApiJson(request): ApiJson<GrantsRequest>,
-) -> Result<Response, ErrorResponse> {
+) -> Result<Response, ErrorAnswer> {
     Ok(Json(state.admin.revoke(&name, request).await?).into_response())
 }
 
 async fn rotate_token(
     State(state): State<AdminState>,
     Path(name): Path<String>,
-) -> Result<Response, ErrorResponse> {
+) -> Result<Response, ErrorAnswer> {
     Ok(Json(state.admin.rotate_token(&name).await?).into_response())
 }

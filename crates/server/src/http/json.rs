@@ -1,10 +1,10 @@
-//! JSON in and out for the admin API, with the same error bodies as everywhere else.
+//! JSON in for the admin API. Errors go out as [`ErrorAnswer`], the one error-to-response
+//! path of every HTTP API of the broker (hooks, admin API, fallbacks).
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::response::{IntoResponse, Response};
 use fluxgate_core::{ApiError, ErrorCode};
+pub use fluxgate_ingest::hooks::ErrorAnswer;
 use serde::de::DeserializeOwned;
 
 /// Largest admin request body.
@@ -14,7 +14,7 @@ pub const ADMIN_BODY_LIMIT: usize = 64 * 1024;
 pub struct ApiJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
-    type Rejection = ErrorResponse;
+    type Rejection = ErrorAnswer;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(request, state)
@@ -25,7 +25,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 } else {
                     ErrorCode::BadRequest
                 };
-                ErrorResponse(ApiError::new(code, rejection.body_text()))
+                ErrorAnswer(ApiError::new(code, rejection.body_text()))
             })?;
         let deserializer = &mut serde_json::Deserializer::from_slice(&bytes);
         serde_path_to_error::deserialize(deserializer)
@@ -37,23 +37,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 } else {
                     format!("invalid JSON body at `{path}`: {}", err.inner())
                 };
-                ErrorResponse(ApiError::bad_request(message))
+                ErrorAnswer(ApiError::bad_request(message))
             })
-    }
-}
-
-/// An error as an HTTP response: the code's status and `{"code", "message"}`.
-#[derive(Debug)]
-pub struct ErrorResponse(pub ApiError);
-
-impl From<ApiError> for ErrorResponse {
-    fn from(err: ApiError) -> Self {
-        Self(err)
-    }
-}
-
-impl IntoResponse for ErrorResponse {
-    fn into_response(self) -> Response {
-        (self.0.code.http_status(), Json(self.0)).into_response()
     }
 }

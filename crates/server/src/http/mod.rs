@@ -19,7 +19,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::admin::AgentAdmin;
-use json::ErrorResponse;
+use json::ErrorAnswer;
 
 /// No HTTP request may take longer than this (GitLab gives up after 10 s by default).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -39,7 +39,7 @@ pub fn public_router(hooks: HookState, admin: Option<(Arc<AgentAdmin>, String)>)
             answer_within,
         ))
         .layer(CatchPanicLayer::custom(|_| {
-            ErrorResponse(ApiError::new(
+            ErrorAnswer(ApiError::new(
                 ErrorCode::Internal,
                 "internal error; see the broker's logs",
             ))
@@ -62,7 +62,7 @@ async fn answer_within(
         Ok(response) => response,
         Err(_) => {
             tracing::warn!(path, ?timeout, "request timed out");
-            ErrorResponse(ApiError::unavailable(format!(
+            ErrorAnswer(ApiError::unavailable(format!(
                 "the request did not finish within {timeout:?}; retry later"
             )))
             .into_response()
@@ -80,14 +80,14 @@ fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
     )
 }
 
-async fn admin_api_off() -> ErrorResponse {
-    ErrorResponse(ApiError::not_found(
+async fn admin_api_off() -> ErrorAnswer {
+    ErrorAnswer(ApiError::not_found(
         "the admin API is off; start the broker with --admin-token-file to enable it",
     ))
 }
 
-pub(crate) async fn not_found(request: Request) -> ErrorResponse {
-    ErrorResponse(ApiError::not_found(format!(
+pub(crate) async fn not_found(request: Request) -> ErrorAnswer {
+    ErrorAnswer(ApiError::not_found(format!(
         "no route for {} {}",
         request.method(),
         request.uri().path()
@@ -95,7 +95,7 @@ pub(crate) async fn not_found(request: Request) -> ErrorResponse {
 }
 
 async fn method_not_allowed(request: Request) -> Response {
-    ErrorResponse(ApiError::new(
+    ErrorAnswer(ApiError::new(
         ErrorCode::MethodNotAllowed,
         format!(
             "{} is not allowed on {}",

@@ -23,8 +23,9 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
 use super::limits::{Activity, InFlight};
-use super::{BoxError, Protocol, Settings, metric};
+use super::{BoxError, Protocol, Settings};
 use super::{HttpService, ResponseBody};
+use crate::metric_names;
 
 /// Why a connection ended before its client closed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +82,7 @@ pub(super) async fn serve<S, B>(
                         "TLS handshake failed"
                     );
                     metrics::counter!(
-                        metric::TLS_FAILURES,
+                        metric_names::LISTENER_TLS_FAILURES,
                         "listener" => settings.name,
                         "reason" => tls_failure_reason(&error),
                     )
@@ -95,7 +96,7 @@ pub(super) async fn serve<S, B>(
     if let Some(reaped) = reaped {
         tracing::debug!(listener = settings.name, %peer, reason = reaped.label(), "connection closed");
         metrics::counter!(
-            metric::CONNECTIONS_REAPED,
+            metric_names::LISTENER_CONNECTIONS_REAPED,
             "listener" => settings.name,
             "reason" => reaped.label(),
         )

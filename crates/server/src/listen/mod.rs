@@ -31,6 +31,7 @@ use tokio_util::task::TaskTracker;
 use tower::Service;
 
 use crate::config::Config;
+use crate::metric_names;
 pub use limits::Limits;
 pub use tls::{ReloadingTls, TlsFiles};
 
@@ -44,33 +45,6 @@ const AGENT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 const CAP_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 /// Pause after a failed accept (such as EMFILE), so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
-
-/// Metric names of the listeners.
-pub mod metric {
-    pub const CONNECTIONS_OPEN: &str = "fluxgate_listener_connections";
-    pub const CONNECTIONS_REAPED: &str = "fluxgate_listener_connections_reaped_total";
-    pub const AT_CAPACITY: &str = "fluxgate_listener_at_capacity_total";
-    pub const TLS_FAILURES: &str = "fluxgate_listener_tls_failures_total";
-
-    pub fn describe() {
-        use metrics::{describe_counter, describe_gauge};
-        describe_gauge!(CONNECTIONS_OPEN, "Connections open, by listener.");
-        describe_counter!(
-            CONNECTIONS_REAPED,
-            "Connections closed by the broker for a timeout or a failed TLS handshake, by \
-             listener and reason."
-        );
-        describe_counter!(
-            AT_CAPACITY,
-            "Times a listener reached its connection cap (new connections then wait in the \
-             backlog), by listener."
-        );
-        describe_counter!(
-            TLS_FAILURES,
-            "Failed TLS handshakes, by listener and reason."
-        );
-    }
-}
 
 /// The HTTP protocol a listener speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -286,11 +260,11 @@ async fn accept_loop<S, B>(
     let max = settings.limits.max_connections.max(1);
     let slots = Arc::new(Semaphore::new(max));
     let connections = TaskTracker::new();
-    let open = metrics::gauge!(metric::CONNECTIONS_OPEN, "listener" => name);
+    let open = metrics::gauge!(metric_names::LISTENER_CONNECTIONS, "listener" => name);
     let mut last_cap_warning: Option<tokio::time::Instant> = None;
     loop {
         if slots.available_permits() == 0 {
-            metrics::counter!(metric::AT_CAPACITY, "listener" => name).increment(1);
+            metrics::counter!(metric_names::LISTENER_AT_CAPACITY, "listener" => name).increment(1);
             if last_cap_warning.is_none_or(|at| at.elapsed() >= CAP_WARNING_INTERVAL) {
                 last_cap_warning = Some(tokio::time::Instant::now());
                 tracing::warn!(

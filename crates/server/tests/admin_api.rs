@@ -1,25 +1,19 @@
-//! The admin API over HTTP: every operation, its errors, and its bearer token.
+//! The admin API of a broker in this process: every operation, its errors, and its bearer
+//! token (moved from the end-to-end suite: a separate process adds nothing here).
 
-use fluxgate_e2e::harness::{Broker, BrokerOptions, RawStream, http_client};
+mod support;
+
+use fluxgate_e2e::harness::{PATIENCE, RawStream, eventually, http_client};
 use serde_json::{Value, json};
-
-const ADMIN_TOKEN: &str = "admin-token-for-e2e-tests";
-
-async fn broker_with_admin(dir: &std::path::Path) -> Broker {
-    let token_file = dir.join("admin-token");
-    std::fs::write(&token_file, format!("{ADMIN_TOKEN}\n")).unwrap();
-    let mut options = BrokerOptions::embedded(dir.join("data"));
-    options.admin_token_file = Some(token_file);
-    Broker::start(options).await
-}
+use support::{ADMIN_TOKEN, TestBroker};
 
 struct Admin<'a> {
-    broker: &'a Broker,
+    broker: &'a TestBroker,
     client: reqwest::Client,
 }
 
 impl<'a> Admin<'a> {
-    fn new(broker: &'a Broker) -> Self {
+    fn new(broker: &'a TestBroker) -> Self {
         Self {
             broker,
             client: http_client(),
@@ -53,8 +47,7 @@ impl<'a> Admin<'a> {
 
 #[tokio::test]
 async fn agents_are_managed_through_the_admin_api() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = broker_with_admin(dir.path()).await;
+    let broker = TestBroker::start(true).await;
     let admin = Admin::new(&broker);
 
     let (status, created) = admin
@@ -101,18 +94,15 @@ async fn agents_are_managed_through_the_admin_api() {
     assert_eq!(status, 200);
     assert_eq!(revoked["grants"]["groups"], json!([]));
 
-    // A connected agent shows as connected.
+    // A connected agent shows as connected (the admin's change reached the hub through
+    // the bus: the stream is accepted with the new token at once).
     let _stream = RawStream::open(&broker.agent_url(), &token, &[("ops/edge", "")], None)
         .await
         .unwrap();
-    fluxgate_e2e::harness::eventually(
-        fluxgate_e2e::harness::PATIENCE,
-        "the agent to show as connected",
-        || async {
-            let (_, shown) = admin.ok("GET", "/api/v1/agents/edge", None).await;
-            (shown["connected"] == true).then_some(())
-        },
-    )
+    eventually(PATIENCE, "the agent to show as connected", || async {
+        let (_, shown) = admin.ok("GET", "/api/v1/agents/edge", None).await;
+        (shown["connected"] == true).then_some(())
+    })
     .await;
 
     let (status, rotated) = admin
@@ -131,12 +121,12 @@ async fn agents_are_managed_through_the_admin_api() {
             json!({"code": "not_found", "message": "no agent named \"edge\""})
         )
     );
+    broker.handle.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn admin_api_errors_are_precise() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = broker_with_admin(dir.path()).await;
+    let broker = TestBroker::start(true).await;
     let admin = Admin::new(&broker);
 
     let (status, body) = admin
@@ -258,12 +248,12 @@ async fn admin_api_errors_are_precise() {
         (status, body["code"].as_str()),
         (413, Some("payload_too_large"))
     );
+    broker.handle.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn without_a_token_file_the_admin_api_is_off() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(BrokerOptions::embedded(dir.path())).await;
+    let broker = TestBroker::start(false).await;
     let response = http_client()
         .get(broker.http_url("/api/v1/agents"))
         .send()
@@ -275,4 +265,5 @@ async fn without_a_token_file_the_admin_api_is_off() {
         body["message"],
         "the admin API is off; start the broker with --admin-token-file to enable it"
     );
+    broker.handle.stop().await.unwrap();
 }

@@ -1,0 +1,28 @@
+//! `fluxgate-server`: the broker as a library, and the pieces of its command line.
+//!
+//! [`run`] starts a broker on listeners the caller bound (tests bind port 0) and returns a
+//! [`Handle`]: the bound addresses, a wait for start-up, shutdown, and the exit result.
+//! The `fluxgate` binary (`main.rs`) only parses the command line, loads the
+//! configuration, sets up logging and the allocator, and calls in here.
+//!
+//! Configuration, wiring, admin API and CLI, health and metrics, graceful shutdown. The
+//! other crates do the work; this one puts them together.
+
+pub mod admin;
+mod broker;
+pub mod cli;
+pub mod commands;
+pub mod config;
+mod data_dir;
+mod health;
+mod http;
+mod listen;
+pub mod metric_names;
+mod retention;
+pub mod secrets;
+pub mod shutdown;
+mod supervisor;
+pub mod telemetry;
+
+pub use broker::{Addresses, Handle, Listeners, run};
+pub use config::Config;

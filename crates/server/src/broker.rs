@@ -261,6 +261,7 @@ type BackgroundTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + S
 /// What the start-up log line says about the state loaded.
 struct SnapshotSummary {
     head: fluxgate_core::Seq,
+    floor: fluxgate_core::Seq,
     agents: usize,
     projects: usize,
 }
@@ -326,6 +327,7 @@ impl Parts {
         Ok(Self {
             snapshot_summary: SnapshotSummary {
                 head: snapshot.bounds.head,
+                floor: snapshot.bounds.floor,
                 agents: snapshot.agents.len(),
                 projects: snapshot.projects.len(),
             },
@@ -357,6 +359,13 @@ impl Parts {
             hub,
             stops,
         } = self;
+        let metrics = metrics_handle();
+        // Gauges start at what is true now (counters start at zero: see telemetry).
+        metrics::gauge!(metric_names::LOG_FLOOR).set(snapshot_summary.floor.get() as f64);
+        metrics::gauge!(fluxgate_stream::metric_names::STREAMS_OPEN).set(0.0);
+        if redis.is_some() {
+            metrics::gauge!(fluxgate_stream::metric_names::REDIS_CONNECTED).set(0.0);
+        }
         let readiness = Arc::new(Readiness::default());
         let cursors = Arc::new(CursorSaver::default());
         let mut tasks = Supervisor::default();
@@ -468,7 +477,7 @@ impl Parts {
             "operations server",
             listen::serve(
                 listeners.metrics,
-                http::ops::router(readiness.clone(), metrics_handle()),
+                http::ops::router(readiness.clone(), metrics),
                 plan.metrics,
                 stops.background.clone(),
             ),

@@ -18,12 +18,10 @@ pub const LISTENER_AT_CAPACITY: &str = "fluxgate_listener_at_capacity_total";
 /// Failed TLS handshakes, by listener and reason.
 pub const LISTENER_TLS_FAILURES: &str = "fluxgate_listener_tls_failures_total";
 
-/// Every name above.
-pub const ALL: &[&str] = &[
+/// The counters above (registered at zero at start-up, see [`crate::telemetry`]).
+pub const COUNTERS: &[&str] = &[
     TASK_FAILURES,
     LOG_TRIMMED,
-    LOG_FLOOR,
-    LISTENER_CONNECTIONS,
     LISTENER_CONNECTIONS_REAPED,
     LISTENER_AT_CAPACITY,
     LISTENER_TLS_FAILURES,

@@ -3,6 +3,7 @@
 
 use std::sync::Mutex;
 
+use fluxgate_stream::metric_names as stream;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::config::LogFormat;
@@ -47,37 +48,86 @@ fn install_prometheus() -> anyhow::Result<PrometheusHandle> {
     fluxgate_stream::metric_names::describe();
     crate::metric_names::describe();
     describe_hook_and_store_metrics();
+    register_at_zero();
     Ok(handle)
 }
+
+/// Counters and histograms of every crate in the broker. Each is registered at zero when
+/// the recorder is installed, so a fresh broker's `/metrics` lists it (with its
+/// description) before it first counts; gauges get their first value when the broker
+/// starts. A test scrapes a fresh broker for every metric name in the code.
+const COUNTERS: &[&[&str]] = &[
+    crate::metric_names::COUNTERS,
+    &[
+        HOOKS,
+        HOOK_REFUSALS,
+        HOOKS_IGNORED,
+        HOOK_RECORDS,
+        stream::STREAMS_OPENED,
+        stream::STREAMS_CLOSED,
+        stream::EVENTS_SENT,
+        stream::BACKLOG_EVENTS_SENT,
+        stream::QUEUE_OVERFLOWS,
+        stream::ACKS,
+        stream::RECEIVER_OUTCOMES,
+        stream::FOLLOWER_GAP_READS,
+        stream::FOLLOWER_POLLS,
+        stream::FOLLOWER_ERRORS,
+        stream::CURSOR_SAVE_ERRORS,
+        stream::REDIS_PUBLISH_DROPPED,
+        stream::PRESENCE_ERRORS,
+        stream::RECEIVER_HEALTH_SAVE_ERRORS,
+        stream::AGENT_MESSAGES_IGNORED,
+    ],
+];
+const HISTOGRAMS: &[&str] = &[
+    HOOK_SECONDS,
+    STORE_APPEND_SECONDS,
+    STORE_APPEND_BATCH_SIZE,
+    stream::DELIVERY_LATENCY,
+];
+
+fn register_at_zero() {
+    for name in COUNTERS.iter().flat_map(|names| names.iter()) {
+        metrics::counter!(*name).absolute(0);
+    }
+    for name in HISTOGRAMS {
+        // Registering is enough: an empty histogram renders with zero counts.
+        let _ = metrics::histogram!(*name);
+    }
+}
+
+/// Metric names the ingest and store crates record under.
+const HOOKS: &str = "fluxgate_hooks_total";
+const HOOK_REFUSALS: &str = "fluxgate_hook_refusals_total";
+const HOOKS_IGNORED: &str = "fluxgate_hooks_ignored_total";
+const HOOK_RECORDS: &str = "fluxgate_hook_records_total";
+const HOOK_SECONDS: &str = "fluxgate_hook_seconds";
+const STORE_APPEND_SECONDS: &str = "fluxgate_store_append_seconds";
+const STORE_APPEND_BATCH_SIZE: &str = "fluxgate_store_append_batch_size";
 
 /// Metrics of the ingest and store crates, which name them where they record them.
 fn describe_hook_and_store_metrics() {
     use metrics::{Unit, describe_counter, describe_histogram};
-    describe_counter!("fluxgate_hooks_total", "Hooks received, by outcome.");
+    describe_counter!(HOOKS, "Hooks received, by outcome.");
     describe_counter!(
-        "fluxgate_hook_refusals_total",
+        HOOK_REFUSALS,
         "Hooks refused, by reason (every one, also when its log line was rate limited)."
     );
     describe_counter!(
-        "fluxgate_hooks_ignored_total",
+        HOOKS_IGNORED,
         "Hooks of kinds fluxgate does not use, by kind."
     );
-    describe_counter!(
-        "fluxgate_hook_records_total",
-        "Records parsed from accepted hooks, by kind."
-    );
+    describe_counter!(HOOK_RECORDS, "Records parsed from accepted hooks, by kind.");
     describe_histogram!(
-        "fluxgate_hook_seconds",
+        HOOK_SECONDS,
         Unit::Seconds,
         "Time to answer a hook, commit included."
     );
     describe_histogram!(
-        "fluxgate_store_append_seconds",
+        STORE_APPEND_SECONDS,
         Unit::Seconds,
         "Time of one group-commit transaction."
     );
-    describe_histogram!(
-        "fluxgate_store_append_batch_size",
-        "Hooks committed per transaction."
-    );
+    describe_histogram!(STORE_APPEND_BATCH_SIZE, "Hooks committed per transaction.");
 }

@@ -57,3 +57,74 @@ async fn a_start_up_failure_is_reported_by_ready_and_by_wait() {
     let err = handle.wait().await.unwrap_err();
     assert!(format!("{err:#}").contains("hook_secret"), "{err:#}");
 }
+
+/// Every metric name in the broker's crates: each `"fluxgate_…"` literal in their sources
+/// (the agent's own metrics and the benchmark's are not the broker's).
+fn metric_names_in_the_code() -> std::collections::BTreeSet<String> {
+    let crates = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut names = std::collections::BTreeSet::new();
+    let mut pending: Vec<std::path::PathBuf> = std::fs::read_dir(&crates)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|dir| !dir.ends_with("agent") && !dir.ends_with("bench"))
+        .map(|dir| dir.join("src"))
+        .collect();
+    while let Some(path) = pending.pop() {
+        if path.is_dir() {
+            pending.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else if path.extension().is_some_and(|ext| ext == "rs") {
+            let source = std::fs::read_to_string(&path).unwrap();
+            for literal in source.split('"').skip(1).step_by(2) {
+                let is_name = literal.starts_with("fluxgate_")
+                    && literal
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+                if is_name {
+                    names.insert(literal.to_owned());
+                }
+            }
+        }
+    }
+    names
+}
+
+#[tokio::test]
+async fn a_fresh_broker_lists_every_metric_the_code_defines() {
+    let names = metric_names_in_the_code();
+    assert!(
+        names.len() > 30,
+        "the scan finds the metric names: {names:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = support::config(dir.path(), false);
+    // With Redis, so that the Redis metrics exist too.
+    config.redis_url = Some("redis://127.0.0.1:6379".to_owned());
+    config.redis_key_prefix = format!("fluxgate-server-test-{}", std::process::id());
+    let mut handle = run(
+        config,
+        Listeners::ephemeral().await.unwrap(),
+        Default::default(),
+    )
+    .unwrap();
+    handle.ready().await.unwrap();
+    let scrape = http_client()
+        .get(format!("http://{}/metrics", handle.addresses().metrics))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let missing: Vec<&String> = names
+        .iter()
+        .filter(|name| {
+            !scrape.contains(&format!("# TYPE {name} "))
+                || !scrape.contains(&format!("# HELP {name} "))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "described and listed by a fresh broker: {missing:?}\n{scrape}"
+    );
+    handle.stop().await.unwrap();
+}

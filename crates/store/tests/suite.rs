@@ -32,9 +32,7 @@ macro_rules! suite {
             $(
                 #[tokio::test]
                 async fn $case() {
-                    if let Some(db) = fluxgate_store::testing::TestDatabase::postgres().await {
-                        super::$case(db).await;
-                    }
+                    super::$case(fluxgate_store::testing::TestDatabase::postgres().await).await;
                 }
             )*
         }

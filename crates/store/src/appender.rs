@@ -105,9 +105,9 @@ async fn run_writer(
         // hold the writer: give up on the transaction; dropping it rolls it back.
         let result = match tokio::time::timeout(TRANSACTION_TIMEOUT, store.append(&hooks)).await {
             Ok(result) => result,
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "the database did not answer within {TRANSACTION_TIMEOUT:?}"
-            ))),
+            Err(_) => Err(StoreError::NoAnswer {
+                waited: TRANSACTION_TIMEOUT,
+            }),
         };
         metrics::histogram!("fluxgate_store_append_seconds")
             .record(started.elapsed().as_secs_f64());

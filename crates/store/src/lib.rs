@@ -8,6 +8,7 @@
 
 mod api;
 mod appender;
+mod clock;
 mod error;
 mod model;
 mod publisher;
@@ -15,7 +16,8 @@ mod sql;
 
 pub use api::{Backend, Store};
 pub use appender::{AppendError, Appender, CommitListener, NoListener};
-pub use error::StoreError;
+pub use clock::{Clock, ManualClock};
+pub use error::{CorruptValue, ExistingEntity, InvalidRequest, MissingEntity, StoreError};
 pub use model::{
     AgentRecord, AgentUpdate, AppendResult, CatalogProject, CursorUpdate, HookBatch, HookOutcome,
     LogBounds, NewAgent, NewRecord, RecordOutcome, Snapshot,

@@ -3,8 +3,8 @@
 //! SQLite databases live in a temporary directory. PostgreSQL databases are created on the
 //! server named by `FLUXGATE_TEST_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/test`) and dropped when the handle is dropped. If
-//! that server is unreachable the test fails, loudly; set `FLUXGATE_TEST_SKIP_POSTGRES=1`
-//! to skip PostgreSQL tests on a machine without it (CI never sets it).
+//! that server is unreachable the test fails, naming it: a PostgreSQL test is never
+//! skipped, so a run without PostgreSQL cannot pass while testing nothing.
 
 use std::time::Duration;
 
@@ -14,7 +14,6 @@ use sqlx::{AnyPool, Executor as _};
 use crate::{SqlStore, StoreOptions};
 
 pub const POSTGRES_URL_VAR: &str = "FLUXGATE_TEST_POSTGRES_URL";
-pub const SKIP_POSTGRES_VAR: &str = "FLUXGATE_TEST_SKIP_POSTGRES";
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 /// A database that exists for the life of this value.
@@ -39,21 +38,17 @@ impl TestDatabase {
         }
     }
 
-    /// A new, empty PostgreSQL database, or `None` if PostgreSQL tests are skipped.
+    /// A new, empty PostgreSQL database.
     ///
     /// # Panics
-    /// If the server cannot be reached and skipping was not asked for.
-    pub async fn postgres() -> Option<Self> {
-        if std::env::var_os(SKIP_POSTGRES_VAR).is_some_and(|v| v == "1") {
-            eprintln!("{SKIP_POSTGRES_VAR}=1: skipping a PostgreSQL test");
-            return None;
-        }
+    /// If the server cannot be reached.
+    pub async fn postgres() -> Self {
         let admin_url =
             std::env::var(POSTGRES_URL_VAR).unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
         let admin = admin_pool(&admin_url).await.unwrap_or_else(|e| {
             panic!(
                 "PostgreSQL is required for this test and {admin_url} is unreachable ({e}); \
-                 start it, point {POSTGRES_URL_VAR} at one, or set {SKIP_POSTGRES_VAR}=1 to skip locally"
+                 start it, or point {POSTGRES_URL_VAR} at one"
             )
         });
         let name = format!("fluxgate_test_{}", uuid::Uuid::new_v4().simple());
@@ -65,11 +60,11 @@ impl TestDatabase {
         let (base, _) = admin_url
             .rsplit_once('/')
             .expect("a database URL ends with /<database>");
-        Some(Self {
+        Self {
             url: format!("{base}/{name}"),
             postgres: Some((admin_url, name)),
             _dir: None,
-        })
+        }
     }
 
     pub fn url(&self) -> &str {

@@ -28,8 +28,8 @@ struct Cluster {
     _dirs: tempfile::TempDir,
 }
 
-async fn cluster(redis_url: &str, extra: &[&str]) -> Option<Cluster> {
-    let database = TestDatabase::postgres().await?;
+async fn cluster(redis_url: &str, extra: &[&str]) -> Cluster {
+    let database = TestDatabase::postgres().await;
     let dirs = tempfile::tempdir().unwrap();
     let prefix = format!("e2e-{}", uuid::Uuid::new_v4().simple());
     let replica = |name: &str| {
@@ -43,12 +43,12 @@ async fn cluster(redis_url: &str, extra: &[&str]) -> Option<Cluster> {
     };
     let a = Broker::start(replica("a")).await;
     let b = Broker::start(replica("b")).await;
-    Some(Cluster {
+    Cluster {
         a,
         b,
         database,
         _dirs: dirs,
-    })
+    }
 }
 
 async fn post(broker: &Broker, project: &Project, git_ref: &str, n: u64) -> u64 {
@@ -62,9 +62,7 @@ async fn post(broker: &Broker, project: &Project, git_ref: &str, n: u64) -> u64 
 #[tokio::test]
 async fn a_hook_to_one_replica_reaches_an_agent_on_the_other_through_redis() {
     // The database poll is slowed down, so a prompt delivery can only have come via Redis.
-    let Some(cluster) = cluster(SHARED_REDIS, &["--poll-interval", "30s"]).await else {
-        return;
-    };
+    let cluster = cluster(SHARED_REDIS, &["--poll-interval", "30s"]).await;
     let token = cluster.a.create_agent("edge", "team/app", &[]).await;
     let mut stream = RawStream::open(&cluster.b.agent_url(), &token, &[("team/app", "")], None)
         .await
@@ -96,9 +94,7 @@ async fn a_hook_to_one_replica_reaches_an_agent_on_the_other_through_redis() {
 
 #[tokio::test]
 async fn an_agent_moving_to_another_replica_resumes_from_its_cursor() {
-    let Some(cluster) = cluster(SHARED_REDIS, &[]).await else {
-        return;
-    };
+    let cluster = cluster(SHARED_REDIS, &[]).await;
     let token = cluster.a.create_agent("mover", "team/app", &[]).await;
     let app = Project::private(1, "team/app");
     let mut expected = Vec::new();
@@ -140,9 +136,7 @@ async fn an_agent_moving_to_another_replica_resumes_from_its_cursor() {
 
 #[tokio::test]
 async fn concurrent_ingest_on_both_replicas_gives_unique_gapless_ordered_seqs() {
-    let Some(cluster) = cluster(SHARED_REDIS, &[]).await else {
-        return;
-    };
+    let cluster = cluster(SHARED_REDIS, &[]).await;
     let token = cluster
         .a
         .create_agent("watcher", "team/cfg", &["--grant-group", "team"])
@@ -202,9 +196,7 @@ async fn concurrent_ingest_on_both_replicas_gives_unique_gapless_ordered_seqs() 
 #[tokio::test]
 async fn a_redis_outage_costs_latency_not_events() {
     let mut redis = RedisServer::start().await;
-    let Some(cluster) = cluster(&redis.url(), &["--poll-interval", "2s"]).await else {
-        return;
-    };
+    let cluster = cluster(&redis.url(), &["--poll-interval", "2s"]).await;
     let token = cluster.a.create_agent("patient", "team/app", &[]).await;
     let mut stream = RawStream::open(&cluster.b.agent_url(), &token, &[("team/app", "")], None)
         .await
@@ -292,9 +284,7 @@ async fn a_replica_killed_with_sigkill_loses_nothing_it_acknowledged() {
         })
     });
     let flux = FluxReceiverStandIn::start(receivers).await;
-    let Some(mut cluster) = cluster(SHARED_REDIS, &[]).await else {
-        return;
-    };
+    let mut cluster = cluster(SHARED_REDIS, &[]).await;
     let a_url = cluster.a.agent_url();
     let b_url = cluster.b.agent_url();
     let mut agents = Vec::new();
@@ -374,9 +364,7 @@ async fn a_replica_killed_with_sigkill_loses_nothing_it_acknowledged() {
 
 #[tokio::test]
 async fn a_database_outage_gives_quick_503s_and_recovers_by_itself() {
-    let Some(database) = TestDatabase::postgres().await else {
-        return;
-    };
+    let database = TestDatabase::postgres().await;
     let url = url::Url::parse(database.url()).unwrap();
     let upstream = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432))
         .parse()
@@ -431,9 +419,7 @@ async fn presence_follows_an_agent_across_a_graceful_replica_shutdown() {
     let flux =
         FluxReceiverStandIn::start([Receiver::new("app", ReceiverType::GenericHmac, "token")])
             .await;
-    let Some(mut cluster) = cluster(SHARED_REDIS, &[]).await else {
-        return;
-    };
+    let mut cluster = cluster(SHARED_REDIS, &[]).await;
     let token = cluster.a.create_agent("roamer", "team/app", &[]).await;
     let configs = [ReceiverConfig::flux(
         "app",
@@ -492,9 +478,7 @@ async fn presence_follows_an_agent_across_a_graceful_replica_shutdown() {
 /// 503 (never a 500) and the replica is not ready until writes succeed again.
 #[tokio::test]
 async fn a_database_that_refuses_writes_gives_json_503s_and_not_ready_until_it_accepts_them() {
-    let Some(database) = TestDatabase::postgres().await else {
-        return;
-    };
+    let database = TestDatabase::postgres().await;
     let name = database.postgres_name().unwrap().to_owned();
     let dir = tempfile::tempdir().unwrap();
     let mut options = BrokerOptions::embedded(dir.path());

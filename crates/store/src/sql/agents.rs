@@ -12,7 +12,7 @@ use sqlx::any::AnyRow;
 
 use super::log::LogWriter;
 use super::{bulk, rows};
-use crate::error::StoreError;
+use crate::error::{CorruptValue, ExistingEntity, InvalidRequest, MissingEntity, StoreError};
 use crate::model::{AgentRecord, AgentUpdate, CursorUpdate, NewAgent};
 
 const COLUMNS: &str = "id, name, config_project, grants, allow_internal, token_digest, token_generation, \
@@ -24,12 +24,13 @@ fn record_from_row(row: &AnyRow) -> Result<AgentRecord, StoreError> {
     Ok(AgentRecord {
         policy: AgentPolicy {
             id: AgentId(rows::int(row, "id")?),
-            name: AgentName::parse(&name).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            name: AgentName::parse(&name).map_err(|e| StoreError::corrupt("name", e))?,
             config_project: rows::path(row, "config_project")?,
             grants: rows::json(row, "grants")?,
             allow_internal: rows::int(row, "allow_internal")? != 0,
-            token_generation: u32::try_from(generation)
-                .map_err(|_| StoreError::Corrupt(format!("token_generation = {generation}")))?,
+            token_generation: u32::try_from(generation).map_err(|_| {
+                StoreError::corrupt("token_generation", CorruptValue::OutOfRange(generation))
+            })?,
         },
         token_digest: TokenDigest::from_hex(rows::text(row, "token_digest")?),
         cursor: rows::seq(row, "cursor_seq")?,
@@ -75,7 +76,7 @@ pub(super) async fn by_token(
 async fn require(conn: &mut AnyConnection, name: &AgentName) -> Result<AgentRecord, StoreError> {
     by_name(conn, name)
         .await?
-        .ok_or_else(|| StoreError::NotFound(format!("no agent named {name:?}")))
+        .ok_or_else(|| StoreError::NotFound(MissingEntity::AgentNamed(name.clone())))
 }
 
 /// Writes the state entry for an admin change and closes the log transaction.
@@ -102,15 +103,14 @@ async fn record_change(
 pub(super) async fn create(
     conn: &mut AnyConnection,
     agent: NewAgent,
+    now: UnixMillis,
 ) -> Result<(AgentRecord, LogEntry), StoreError> {
-    let writer = LogWriter::begin(conn).await?;
+    let writer = LogWriter::begin(conn, now).await?;
     if by_name(conn, &agent.name).await?.is_some() {
-        return Err(StoreError::AlreadyExists(format!(
-            "an agent named {:?} already exists",
-            agent.name
+        return Err(StoreError::AlreadyExists(ExistingEntity::AgentNamed(
+            agent.name,
         )));
     }
-    let now = writer.now();
     let head = writer.head();
     let mut grants = agent.grants.clone();
     grants.sort();
@@ -142,8 +142,9 @@ pub(super) async fn update(
     conn: &mut AnyConnection,
     name: &AgentName,
     update: AgentUpdate,
+    now: UnixMillis,
 ) -> Result<(AgentRecord, LogEntry), StoreError> {
-    let writer = LogWriter::begin(conn).await?;
+    let writer = LogWriter::begin(conn, now).await?;
     let current = require(conn, name).await?;
     let mut policy = current.policy.clone();
     let mut digest = current.token_digest.clone();
@@ -158,9 +159,10 @@ pub(super) async fn update(
         }
         AgentUpdate::Revoke { grants, internal } => {
             if let Some(missing) = grants.iter().find(|g| !policy.grants.contains(g)) {
-                return Err(StoreError::Invalid(format!(
-                    "agent {name:?} has no grant for {missing}"
-                )));
+                return Err(StoreError::Invalid(InvalidRequest::NoSuchGrant {
+                    agent: name.clone(),
+                    grant: missing.clone(),
+                }));
             }
             policy.grants.retain(|g| !grants.contains(g));
             policy.allow_internal &= !internal;
@@ -186,8 +188,9 @@ pub(super) async fn update(
 pub(super) async fn delete(
     conn: &mut AnyConnection,
     name: &AgentName,
+    now: UnixMillis,
 ) -> Result<LogEntry, StoreError> {
-    let writer = LogWriter::begin(conn).await?;
+    let writer = LogWriter::begin(conn, now).await?;
     let current = require(conn, name).await?;
     sqlx::query("DELETE FROM agents WHERE id = $1")
         .bind(current.policy.id.0)
@@ -361,17 +364,14 @@ pub(super) async fn save_receiver_health(
 ) -> Result<(), StoreError> {
     health
         .validate()
-        .map_err(|e| StoreError::Invalid(format!("receiver health: {e}")))?;
+        .map_err(|e| StoreError::Invalid(InvalidRequest::ReceiverHealth(e)))?;
     let updated = sqlx::query("UPDATE agents SET receiver_health = $1 WHERE id = $2")
         .bind(rows::to_json(health))
         .bind(agent.0)
         .execute(&mut *conn)
         .await?;
     if updated.rows_affected() == 0 {
-        return Err(StoreError::NotFound(format!(
-            "no agent with id {}",
-            agent.0
-        )));
+        return Err(StoreError::NotFound(MissingEntity::AgentWithId(agent)));
     }
     Ok(())
 }

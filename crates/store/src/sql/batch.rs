@@ -1,14 +1,14 @@
 //! What one append transaction reads up front and writes at the end.
 //!
-//! The dedup state the batch needs (the idempotency keys it carries, the last change of
-//! each ref it touches) is read in one query each when the transaction starts, kept current
+//! The [`DeliveryHistory`] the batch is checked against (the idempotency keys it carries,
+//! the last change of each ref it touches) is read in one query each when the transaction starts, kept current
 //! in memory while the hooks are applied, and written back in one statement each before
 //! the commit. The log lock held by the transaction guarantees no other writer changes
 //! these rows meanwhile.
 
 use std::collections::{BTreeSet, HashMap};
 
-use fluxgate_core::{PushEvent, Seq, UnixMillis};
+use fluxgate_core::{GitRef, ProjectId, PushEvent, Seq, Sha, UnixMillis};
 use sqlx::AnyConnection;
 
 use super::{bulk, rows};
@@ -18,23 +18,31 @@ use crate::model::{HookBatch, NewRecord};
 /// The last change recorded for one (project, ref).
 #[derive(Debug, Clone)]
 struct RefHead {
-    before: String,
-    after: String,
+    before: Sha,
+    after: Sha,
     seq: Seq,
     received_at: UnixMillis,
 }
 
-type RefKey = (i64, String);
+/// One ref of one project: the key of [`RefHead`].
+type RefKey = (ProjectId, GitRef);
 
+fn ref_key(event: &PushEvent) -> RefKey {
+    (event.project.id, event.git_ref.clone())
+}
+
+/// What earlier deliveries left behind that tells a repeat from a new delivery: the
+/// idempotency keys seen within the window (with the seqs they got) and the last change of
+/// each ref. Read for one batch, updated as it is applied, written back before the commit.
 #[derive(Default)]
-pub(super) struct DedupState {
+pub(super) struct DeliveryHistory {
     keys: HashMap<String, Vec<Seq>>,
     heads: HashMap<RefKey, RefHead>,
     new_keys: Vec<(String, Vec<Seq>)>,
     changed_heads: BTreeSet<RefKey>,
 }
 
-impl DedupState {
+impl DeliveryHistory {
     /// Reads the keys (still inside the window) and ref heads the batch refers to.
     pub(super) async fn prefetch(
         conn: &mut AnyConnection,
@@ -65,7 +73,7 @@ impl DedupState {
             .iter()
             .flat_map(|h| &h.records)
             .filter_map(|record| match record {
-                NewRecord::Push(event) => Some((event.project.id.get(), event.git_ref.to_string())),
+                NewRecord::Push(event) => Some(ref_key(event)),
                 NewRecord::Catalog(_) => None,
             })
             .collect();
@@ -81,17 +89,26 @@ impl DedupState {
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for (project, git_ref) in chunk {
-                query = query.bind(*project).bind(git_ref.as_str());
+                query = query.bind(project.get()).bind(git_ref.as_str());
             }
+            // Each row answers one of the keys asked for: take the typed key from the
+            // request rather than parsing the stored ref again.
+            let asked: HashMap<(i64, &str), &RefKey> = chunk
+                .iter()
+                .map(|key| ((key.0.get(), key.1.as_str()), key))
+                .collect();
             for row in query.fetch_all(&mut *conn).await? {
-                let key = (rows::int(&row, "project_id")?, rows::text(&row, "ref")?);
+                let (project, git_ref) = (rows::int(&row, "project_id")?, rows::text(&row, "ref")?);
+                let Some(&key) = asked.get(&(project, git_ref.as_str())) else {
+                    continue;
+                };
                 let head = RefHead {
-                    before: rows::text(&row, "before_sha")?,
-                    after: rows::text(&row, "after_sha")?,
+                    before: rows::sha(&row, "before_sha")?,
+                    after: rows::sha(&row, "after_sha")?,
                     seq: rows::seq(&row, "seq")?,
                     received_at: rows::millis(&row, "received_at")?,
                 };
-                state.heads.insert(key, head);
+                state.heads.insert(key.clone(), head);
             }
         }
         Ok(state)
@@ -105,18 +122,16 @@ impl DedupState {
     /// The seq of the original if `event` repeats the last change of its ref within the
     /// window.
     pub(super) fn repeat_of(&self, event: &PushEvent, since: UnixMillis) -> Option<Seq> {
-        let head = self
-            .heads
-            .get(&(event.project.id.get(), event.git_ref.to_string()))?;
-        let same = head.before == event.before.as_str() && head.after == event.after.as_str();
+        let head = self.heads.get(&ref_key(event))?;
+        let same = head.before == event.before && head.after == event.after;
         (same && head.received_at >= since).then_some(head.seq)
     }
 
     pub(super) fn record_push(&mut self, event: &PushEvent, seq: Seq, now: UnixMillis) {
-        let key = (event.project.id.get(), event.git_ref.to_string());
+        let key = ref_key(event);
         let head = RefHead {
-            before: event.before.to_string(),
-            after: event.after.to_string(),
+            before: event.before.clone(),
+            after: event.after.clone(),
             seq,
             received_at: now,
         };
@@ -162,7 +177,7 @@ impl DedupState {
             for key in chunk {
                 let head = &self.heads[key];
                 query = query
-                    .bind(key.0)
+                    .bind(key.0.get())
                     .bind(key.1.as_str())
                     .bind(head.before.as_str())
                     .bind(head.after.as_str())

@@ -5,7 +5,7 @@ use std::time::Duration;
 use fluxgate_core::{LogEntry, LogRecord, PushEvent, Seq, StateCause, StateChange, UnixMillis};
 use sqlx::AnyConnection;
 
-use super::batch::DedupState;
+use super::batch::DeliveryHistory;
 use super::catalog::{self, ProjectCache};
 use super::{bulk, rows};
 use crate::error::StoreError;
@@ -44,13 +44,16 @@ pub(super) struct LogWriter {
 }
 
 impl LogWriter {
-    /// Locks the log and starts writing after its head.
-    pub(super) async fn begin(conn: &mut AnyConnection) -> Result<Self, StoreError> {
+    /// Locks the log and starts writing after its head; entries are recorded at `now`.
+    pub(super) async fn begin(
+        conn: &mut AnyConnection,
+        now: UnixMillis,
+    ) -> Result<Self, StoreError> {
         let bounds = lock(conn).await?;
         Ok(Self {
             head: bounds.head,
             start: bounds.head,
-            now: UnixMillis::now(),
+            now,
             entries: Vec::new(),
         })
     }
@@ -115,11 +118,11 @@ pub(super) async fn append(
     conn: &mut AnyConnection,
     hooks: &[HookBatch],
     dedup_window: Duration,
+    now: UnixMillis,
 ) -> Result<AppendResult, StoreError> {
-    let mut writer = LogWriter::begin(conn).await?;
-    let now = writer.now();
+    let mut writer = LogWriter::begin(conn, now).await?;
     let dedup_since = now.minus(dedup_window);
-    let mut dedup = DedupState::prefetch(conn, hooks, dedup_since).await?;
+    let mut history = DeliveryHistory::prefetch(conn, hooks, dedup_since).await?;
     let mut projects = ProjectCache::default();
     projects.prefetch(conn, hooks).await?;
     let mut outcomes = Vec::with_capacity(hooks.len());
@@ -127,7 +130,7 @@ pub(super) async fn append(
         if let Some(seqs) = hook
             .idempotency_key
             .as_deref()
-            .and_then(|key| dedup.seen_key(key))
+            .and_then(|key| history.seen_key(key))
         {
             let records = seqs
                 .into_iter()
@@ -142,14 +145,14 @@ pub(super) async fn append(
         let mut records = Vec::with_capacity(hook.records.len());
         for record in &hook.records {
             let outcome = match record {
-                NewRecord::Push(event) => match dedup.repeat_of(event, dedup_since) {
+                NewRecord::Push(event) => match history.repeat_of(event, dedup_since) {
                     Some(seq) => RecordOutcome {
                         seq,
                         duplicate: true,
                     },
                     None => {
                         let seq = append_push(conn, &mut writer, &mut projects, event).await?;
-                        dedup.record_push(event, seq, now);
+                        history.record_push(event, seq, now);
                         RecordOutcome {
                             seq,
                             duplicate: false,
@@ -171,11 +174,11 @@ pub(super) async fn append(
             records.push(outcome);
         }
         if let Some(key) = &hook.idempotency_key {
-            dedup.record_key(key, records.iter().map(|r| r.seq).collect());
+            history.record_key(key, records.iter().map(|r| r.seq).collect());
         }
         outcomes.push(HookOutcome { records });
     }
-    dedup.write(conn, now).await?;
+    history.write(conn, now).await?;
     let entries = writer.finish(conn).await?;
     Ok(AppendResult { outcomes, entries })
 }

@@ -24,7 +24,8 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor as _};
 
 use crate::api::{Backend, Store};
-use crate::error::StoreError;
+use crate::clock::Clock;
+use crate::error::{InvalidRequest, StoreError};
 use crate::model::{
     AgentRecord, AgentUpdate, AppendResult, CursorUpdate, HookBatch, LogBounds, NewAgent, Snapshot,
 };
@@ -38,6 +39,8 @@ pub struct StoreOptions {
     pub max_connections: u32,
     /// How long to wait for a connection before answering "unavailable".
     pub acquire_timeout: Duration,
+    /// When entries are recorded, and what the dedup window is measured against.
+    pub clock: Clock,
 }
 
 impl Default for StoreOptions {
@@ -46,6 +49,7 @@ impl Default for StoreOptions {
             dedup_window: Duration::from_secs(24 * 3600),
             max_connections: 8,
             acquire_timeout: Duration::from_secs(3),
+            clock: Clock::System,
         }
     }
 }
@@ -75,7 +79,7 @@ impl SqlStore {
             private_file::make_private(url)?;
         }
         let connect_options = AnyConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Invalid(format!("invalid database URL: {e}")))?;
+            .map_err(|e| StoreError::Invalid(InvalidRequest::DatabaseUrl(e)))?;
         let pool = AnyPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
@@ -121,10 +125,9 @@ fn backend_of(url: &str) -> Result<Backend, StoreError> {
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Backend::Postgres)
     } else {
-        Err(StoreError::Invalid(format!(
-            "unsupported database URL {:?}: use sqlite://… or postgres://…",
-            url.split(':').next().unwrap_or_default()
-        )))
+        Err(StoreError::Invalid(InvalidRequest::UnsupportedUrl {
+            scheme: url.split(':').next().unwrap_or_default().to_owned(),
+        }))
     }
 }
 
@@ -161,7 +164,13 @@ impl Store for SqlStore {
 
     async fn append(&self, hooks: &[HookBatch]) -> Result<AppendResult, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let result = log::append(&mut tx, hooks, self.options.dedup_window).await?;
+        let result = log::append(
+            &mut tx,
+            hooks,
+            self.options.dedup_window,
+            self.options.clock.now(),
+        )
+        .await?;
         tx.commit().await?;
         Ok(result)
     }
@@ -178,7 +187,7 @@ impl Store for SqlStore {
 
     async fn trim(&self, older_than: UnixMillis) -> Result<LogBounds, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let dedup_cutoff = UnixMillis::now().minus(self.options.dedup_window);
+        let dedup_cutoff = self.options.clock.now().minus(self.options.dedup_window);
         let bounds = log::trim(&mut tx, older_than, dedup_cutoff).await?;
         tx.commit().await?;
         Ok(bounds)
@@ -201,7 +210,7 @@ impl Store for SqlStore {
 
     async fn create_agent(&self, agent: NewAgent) -> Result<(AgentRecord, LogEntry), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let result = agents::create(&mut tx, agent).await?;
+        let result = agents::create(&mut tx, agent, self.options.clock.now()).await?;
         tx.commit().await?;
         Ok(result)
     }
@@ -212,14 +221,14 @@ impl Store for SqlStore {
         update: AgentUpdate,
     ) -> Result<(AgentRecord, LogEntry), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let result = agents::update(&mut tx, name, update).await?;
+        let result = agents::update(&mut tx, name, update, self.options.clock.now()).await?;
         tx.commit().await?;
         Ok(result)
     }
 
     async fn delete_agent(&self, name: &AgentName) -> Result<LogEntry, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let entry = agents::delete(&mut tx, name).await?;
+        let entry = agents::delete(&mut tx, name, self.options.clock.now()).await?;
         tx.commit().await?;
         Ok(entry)
     }

@@ -9,7 +9,7 @@ use std::str::FromStr as _;
 
 use sqlx::sqlite::SqliteConnectOptions;
 
-use crate::error::StoreError;
+use crate::error::{InvalidRequest, StoreError};
 
 /// Files SQLite keeps next to the database.
 const COMPANION_SUFFIXES: &[&str] = &["-wal", "-shm", "-journal"];
@@ -38,7 +38,7 @@ pub(super) fn make_private(url: &str) -> Result<(), StoreError> {
 /// The database file a SQLite URL names, if it is one that may be created on disk.
 fn database_file(url: &str) -> Result<Option<PathBuf>, StoreError> {
     let options = SqliteConnectOptions::from_str(url)
-        .map_err(|e| StoreError::Invalid(format!("invalid database URL: {e}")))?;
+        .map_err(|e| StoreError::Invalid(InvalidRequest::DatabaseUrl(e)))?;
     let query = url.split_once('?').map_or("", |(_, q)| q);
     let in_memory = url.contains(":memory:") || query.split('&').any(|p| p == "mode=memory");
     let read_only = query.split('&').any(|p| p == "mode=ro");
@@ -48,8 +48,12 @@ fn database_file(url: &str) -> Result<Option<PathBuf>, StoreError> {
     Ok(Some(options.get_filename().to_owned()))
 }
 
-fn io_error(what: &str, path: &Path, err: std::io::Error) -> StoreError {
-    StoreError::Invalid(format!("cannot {what} {}: {err}", path.display()))
+fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> StoreError {
+    StoreError::Invalid(InvalidRequest::DatabaseFile {
+        action,
+        path: path.to_owned(),
+        source,
+    })
 }
 
 #[cfg(unix)]

@@ -5,7 +5,6 @@
 
 use std::net::SocketAddr;
 
-use anyhow::Context as _;
 use fluxgate_e2e::flux_receiver::{FluxReceiverStandIn, Receiver, ReceiverType};
 use fluxgate_e2e::harness::{
     AgentProcess, Broker, BrokerOptions, ChaosProxy, HookClient, PATIENCE, Project, ReceiverConfig,
@@ -45,9 +44,7 @@ pub struct Cluster {
 impl Cluster {
     /// Starts everything and waits until every agent is connected.
     pub async fn start(agents: usize, receivers_per_agent: usize) -> anyhow::Result<Self> {
-        let database = TestDatabase::postgres()
-            .await
-            .context("the fault run needs PostgreSQL (FLUXGATE_TEST_SKIP_POSTGRES is set)")?;
+        let database = TestDatabase::postgres().await;
         let url = url::Url::parse(database.url())?;
         let upstream: SocketAddr = format!(
             "{}:{}",

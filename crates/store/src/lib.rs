@@ -15,8 +15,8 @@ pub use api::{Backend, Store};
 pub use appender::{AppendError, Appender, CommitListener, NoListener};
 pub use error::StoreError;
 pub use model::{
-    AgentRecord, AgentUpdate, AppendResult, CatalogProject, CursorUpdate, HookBatch, HookOutcome,
-    LogBounds, NewAgent, NewRecord, RecordOutcome, Snapshot,
+    AgentRecord, AgentUpdate, AppendResult, CatalogProject, CursorUpdate, HookOutcome, LogBounds,
+    NewAgent, RecordOutcome, Snapshot,
 };
 pub use sql::private_file::restrict_mode;
 pub use sql::{SqlStore, StoreOptions};

@@ -4,8 +4,8 @@
 //! name (`project_visibility`), unlike push bodies, which nest the project and give a
 //! numeric `visibility_level`.
 
+use fluxgate_core::NewRecord;
 use fluxgate_core::{CatalogChange, ProjectRef};
-use fluxgate_store::NewRecord;
 
 use super::ParsedHook;
 use super::error::ParseError;

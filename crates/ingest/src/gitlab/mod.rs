@@ -35,8 +35,8 @@ mod project;
 mod push;
 mod wire;
 
+use fluxgate_core::NewRecord;
 use fluxgate_core::UnixMillis;
-use fluxgate_store::NewRecord;
 
 pub use error::ParseError;
 

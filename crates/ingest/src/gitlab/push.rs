@@ -1,7 +1,7 @@
 //! `push`, `tag_push` and `repository_update` bodies to push records.
 
+use fluxgate_core::NewRecord;
 use fluxgate_core::{EventKind, GitRef, ProjectRef, PushEvent, Sha, UnixMillis};
-use fluxgate_store::NewRecord;
 use uuid::Uuid;
 
 use super::ParsedHook;

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use fluxgate_core::{ApiError, ErrorCode, UnixMillis};
-use fluxgate_store::{AppendError, HookBatch, NewRecord};
+use fluxgate_core::{HookBatch, NewRecord};
+use fluxgate_store::AppendError;
 use http::{HeaderMap, header};
 
 use super::HookState;

@@ -3,12 +3,12 @@
 
 use std::collections::HashSet;
 
+use fluxgate_core::NewRecord;
 use fluxgate_core::{
     CatalogChange, EventKind, FullPath, GitRef, ProjectId, ProjectRef, PushEvent, Sha, UnixMillis,
     Visibility,
 };
 use fluxgate_ingest::gitlab::{ParsedHook, parse_hook};
-use fluxgate_store::NewRecord;
 
 /// The receipt time every test passes in.
 pub const RECEIVED_AT: UnixMillis = UnixMillis(1_767_225_600_000);

@@ -1,8 +1,8 @@
 //! Variations of valid bodies: what is accepted, how optional fields read, and which
 //! bodies are ignored rather than rejected.
 
+use fluxgate_core::NewRecord;
 use fluxgate_core::{CatalogChange, EventKind, Visibility};
-use fluxgate_store::NewRecord;
 use serde_json::{Value, json};
 
 use crate::support::{

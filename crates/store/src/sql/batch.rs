@@ -8,12 +8,12 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use fluxgate_core::{HookBatch, NewRecord};
 use fluxgate_core::{PushEvent, Seq, UnixMillis};
 use sqlx::AnyConnection;
 
 use super::{bulk, rows};
 use crate::error::StoreError;
-use crate::model::{HookBatch, NewRecord};
 
 /// The last change recorded for one (project, ref).
 #[derive(Debug, Clone)]

@@ -24,8 +24,8 @@ use http::{HeaderMap, header};
 use super::HookState;
 use super::auth::{AuthRefusal, Authenticated, unix_seconds_now};
 use super::response::{ErrorAnswer, HookAnswer};
-use crate::gitlab::{self, ParsedHook};
 use crate::log_field::bounded;
+use fluxgate_gitlab::{self as gitlab, ParsedHook};
 
 /// GitLab's header carrying a delivery id that is stable across retries and resends.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";

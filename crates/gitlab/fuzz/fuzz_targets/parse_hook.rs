@@ -1,10 +1,10 @@
-//! Fuzzes `fluxgate_ingest::gitlab::parse_hook` with arbitrary bodies: it must return,
+//! Fuzzes `fluxgate_gitlab::parse_hook` with arbitrary bodies: it must return,
 //! never panic, and what it returns must be well formed.
 
 #![no_main]
 
 use fluxgate_core::UnixMillis;
-use fluxgate_ingest::gitlab::{ParsedHook, parse_hook};
+use fluxgate_gitlab::{ParsedHook, parse_hook};
 use libfuzzer_sys::fuzz_target;
 
 const RECEIVED_AT: UnixMillis = UnixMillis(1_767_225_600_000);

@@ -8,7 +8,7 @@ use fluxgate_core::{
     CatalogChange, EventKind, FullPath, GitRef, ProjectId, ProjectRef, PushEvent, Sha, UnixMillis,
     Visibility,
 };
-use fluxgate_ingest::gitlab::{ParsedHook, parse_hook};
+use fluxgate_gitlab::{ParsedHook, parse_hook};
 
 /// The receipt time every test passes in.
 pub const RECEIVED_AT: UnixMillis = UnixMillis(1_767_225_600_000);

@@ -1,7 +1,7 @@
 //! Property tests: `parse_hook` always returns, and what it returns is well formed.
 
 use fluxgate_core::NewRecord;
-use fluxgate_ingest::gitlab::{ParseError, ParsedHook, parse_hook};
+use fluxgate_gitlab::{ParseError, ParsedHook, parse_hook};
 use proptest::prelude::*;
 use serde_json::Value;
 

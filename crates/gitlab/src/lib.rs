@@ -1,4 +1,5 @@
-//! GitLab hook bodies to log records.
+//! GitLab hook bodies to log records: a pure parser, with no I/O and no database, so
+//! that it can be fuzzed and tested on its own.
 //!
 //! [`parse_hook`] turns the body of a system hook or a project/group webhook into the
 //! records the store appends, or says the hook is of a kind fluxgate does not use. It

@@ -13,7 +13,10 @@
 //! | `project_destroy` | [`CatalogChange::ProjectDestroyed`] |
 //! | `project_rename`, `project_transfer` | [`CatalogChange::ProjectRenamed`] |
 //! | `group_rename` | [`CatalogChange::GroupRenamed`] |
-//! | anything else | [`ParsedHook::Ignored`], never an error |
+//! | anything else, and a `repository_update` without changes | [`ParsedHook::Ignored`], never an error |
+//!
+//! Only `push` and `tag_push` are read from `object_kind`; the system events are read
+//! from `event_name` (see [`KnownKind`]).
 //!
 //! A body of a kind fluxgate uses but with a missing or invalid field is a
 //! [`ParseError`] whose message names the field's JSON path.
@@ -36,21 +39,36 @@ mod project;
 mod push;
 mod wire;
 
-use fluxgate_core::NewRecord;
-use fluxgate_core::UnixMillis;
+use fluxgate_core::{NewRecord, UnixMillis};
 
 pub use error::ParseError;
+pub use kind::{HookKind, KnownKind};
 
-use kind::HookKind;
+use catalog::ProjectEvent;
+use kind::{Named, NamedBy};
 
 /// What a hook body amounts to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ParsedHook {
-    /// Records to append, in payload order (a repository_update yields one push per change).
-    Records(Vec<NewRecord>),
-    /// A kind fluxgate does not use (merge_request, user_create, ...); answered 202 and counted.
-    /// `kind` is a short label for metrics/logs: the object_kind or event_name, or "unknown".
-    Ignored { kind: String },
+    /// Records to append, in payload order (a repository_update yields one push per
+    /// change); never empty.
+    Records {
+        kind: KnownKind,
+        records: Vec<NewRecord>,
+    },
+    /// A kind fluxgate does not use (merge_request, user_create, ...); answered 202 and
+    /// counted.
+    Ignored { kind: HookKind },
+}
+
+impl ParsedHook {
+    /// The hook's kind, for answers and logs (bounded: see [`HookKind::as_str`]).
+    pub fn kind(&self) -> &str {
+        match self {
+            Self::Records { kind, .. } => kind.as_str(),
+            Self::Ignored { kind } => kind.as_str(),
+        }
+    }
 }
 
 /// Parses a GitLab hook body received at `received_at`.
@@ -59,11 +77,33 @@ pub enum ParsedHook {
 /// fields are missing or invalid; an uninteresting kind is [`ParsedHook::Ignored`].
 pub fn parse_hook(body: &[u8], received_at: UnixMillis) -> Result<ParsedHook, ParseError> {
     let envelope: wire::Envelope = json::decode(body)?;
-    match HookKind::of(&envelope) {
-        HookKind::Push => push::parse_push(body, received_at),
-        HookKind::RepositoryUpdate => push::parse_repository_update(body, received_at),
-        HookKind::Project(event) => catalog::parse_project_event(body, event),
-        HookKind::GroupRename => catalog::parse_group_rename(body),
-        HookKind::Other(kind) => Ok(ParsedHook::Ignored { kind }),
+    let Named { kind, by } = Named::of(&envelope);
+    let HookKind::Known(known) = kind else {
+        return Ok(ParsedHook::Ignored { kind });
+    };
+    let system_event = by == NamedBy::EventName;
+    let records = match known {
+        KnownKind::Push | KnownKind::TagPush => push::parse_push(body, received_at)?,
+        KnownKind::RepositoryUpdate if system_event => {
+            push::parse_repository_update(body, received_at)?
+        }
+        KnownKind::ProjectCreate | KnownKind::ProjectUpdate if system_event => {
+            catalog::parse_project_event(body, ProjectEvent::Upsert)?
+        }
+        KnownKind::ProjectDestroy if system_event => {
+            catalog::parse_project_event(body, ProjectEvent::Destroy)?
+        }
+        KnownKind::ProjectRename | KnownKind::ProjectTransfer if system_event => {
+            catalog::parse_project_event(body, ProjectEvent::Move)?
+        }
+        KnownKind::GroupRename if system_event => catalog::parse_group_rename(body)?,
+        _ => Vec::new(),
+    };
+    if records.is_empty() {
+        return Ok(ParsedHook::Ignored { kind });
     }
+    Ok(ParsedHook::Records {
+        kind: known,
+        records,
+    })
 }

@@ -7,3 +7,4 @@
 
 pub mod hooks;
 pub mod log_field;
+pub mod metric_names;

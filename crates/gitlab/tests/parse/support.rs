@@ -49,7 +49,7 @@ pub fn body(value: &serde_json::Value) -> Vec<u8> {
 /// Parses a body that must yield records.
 pub fn records(body: &[u8]) -> Vec<NewRecord> {
     match parse_hook(body, RECEIVED_AT) {
-        Ok(ParsedHook::Records(records)) => records,
+        Ok(ParsedHook::Records { records, .. }) => records,
         other => panic!("expected records, got {other:?}"),
     }
 }
@@ -57,7 +57,7 @@ pub fn records(body: &[u8]) -> Vec<NewRecord> {
 /// Parses a body that must be ignored, and returns the kind label.
 pub fn ignored(body: &[u8]) -> String {
     match parse_hook(body, RECEIVED_AT) {
-        Ok(ParsedHook::Ignored { kind }) => kind,
+        Ok(ParsedHook::Ignored { kind }) => kind.to_string(),
         other => panic!("expected an ignored hook, got {other:?}"),
     }
 }

@@ -23,7 +23,7 @@ fmt-check: ## check the formatting
 	cargo fmt --all -- --check
 
 fuzz: ## fuzz the GitLab hook parser for a minute (needs nightly and cargo-fuzz)
-	cd crates/ingest/fuzz && cargo +nightly fuzz run parse_hook -- -max_total_time=60 -dict=parse_hook.dict
+	cd crates/gitlab/fuzz && cargo +nightly fuzz run parse_hook -- -max_total_time=60 -dict=parse_hook.dict
 
 bench: ## run the benchmarks (release build), see docs/benchmarks.md
 	cargo run --release -p fluxgate-bench -- all

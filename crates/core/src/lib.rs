@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod error;
 pub mod git;
+pub mod hook;
 pub mod log;
 pub mod path;
 pub mod project;
@@ -18,6 +19,7 @@ pub mod token;
 pub use agent::{AgentId, AgentName, AgentNameError, AgentPolicy, Grant};
 pub use error::{ApiError, ErrorCode};
 pub use git::{GitError, GitRef, RefPattern, Sha};
+pub use hook::{HookBatch, NewRecord};
 pub use log::{
     AdminAction, CatalogChange, EventKind, LogEntry, LogRecord, PushEvent, Seq, StateCause,
     StateChange, StateEffect,

@@ -1,11 +1,12 @@
 //! The `Store` trait: everything the broker keeps durably.
 
 use async_trait::async_trait;
+use fluxgate_core::HookBatch;
 use fluxgate_core::{AgentId, AgentName, LogEntry, ReceiverHealth, Seq, TokenDigest, UnixMillis};
 
 use crate::error::StoreError;
 use crate::model::{
-    AgentRecord, AgentUpdate, AppendResult, CursorUpdate, HookBatch, LogBounds, NewAgent, Snapshot,
+    AgentRecord, AgentUpdate, AppendResult, CursorUpdate, LogBounds, NewAgent, Snapshot,
 };
 
 /// Which database a store runs on.

@@ -10,13 +10,14 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use fluxgate_core::HookBatch;
 use fluxgate_core::LogEntry;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::api::Store;
 use crate::error::StoreError;
-use crate::model::{HookBatch, HookOutcome};
+use crate::model::HookOutcome;
 
 /// Longest time one group-commit transaction may take.
 const TRANSACTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

@@ -1,24 +1,9 @@
 //! What goes into the store and what comes out of it.
 
 use fluxgate_core::{
-    AgentName, AgentPolicy, CatalogChange, FullPath, Grant, LogEntry, ProjectId, PushEvent,
-    ReceiverHealth, Seq, TokenDigest, UnixMillis, Visibility,
+    AgentName, AgentPolicy, FullPath, Grant, LogEntry, ProjectId, ReceiverHealth, Seq, TokenDigest,
+    UnixMillis, Visibility,
 };
-
-/// One record to append, as ingest produced it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NewRecord {
-    Push(PushEvent),
-    Catalog(CatalogChange),
-}
-
-/// Everything one hook delivery carries: appended atomically, deduplicated together.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HookBatch {
-    /// GitLab's `Idempotency-Key`: a delivery seen before with the same key is a duplicate.
-    pub idempotency_key: Option<String>,
-    pub records: Vec<NewRecord>,
-}
 
 /// Where one record of a hook ended up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,10 +12,11 @@ use fluxgate_core::{
     FullPath, GitRef, Grant, LogEntry, LogRecord, ProjectId, ProjectRef, PushEvent, ReceiverHealth,
     Seq, Sha, StateCause, StateEffect, UnixMillis, Visibility,
 };
+use fluxgate_core::{HookBatch, NewRecord};
 use fluxgate_store::testing::TestDatabase;
 use fluxgate_store::{
-    AgentUpdate, Appender, CommitListener, CursorUpdate, HookBatch, HookOutcome, ManualClock,
-    NewAgent, NewRecord, SqlStore, Store, StoreError, StoreOptions,
+    AgentUpdate, Appender, CommitListener, CursorUpdate, HookOutcome, ManualClock, NewAgent,
+    SqlStore, Store, StoreError, StoreOptions,
 };
 
 macro_rules! suite {

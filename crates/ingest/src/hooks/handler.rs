@@ -9,6 +9,11 @@
 //! seq range), and refusals are written at most once per source and reason per
 //! `hook_refusal_log_interval`, with bounded messages; every refusal is counted in
 //! `fluxgate_hook_refusals_total{reason}`.
+//!
+//! Each hook runs in a `hook` span that every line it logs carries: the request id (set
+//! by the server's request-id layer), then as they become known the idempotency key
+//! (or verified `webhook-id`), the kind, and the seqs the commit assigned. Grepping the
+//! request id or a seq finds the hook's lines.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -16,18 +21,28 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use fluxgate_core::{ApiError, ErrorCode, UnixMillis};
-use fluxgate_store::{AppendError, HookBatch, NewRecord};
+use fluxgate_core::{ApiError, ErrorCode, HookBatch, NewRecord, Seq, UnixMillis};
+use fluxgate_gitlab::ParsedHook;
+use fluxgate_store::AppendError;
 use http::{HeaderMap, header};
+use tracing::Instrument as _;
+use tracing::field::{Empty, display};
 
 use super::HookState;
 use super::auth::{AuthRefusal, Authenticated, unix_seconds_now};
-use super::response::{ErrorAnswer, HookAnswer};
-use crate::gitlab::{self, ParsedHook};
+use super::response::{ErrorAnswer, HookAnswer, HookStatus};
 use crate::log_field::bounded;
+use crate::metric_names as metric;
 
 /// GitLab's header carrying a delivery id that is stable across retries and resends.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+/// The request id the server's request-id layer sets (or keeps, if the client sent one).
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// Longest request id a hook's span repeats.
+const MAX_REQUEST_ID_CHARS: usize = 128;
+/// How many seqs a hook's span lists; `first_seq` and `last_seq` of the "hook committed"
+/// line bound the rest.
+const MAX_SPAN_SEQS: usize = 32;
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 /// Longest error message sent back for a payload that does not parse.
 const MAX_ERROR_MESSAGE_CHARS: usize = 1024;
@@ -54,6 +69,29 @@ pub async fn receive_hook(
     State(state): State<HookState>,
     request: Request,
 ) -> Result<HookAnswer, ErrorAnswer> {
+    let span = hook_span(request.headers());
+    receive_in_span(state, request).instrument(span).await
+}
+
+/// The span of one hook: the request id now, the rest recorded as it becomes known.
+fn hook_span(headers: &HeaderMap) -> tracing::Span {
+    let span = tracing::info_span!(
+        "hook",
+        request_id = Empty,
+        idempotency_key = Empty,
+        kind = Empty,
+        seqs = Empty,
+    );
+    if let Some(request_id) = headers.get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()) {
+        span.record(
+            "request_id",
+            display(bounded(request_id).with_max_chars(MAX_REQUEST_ID_CHARS)),
+        );
+    }
+    span
+}
+
+async fn receive_in_span(state: HookState, request: Request) -> Result<HookAnswer, ErrorAnswer> {
     let started = Instant::now();
     let source = request
         .extensions()
@@ -61,11 +99,11 @@ pub async fn receive_hook(
         .map(|info| info.0.ip());
     let result = handle(&state, request).await;
     let outcome = match &result {
-        Ok(answer) => answer.status,
+        Ok(answer) => answer.status.as_str(),
         Err(refused) => refused.error.code.as_str(),
     };
-    metrics::counter!("fluxgate_hooks_total", "outcome" => outcome).increment(1);
-    metrics::histogram!("fluxgate_hook_seconds").record(started.elapsed().as_secs_f64());
+    metrics::counter!(metric::HOOKS, metric::OUTCOME => outcome).increment(1);
+    metrics::histogram!(metric::HOOK_SECONDS).record(started.elapsed().as_secs_f64());
     result.map_err(|refused| {
         log_refusal(&state, source, &refused);
         ErrorAnswer(refused.error)
@@ -74,7 +112,7 @@ pub async fn receive_hook(
 
 fn log_refusal(state: &HookState, source: Option<IpAddr>, refused: &Refused) {
     let reason = refused.reason;
-    metrics::counter!("fluxgate_hook_refusals_total", "reason" => reason).increment(1);
+    metrics::counter!(metric::HOOK_REFUSALS, metric::REASON => reason).increment(1);
     let Some(suppressed) = state.refusal_log.admit(source, reason, Instant::now()) else {
         return;
     };
@@ -104,18 +142,26 @@ async fn handle(state: &HookState, request: Request) -> Result<HookAnswer, Refus
         Authenticated::Signature { webhook_id } => (Some(webhook_id), "signature"),
         Authenticated::Token => (idempotency_key, "token"),
     };
+    let span = tracing::Span::current();
+    if let Some(key) = &idempotency_key {
+        span.record("idempotency_key", display(bounded(key)));
+    }
     let received_at = UnixMillis::now();
-    let records = match gitlab::parse_hook(&body, received_at) {
-        Ok(ParsedHook::Records(records)) => records,
+    let records = match fluxgate_gitlab::parse_hook(&body, received_at) {
+        Ok(ParsedHook::Records { kind, records }) => {
+            span.record("kind", kind.as_str());
+            records
+        }
         Ok(ParsedHook::Ignored { kind }) => {
-            metrics::counter!("fluxgate_hooks_ignored_total", "kind" => ignored_kind_label(&kind))
+            span.record("kind", kind.as_str());
+            metrics::counter!(metric::HOOKS_IGNORED, metric::KIND => kind.metric_label())
                 .increment(1);
-            tracing::debug!(kind = %bounded(&kind), "hook of an unused kind ignored");
+            tracing::debug!(%kind, "hook of an unused kind ignored");
             return Ok(HookAnswer {
-                status: "ignored",
+                status: HookStatus::Ignored,
                 seqs: Vec::new(),
                 duplicates: 0,
-                kind: Some(kind),
+                kind: Some(kind.to_string()),
             });
         }
         Err(err) => {
@@ -130,9 +176,9 @@ async fn handle(state: &HookState, request: Request) -> Result<HookAnswer, Refus
     for record in &records {
         let kind = match record {
             NewRecord::Push(event) => event.kind.as_str(),
-            NewRecord::Catalog(_) => "catalog",
+            NewRecord::Catalog(_) => metric::CATALOG_RECORD,
         };
-        metrics::counter!("fluxgate_hook_records_total", "kind" => kind).increment(1);
+        metrics::counter!(metric::HOOK_RECORDS, metric::KIND => kind).increment(1);
     }
     let summary = Summary::of(&records);
     let batch = HookBatch {
@@ -142,13 +188,14 @@ async fn handle(state: &HookState, request: Request) -> Result<HookAnswer, Refus
     let outcome = commit(state, batch).await?;
     let duplicates = outcome.records.iter().filter(|r| r.duplicate).count();
     let seqs = outcome.records.iter().map(|r| r.seq).collect::<Vec<_>>();
+    span.record("seqs", display(SpanSeqs(&seqs)));
     let status = if outcome.all_duplicates() {
-        "duplicate"
+        HookStatus::Duplicate
     } else {
-        "accepted"
+        HookStatus::Accepted
     };
     tracing::info!(
-        status,
+        status = status.as_str(),
         authenticated_by,
         records = seqs.len(),
         pushes = summary.pushes,
@@ -312,39 +359,41 @@ async fn read_body(
     })
 }
 
-/// Hook kinds are chosen by the sender; only GitLab's own become metric labels.
-fn ignored_kind_label(kind: &str) -> &'static str {
-    const KNOWN: &[&str] = &[
-        "merge_request",
-        "note",
-        "issue",
-        "pipeline",
-        "build",
-        "job",
-        "deployment",
-        "release",
-        "wiki_page",
-        "feature_flag",
-        "emoji",
-        "user_create",
-        "user_destroy",
-        "user_rename",
-        "user_failed_login",
-        "user_add_to_team",
-        "user_remove_from_team",
-        "user_update_for_team",
-        "user_add_to_group",
-        "user_remove_from_group",
-        "user_update_for_group",
-        "key_create",
-        "key_destroy",
-        "group_create",
-        "group_destroy",
-        "repository_update",
-    ];
-    KNOWN
-        .iter()
-        .find(|known| **known == kind)
-        .copied()
-        .unwrap_or("other")
+/// A hook's seqs for its span: comma-separated, the first [`MAX_SPAN_SEQS`] of them, then
+/// how many there were in all.
+struct SpanSeqs<'a>(&'a [Seq]);
+
+impl std::fmt::Display for SpanSeqs<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (index, seq) in self.0.iter().take(MAX_SPAN_SEQS).enumerate() {
+            if index > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{seq}")?;
+        }
+        if self.0.len() > MAX_SPAN_SEQS {
+            write!(f, ",…[{} seqs]", self.0.len())?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seqs(range: std::ops::RangeInclusive<u64>) -> Vec<Seq> {
+        range.map(Seq).collect()
+    }
+
+    #[test]
+    fn a_span_lists_a_few_seqs_and_counts_the_rest() {
+        assert_eq!(SpanSeqs(&seqs(5..=7)).to_string(), "5,6,7");
+        let many = SpanSeqs(&seqs(1..=40)).to_string();
+        let listed = (1..=32)
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        assert_eq!(many, format!("{listed},…[40 seqs]"));
+    }
 }

@@ -8,12 +8,41 @@ use fluxgate_core::{ApiError, Seq};
 use http::StatusCode;
 use serde::Serialize;
 
+/// What became of a hook that was not refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HookStatus {
+    /// At least one new event.
+    Accepted,
+    /// Every event was seen before.
+    Duplicate,
+    /// A kind fluxgate does not use.
+    Ignored,
+}
+
+impl HookStatus {
+    /// As in the JSON body and the `outcome` metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Duplicate => "duplicate",
+            Self::Ignored => "ignored",
+        }
+    }
+
+    /// 202 for an ignored hook (nothing was stored), 200 otherwise.
+    pub fn http_status(self) -> StatusCode {
+        match self {
+            Self::Ignored => StatusCode::ACCEPTED,
+            Self::Accepted | Self::Duplicate => StatusCode::OK,
+        }
+    }
+}
+
 /// The body of a 2xx answer.
 #[derive(Debug, Serialize)]
 pub struct HookAnswer {
-    /// `accepted`: at least one new event; `duplicate`: all seen before; `ignored`: a kind
-    /// fluxgate does not use.
-    pub status: &'static str,
+    pub status: HookStatus,
     /// The seq of each event of the hook, in payload order (the original's for a duplicate).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub seqs: Vec<Seq>,
@@ -31,12 +60,7 @@ fn is_zero(n: &usize) -> bool {
 
 impl IntoResponse for HookAnswer {
     fn into_response(self) -> Response {
-        let status = if self.status == "ignored" {
-            StatusCode::ACCEPTED
-        } else {
-            StatusCode::OK
-        };
-        (status, Json(self)).into_response()
+        (self.status.http_status(), Json(self)).into_response()
     }
 }
 

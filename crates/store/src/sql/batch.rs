@@ -8,12 +8,11 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use fluxgate_core::{GitRef, ProjectId, PushEvent, Seq, Sha, UnixMillis};
+use fluxgate_core::{GitRef, HookBatch, NewRecord, ProjectId, PushEvent, Seq, Sha, UnixMillis};
 use sqlx::AnyConnection;
 
 use super::{bulk, rows};
 use crate::error::StoreError;
-use crate::model::{HookBatch, NewRecord};
 
 /// The last change recorded for one (project, ref).
 #[derive(Debug, Clone)]

@@ -11,13 +11,14 @@
 use fluxgate_core::{
     CatalogChange, FullPath, ProjectId, ProjectRef, StateEffect, UnixMillis, Visibility,
 };
+use fluxgate_core::{HookBatch, NewRecord};
 use sqlx::AnyConnection;
 
 use std::collections::HashMap;
 
 use super::{agents, bulk, rows};
 use crate::error::StoreError;
-use crate::model::{CatalogProject, HookBatch, NewRecord};
+use crate::model::CatalogProject;
 
 /// Applies a GitLab system event and returns the effects.
 pub(super) async fn apply(

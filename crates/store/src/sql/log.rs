@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use fluxgate_core::{HookBatch, NewRecord};
 use fluxgate_core::{LogEntry, LogRecord, PushEvent, Seq, StateCause, StateChange, UnixMillis};
 use sqlx::AnyConnection;
 
@@ -9,7 +10,7 @@ use super::batch::DeliveryHistory;
 use super::catalog::{self, ProjectCache};
 use super::{bulk, rows};
 use crate::error::StoreError;
-use crate::model::{AppendResult, HookBatch, HookOutcome, LogBounds, NewRecord, RecordOutcome};
+use crate::model::{AppendResult, HookOutcome, LogBounds, RecordOutcome};
 
 /// Takes the log lock (the first statement of every write transaction) and returns the
 /// bounds as of this transaction.

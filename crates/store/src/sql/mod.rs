@@ -19,6 +19,7 @@ use std::str::FromStr as _;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use fluxgate_core::HookBatch;
 use fluxgate_core::{AgentId, AgentName, LogEntry, ReceiverHealth, Seq, TokenDigest, UnixMillis};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor as _};
@@ -27,7 +28,7 @@ use crate::api::{Backend, Store};
 use crate::clock::Clock;
 use crate::error::{InvalidRequest, StoreError};
 use crate::model::{
-    AgentRecord, AgentUpdate, AppendResult, CursorUpdate, HookBatch, LogBounds, NewAgent, Snapshot,
+    AgentRecord, AgentUpdate, AppendResult, CursorUpdate, LogBounds, NewAgent, Snapshot,
 };
 
 /// Tuning for a [`SqlStore`].

@@ -1,10 +1,8 @@
 //! `push`, `tag_push` and `repository_update` bodies to push records.
 
-use fluxgate_core::{EventKind, GitRef, ProjectRef, PushEvent, Sha, UnixMillis};
-use fluxgate_store::NewRecord;
+use fluxgate_core::{EventKind, GitRef, NewRecord, ProjectRef, PushEvent, Sha, UnixMillis};
 use uuid::Uuid;
 
-use super::ParsedHook;
 use super::error::ParseError;
 use super::fields;
 use super::json::{self, Obj};
@@ -12,35 +10,37 @@ use super::project::hook_project;
 use super::wire::{PushBody, RefChange, RepositoryUpdateBody};
 
 /// A `push` or `tag_push` body: one ref changed. `commits` is never read.
-pub(crate) fn parse_push(body: &[u8], received_at: UnixMillis) -> Result<ParsedHook, ParseError> {
+pub(crate) fn parse_push(
+    body: &[u8],
+    received_at: UnixMillis,
+) -> Result<Vec<NewRecord>, ParseError> {
     let wire: PushBody = json::decode(body)?;
     let git_ref = fields::git_ref("ref", &wire.git_ref)?;
     let before = fields::sha("before", &wire.before)?;
     let after = fields::sha("after", &wire.after)?;
     let project = hook_project(wire.project.as_ref().map(|Obj(p)| p), &wire.project_id)?;
-    Ok(ParsedHook::Records(vec![push_record(
+    Ok(vec![push_record(
         project,
         git_ref,
         before,
         after,
         received_at,
-    )]))
+    )])
 }
 
-/// A `repository_update` body: one push record per element of `changes`, in order.
+/// A `repository_update` body: one push record per element of `changes`, in order
+/// (none for an empty `changes`).
 pub(crate) fn parse_repository_update(
     body: &[u8],
     received_at: UnixMillis,
-) -> Result<ParsedHook, ParseError> {
+) -> Result<Vec<NewRecord>, ParseError> {
     let wire: RepositoryUpdateBody = json::decode(body)?;
     let changes = wire.changes.ok_or_else(|| ParseError::missing("changes"))?;
     if changes.is_empty() {
-        return Ok(ParsedHook::Ignored {
-            kind: "repository_update".to_owned(),
-        });
+        return Ok(Vec::new());
     }
     let project = hook_project(wire.project.as_ref().map(|Obj(p)| p), &wire.project_id)?;
-    let records = changes
+    changes
         .iter()
         .enumerate()
         .map(|(index, Obj(change))| {
@@ -53,8 +53,7 @@ pub(crate) fn parse_repository_update(
                 received_at,
             ))
         })
-        .collect::<Result<Vec<_>, ParseError>>()?;
-    Ok(ParsedHook::Records(records))
+        .collect()
 }
 
 fn ref_change(index: usize, change: &RefChange) -> Result<(GitRef, Sha, Sha), ParseError> {

@@ -1,8 +1,8 @@
 //! Variations of valid bodies: what is accepted, how optional fields read, and which
 //! bodies are ignored rather than rejected.
 
+use fluxgate_core::NewRecord;
 use fluxgate_core::{CatalogChange, EventKind, Visibility};
-use fluxgate_store::NewRecord;
 use serde_json::{Value, json};
 
 use crate::support::{
@@ -205,4 +205,46 @@ fn hostile_kind_labels_are_reported_as_unknown() {
     let long = format!(r#"{{"event_name": "{}"}}"#, "x".repeat(100));
     assert_eq!(ignored(long.as_bytes()), "unknown");
     assert_eq!(ignored(br#"{"object_kind": "push\nfake=1"}"#), "unknown");
+}
+
+#[test]
+fn system_events_are_read_from_event_name_only() {
+    let mut value = fixture_json(&own_fixture("system-hook-project-create.json"));
+    value["object_kind"] = json!("project_create");
+    assert_eq!(ignored(&body(&value)), "project_create");
+    let mut value = fixture_json(&own_fixture("system-hook-repository-update-3-changes.json"));
+    value["object_kind"] = json!("repository_update");
+    assert_eq!(ignored(&body(&value)), "repository_update");
+}
+
+#[test]
+fn records_carry_the_kind_that_produced_them() {
+    use fluxgate_gitlab::{KnownKind, ParsedHook, parse_hook};
+    let cases = [
+        (
+            shared_fixture("gitlab-project-push-hook.json"),
+            KnownKind::Push,
+        ),
+        (
+            own_fixture("system-hook-repository-update-3-changes.json"),
+            KnownKind::RepositoryUpdate,
+        ),
+        (
+            own_fixture("system-hook-project-transfer.json"),
+            KnownKind::ProjectTransfer,
+        ),
+        (
+            own_fixture("system-hook-group-rename.json"),
+            KnownKind::GroupRename,
+        ),
+    ];
+    for (body, want) in cases {
+        match parse_hook(&body, crate::support::RECEIVED_AT) {
+            Ok(parsed @ ParsedHook::Records { kind, .. }) => {
+                assert_eq!(kind, want);
+                assert_eq!(parsed.kind(), want.as_str());
+            }
+            other => panic!("expected records of {want}, got {other:?}"),
+        }
+    }
 }

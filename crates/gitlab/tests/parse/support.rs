@@ -3,12 +3,12 @@
 
 use std::collections::HashSet;
 
+use fluxgate_core::NewRecord;
 use fluxgate_core::{
     CatalogChange, EventKind, FullPath, GitRef, ProjectId, ProjectRef, PushEvent, Sha, UnixMillis,
     Visibility,
 };
-use fluxgate_ingest::gitlab::{ParsedHook, parse_hook};
-use fluxgate_store::NewRecord;
+use fluxgate_gitlab::{ParsedHook, parse_hook};
 
 /// The receipt time every test passes in.
 pub const RECEIVED_AT: UnixMillis = UnixMillis(1_767_225_600_000);
@@ -49,7 +49,7 @@ pub fn body(value: &serde_json::Value) -> Vec<u8> {
 /// Parses a body that must yield records.
 pub fn records(body: &[u8]) -> Vec<NewRecord> {
     match parse_hook(body, RECEIVED_AT) {
-        Ok(ParsedHook::Records(records)) => records,
+        Ok(ParsedHook::Records { records, .. }) => records,
         other => panic!("expected records, got {other:?}"),
     }
 }
@@ -57,7 +57,7 @@ pub fn records(body: &[u8]) -> Vec<NewRecord> {
 /// Parses a body that must be ignored, and returns the kind label.
 pub fn ignored(body: &[u8]) -> String {
     match parse_hook(body, RECEIVED_AT) {
-        Ok(ParsedHook::Ignored { kind }) => kind,
+        Ok(ParsedHook::Ignored { kind }) => kind.to_string(),
         other => panic!("expected an ignored hook, got {other:?}"),
     }
 }

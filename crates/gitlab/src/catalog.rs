@@ -4,22 +4,30 @@
 //! name (`project_visibility`), unlike push bodies, which nest the project and give a
 //! numeric `visibility_level`.
 
-use fluxgate_core::{CatalogChange, ProjectRef};
-use fluxgate_store::NewRecord;
+use fluxgate_core::{CatalogChange, NewRecord, ProjectRef};
 
-use super::ParsedHook;
 use super::error::ParseError;
 use super::fields;
 use super::json;
-use super::kind::ProjectEvent;
 use super::wire::{GroupRenameBody, ProjectEventBody};
+
+/// The `project_*` system events, by the catalog change each makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProjectEvent {
+    /// `project_create` or `project_update`.
+    Upsert,
+    /// `project_destroy`.
+    Destroy,
+    /// `project_rename` or `project_transfer`.
+    Move,
+}
 
 /// A `project_create`, `project_update`, `project_destroy`, `project_rename` or
 /// `project_transfer` body.
 pub(crate) fn parse_project_event(
     body: &[u8],
     event: ProjectEvent,
-) -> Result<ParsedHook, ParseError> {
+) -> Result<Vec<NewRecord>, ParseError> {
     let wire: ProjectEventBody = json::decode(body)?;
     let change = match event {
         ProjectEvent::Upsert => CatalogChange::ProjectUpserted {
@@ -38,7 +46,7 @@ pub(crate) fn parse_project_event(
 }
 
 /// A `group_rename` body.
-pub(crate) fn parse_group_rename(body: &[u8]) -> Result<ParsedHook, ParseError> {
+pub(crate) fn parse_group_rename(body: &[u8]) -> Result<Vec<NewRecord>, ParseError> {
     let wire: GroupRenameBody = json::decode(body)?;
     Ok(catalog_record(CatalogChange::GroupRenamed {
         old_path: fields::full_path("old_full_path", &wire.old_full_path)?,
@@ -55,6 +63,6 @@ fn project(wire: &ProjectEventBody) -> Result<ProjectRef, ParseError> {
     })
 }
 
-fn catalog_record(change: CatalogChange) -> ParsedHook {
-    ParsedHook::Records(vec![NewRecord::Catalog(change)])
+fn catalog_record(change: CatalogChange) -> Vec<NewRecord> {
+    vec![NewRecord::Catalog(change)]
 }

@@ -1,7 +1,7 @@
 //! Property tests: `parse_hook` always returns, and what it returns is well formed.
 
-use fluxgate_ingest::gitlab::{ParseError, ParsedHook, parse_hook};
-use fluxgate_store::NewRecord;
+use fluxgate_core::NewRecord;
+use fluxgate_gitlab::{ParseError, ParsedHook, parse_hook};
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -140,7 +140,7 @@ fn apply(root: &mut Value, edit: &Edit) {
 /// kind label, or a message that names a field or the body.
 fn assert_well_formed(result: &Result<ParsedHook, ParseError>) {
     match result {
-        Ok(ParsedHook::Records(records)) => {
+        Ok(ParsedHook::Records { records, .. }) => {
             assert!(!records.is_empty(), "no records: {result:?}");
             for record in records {
                 if let NewRecord::Push(event) = record {
@@ -149,6 +149,7 @@ fn assert_well_formed(result: &Result<ParsedHook, ParseError>) {
             }
         }
         Ok(ParsedHook::Ignored { kind }) => {
+            let kind = kind.as_str();
             assert!(!kind.is_empty() && kind.len() <= 64, "kind {kind:?}");
         }
         Err(error) => {

@@ -1,4 +1,4 @@
-//! Tests of `fluxgate_ingest::gitlab::parse_hook`: GitLab's own sample bodies (shared and
+//! Tests of `fluxgate_gitlab::parse_hook`: GitLab's own sample bodies (shared and
 //! ours), malformed bodies with their exact messages, and property tests that it never
 //! panics.
 

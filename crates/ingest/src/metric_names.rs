@@ -1,0 +1,56 @@
+//! Metric names of the ingest crate, their labels, and their descriptions.
+//!
+//! Label values are snake_case words: an outcome (`accepted`, `duplicate`, `ignored`, or
+//! the error code of a refusal such as `unauthenticated`), a refusal reason
+//! (`token_wrong`, `too_large`, …), a hook kind (a GitLab kind name, or `other`) or a
+//! record kind (`push`, `tag_push`, `catalog`).
+
+/// Hooks received, by [`OUTCOME`].
+pub const HOOKS: &str = "fluxgate_hooks_total";
+/// Hooks refused, by [`REASON`].
+pub const HOOK_REFUSALS: &str = "fluxgate_hook_refusals_total";
+/// Hooks of kinds fluxgate does not use, by [`KIND`].
+pub const HOOKS_IGNORED: &str = "fluxgate_hooks_ignored_total";
+/// Records parsed from accepted hooks, by [`KIND`].
+pub const HOOK_RECORDS: &str = "fluxgate_hook_records_total";
+/// Time to answer a hook.
+pub const HOOK_SECONDS: &str = "fluxgate_hook_seconds";
+
+/// Every metric of this crate.
+pub const ALL: &[&str] = &[
+    HOOKS,
+    HOOK_REFUSALS,
+    HOOKS_IGNORED,
+    HOOK_RECORDS,
+    HOOK_SECONDS,
+];
+
+/// Label of [`HOOKS`]: the answer's status, or the refusal's error code.
+pub const OUTCOME: &str = "outcome";
+/// Label of [`HOOK_REFUSALS`]: why the hook was refused.
+pub const REASON: &str = "reason";
+/// Label of [`HOOKS_IGNORED`] and [`HOOK_RECORDS`].
+pub const KIND: &str = "kind";
+
+/// The [`KIND`] of a record of [`HOOK_RECORDS`] that changes the catalog.
+pub const CATALOG_RECORD: &str = "catalog";
+
+/// Registers descriptions with the installed recorder.
+pub fn describe() {
+    use metrics::{Unit, describe_counter, describe_histogram};
+    describe_counter!(HOOKS, "Hooks received, by outcome.");
+    describe_counter!(
+        HOOK_REFUSALS,
+        "Hooks refused, by reason (every one, also when its log line was rate limited)."
+    );
+    describe_counter!(
+        HOOKS_IGNORED,
+        "Hooks of kinds fluxgate does not use, by kind."
+    );
+    describe_counter!(HOOK_RECORDS, "Records parsed from accepted hooks, by kind.");
+    describe_histogram!(
+        HOOK_SECONDS,
+        Unit::Seconds,
+        "Time to answer a hook, commit included."
+    );
+}

@@ -35,6 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
+use fluxgate_core::Backoff;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -44,7 +45,6 @@ use super::payload::TriggerRequest;
 use super::retry::{
     Deliverer, DeliveryOutcome, DeliveryReport, Verdict, classify, describe, http_status,
 };
-use crate::backoff::Backoff;
 use crate::event::TriggerEvent;
 
 /// Which broker stream an event came from, and its seq, so its ack goes to that stream.

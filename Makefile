@@ -1,5 +1,5 @@
-# Developer tasks. CI runs `.ci/run`, which runs `fmt-check`, `lint` and `test`.
-.PHONY: help run test test-store lint fmt fmt-check fuzz bench chaos docker clean
+# Developer tasks. CI runs `.ci/run`, which runs `fmt-check`, `lint`, `deps` and `test`.
+.PHONY: help run test test-store lint deps fmt fmt-check fuzz bench chaos docker clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -15,6 +15,10 @@ test-store: ## the store's behavioural suite on SQLite and PostgreSQL
 
 lint: ## clippy, warnings are errors
 	cargo clippy --workspace --all-targets -- -D warnings
+
+deps: ## unused dependencies (cargo machete) and licences, bans, sources (cargo deny, offline)
+	cargo machete
+	cargo deny --frozen check licenses bans sources
 
 fmt: ## format the code
 	cargo fmt --all

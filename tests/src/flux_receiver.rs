@@ -43,7 +43,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -51,6 +51,7 @@ use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use hmac::{Hmac, KeyInit, Mac};
+use parking_lot::{Mutex, MutexGuard};
 use sha2::{Digest, Sha256, Sha512};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -366,7 +367,7 @@ impl Shared {
     fn registry(&self) -> MutexGuard<'_, Registry> {
         // A panicking test thread cannot leave the registry half-updated: every update
         // is a single assignment or push.
-        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+        self.registry.lock()
     }
 
     fn with_receiver<T>(&self, name: &str, f: impl FnOnce(&mut Registered) -> T) -> Option<T> {

@@ -24,13 +24,13 @@
 
 use std::time::Duration;
 
+use fluxgate_core::Backoff;
 use fluxgate_proto::v1::agent_service_client::AgentServiceClient;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity as TlsIdentity};
 
-use crate::backoff::Backoff;
 use crate::config::{AgentConfig, BrokerTls};
 use crate::cursor::Cursor;
 use crate::dispatch::Dispatcher;
@@ -137,8 +137,9 @@ impl Connection {
             }
             Err(error) => {
                 let retry_in = self.backoff.next_delay();
-                let description = crate::error_chain::describe(&error);
-                match crate::tls_error::explain(&error) {
+                let tls_cause = crate::tls_error::explain(&error);
+                let description = format!("{:#}", anyhow::Error::new(error));
+                match tls_cause {
                     Some(cause) => tracing::error!(
                         broker = %uri,
                         %cause,
@@ -186,7 +187,7 @@ impl Connection {
         {
             tracing::error!(
                 %cause,
-                error = %crate::error_chain::describe(status),
+                error = %format!("{:#}", anyhow::Error::new(status.clone())),
                 ?retry_in,
                 "TLS handshake with the broker failed"
             );

@@ -15,12 +15,10 @@
 //!
 //! The binary in `main.rs` only parses flags, sets up logging and calls [`run`].
 
-pub mod backoff;
 pub mod config;
 pub mod connection;
 pub mod cursor;
 pub mod dispatch;
-mod error_chain;
 pub mod event;
 pub mod flux_path;
 pub mod metric_names;

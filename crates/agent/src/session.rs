@@ -16,6 +16,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use fluxgate_core::bearer;
 use fluxgate_proto::v1 as proto;
 use fluxgate_proto::v1::agent_service_client::AgentServiceClient;
 use proto::broker_message::Message;
@@ -138,7 +139,7 @@ pub async fn run(
 pub fn authorization(
     token: &str,
 ) -> Result<AsciiMetadataValue, tonic::metadata::errors::InvalidMetadataValue> {
-    let mut value = MetadataValue::try_from(format!("Bearer {token}"))?;
+    let mut value = MetadataValue::try_from(bearer::header_value(token))?;
     value.set_sensitive(true);
     Ok(value)
 }

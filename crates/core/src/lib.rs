@@ -6,6 +6,8 @@
 //! position in the durable log. The crate does no I/O.
 
 pub mod agent;
+pub mod backoff;
+pub mod bearer;
 pub mod error;
 pub mod git;
 pub mod hook;
@@ -17,6 +19,7 @@ pub mod time;
 pub mod token;
 
 pub use agent::{AgentId, AgentName, AgentNameError, AgentPolicy, Grant};
+pub use backoff::Backoff;
 pub use error::{ApiError, ErrorCode};
 pub use git::{GitError, GitRef, RefPattern, Sha};
 pub use hook::{HookBatch, NewRecord};

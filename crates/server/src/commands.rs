@@ -306,17 +306,18 @@ pub async fn healthcheck(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A database URL without its password, for messages.
+/// A database URL without its password, for messages. A URL that does not parse (the store
+/// opened it, so it does) is not shown at all.
 fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return "<unparseable URL>".to_owned();
+    };
+    if parsed.password().is_none() {
+        return url.to_owned();
+    }
+    match parsed.set_password(Some("***")) {
+        Ok(()) => parsed.into(),
+        Err(()) => "<unparseable URL>".to_owned(),
     }
 }
 
@@ -335,5 +336,14 @@ mod tests {
             redact_url("sqlite://./x.db?mode=rwc"),
             "sqlite://./x.db?mode=rwc"
         );
+        assert_eq!(
+            redact_url("postgres://u:p@ss:w%40rd@db/f?sslmode=require"),
+            "postgres://u:***@db/f?sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://:secret@db/f"),
+            "postgres://:***@db/f"
+        );
+        assert_eq!(redact_url("not a url :secret@"), "<unparseable URL>");
     }
 }

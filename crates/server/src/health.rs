@@ -18,12 +18,32 @@ use tokio_util::sync::CancellationToken;
 pub struct Readiness {
     shutting_down: AtomicBool,
     database_ok: AtomicBool,
-    /// 0: no Redis, 1: disconnected, 2: connected.
-    redis: std::sync::atomic::AtomicU8,
+    redis: parking_lot::Mutex<RedisLink>,
     /// Set after the first check, so the first result is not reported as a change.
     checked: AtomicBool,
     /// The essential task whose end made this replica unable to work, and how it ended.
-    failed: std::sync::Mutex<Option<String>>,
+    failed: parking_lot::Mutex<Option<String>>,
+}
+
+/// The Redis bus as readiness sees it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum RedisLink {
+    /// No Redis is configured (or it was not checked yet).
+    #[default]
+    Absent,
+    Disconnected,
+    Connected,
+}
+
+impl RedisLink {
+    /// For the report: absent without Redis.
+    fn connected(self) -> Option<bool> {
+        match self {
+            Self::Absent => None,
+            Self::Disconnected => Some(false),
+            Self::Connected => Some(true),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -44,15 +64,8 @@ impl Readiness {
     pub fn report(&self) -> ReadinessReport {
         let database = self.database_ok.load(Ordering::Acquire);
         let shutting_down = self.shutting_down.load(Ordering::Acquire);
-        let redis = match self.redis.load(Ordering::Acquire) {
-            0 => None,
-            state => Some(state == 2),
-        };
-        let failed = self
-            .failed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let redis = self.redis.lock().connected();
+        let failed = self.failed.lock().clone();
         ReadinessReport {
             ready: database && !shutting_down && failed.is_none(),
             database,
@@ -64,7 +77,7 @@ impl Readiness {
 
     /// An essential task ended: not ready from now on.
     pub fn fail(&self, reason: String) {
-        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        let mut failed = self.failed.lock();
         failed.get_or_insert(reason);
     }
 
@@ -86,6 +99,14 @@ impl Readiness {
         }
     }
 
+    fn set_redis(&self, connected: bool) {
+        *self.redis.lock() = if connected {
+            RedisLink::Connected
+        } else {
+            RedisLink::Disconnected
+        };
+    }
+
     /// Checks the database (and reads the Redis bus's state) every `interval` until
     /// shutdown.
     pub async fn watch(
@@ -102,13 +123,34 @@ impl Readiness {
             );
             self.set_database(ok);
             if let Some(connected) = &redis_connected {
-                self.redis
-                    .store(if connected() { 2 } else { 1 }, Ordering::Release);
+                self.set_redis(connected());
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(interval) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_is_reported_only_once_checked_and_never_decides_readiness() {
+        let readiness = Readiness::default();
+        readiness.set_database(true);
+        assert_eq!(readiness.report().redis, None);
+        readiness.set_redis(false);
+        let report = readiness.report();
+        assert_eq!((report.redis, report.ready), (Some(false), true));
+        readiness.set_redis(true);
+        assert_eq!(readiness.report().redis, Some(true));
+        readiness.fail("log writer ended".to_owned());
+        readiness.fail("a later reason".to_owned());
+        let report = readiness.report();
+        assert!(!report.ready);
+        assert_eq!(report.failed.as_deref(), Some("log writer ended"));
     }
 }

@@ -4,7 +4,7 @@
 //! each on a fresh database.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fluxgate_core::{
@@ -18,6 +18,7 @@ use fluxgate_store::{
     AgentUpdate, Appender, CommitListener, CursorUpdate, HookOutcome, ManualClock, NewAgent,
     SqlStore, Store, StoreError, StoreOptions,
 };
+use parking_lot::Mutex;
 
 macro_rules! suite {
     ($($case:ident),* $(,)?) => {
@@ -951,7 +952,7 @@ struct Recorder(Mutex<Vec<Seq>>);
 
 impl CommitListener for Recorder {
     fn committed(&self, entries: &[LogEntry]) {
-        self.0.lock().unwrap().extend(entries.iter().map(|e| e.seq));
+        self.0.lock().extend(entries.iter().map(|e| e.seq));
     }
 }
 
@@ -974,7 +975,7 @@ async fn appender_commits_concurrent_hooks_in_order(db: TestDatabase) {
     drop(appender);
     writer.await.unwrap();
 
-    let published = recorder.0.lock().unwrap().clone();
+    let published = recorder.0.lock().clone();
     let mut sorted = published.clone();
     sorted.sort();
     assert_eq!(published, sorted, "published in seq order");

@@ -9,12 +9,13 @@
 //! at-least-once.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fluxgate_core::{AgentId, Seq, UnixMillis};
 use fluxgate_routing::Subscription;
 use fluxgate_store::{CursorUpdate, Store};
+use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::metric_names as names;
@@ -88,7 +89,7 @@ impl CursorSaver {
             seen_at: now,
             closed_at: closed.then_some(now),
         };
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pending = self.pending.lock();
         match pending.get_mut(&stream.stream) {
             Some(existing) => merge(existing, update),
             None => {
@@ -100,7 +101,7 @@ impl CursorSaver {
     /// Writes what is pending; on failure keeps it for the next try.
     pub async fn flush(&self, store: &dyn Store) {
         let batch: Vec<CursorUpdate> = {
-            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let mut pending = self.pending.lock();
             pending.drain().map(|(_, update)| update).collect()
         };
         if batch.is_empty() {
@@ -110,7 +111,7 @@ impl CursorSaver {
         if let Err(err) = store.save_cursors(&batch, stale_before).await {
             metrics::counter!(names::CURSOR_SAVE_ERRORS).increment(1);
             tracing::warn!(error = %err, agents = batch.len(), "cannot save cursors; will retry");
-            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let mut pending = self.pending.lock();
             for update in batch {
                 match pending.get_mut(&update.stream) {
                     Some(existing) => merge(existing, update),

@@ -13,13 +13,14 @@
 //! H in its queue, and reads everything up to H from the store.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use fluxgate_core::{AgentId, LogEntry, LogRecord, Seq, UnixMillis};
 use fluxgate_routing::{
     AgentEffect, RoutingState, SubscriberId, Subscription, SubscriptionIndex, route_one,
 };
+use parking_lot::Mutex;
 use tokio::sync::{Notify, RwLock, RwLockWriteGuard, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
@@ -43,7 +44,7 @@ pub struct CloseSignal {
 impl CloseSignal {
     /// Asks the stream to close; the first reason wins.
     pub fn close(&self, status: Status) {
-        let mut reason = self.reason.lock().unwrap_or_else(|e| e.into_inner());
+        let mut reason = self.reason.lock();
         if reason.is_none() {
             *reason = Some(status);
         }
@@ -55,10 +56,7 @@ impl CloseSignal {
     }
 
     pub fn reason(&self) -> Option<Status> {
-        self.reason
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.reason.lock().clone()
     }
 }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fluxgate_core::AgentToken;
+use fluxgate_core::{AgentToken, bearer};
 use fluxgate_proto::v1::agent_service_server::AgentService;
 use fluxgate_proto::v1::{self, agent_message};
 use tokio::sync::mpsc;
@@ -46,10 +46,7 @@ pub fn bearer_token(metadata: &MetadataMap) -> Result<AgentToken, Status> {
     let value = value
         .to_str()
         .map_err(|_| Status::unauthenticated("the authorization metadata is not valid text"))?;
-    let (scheme, token) = value.split_once(' ').ok_or_else(missing)?;
-    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-        return Err(missing());
-    }
+    let token = bearer::parse(value).map_err(|_| missing())?;
     Ok(AgentToken::from_presented(token))
 }
 

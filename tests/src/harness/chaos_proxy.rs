@@ -3,8 +3,9 @@
 //! without stopping the shared server (the technique of crates.io's `ChaosProxy`).
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -42,26 +43,15 @@ impl ChaosProxy {
                         let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
                     }
                 });
-                tasks
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(connection);
+                tasks.lock().push(connection);
             }
         });
-        self.tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(accept);
+        self.tasks.lock().push(accept);
     }
 
     /// Drops every connection and stops listening: new connections are refused.
     pub fn cut(&self) {
-        for task in self
-            .tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-        {
+        for task in self.tasks.lock().drain(..) {
             task.abort();
         }
     }

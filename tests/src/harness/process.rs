@@ -1,9 +1,10 @@
 //! A child process whose output lines are captured for assertions.
 
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 
@@ -42,7 +43,7 @@ impl Process {
     }
 
     pub fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.lines.lock().clone()
     }
 
     /// The first captured JSON log line whose `message` equals `message`.
@@ -61,14 +62,13 @@ impl Process {
         eventually(timeout, &what, || {
             let found = lines
                 .lock()
-                .unwrap_or_else(|e| e.into_inner())
                 .iter()
                 .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
                 .find(|value| value["message"] == message);
             if found.is_none()
                 && let Ok(Some(status)) = exited.try_wait()
             {
-                let output = lines.lock().unwrap_or_else(|e| e.into_inner()).join("\n");
+                let output = lines.lock().join("\n");
                 panic!("{name} exited with {status} before logging {message:?}:\n{output}");
             }
             async move { found }
@@ -124,6 +124,6 @@ async fn capture(
         if echo {
             eprintln!("[{name}] {line}");
         }
-        lines.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+        lines.lock().push(line);
     }
 }

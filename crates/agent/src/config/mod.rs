@@ -54,9 +54,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fluxgate_core::AgentToken;
+use fluxgate_core::{AgentToken, bearer};
 use reqwest::Url;
-use reqwest::header::HeaderValue;
 
 use crate::receiver::Receiver;
 use crate::receiver::retry::RetryPolicy;
@@ -219,7 +218,7 @@ fn agent_token(
     if token.reveal().is_empty() {
         return Err(ConfigError::invalid(field, "the agent token is empty"));
     }
-    if HeaderValue::from_str(&format!("Bearer {}", token.reveal())).is_err() {
+    if bearer::check_token(token.reveal()).is_err() {
         return Err(ConfigError::invalid(
             field,
             "the agent token has characters that cannot be sent in a header",

@@ -204,6 +204,16 @@ fn agent_token_sources() {
         &format!("token_file: missing\n{MINIMAL}"),
         "token_file: cannot read",
     );
+    for unsendable in ["fgat abc", "fgat_\u{e9}", "fgat\tabc"] {
+        let refused =
+            AgentConfig::from_yaml(MINIMAL, Path::new("."), &|_| Some(unsendable.to_owned()))
+                .expect_err("a token the broker cannot read back")
+                .to_string();
+        assert!(
+            refused.contains("token_env: the agent token has characters that cannot be sent"),
+            "{refused}"
+        );
+    }
 }
 
 #[test]

@@ -15,11 +15,12 @@
 //! receiver and reason.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fluxgate_core::receiver_health::{MAX_RECEIVER_ERROR_BYTES, truncate_text};
 use fluxgate_core::{FailingReceiver, Seq, UnixMillis};
+use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::watch;
 
 use super::retry::{RetryPolicy, describe, failure_reason, http_status};
@@ -82,7 +83,7 @@ impl HealthBoard {
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, FailingReceiver>> {
         // Every critical section is one map operation.
-        self.failing.lock().unwrap_or_else(PoisonError::into_inner)
+        self.failing.lock()
     }
 }
 

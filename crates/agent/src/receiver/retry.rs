@@ -7,7 +7,7 @@
 //! | 400 (validation failed), 413 (body too large), any other status | rejected at once |
 //!
 //! A retried call is retried for as long as it keeps failing, with capped exponential
-//! backoff and jitter ([`crate::backoff`]): a Receiver that is down for an hour is still
+//! backoff and jitter ([`fluxgate_core::backoff`]): a Receiver that is down for an hour is still
 //! called when it comes back (the loop is in [`super::worker`]). Only a 2xx or a final
 //! refusal ends a delivery.
 

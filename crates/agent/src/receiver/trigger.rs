@@ -88,6 +88,44 @@ fn no_answer(error: reqwest::Error) -> AttemptResult {
     };
     AttemptResult::NoAnswer {
         reason,
-        detail: crate::error_chain::with_causes(head, &error.without_url()),
+        detail: with_causes(head, &error.without_url()),
+    }
+}
+
+/// `head: cause: cause of the cause…`: `head` stands for the error's own message (reqwest's
+/// says only that a request failed), followed by every source below it.
+fn with_causes(head: &str, error: &reqwest::Error) -> String {
+    std::iter::once(head.to_owned())
+        .chain(
+            anyhow::Chain::new(error)
+                .skip(1)
+                .map(|cause| cause.to_string()),
+        )
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn no_answer_names_the_causes_but_not_the_url() {
+        // Nothing listens on port 1 of the loopback address: the connect is refused.
+        crate::install_crypto_provider();
+        let error = http_client(Duration::from_secs(5))
+            .expect("client")
+            .post("http://127.0.0.1:1/hook/secret-path")
+            .send()
+            .await
+            .expect_err("nothing listens there");
+        let AttemptResult::NoAnswer { reason, detail } = no_answer(error) else {
+            panic!("expected no answer");
+        };
+        assert_eq!(reason, NoAnswerReason::Connect);
+        assert!(detail.starts_with("connection failed: "), "{detail}");
+        assert!(detail.len() > "connection failed: ".len(), "{detail}");
+        assert!(!detail.contains("secret-path"), "{detail}");
+        assert!(!detail.contains("error sending request"), "{detail}");
     }
 }

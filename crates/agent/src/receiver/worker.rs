@@ -31,10 +31,12 @@
 //! The broker sends those events again on the new stream, and they coalesce into the
 //! running retry rather than start a second delivery.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
+use fluxgate_core::Backoff;
+use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -44,7 +46,6 @@ use super::payload::TriggerRequest;
 use super::retry::{
     Deliverer, DeliveryOutcome, DeliveryReport, Verdict, classify, describe, http_status,
 };
-use crate::backoff::Backoff;
 use crate::event::TriggerEvent;
 
 /// Which broker stream an event came from, and its seq, so its ack goes to that stream.
@@ -124,7 +125,7 @@ impl Slot {
     fn lock(&self) -> MutexGuard<'_, Option<Job>> {
         // Every critical section is a `take` or a `take` then `replace`, with no panicking
         // code in between, so a panic elsewhere cannot leave the slot half-updated.
-        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+        self.pending.lock()
     }
 
     fn generation(&self) -> u64 {

@@ -4,11 +4,12 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use fluxgate_proto::v1 as proto;
 use fluxgate_proto::v1::agent_service_server::{AgentService, AgentServiceServer};
+use parking_lot::Mutex;
 use proto::agent_message::Message as AgentMessage;
 use proto::broker_message::Message;
 use tokio::sync::mpsc;
@@ -71,7 +72,7 @@ impl FakeBroker {
 
     /// Refuses the next Subscribe call with `status`.
     pub fn reject_next(&self, status: Status) {
-        self.rejections.lock().expect("lock").push_back(status);
+        self.rejections.lock().push_back(status);
     }
 
     /// How many Subscribe calls arrived, refused ones included.
@@ -214,7 +215,7 @@ impl AgentService for Service {
         request: Request<Streaming<proto::AgentMessage>>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         self.attempts.fetch_add(1, Ordering::SeqCst);
-        if let Some(status) = self.rejections.lock().expect("lock").pop_front() {
+        if let Some(status) = self.rejections.lock().pop_front() {
             return Err(status);
         }
         let authorization = request

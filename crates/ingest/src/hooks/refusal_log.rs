@@ -7,8 +7,9 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 /// Source/reason pairs remembered at most.
 pub const MAX_TRACKED: usize = 4096;
@@ -39,7 +40,7 @@ impl RefusalLog {
     /// Called for each refusal. `Some(suppressed)`: write a line now, mentioning the
     /// `suppressed` refusals of this pair since the previous line; `None`: stay quiet.
     pub fn admit(&self, source: Option<IpAddr>, reason: &'static str, now: Instant) -> Option<u64> {
-        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        let mut windows = self.windows.lock();
         let mut key = (source, reason);
         if !windows.contains_key(&key) && windows.len() >= MAX_TRACKED {
             let interval = self.interval;
@@ -119,7 +120,7 @@ mod tests {
                 lines += 1;
             }
         }
-        let tracked = log.windows.lock().unwrap().len();
+        let tracked = log.windows.lock().len();
         assert!(tracked <= MAX_TRACKED + 1, "{tracked}");
         // Sources past the limit share one window: one more line, not a thousand.
         assert_eq!(lines, MAX_TRACKED + 1);

@@ -1,9 +1,10 @@
 //! Log lines stay short whatever the client sends, and refusals are rate limited.
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tracing_subscriber::fmt::MakeWriter;
 
 use crate::support::{Hooks, SECRET, Setup, push, repository_update, token};
@@ -17,7 +18,7 @@ struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl Captured {
     fn lines(&self) -> Vec<String> {
-        String::from_utf8(self.0.lock().unwrap().clone())
+        String::from_utf8(self.0.lock().clone())
             .unwrap()
             .lines()
             .map(str::to_owned)
@@ -27,7 +28,7 @@ impl Captured {
 
 impl Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        self.0.lock().extend_from_slice(buf);
         Ok(buf.len())
     }
 

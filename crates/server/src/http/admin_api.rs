@@ -18,6 +18,7 @@ use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use fluxgate_core::bearer;
 use fluxgate_core::token::secret_matches_any;
 use fluxgate_core::{ApiError, TokenDigest};
 use http::{StatusCode, header};
@@ -51,9 +52,7 @@ async fn authorize(digest: &TokenDigest, request: Request, next: Next) -> Respon
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim().to_owned());
+        .and_then(|v| bearer::parse(v).ok());
     match presented {
         Some(token) if secret_matches_any(token.as_bytes(), std::slice::from_ref(digest)) => {
             next.run(request).await

@@ -8,9 +8,9 @@
 //! counts a refused hook as a failure and disables hooks that fail repeatedly).
 
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -59,8 +59,8 @@ impl Activity {
         })
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, ActivityState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn state(&self) -> parking_lot::MutexGuard<'_, ActivityState> {
+        self.state.lock()
     }
 
     /// Marks a request in flight until the returned guard is dropped.

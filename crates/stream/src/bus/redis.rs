@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use fluxgate_core::{LogEntry, Seq};
+use fluxgate_core::{Backoff, LogEntry, Seq};
 use fluxgate_store::CommitListener;
 use futures_util::future::BoxFuture;
 use redis::AsyncCommands as _;
@@ -103,25 +103,16 @@ impl Bus for RedisBus {
     }
 }
 
-/// Exponential backoff between reconnects.
-struct Backoff(Duration);
+/// A fresh reconnect schedule: doubling from `RECONNECT_MIN` to `RECONNECT_MAX`, no jitter.
+fn reconnect_backoff() -> Backoff {
+    Backoff::new(RECONNECT_MIN, RECONNECT_MAX).without_jitter()
+}
 
-impl Backoff {
-    fn new() -> Self {
-        Self(RECONNECT_MIN)
-    }
-
-    async fn wait(&mut self, shutdown: &CancellationToken) -> bool {
-        let delay = self.0;
-        self.0 = (self.0 * 2).min(RECONNECT_MAX);
-        tokio::select! {
-            () = shutdown.cancelled() => false,
-            () = tokio::time::sleep(delay) => true,
-        }
-    }
-
-    fn reset(&mut self) {
-        self.0 = RECONNECT_MIN;
+/// Sleeps the next reconnect delay; false if shutdown came first.
+async fn wait(backoff: &mut Backoff, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        () = shutdown.cancelled() => false,
+        () = tokio::time::sleep(backoff.next_delay()) => true,
     }
 }
 
@@ -132,7 +123,7 @@ async fn publish(
     shutdown: CancellationToken,
 ) {
     let key = config.stream_key();
-    let mut backoff = Backoff::new();
+    let mut backoff = reconnect_backoff();
     let mut connection = None;
     let mut batches = Vec::new();
     loop {
@@ -150,7 +141,7 @@ async fn publish(
                 Err(err) => {
                     metrics::counter!(names::REDIS_PUBLISH_DROPPED).increment(batches.len() as u64);
                     tracing::debug!(error = %err, "redis unreachable; batches left to the database poll");
-                    if !backoff.wait(&shutdown).await {
+                    if !wait(&mut backoff, &shutdown).await {
                         return;
                     }
                     continue;
@@ -191,7 +182,7 @@ async fn subscribe(
     shutdown: CancellationToken,
 ) {
     let key = config.stream_key();
-    let mut backoff = Backoff::new();
+    let mut backoff = reconnect_backoff();
     let mut last_id: Option<String> = None;
     let connection_config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
@@ -245,7 +236,7 @@ async fn subscribe(
                 tracing::warn!(error = %err, "lost redis; following the log from the database until it is back");
                 metrics::gauge!(names::REDIS_CONNECTED).set(0.0);
             }
-            if !backoff.wait(&shutdown).await {
+            if !wait(&mut backoff, &shutdown).await {
                 return;
             }
         }

@@ -4,11 +4,12 @@
 //! other replica, as GitLab retries failed hooks, until it is acknowledged or the retry
 //! deadline passes. Every attempt is recorded in the [`Ledger`].
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use fluxgate_e2e::harness::{HookClient, Project};
+use parking_lot::{Mutex, MutexGuard};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
@@ -56,7 +57,7 @@ pub struct Ledger {
 
 impl Ledger {
     pub fn hooks(&self) -> MutexGuard<'_, Vec<HookRecord>> {
-        self.hooks.lock().unwrap_or_else(PoisonError::into_inner)
+        self.hooks.lock()
     }
 }
 

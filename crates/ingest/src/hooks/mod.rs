@@ -19,7 +19,7 @@ pub use auth::{
     AuthRefusal, Authenticated, DEFAULT_SIGNATURE_TOLERANCE, HookAuth, SignaturePolicy,
 };
 pub use credentials::CredentialError;
-pub use handler::IDEMPOTENCY_KEY_HEADER;
+pub use handler::{IDEMPOTENCY_KEY_HEADER, REQUEST_ID_HEADER};
 pub use refusal_log::{DEFAULT_REFUSAL_LOG_INTERVAL, RefusalLog};
 pub use response::{ErrorAnswer, HookAnswer, HookStatus};
 pub use signature::{

@@ -18,13 +18,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use fluxgate_fanout::{CloseReason, Hub, HubLimits};
 use fluxgate_ingest::hooks::{HookState, RefusalLog};
+use fluxgate_replication::{Bus, Follower, InProcessBus, RedisBus, RedisBusConfig, RedisPresence};
 use fluxgate_routing::RoutingState;
 use fluxgate_store::{Appender, CommitListener, SqlStore, Store, StoreOptions};
-use fluxgate_stream::{
-    AgentStreams, Bus, CursorSaver, Follower, Hub, HubLimits, InProcessBus, RedisBus,
-    RedisBusConfig, RedisPresence, SessionContext,
-};
+use fluxgate_stream::{AgentStreams, CursorSaver, StreamContext};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -267,7 +266,7 @@ pub async fn run(
         listen::serve(listeners.http, public, plan.http, stop_http.clone()),
     );
 
-    let context = Arc::new(SessionContext {
+    let context = Arc::new(StreamContext {
         hub: hub.clone(),
         store: store.clone(),
         cursors: cursors.clone(),
@@ -331,10 +330,7 @@ pub async fn run(
     // Drain, in order.
     readiness.begin_shutdown();
     stop_streams.cancel();
-    hub.close_all(tonic::Status::unavailable(
-        "the broker is shutting down; reconnect to another replica",
-    ))
-    .await;
+    hub.close_all(CloseReason::Shutdown).await;
     let grace = config.shutdown_grace;
     let stopped = tokio::time::timeout(grace, async {
         tasks.wait_for(AGENT_SERVER).await;

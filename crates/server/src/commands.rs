@@ -87,7 +87,7 @@ pub fn presence_source(config: &Config) -> anyhow::Result<PresenceSource> {
     let within = config.keepalive_interval * 3;
     Ok(match &config.redis_url {
         Some(url) => PresenceSource::Redis {
-            presence: fluxgate_stream::RedisPresence::new(url, &config.redis_key_prefix)
+            presence: fluxgate_replication::RedisPresence::new(url, &config.redis_key_prefix)
                 .context("invalid redis URL")?,
             within,
         },

@@ -28,6 +28,8 @@ pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
             &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
         )?
         .install_recorder()?;
+    fluxgate_fanout::metric_names::describe();
+    fluxgate_replication::metric_names::describe();
     fluxgate_stream::metric_names::describe();
     describe_server_metrics();
     crate::listen::metric::describe();

@@ -112,9 +112,9 @@ impl Medium {
     async fn finish(self) {
         if let Medium::Redis { config, stop } = self {
             stop.cancel();
-            let client = redis::Client::open(REDIS_URL).unwrap();
+            let client = ::redis::Client::open(REDIS_URL).unwrap();
             let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-            let _: () = redis::cmd("DEL")
+            let _: () = ::redis::cmd("DEL")
                 .arg(config.stream_key())
                 .query_async(&mut connection)
                 .await
@@ -141,50 +141,64 @@ fn entries(seqs: std::ops::RangeInclusive<u64>) -> Vec<LogEntry> {
     seqs.map(entry).collect()
 }
 
-/// The seqs a receiver gets, each at its first arrival, until it has all of `expected`.
-async fn first_arrivals(receiver: &mut broadcast::Receiver<Batch>, expected: &[u64]) -> Vec<u64> {
-    let wanted: BTreeSet<u64> = expected.iter().copied().collect();
-    let mut seen = BTreeSet::new();
-    let mut order = Vec::new();
-    while !wanted.is_subset(&seen) {
-        let batch = tokio::time::timeout(PATIENCE, receiver.recv())
-            .await
-            .unwrap_or_else(|_| panic!("only {order:?} of {expected:?} arrived"))
-            .expect("no lag, no close");
-        for entry in batch.iter() {
-            if seen.insert(entry.seq.get()) {
-                order.push(entry.seq.get());
-            }
+/// One replica's follower, as far as the bus is concerned: what it received, in the order
+/// of first arrival (a repeat is skipped, as the follower skips it).
+struct Receiver {
+    batches: broadcast::Receiver<Batch>,
+    seen: BTreeSet<u64>,
+}
+
+impl Receiver {
+    fn of(bus: &dyn Bus) -> Self {
+        Self {
+            batches: bus.subscribe(),
+            seen: BTreeSet::new(),
         }
     }
-    order
+
+    /// The seqs received for the first time until every one of `expected` was.
+    async fn first_arrivals(&mut self, expected: &[u64]) -> Vec<u64> {
+        let mut order = Vec::new();
+        while !expected.iter().all(|seq| self.seen.contains(seq)) {
+            let batch = tokio::time::timeout(PATIENCE, self.batches.recv())
+                .await
+                .unwrap_or_else(|_| panic!("only {order:?} of {expected:?} arrived"))
+                .expect("no lag, no close");
+            for entry in batch.iter() {
+                if self.seen.insert(entry.seq.get()) {
+                    order.push(entry.seq.get());
+                }
+            }
+        }
+        order
+    }
 }
 
 async fn entries_reach_every_replica_in_order(medium: Medium) {
     let (a, b) = (medium.replica().await, medium.replica().await);
-    let mut on_a = a.subscribe();
-    let mut on_b = b.subscribe();
+    let mut on_a = Receiver::of(a.as_ref());
+    let mut on_b = Receiver::of(b.as_ref());
     a.committed(&entries(1..=2));
     a.committed(&entries(3..=3));
     a.committed(&entries(4..=6));
     let expected: Vec<u64> = (1..=6).collect();
-    assert_eq!(first_arrivals(&mut on_a, &expected).await, expected, "on a");
-    assert_eq!(first_arrivals(&mut on_b, &expected).await, expected, "on b");
+    assert_eq!(on_a.first_arrivals(&expected).await, expected, "on a");
+    assert_eq!(on_b.first_arrivals(&expected).await, expected, "on b");
     // And the other way round.
     b.committed(&entries(7..=8));
     let expected = [7, 8];
-    assert_eq!(first_arrivals(&mut on_a, &expected).await, expected, "on a");
-    assert_eq!(first_arrivals(&mut on_b, &expected).await, expected, "on b");
+    assert_eq!(on_a.first_arrivals(&expected).await, expected, "on a");
+    assert_eq!(on_b.first_arrivals(&expected).await, expected, "on b");
     medium.finish().await;
 }
 
 async fn a_large_batch_arrives_whole_and_in_order(medium: Medium) {
     let (a, b) = (medium.replica().await, medium.replica().await);
-    let mut on_b = b.subscribe();
+    let mut on_b = Receiver::of(b.as_ref());
     // More than one read of the Redis stream takes.
     a.committed(&entries(1..=2500));
     let expected: Vec<u64> = (1..=2500).collect();
-    assert_eq!(first_arrivals(&mut on_b, &expected).await, expected);
+    assert_eq!(on_b.first_arrivals(&expected).await, expected);
     medium.finish().await;
 }
 

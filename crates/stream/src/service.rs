@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fluxgate_core::AgentToken;
+use fluxgate_fanout::CloseReason;
 use fluxgate_proto::v1::agent_service_server::AgentService;
 use fluxgate_proto::v1::{self, agent_message};
 use tokio::sync::mpsc;
@@ -12,8 +13,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument as _;
-
-use fluxgate_fanout::CloseReason;
 
 use crate::cursor_saver::new_stream_id;
 use crate::session::{self, StreamContext, StreamRequest};

@@ -35,6 +35,11 @@ pub const KIND: &str = "kind";
 /// The [`KIND`] of a record of [`HOOK_RECORDS`] that changes the catalog.
 pub const CATALOG_RECORD: &str = "catalog";
 
+/// The counters above (registered at zero at start-up, so a fresh broker lists them).
+pub const COUNTERS: &[&str] = &[HOOKS, HOOK_REFUSALS, HOOKS_IGNORED, HOOK_RECORDS];
+/// The histograms above (registered at start-up).
+pub const HISTOGRAMS: &[&str] = &[HOOK_SECONDS];
+
 /// Registers descriptions with the installed recorder.
 pub fn describe() {
     use metrics::{Unit, describe_counter, describe_histogram};

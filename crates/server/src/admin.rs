@@ -7,8 +7,8 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use fluxgate_core::{AgentName, AgentToken, ApiError, FullPath, Grant, UnixMillis};
+use fluxgate_replication::{OpenStream, RedisPresence};
 use fluxgate_store::{AgentRecord, AgentUpdate, NewAgent, Publisher};
-use fluxgate_stream::{Connection, RedisPresence};
 use serde::{Deserialize, Serialize};
 
 /// Where the "connected" column comes from.
@@ -24,10 +24,10 @@ pub enum PresenceSource {
 
 impl PresenceSource {
     /// Every open stream, if this source knows them.
-    async fn connections(&self) -> Option<Vec<Connection>> {
+    async fn connections(&self) -> Option<Vec<OpenStream>> {
         match self {
             PresenceSource::LastSeen { .. } => None,
-            PresenceSource::Redis { presence, .. } => match presence.connections().await {
+            PresenceSource::Redis { presence, .. } => match presence.open_streams().await {
                 Ok(connections) => Some(connections),
                 Err(err) => {
                     tracing::warn!(error = %err, "cannot read presence from redis; using last-seen times");
@@ -250,7 +250,7 @@ impl AgentAdmin {
         self.view_with(record, connections.as_deref())
     }
 
-    fn view_with(&self, record: &AgentRecord, all: Option<&[Connection]>) -> AgentView {
+    fn view_with(&self, record: &AgentRecord, all: Option<&[OpenStream]>) -> AgentView {
         let policy = &record.policy;
         let connections = all.map(|all| {
             all.iter()

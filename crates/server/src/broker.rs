@@ -19,13 +19,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use fluxgate_fanout::{CloseReason, Hub, HubLimits};
 use fluxgate_ingest::hooks::{HookAuth, HookState, RefusalLog};
+use fluxgate_replication::{Bus, Follower, InProcessBus, RedisBus, RedisBusConfig, RedisPresence};
 use fluxgate_routing::RoutingState;
 use fluxgate_store::{Publisher, SqlStore, Store, StoreOptions};
-use fluxgate_stream::{
-    AgentStreams, Bus, CursorSaver, Follower, Hub, HubLimits, InProcessBus, RedisBus,
-    RedisBusConfig, RedisPresence, SessionContext,
-};
+use fluxgate_stream::{AgentStreams, CursorSaver, StreamContext};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -362,9 +361,9 @@ impl Parts {
         let metrics = metrics_handle();
         // Gauges start at what is true now (counters start at zero: see telemetry).
         metrics::gauge!(metric_names::LOG_FLOOR).set(snapshot_summary.floor.get() as f64);
-        metrics::gauge!(fluxgate_stream::metric_names::STREAMS_OPEN).set(0.0);
+        metrics::gauge!(fluxgate_fanout::metric_names::STREAMS_OPEN).set(0.0);
         if redis.is_some() {
-            metrics::gauge!(fluxgate_stream::metric_names::REDIS_CONNECTED).set(0.0);
+            metrics::gauge!(fluxgate_replication::metric_names::REDIS_CONNECTED).set(0.0);
         }
         let readiness = Arc::new(Readiness::default());
         let cursors = Arc::new(CursorSaver::default());
@@ -452,7 +451,7 @@ impl Parts {
                 stops.http.clone(),
             ),
         );
-        let context = Arc::new(SessionContext {
+        let context = Arc::new(StreamContext {
             hub: hub.clone(),
             store: store.clone(),
             cursors: cursors.clone(),
@@ -545,11 +544,7 @@ impl Running {
     async fn drain(mut self, failure: Option<TaskExit>) -> anyhow::Result<()> {
         self.readiness.begin_shutdown();
         self.stops.streams.cancel();
-        self.hub
-            .close_all(tonic::Status::unavailable(
-                "the broker is shutting down; reconnect to another replica",
-            ))
-            .await;
+        self.hub.close_all(CloseReason::Shutdown).await;
         let grace = self.grace;
         let tasks = &mut self.tasks;
         let stop_http = &self.stops.http;

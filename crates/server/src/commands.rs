@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use fluxgate_core::ApiError;
+use fluxgate_replication::{RedisBus, RedisBusConfig};
 use fluxgate_store::{CommitListener, NoListener, Publisher, Store};
-use fluxgate_stream::{RedisBus, RedisBusConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{AgentAdmin, AgentView, AgentWithToken, CreateAgentRequest, PresenceSource};
@@ -160,7 +160,7 @@ pub fn presence_source(config: &Config) -> anyhow::Result<PresenceSource> {
     let within = config.keepalive_interval * 3;
     Ok(match &config.redis_url {
         Some(url) => PresenceSource::Redis {
-            presence: fluxgate_stream::RedisPresence::new(url, &config.redis_key_prefix)
+            presence: fluxgate_replication::RedisPresence::new(url, &config.redis_key_prefix)
                 .context("invalid redis URL")?,
             within,
         },

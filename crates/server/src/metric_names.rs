@@ -1,7 +1,7 @@
 //! Metric names of the server crate, with their descriptions ([`describe`], at start-up).
 //!
-//! The other crates name their own (`fluxgate_stream::metric_names`; the hook and store
-//! metrics are described in [`crate::telemetry`]).
+//! Every other crate names and describes its own in a `metric_names` module of the same
+//! shape; [`crate::telemetry`] lists them.
 
 /// Essential tasks that ended on their own, by task.
 pub const TASK_FAILURES: &str = "fluxgate_task_failures_total";
@@ -26,6 +26,8 @@ pub const COUNTERS: &[&str] = &[
     LISTENER_AT_CAPACITY,
     LISTENER_TLS_FAILURES,
 ];
+/// The server's histograms (none).
+pub const HISTOGRAMS: &[&str] = &[];
 
 /// Registers the descriptions with the installed recorder.
 pub fn describe() {

@@ -1,9 +1,8 @@
 //! Logging (tracing: text or JSON, on stderr so that stdout carries only command output)
 //! and the Prometheus recorder, with every metric described.
 
-use std::sync::Mutex;
+use parking_lot::Mutex;
 
-use fluxgate_stream::metric_names as stream;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::config::LogFormat;
@@ -22,9 +21,7 @@ pub fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<fluxgate_l
 /// first call; later calls, such as a second broker in one test process, share it.
 pub fn prometheus() -> anyhow::Result<PrometheusHandle> {
     static HANDLE: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
-    let mut handle = HANDLE
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut handle = HANDLE.lock();
     if let Some(handle) = handle.as_ref() {
         return Ok(handle.clone());
     }
@@ -45,89 +42,57 @@ fn install_prometheus() -> anyhow::Result<PrometheusHandle> {
             &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
         )?
         .install_recorder()?;
-    fluxgate_stream::metric_names::describe();
-    crate::metric_names::describe();
-    describe_hook_and_store_metrics();
+    fluxgate_fanout::metric_names::describe();
+    fluxgate_replication::metric_names::describe();
+    for crate_metrics in CRATES {
+        (crate_metrics.describe)();
+    }
     register_at_zero();
     Ok(handle)
 }
 
-/// Counters and histograms of every crate in the broker. Each is registered at zero when
-/// the recorder is installed, so a fresh broker's `/metrics` lists it (with its
-/// description) before it first counts; gauges get their first value when the broker
-/// starts. A test scrapes a fresh broker for every metric name in the code.
-const COUNTERS: &[&[&str]] = &[
-    crate::metric_names::COUNTERS,
-    &[
-        HOOKS,
-        HOOK_REFUSALS,
-        HOOKS_IGNORED,
-        HOOK_RECORDS,
-        stream::STREAMS_OPENED,
-        stream::STREAMS_CLOSED,
-        stream::EVENTS_SENT,
-        stream::BACKLOG_EVENTS_SENT,
-        stream::QUEUE_OVERFLOWS,
-        stream::ACKS,
-        stream::RECEIVER_OUTCOMES,
-        stream::FOLLOWER_GAP_READS,
-        stream::FOLLOWER_POLLS,
-        stream::FOLLOWER_ERRORS,
-        stream::CURSOR_SAVE_ERRORS,
-        stream::REDIS_PUBLISH_DROPPED,
-        stream::PRESENCE_ERRORS,
-        stream::RECEIVER_HEALTH_SAVE_ERRORS,
-        stream::AGENT_MESSAGES_IGNORED,
-    ],
-];
-const HISTOGRAMS: &[&str] = &[
-    HOOK_SECONDS,
-    STORE_APPEND_SECONDS,
-    STORE_APPEND_BATCH_SIZE,
-    stream::DELIVERY_LATENCY,
+/// One crate's metric names: its `metric_names` module.
+struct CrateMetrics {
+    describe: fn(),
+    counters: &'static [&'static str],
+    histograms: &'static [&'static str],
+}
+
+macro_rules! crate_metrics {
+    ($($module:path),+ $(,)?) => {
+        &[$({
+            use $module as names;
+            CrateMetrics {
+                describe: names::describe,
+                counters: names::COUNTERS,
+                histograms: names::HISTOGRAMS,
+            }
+        }),+]
+    };
+}
+
+/// Every crate of the broker that records metrics. Each describes its own; counters and
+/// histograms are registered at zero when the recorder is installed, so a fresh broker's
+/// `/metrics` lists them (with their descriptions) before they first count; gauges get
+/// their first value when the broker starts. A test scrapes a fresh broker for every
+/// metric name in the code.
+const CRATES: &[CrateMetrics] = crate_metrics![
+    fluxgate_ingest::metric_names,
+    fluxgate_store::metric_names,
+    fluxgate_fanout::metric_names,
+    fluxgate_replication::metric_names,
+    fluxgate_stream::metric_names,
+    crate::metric_names,
 ];
 
 fn register_at_zero() {
-    for name in COUNTERS.iter().flat_map(|names| names.iter()) {
-        metrics::counter!(*name).absolute(0);
+    for crate_metrics in CRATES {
+        for name in crate_metrics.counters {
+            metrics::counter!(*name).absolute(0);
+        }
+        for name in crate_metrics.histograms {
+            // Registering is enough: an empty histogram renders with zero counts.
+            let _ = metrics::histogram!(*name);
+        }
     }
-    for name in HISTOGRAMS {
-        // Registering is enough: an empty histogram renders with zero counts.
-        let _ = metrics::histogram!(*name);
-    }
-}
-
-/// Metric names the ingest and store crates record under.
-const HOOKS: &str = "fluxgate_hooks_total";
-const HOOK_REFUSALS: &str = "fluxgate_hook_refusals_total";
-const HOOKS_IGNORED: &str = "fluxgate_hooks_ignored_total";
-const HOOK_RECORDS: &str = "fluxgate_hook_records_total";
-const HOOK_SECONDS: &str = "fluxgate_hook_seconds";
-const STORE_APPEND_SECONDS: &str = "fluxgate_store_append_seconds";
-const STORE_APPEND_BATCH_SIZE: &str = "fluxgate_store_append_batch_size";
-
-/// Metrics of the ingest and store crates, which name them where they record them.
-fn describe_hook_and_store_metrics() {
-    use metrics::{Unit, describe_counter, describe_histogram};
-    describe_counter!(HOOKS, "Hooks received, by outcome.");
-    describe_counter!(
-        HOOK_REFUSALS,
-        "Hooks refused, by reason (every one, also when its log line was rate limited)."
-    );
-    describe_counter!(
-        HOOKS_IGNORED,
-        "Hooks of kinds fluxgate does not use, by kind."
-    );
-    describe_counter!(HOOK_RECORDS, "Records parsed from accepted hooks, by kind.");
-    describe_histogram!(
-        HOOK_SECONDS,
-        Unit::Seconds,
-        "Time to answer a hook, commit included."
-    );
-    describe_histogram!(
-        STORE_APPEND_SECONDS,
-        Unit::Seconds,
-        "Time of one group-commit transaction."
-    );
-    describe_histogram!(STORE_APPEND_BATCH_SIZE, "Hooks committed per transaction.");
 }

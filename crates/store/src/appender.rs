@@ -110,9 +110,9 @@ async fn run_writer(
                 waited: TRANSACTION_TIMEOUT,
             }),
         };
-        metrics::histogram!("fluxgate_store_append_seconds")
+        metrics::histogram!(crate::metric_names::APPEND_SECONDS)
             .record(started.elapsed().as_secs_f64());
-        metrics::histogram!("fluxgate_store_append_batch_size").record(hooks.len() as f64);
+        metrics::histogram!(crate::metric_names::APPEND_BATCH_SIZE).record(hooks.len() as f64);
         match result {
             Ok(result) => {
                 if !result.entries.is_empty() {

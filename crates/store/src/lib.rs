@@ -10,6 +10,7 @@ mod api;
 mod appender;
 mod clock;
 mod error;
+pub mod metric_names;
 mod model;
 mod publisher;
 mod sql;

@@ -35,13 +35,18 @@ pub struct StreamCursor {
     pub opened_at: UnixMillis,
 }
 
+/// A new stream's id, unique across replicas and restarts.
+pub fn new_stream_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
 impl StreamCursor {
-    /// A new stream of `agent`, opened with the subscriptions of digest `subscriptions`
-    /// ([`subscriptions_digest`]), that resumes after `started_after`.
-    pub fn open(agent: AgentId, subscriptions: String, started_after: Seq) -> Self {
+    /// Stream `stream` ([`new_stream_id`]) of `agent`, opened with the subscriptions of
+    /// digest `subscriptions` ([`subscriptions_digest`]), that resumes after `started_after`.
+    pub fn open(agent: AgentId, stream: String, subscriptions: String, started_after: Seq) -> Self {
         Self {
             agent,
-            stream: uuid::Uuid::new_v4().simple().to_string(),
+            stream,
             subscriptions,
             started_after,
             opened_at: UnixMillis::now(),
@@ -70,6 +75,7 @@ pub fn subscriptions_digest(subscriptions: &[Subscription]) -> String {
     hex::encode(hasher.finalize())
 }
 
+/// The latest cursor of every stream, waiting to be written.
 #[derive(Default)]
 pub struct CursorSaver {
     pending: Mutex<HashMap<String, CursorUpdate>>,

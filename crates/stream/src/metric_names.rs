@@ -1,39 +1,74 @@
-//! Metric names of the stream crate, with their descriptions.
+//! Metric names of the agent streams, with their descriptions.
 
-pub const STREAMS_OPEN: &str = "fluxgate_agent_streams";
+use fluxgate_proto::v1;
+
+/// Counter: agent streams opened.
 pub const STREAMS_OPENED: &str = "fluxgate_agent_streams_opened_total";
+/// Counter: agent streams closed, by `reason` ([`close_label`]).
 pub const STREAMS_CLOSED: &str = "fluxgate_agent_streams_closed_total";
+/// Counter: events sent to agents, live and backlog.
 pub const EVENTS_SENT: &str = "fluxgate_events_sent_total";
+/// Counter: events sent from the backlog.
 pub const BACKLOG_EVENTS_SENT: &str = "fluxgate_backlog_events_sent_total";
-pub const QUEUE_OVERFLOWS: &str = "fluxgate_stream_queue_overflows_total";
+/// Counter: acks received.
 pub const ACKS: &str = "fluxgate_acks_total";
+/// Counter: receiver outcomes reported in acks, by `outcome` ([`outcome_label`]).
 pub const RECEIVER_OUTCOMES: &str = "fluxgate_receiver_outcomes_total";
+/// Histogram: from hook receipt to the ack.
 pub const DELIVERY_LATENCY: &str = "fluxgate_delivery_latency_seconds";
-pub const LOG_HEAD: &str = "fluxgate_log_head_seq";
-pub const FOLLOWER_GAP_READS: &str = "fluxgate_follower_gap_reads_total";
-pub const FOLLOWER_POLLS: &str = "fluxgate_follower_polls_total";
-pub const FOLLOWER_ERRORS: &str = "fluxgate_follower_errors_total";
+/// Counter: failed cursor saves.
 pub const CURSOR_SAVE_ERRORS: &str = "fluxgate_cursor_save_errors_total";
-pub const REDIS_CONNECTED: &str = "fluxgate_redis_connected";
-pub const REDIS_PUBLISH_DROPPED: &str = "fluxgate_redis_publish_dropped_total";
-pub const PRESENCE_ERRORS: &str = "fluxgate_presence_errors_total";
+/// Counter: failed writes of receiver health reports.
 pub const RECEIVER_HEALTH_SAVE_ERRORS: &str = "fluxgate_receiver_health_save_errors_total";
+/// Counter: agent messages of an unknown kind.
 pub const AGENT_MESSAGES_IGNORED: &str = "fluxgate_agent_messages_ignored_total";
 
-/// Registers descriptions with the installed recorder.
+/// The `reason` label of [`STREAMS_CLOSED`] for a stream that ended with `code`.
+pub fn close_label(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::ResourceExhausted => "overflow",
+        tonic::Code::Unauthenticated => "unauthenticated",
+        tonic::Code::Unavailable => "unavailable",
+        tonic::Code::InvalidArgument => "invalid_argument",
+        _ => "error",
+    }
+}
+
+/// The `outcome` label of [`RECEIVER_OUTCOMES`]: `delivered`, not `OUTCOME_DELIVERED`.
+pub fn outcome_label(outcome: v1::Outcome) -> &'static str {
+    match outcome {
+        v1::Outcome::Unspecified => "unspecified",
+        v1::Outcome::Delivered => "delivered",
+        v1::Outcome::Coalesced => "coalesced",
+        v1::Outcome::Rejected => "rejected",
+        v1::Outcome::Failed => "failed",
+    }
+}
+
+/// The counters above (registered at zero at start-up, so a fresh broker lists them).
+pub const COUNTERS: &[&str] = &[
+    STREAMS_OPENED,
+    STREAMS_CLOSED,
+    EVENTS_SENT,
+    BACKLOG_EVENTS_SENT,
+    ACKS,
+    RECEIVER_OUTCOMES,
+    CURSOR_SAVE_ERRORS,
+    RECEIVER_HEALTH_SAVE_ERRORS,
+    AGENT_MESSAGES_IGNORED,
+];
+/// The histograms above (registered at start-up).
+pub const HISTOGRAMS: &[&str] = &[DELIVERY_LATENCY];
+
+/// Registers the descriptions with the installed recorder (once, at start-up).
 pub fn describe() {
-    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_gauge!(STREAMS_OPEN, "Agent streams open on this replica.");
+    use metrics::{Unit, describe_counter, describe_histogram};
     describe_counter!(STREAMS_OPENED, "Agent streams opened.");
     describe_counter!(STREAMS_CLOSED, "Agent streams closed, by reason.");
     describe_counter!(EVENTS_SENT, "Events sent to agents (live and backlog).");
     describe_counter!(
         BACKLOG_EVENTS_SENT,
         "Events sent to agents from the backlog on connect."
-    );
-    describe_counter!(
-        QUEUE_OVERFLOWS,
-        "Streams closed because the agent did not keep up."
     );
     describe_counter!(ACKS, "Acks received from agents.");
     describe_counter!(
@@ -45,29 +80,7 @@ pub fn describe() {
         Unit::Seconds,
         "From hook receipt to the last receiver finishing, as reported in acks."
     );
-    describe_gauge!(LOG_HEAD, "The last log seq this replica has dispatched.");
-    describe_counter!(
-        FOLLOWER_GAP_READS,
-        "Ranges the follower read from the store to fill a gap."
-    );
-    describe_counter!(
-        FOLLOWER_POLLS,
-        "Store polls by the follower after the bus was quiet."
-    );
-    describe_counter!(FOLLOWER_ERRORS, "Store errors while following the log.");
     describe_counter!(CURSOR_SAVE_ERRORS, "Failed cursor saves (retried).");
-    describe_gauge!(
-        REDIS_CONNECTED,
-        "1 while the Redis bus subscriber is connected."
-    );
-    describe_counter!(
-        REDIS_PUBLISH_DROPPED,
-        "Batches not published to Redis (followers read them from the database)."
-    );
-    describe_counter!(
-        PRESENCE_ERRORS,
-        "Failed writes of this replica's presence to Redis."
-    );
     describe_counter!(
         RECEIVER_HEALTH_SAVE_ERRORS,
         "Failed writes of an agent's receiver health report."

@@ -5,28 +5,32 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fluxgate_core::{AgentToken, bearer};
+use fluxgate_fanout::CloseReason;
 use fluxgate_proto::v1::agent_service_server::AgentService;
 use fluxgate_proto::v1::{self, agent_message};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument as _;
 
-use crate::convert;
-use crate::session::{self, SessionContext, SessionRequest};
+use crate::cursor_saver::new_stream_id;
+use crate::session::{self, StreamContext, StreamRequest};
+use crate::{convert, status};
 
 /// Messages buffered towards one agent before the session waits for it to read.
 const OUTBOUND_BUFFER: usize = 64;
 /// How long a new stream waits for the hub to catch up with the log.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The `fluxgate.v1.AgentService` implementation: one task per stream.
 pub struct AgentStreams {
-    context: Arc<SessionContext>,
+    context: Arc<StreamContext>,
     hello_timeout: Duration,
 }
 
 impl AgentStreams {
-    pub fn new(context: Arc<SessionContext>, hello_timeout: Duration) -> Self {
+    pub fn new(context: Arc<StreamContext>, hello_timeout: Duration) -> Self {
         Self {
             context,
             hello_timeout,
@@ -59,9 +63,7 @@ impl AgentService for AgentStreams {
         request: Request<Streaming<v1::AgentMessage>>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         if self.context.shutdown.is_cancelled() {
-            return Err(Status::unavailable(
-                "the broker is shutting down; reconnect to another replica",
-            ));
+            return Err(status::closed(CloseReason::Shutdown));
         }
         let token = bearer_token(request.metadata())?;
         let agent = self
@@ -101,17 +103,17 @@ impl AgentService for AgentStreams {
         };
 
         let (outbound, stream) = mpsc::channel(OUTBOUND_BUFFER);
-        let request = SessionRequest {
+        let stream_id = new_stream_id();
+        let span = session::stream_span(&stream_id, &agent.policy, &self.context.broker_id);
+        let request = StreamRequest {
+            stream_id,
             policy: agent.policy,
             stored_cursor: agent.cursor,
             hello,
         };
-        tokio::spawn(session::run(
-            self.context.clone(),
-            request,
-            inbound,
-            outbound,
-        ));
+        tokio::spawn(
+            session::run(self.context.clone(), request, inbound, outbound).instrument(span),
+        );
         Ok(Response::new(ReceiverStream::new(stream)))
     }
 }

@@ -13,7 +13,9 @@ use fluxgate_core::{AgentName, AgentToken, FullPath, Seq};
 use fluxgate_routing::Subscription;
 use fluxgate_store::testing::TestDatabase;
 use fluxgate_store::{NewAgent, Store};
-use fluxgate_stream::cursor_saver::{CursorSaver, StreamCursor, subscriptions_digest};
+use fluxgate_stream::cursor_saver::{
+    CursorSaver, StreamCursor, new_stream_id, subscriptions_digest,
+};
 use fluxgate_stream::session::cursor::CursorTracker;
 use proptest::prelude::*;
 
@@ -157,8 +159,12 @@ async fn run(sets: Vec<BTreeSet<u8>>, ops: Vec<Op>) -> Result<(), TestCaseError>
                 // As the session does: the later of the agent's claim and the stored cursor.
                 let stored = stored_cursor(&store, agent).await;
                 let start = process.claim.unwrap_or(Seq::ZERO).min(head).max(stored);
-                let identity =
-                    StreamCursor::open(agent, subscriptions_digest(&process.subscriptions), start);
+                let identity = StreamCursor::open(
+                    agent,
+                    new_stream_id(),
+                    subscriptions_digest(&process.subscriptions),
+                    start,
+                );
                 saver.record(&identity, start, false);
                 let mut stream = Stream {
                     tracker: CursorTracker::new(start),

@@ -195,6 +195,8 @@ async fn concurrent_ingest_on_both_replicas_gives_unique_gapless_ordered_seqs() 
 
 #[tokio::test]
 async fn a_redis_outage_costs_latency_not_events() {
+    /// Hooks acknowledged in each phase (before, during and after the outage).
+    const PER_PHASE: usize = 5;
     let mut redis = RedisServer::start().await;
     let cluster = cluster(&redis.url(), &["--poll-interval", "2s"]).await;
     let token = cluster.a.create_agent("patient", "team/app", &[]).await;
@@ -203,32 +205,58 @@ async fn a_redis_outage_costs_latency_not_events() {
         .unwrap();
     let app = Project::private(1, "team/app");
 
-    // Hooks keep coming to A while Redis goes away and comes back.
+    // Hooks keep coming to A while Redis goes away and comes back; `progress` counts the
+    // acknowledged ones, so each phase lasts until enough hooks went through it.
     let stop = Arc::new(Notify::new());
+    let (progress, acknowledged_count) = tokio::sync::watch::channel(0_usize);
     let writer = {
         let (hooks, app, stop) = (cluster.a.hooks(), app.clone(), stop.clone());
         tokio::spawn(async move {
             let mut acknowledged = Vec::new();
+            let mut pace = tokio::time::interval(Duration::from_millis(50));
             for n in 0.. {
                 let body = push(&app, &format!("refs/heads/b{n}"), &sha(0), &sha(n + 1));
                 if let Ok(response) = hooks.post(&body, &[]).await
                     && response.status == 200
                 {
                     acknowledged.extend(response.seqs());
+                    progress.send_replace(acknowledged.len());
                 }
                 tokio::select! {
                     () = stop.notified() => return acknowledged,
-                    () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    _ = pace.tick() => {}
                 }
             }
             acknowledged
         })
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let hooks_acknowledged = |at_least: usize| {
+        let mut count = acknowledged_count.clone();
+        async move {
+            tokio::time::timeout(PATIENCE, count.wait_for(|n| *n >= at_least))
+                .await
+                .unwrap_or_else(|_| panic!("fewer than {at_least} hooks acknowledged in time"))
+                .expect("the writer runs until told to stop");
+        }
+    };
+    hooks_acknowledged(PER_PHASE).await;
+
     redis.stop().await;
     let (ready, _) = readyz(&cluster.a).await;
     assert!(ready, "a replica without Redis is still ready");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    eventually(
+        PATIENCE,
+        "both replicas to notice redis is gone",
+        || async {
+            let (a_ready, a) = readyz(&cluster.a).await;
+            let (_, b) = readyz(&cluster.b).await;
+            (a_ready && a["redis"] == false && b["redis"] == false).then_some(())
+        },
+    )
+    .await;
+    let during_outage = *acknowledged_count.borrow() + PER_PHASE;
+    hooks_acknowledged(during_outage).await;
+
     redis.resume().await;
     eventually(PATIENCE, "both replicas to reconnect to redis", || async {
         let (_, a) = readyz(&cluster.a).await;
@@ -236,7 +264,8 @@ async fn a_redis_outage_costs_latency_not_events() {
         (a["redis"] == true && b["redis"] == true).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after_outage = *acknowledged_count.borrow() + PER_PHASE;
+    hooks_acknowledged(after_outage).await;
     stop.notify_one();
     let acknowledged = writer.await.unwrap();
 

@@ -261,6 +261,8 @@ async fn acked_cursor_is_where_a_new_stream_resumes() {
     assert_eq!(event.seq, seqs[3]);
 }
 
+/// One open stream swaps its subscriptions: from then on it gets the new ones (tags of
+/// team/b only) and no longer the old one (team/a), and it is never closed.
 #[tokio::test]
 async fn subscriptions_change_without_reconnecting() {
     let (broker, _dir) = start(&[]).await;
@@ -272,44 +274,66 @@ async fn subscriptions_change_without_reconnecting() {
     let mut stream = RawStream::open(&broker.agent_url(), &token, &[("team/a", "")], None)
         .await
         .unwrap();
+    let before = post_pushes(&broker, &a, 0, 1).await[0];
+    let event = stream.next_event(PATIENCE).await.unwrap().expect("team/a");
+    assert_eq!((event.seq, event.project_path.as_str()), (before, "team/a"));
 
     stream
         .change_subscriptions(&[("team/b", "refs/tags/v*")], &[("team/a", "")])
         .await;
-    // Wait until the change is in effect: a tag push to b arrives.
-    let tag = eventually(PATIENCE, "the new subscription", || {
-        let (broker, b) = (&broker, b.clone());
-        async move {
-            let response = broker
-                .post_hook(&push(&b, "refs/tags/v1", &sha(0), &sha(9)), &[])
-                .await;
-            Some(response.seqs()[0])
+    // The change travels on the stream while hooks travel over HTTP: push tags to b until
+    // one arrives; from that one on, the change is in effect.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut tags = BTreeSet::new();
+    let first = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no tag of team/b arrived after the change"
+        );
+        let tag = format!("refs/tags/v{}", tags.len());
+        let response = broker
+            .post_hook(&push(&b, &tag, &sha(0), &sha(tags.len() as u64 + 1)), &[])
+            .await;
+        tags.insert(response.seqs()[0]);
+        if let Some(event) = stream.next_event(SHORT).await.unwrap() {
+            break event;
         }
-    })
-    .await;
-    let event = stream.next_event(PATIENCE).await.unwrap().unwrap();
-    assert_eq!(
-        (event.project_path.as_str(), event.r#ref.as_str()),
-        ("team/b", "refs/tags/v1")
+    };
+    assert_eq!(first.project_path, "team/b");
+    assert!(
+        tags.contains(&first.seq),
+        "{first:?} is not one of the tags pushed ({tags:?})"
     );
-    assert!(event.seq <= tag);
 
+    // Now: a branch of b (not subscribed), a push to a (unsubscribed), a tag of b that
+    // does not match, and one that does. Only the last arrives.
     let branch = broker
         .post_hook(&push(&b, "refs/heads/main", &sha(0), &sha(1)), &[])
         .await
         .seqs()[0];
     let old = broker
-        .post_hook(&push(&a, "refs/heads/main", &sha(0), &sha(1)), &[])
+        .post_hook(&push(&a, "refs/heads/main", &sha(1), &sha(2)), &[])
         .await
         .seqs()[0];
-    let rest = stream
-        .events_until_position(branch.max(old), PATIENCE)
+    let other_tag = broker
+        .post_hook(&push(&b, "refs/tags/x1", &sha(0), &sha(1)), &[])
         .await
-        .unwrap();
-    assert!(
-        rest.iter()
-            .all(|e| e.r#ref.starts_with("refs/tags/v") && e.project_path == "team/b"),
-        "only tags of team/b: {rest:?}"
+        .seqs()[0];
+    let wanted = broker
+        .post_hook(&push(&b, "refs/tags/v-last", &sha(0), &sha(1)), &[])
+        .await
+        .seqs()[0];
+    let last = branch.max(old).max(other_tag).max(wanted);
+    let rest = stream.events_until_position(last, PATIENCE).await.unwrap();
+    let rest: Vec<(u64, &str, &str)> = rest
+        .iter()
+        .filter(|e| !tags.contains(&e.seq))
+        .map(|e| (e.seq, e.project_path.as_str(), e.r#ref.as_str()))
+        .collect();
+    assert_eq!(
+        rest,
+        [(wanted, "team/b", "refs/tags/v-last")],
+        "only the matching tag of team/b arrives"
     );
 }
 

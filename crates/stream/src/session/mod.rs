@@ -24,10 +24,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 
+use fluxgate_fanout::{CloseReason, Delivery, Hub, Registration, StreamInfo};
+
 use crate::convert::{self, AgentHello};
 use crate::cursor_saver::{CursorSaver, StreamCursor, subscriptions_digest};
-use crate::hub::{Delivery, Hub, Registration, SessionInfo};
 use crate::metric_names as names;
+use crate::status;
 use cursor::CursorTracker;
 use receiver_health::HealthRecorder;
 
@@ -83,7 +85,7 @@ impl Backlog {
 }
 
 /// What every stream on this replica shares.
-pub struct SessionContext {
+pub struct StreamContext {
     pub hub: Arc<Hub>,
     pub store: Arc<dyn Store>,
     pub cursors: Arc<CursorSaver>,
@@ -96,7 +98,9 @@ pub struct SessionContext {
 }
 
 /// The agent, as authenticated, and what it asked for.
-pub struct SessionRequest {
+pub struct StreamRequest {
+    /// This stream's id: in its tracing span and its cursor row.
+    pub stream_id: String,
     pub policy: AgentPolicy,
     pub stored_cursor: Seq,
     pub hello: AgentHello,
@@ -105,9 +109,11 @@ pub struct SessionRequest {
 type Outbound = mpsc::Sender<Result<v1::BrokerMessage, Status>>;
 
 /// Runs the stream to its end; the returned status (if any) is sent to the agent last.
+///
+/// The caller runs it inside the stream's span ([`stream_span`]).
 pub async fn run(
-    context: Arc<SessionContext>,
-    mut request: SessionRequest,
+    context: Arc<StreamContext>,
+    mut request: StreamRequest,
     inbound: Streaming<v1::AgentMessage>,
     outbound: Outbound,
 ) {
@@ -117,8 +123,7 @@ pub async fn run(
         digest: subscriptions_digest(&subscriptions),
         count: subscriptions.len(),
     };
-    let agent = request.policy.name.clone();
-    let info = SessionInfo {
+    let info = StreamInfo {
         agent_name: request.policy.name.to_string(),
         cluster_name: request.hello.cluster_name.clone(),
         agent_version: request.hello.agent_version.clone(),
@@ -137,8 +142,8 @@ pub async fn run(
     {
         Ok(registration) => registration,
         Err(err) => {
-            tracing::warn!(agent = %agent, error = %err, "stream refused");
-            let _ = outbound.send(Err(err.to_status())).await;
+            tracing::warn!(error = %err, "stream refused");
+            let _ = outbound.send(Err(status::refused(&err))).await;
             return;
         }
     };
@@ -155,6 +160,7 @@ pub async fn run(
         outbound,
         tracker: CursorTracker::new(Seq::ZERO),
         last_sent: Seq::ZERO,
+        stream_id: request.stream_id.clone(),
         cursor_id: None,
     };
     let end = session
@@ -174,28 +180,35 @@ pub async fn run(
     }
     let reason = match &end {
         Ok(()) => "agent left",
-        Err(status) => status_label(status.code()),
+        Err(status) => names::close_label(status.code()),
     };
     metrics::counter!(names::STREAMS_CLOSED, "reason" => reason).increment(1);
     match end {
         Ok(()) => {
-            tracing::info!(agent = %agent, cursor = %session.tracker.cursor(), "stream closed by the agent")
+            tracing::info!(cursor = %session.tracker.cursor(), "stream closed by the agent")
         }
         Err(status) => {
-            tracing::info!(agent = %agent, cursor = %session.tracker.cursor(), reason = status.message(), "closing stream");
+            tracing::info!(cursor = %session.tracker.cursor(), reason = status.message(), "closing stream");
             let _ = session.outbound.send(Err(status)).await;
         }
     }
 }
 
-fn status_label(code: tonic::Code) -> &'static str {
-    match code {
-        tonic::Code::ResourceExhausted => "overflow",
-        tonic::Code::Unauthenticated => "unauthenticated",
-        tonic::Code::Unavailable => "unavailable",
-        tonic::Code::InvalidArgument => "invalid_argument",
-        _ => "error",
-    }
+/// The span every event of one stream is logged in: one grep (`stream=<id>`, or the
+/// agent's name) follows a stream from Hello to close on this replica.
+pub fn stream_span(stream_id: &str, policy: &AgentPolicy, replica: &str) -> tracing::Span {
+    tracing::info_span!(
+        "agent_stream",
+        stream = stream_id,
+        agent = %policy.name,
+        agent_id = policy.id.0,
+        replica = replica,
+    )
+}
+
+/// The status a stream closed by the hub ends with.
+fn close_status(reason: Option<CloseReason>) -> Status {
+    reason.map_or_else(|| Status::unavailable("stream closed"), status::closed)
 }
 
 /// What a stream's Hello subscribed to, once the subscriptions went to the hub.
@@ -205,12 +218,13 @@ struct OpenedWith {
 }
 
 struct Session {
-    context: Arc<SessionContext>,
+    context: Arc<StreamContext>,
     health: HealthRecorder,
     policy: AgentPolicy,
     outbound: Outbound,
     tracker: CursorTracker,
     last_sent: Seq,
+    stream_id: String,
     /// This stream's identity in cursor reports, once it knows where it resumes.
     cursor_id: Option<StreamCursor>,
 }
@@ -240,17 +254,21 @@ impl Session {
         let mut start = claimed.max(stored_cursor);
         let cursor_expired = start < bounds.floor;
         if cursor_expired {
-            tracing::warn!(agent = %self.policy.name, cursor = %start, floor = %bounds.floor, "cursor is older than retention");
+            tracing::warn!(cursor = %start, floor = %bounds.floor, "cursor is older than retention");
             start = bounds.floor;
         }
         self.tracker = CursorTracker::new(start);
         self.last_sent = start;
-        let cursor_id = StreamCursor::open(self.policy.id, opened_with.digest, start);
+        let cursor_id = StreamCursor::open(
+            self.policy.id,
+            self.stream_id.clone(),
+            opened_with.digest,
+            start,
+        );
         // Reported at once: from now on this stream holds its agent's cursor at `start`.
         self.context.cursors.record(&cursor_id, start, false);
         self.cursor_id = Some(cursor_id);
         tracing::info!(
-            agent = %self.policy.name,
             cluster = hello.cluster_name.as_deref().unwrap_or("-"),
             version = %hello.agent_version,
             subscriptions = opened_with.count,
@@ -278,10 +296,10 @@ impl Session {
             tokio::select! {
                 biased;
                 () = self.context.shutdown.cancelled() => {
-                    return Err(Status::unavailable("the broker is shutting down; reconnect to another replica"));
+                    return Err(status::closed(CloseReason::Shutdown));
                 }
                 () = close.closed() => {
-                    return Err(close.reason().unwrap_or_else(|| Status::unavailable("stream closed")));
+                    return Err(close_status(close.reason()));
                 }
                 // Acks are read while the backlog replays too, so that replay is paced by
                 // the agent and an agent far behind still catches up.
@@ -289,7 +307,7 @@ impl Session {
                     Ok(Some(message)) => self.handle_agent_message(id, message).await?,
                     Ok(None) => return Ok(()),
                     Err(status) => {
-                        tracing::debug!(agent = %self.policy.name, error = %status, "agent stream broke");
+                        tracing::debug!(error = %status, "agent stream broke");
                         return Ok(());
                     }
                 },
@@ -298,7 +316,7 @@ impl Session {
                     backlog.fill(page);
                     if backlog.is_done() {
                         self.tracker.pass(backlog.head);
-                        tracing::debug!(agent = %self.policy.name, head = %backlog.head, "backlog replayed");
+                        tracing::debug!(head = %backlog.head, "backlog replayed");
                     }
                 }
                 permit = self.outbound.clone().reserve_owned(),
@@ -318,7 +336,7 @@ impl Session {
                     }
                     if backlog.is_done() {
                         self.tracker.pass(backlog.head);
-                        tracing::debug!(agent = %self.policy.name, head = %backlog.head, "backlog replayed");
+                        tracing::debug!(head = %backlog.head, "backlog replayed");
                     }
                 }
                 delivery = queue.recv(), if backlog.is_done() => match delivery {
@@ -326,7 +344,7 @@ impl Session {
                         self.send_event(&delivery).await?;
                         keepalive.reset();
                     }
-                    None => return Err(close.reason().unwrap_or_else(|| Status::unavailable("stream closed"))),
+                    None => return Err(close_status(close.reason())),
                 },
                 _ = keepalive.tick() => {
                     // Everything the hub dispatched up to its head is in the queue; if the
@@ -354,7 +372,7 @@ impl Session {
         self.last_sent = entry.seq;
         self.tracker.sent(entry.seq, event.received_at);
         metrics::counter!(names::EVENTS_SENT).increment(1);
-        tracing::debug!(agent = %self.policy.name, seq = %entry.seq, event_id = %event.event_id, project = %event.project.path, r#ref = %event.git_ref, "event sent");
+        tracing::debug!(seq = %entry.seq, event_id = %event.event_id, project = %event.project.path, r#ref = %event.git_ref, "event sent");
         Some(v1::BrokerMessage {
             message: Some(broker_message::Message::Event(message)),
         })
@@ -405,25 +423,29 @@ impl Session {
                 let ack = convert::ack(ack)?;
                 metrics::counter!(names::ACKS).increment(1);
                 for outcome in &ack.outcomes {
-                    metrics::counter!(names::RECEIVER_OUTCOMES, "outcome" => outcome.as_str_name())
+                    metrics::counter!(names::RECEIVER_OUTCOMES, "outcome" => names::outcome_label(*outcome))
                         .increment(1);
                 }
                 if let Some(received_at) = self.tracker.acked(ack.seq) {
                     let waited = received_at.elapsed_until(UnixMillis::now());
                     metrics::histogram!(names::DELIVERY_LATENCY).record(waited.as_secs_f64());
-                    tracing::debug!(agent = %self.policy.name, seq = %ack.seq, latency_ms = waited.as_millis(), handling_ms = ack.handling_ms, "event acked");
+                    tracing::debug!(seq = %ack.seq, latency_ms = waited.as_millis(), handling_ms = ack.handling_ms, "event acked");
                 }
                 self.record_cursor();
                 self.context.hub.record_ack(id, UnixMillis::now()).await;
             }
             Some(agent_message::Message::SubscriptionChange(change)) => {
                 let (add, remove) = convert::subscription_change(change)?;
-                tracing::info!(agent = %self.policy.name, added = add.len(), removed = remove.len(), "subscriptions changed");
+                tracing::info!(
+                    added = add.len(),
+                    removed = remove.len(),
+                    "subscriptions changed"
+                );
                 self.context
                     .hub
                     .change_subscriptions(id, add, &remove)
                     .await
-                    .map_err(|limit| limit.to_status())?;
+                    .map_err(|limit| status::over_limit(&limit))?;
             }
             Some(agent_message::Message::ReceiverHealth(report)) => {
                 self.health.record(&self.policy.name, report)?;
@@ -437,7 +459,7 @@ impl Session {
             // agents keep their stream.
             None => {
                 metrics::counter!(names::AGENT_MESSAGES_IGNORED).increment(1);
-                tracing::debug!(agent = %self.policy.name, "ignoring an agent message of an unknown kind");
+                tracing::debug!("ignoring an agent message of an unknown kind");
             }
         }
         Ok(())

@@ -18,6 +18,7 @@ use fluxgate_proto::v1;
 use fluxgate_store::Store;
 use tokio::sync::watch;
 use tonic::Status;
+use tracing::Instrument as _;
 
 use crate::metric_names as names;
 
@@ -33,7 +34,7 @@ impl HealthRecorder {
     /// is written.
     pub fn spawn(store: Arc<dyn Store>, agent: AgentId, name: AgentName) -> Self {
         let (latest, mut reports) = watch::channel::<Option<ReceiverHealth>>(None);
-        tokio::spawn(async move {
+        let writer = async move {
             while reports.changed().await.is_ok() {
                 let Some(report) = reports.borrow_and_update().clone() else {
                     continue;
@@ -48,7 +49,9 @@ impl HealthRecorder {
                     }
                 }
             }
-        });
+        };
+        // In the stream's span, so that its lines carry the stream's fields.
+        tokio::spawn(writer.instrument(tracing::Span::current()));
         Self {
             latest,
             last_failing: None,

@@ -4,21 +4,31 @@
 //! with a TTL that it refreshes every few seconds and rewrites at once when a stream opens
 //! or closes. A replica that dies stops refreshing, and its entries expire. Readers (the
 //! admin API, the CLI, any replica) scan every replica's hash.
+//!
+//! Writes and reads go through one [`ConnectionManager`], opened on first use and
+//! reconnected by itself after an error, not a new connection per write.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use fluxgate_core::UnixMillis;
+use fluxgate_fanout::Hub;
 use redis::AsyncCommands as _;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::Hub;
 use crate::metric_names as names;
+
+/// How long connecting and each command may take.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connection attempts per request while Redis is unreachable, so that a reader (the CLI)
+/// falls back on last-seen times quickly.
+const CONNECT_RETRIES: usize = 1;
 
 /// One open agent stream, as presence records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Connection {
+pub struct OpenStream {
     pub agent_id: i64,
     pub agent: String,
     pub replica: String,
@@ -28,16 +38,32 @@ pub struct Connection {
     pub agent_version: String,
 }
 
-#[derive(Debug, Clone)]
+/// This replica's presence writer, and every replica's presence reader.
+#[derive(Clone)]
 pub struct RedisPresence {
-    client: redis::Client,
+    connection: ConnectionManager,
     key_prefix: String,
 }
 
+impl std::fmt::Debug for RedisPresence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisPresence")
+            .field("key_prefix", &self.key_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
 impl RedisPresence {
+    /// Presence in the Redis at `url`, under `key_prefix`. Connects on first use; must be
+    /// called inside a Tokio runtime.
     pub fn new(url: &str, key_prefix: &str) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT))
+            .set_number_of_retries(CONNECT_RETRIES);
         Ok(Self {
-            client: redis::Client::open(url)?,
+            connection: ConnectionManager::new_lazy_with_config(client, config)?,
             key_prefix: key_prefix.to_owned(),
         })
     }
@@ -61,14 +87,14 @@ impl RedisPresence {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 _ = ticker.tick() => {}
-                () = hub.sessions_changed() => {}
+                () = hub.streams_changed() => {}
             }
-            let connections: Vec<(String, String)> = hub
-                .sessions()
+            let streams: Vec<(String, String)> = hub
+                .open_streams()
                 .await
                 .into_iter()
                 .map(|(id, agent, info)| {
-                    let connection = Connection {
+                    let stream = OpenStream {
                         agent_id: agent.0,
                         agent: info.agent_name,
                         replica: replica.clone(),
@@ -79,42 +105,41 @@ impl RedisPresence {
                     };
                     (
                         id.to_string(),
-                        serde_json::to_string(&connection).expect("presence serializes"),
+                        serde_json::to_string(&stream).expect("presence serializes"),
                     )
                 })
                 .collect();
-            if let Err(err) = self.write(&key, &connections, ttl).await {
+            if let Err(err) = self.write(&key, &streams, ttl).await {
                 metrics::counter!(names::PRESENCE_ERRORS).increment(1);
                 tracing::debug!(error = %err, "cannot write presence to redis");
             }
         }
-        if let Ok(mut conn) = self.client.get_multiplexed_async_connection().await {
-            let _: Result<(), _> = conn.del(&key).await;
-        }
+        let _: Result<(), _> = self.connection.clone().del(&key).await;
     }
 
     async fn write(
         &self,
         key: &str,
-        connections: &[(String, String)],
+        streams: &[(String, String)],
         ttl: Duration,
     ) -> redis::RedisResult<()> {
-        let mut conn = self.client.get_multiplexed_async_connection().await?;
         let mut transaction = redis::pipe();
         transaction.atomic().del(key).ignore();
-        if !connections.is_empty() {
+        if !streams.is_empty() {
             transaction
-                .hset_multiple(key, connections)
+                .hset_multiple(key, streams)
                 .ignore()
                 .pexpire(key, i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
                 .ignore();
         }
-        transaction.query_async::<()>(&mut conn).await
+        transaction
+            .query_async::<()>(&mut self.connection.clone())
+            .await
     }
 
     /// Every agent stream open on any replica.
-    pub async fn connections(&self) -> redis::RedisResult<Vec<Connection>> {
-        let mut conn = self.client.get_multiplexed_async_connection().await?;
+    pub async fn open_streams(&self) -> redis::RedisResult<Vec<OpenStream>> {
+        let mut conn = self.connection.clone();
         let pattern = format!("{}:presence:*", self.key_prefix);
         let mut keys: Vec<String> = Vec::new();
         {
@@ -123,15 +148,15 @@ impl RedisPresence {
                 keys.push(key?);
             }
         }
-        let mut connections = Vec::new();
+        let mut streams = Vec::new();
         for key in keys {
             let fields: std::collections::HashMap<String, String> = conn.hgetall(&key).await?;
-            connections.extend(
+            streams.extend(
                 fields
                     .values()
                     .filter_map(|json| serde_json::from_str(json).ok()),
             );
         }
-        Ok(connections)
+        Ok(streams)
     }
 }

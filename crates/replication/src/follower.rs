@@ -6,8 +6,7 @@
 //!   store first (every seq below a committed one is committed, so the range is complete);
 //! - a lagged bus receiver, or a bus quiet for `poll_interval`, makes it read everything
 //!   after the hub's head from the store. That also picks up entries written by other
-//!   processes that do not share the bus (the CLI, another replica while Redis is down).
-//!
+//!   processes that do not share the bus (the CLI, another replica while Redis is down);
 //! - a stream that needs the hub to be current (a new agent connecting) asks for a read
 //!   at once.
 //!
@@ -22,13 +21,15 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use fluxgate_fanout::Hub;
+
 use crate::bus::Batch;
-use crate::hub::Hub;
 use crate::metric_names as names;
 
 /// How many entries to read from the store per query.
 const PAGE: u32 = 1000;
 
+/// Feeds one hub the log; run it with [`Follower::run`].
 pub struct Follower {
     store: Arc<dyn Store>,
     hub: Arc<Hub>,
@@ -51,6 +52,7 @@ impl Follower {
         }
     }
 
+    /// Follows the log until `shutdown`.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut quiet_since = Instant::now();
         loop {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use fluxgate_core::{Backoff, LogEntry, Seq};
+use fluxgate_core::{Backoff, LogEntry};
 use fluxgate_store::CommitListener;
 use futures_util::future::BoxFuture;
 use redis::AsyncCommands as _;
@@ -23,12 +23,9 @@ use redis::streams::{StreamMaxlen, StreamRangeReply, StreamReadOptions, StreamRe
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::stream_entry;
 use super::{Batch, Bus};
 use crate::metric_names as names;
-
-/// Field names of a stream entry.
-const SEQ_FIELD: &str = "seq";
-const ENTRY_FIELD: &str = "entry";
 /// How long one `XREAD` blocks.
 const READ_BLOCK: Duration = Duration::from_secs(1);
 /// Batches waiting for the publisher; beyond that they are dropped (followers catch up).
@@ -153,16 +150,12 @@ async fn publish(
         };
         let mut pipeline = redis::pipe();
         for entry in batches.iter().flat_map(|batch| batch.iter()) {
-            let body = serde_json::to_string(entry).expect("log entries always serialize");
             pipeline
                 .xadd_maxlen(
                     &key,
                     StreamMaxlen::Approx(config.stream_max_len),
                     "*",
-                    &[
-                        (SEQ_FIELD, entry.seq.get().to_string()),
-                        (ENTRY_FIELD, body),
-                    ],
+                    &stream_entry::encode(entry),
                 )
                 .ignore();
         }
@@ -216,9 +209,12 @@ async fn subscribe(
                 for stream in reply.keys {
                     for message in stream.ids {
                         last_id = Some(message.id.clone());
-                        match decode(&message.map) {
-                            Some(entry) => batch.push(entry),
-                            None => tracing::warn!(id = %message.id, "undecodable entry on the log stream; skipped"),
+                        match stream_entry::decode(&message.map) {
+                            Ok(entry) => batch.push(entry),
+                            Err(err) => {
+                                metrics::counter!(names::REDIS_DECODE_ERRORS, "reason" => err.label()).increment(1);
+                                tracing::warn!(id = %message.id, error = &err as &dyn std::error::Error, "undecodable entry on the log stream; skipped (the follower reads it from the database)");
+                            }
                         }
                     }
                 }
@@ -253,14 +249,4 @@ async fn newest_id(
         .ids
         .first()
         .map_or_else(|| "0-0".to_owned(), |id| id.id.clone()))
-}
-
-fn decode(fields: &std::collections::HashMap<String, redis::Value>) -> Option<LogEntry> {
-    let body: String = redis::from_redis_value(fields.get(ENTRY_FIELD)?.clone()).ok()?;
-    let entry: LogEntry = serde_json::from_str(&body).ok()?;
-    let seq: u64 = redis::from_redis_value::<String>(fields.get(SEQ_FIELD)?.clone())
-        .ok()?
-        .parse()
-        .ok()?;
-    (entry.seq == Seq(seq)).then_some(entry)
 }

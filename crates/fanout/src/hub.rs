@@ -3,7 +3,7 @@
 //! The follower hands the hub every log entry in seq order. State entries update the
 //! routing state (and close streams whose agent was deleted or whose token was rotated);
 //! pushes go to the matching streams' bounded queues with a non-blocking send. A stream
-//! whose queue is full is closed with RESOURCE_EXHAUSTED, so a slow agent never stalls
+//! whose queue is full is closed as [`CloseReason::Lagged`], so a slow agent never stalls
 //! the others, and loses nothing: it resumes from its cursor.
 //!
 //! The state is behind one asynchronous lock (a task waiting for it yields its thread;
@@ -20,11 +20,10 @@ use fluxgate_core::{AgentId, LogEntry, LogRecord, Seq, UnixMillis};
 use fluxgate_routing::{
     AgentEffect, RoutingState, SubscriberId, Subscription, SubscriptionIndex, route_one,
 };
-use parking_lot::Mutex;
 use tokio::sync::{Notify, RwLock, RwLockWriteGuard, mpsc, watch};
-use tokio_util::sync::CancellationToken;
-use tonic::Status;
 
+use crate::close::{CloseReason, CloseSignal};
+use crate::limits::{HubLimits, LimitError};
 use crate::metric_names as names;
 
 /// An event for one stream, with the subscription labels it matched.
@@ -34,35 +33,9 @@ pub struct Delivery {
     pub matched: Vec<String>,
 }
 
-/// Closes one stream from outside its task, with a reason.
-#[derive(Debug, Default)]
-pub struct CloseSignal {
-    token: CancellationToken,
-    reason: Mutex<Option<Status>>,
-}
-
-impl CloseSignal {
-    /// Asks the stream to close; the first reason wins.
-    pub fn close(&self, status: Status) {
-        let mut reason = self.reason.lock();
-        if reason.is_none() {
-            *reason = Some(status);
-        }
-        self.token.cancel();
-    }
-
-    pub async fn closed(&self) {
-        self.token.cancelled().await;
-    }
-
-    pub fn reason(&self) -> Option<Status> {
-        self.reason.lock().clone()
-    }
-}
-
 /// Who is on the other end of a stream, for presence.
 #[derive(Debug, Clone)]
-pub struct SessionInfo {
+pub struct StreamInfo {
     pub agent_name: String,
     pub cluster_name: Option<String>,
     pub agent_version: String,
@@ -70,10 +43,10 @@ pub struct SessionInfo {
     pub last_ack_at: Option<UnixMillis>,
 }
 
-struct Session {
+struct RegisteredStream {
     agent: AgentId,
     token_generation: u32,
-    info: SessionInfo,
+    info: StreamInfo,
     queue: mpsc::Sender<Delivery>,
     close: Arc<CloseSignal>,
 }
@@ -81,7 +54,7 @@ struct Session {
 struct State {
     routing: RoutingState,
     index: SubscriptionIndex,
-    sessions: HashMap<SubscriberId, Session>,
+    streams: HashMap<SubscriberId, RegisteredStream>,
     /// Per agent: open streams and subscriptions across them (for the limits).
     per_agent: HashMap<AgentId, AgentUsage>,
 }
@@ -90,50 +63,6 @@ struct State {
 struct AgentUsage {
     streams: usize,
     subscriptions: usize,
-}
-
-/// What one agent may hold on this replica, so that one client cannot degrade the others.
-#[derive(Debug, Clone, Copy)]
-pub struct HubLimits {
-    /// Events queued per stream before a stream that does not keep up is closed.
-    pub queue_capacity: usize,
-    pub max_streams_per_agent: usize,
-    pub max_subscriptions_per_stream: usize,
-    pub max_subscriptions_per_agent: usize,
-}
-
-impl Default for HubLimits {
-    fn default() -> Self {
-        Self {
-            queue_capacity: 1024,
-            max_streams_per_agent: 16,
-            max_subscriptions_per_stream: 10_000,
-            max_subscriptions_per_agent: 20_000,
-        }
-    }
-}
-
-/// A request that would take an agent over one of its [`HubLimits`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LimitError {
-    #[error(
-        "the agent already has {open} streams open on this broker (at most {max}); close one before opening another"
-    )]
-    Streams { open: usize, max: usize },
-    #[error(
-        "the stream would hold {wanted} subscriptions (at most {max} per stream); subscribe to fewer projects or raise max_subscriptions_per_stream"
-    )]
-    StreamSubscriptions { wanted: usize, max: usize },
-    #[error(
-        "the agent would hold {wanted} subscriptions across its streams (at most {max}); subscribe to fewer projects or raise max_subscriptions_per_agent"
-    )]
-    AgentSubscriptions { wanted: usize, max: usize },
-}
-
-impl LimitError {
-    pub fn to_status(&self) -> Status {
-        Status::resource_exhausted(self.to_string())
-    }
 }
 
 /// A registered stream's end of the hub.
@@ -149,21 +78,12 @@ pub struct Registration {
 /// Why a stream could not register.
 #[derive(Debug, thiserror::Error)]
 pub enum RegisterError {
-    #[error("the agent was deleted")]
+    #[error("{}", CloseReason::AgentDeleted)]
     AgentDeleted,
-    #[error("the agent's token was rotated; use the new token")]
+    #[error("{}", CloseReason::TokenRotated)]
     TokenRotated,
     #[error(transparent)]
     Limit(#[from] LimitError),
-}
-
-impl RegisterError {
-    pub fn to_status(&self) -> Status {
-        match self {
-            RegisterError::Limit(limit) => limit.to_status(),
-            other => Status::unauthenticated(other.to_string()),
-        }
-    }
 }
 
 pub struct Hub {
@@ -174,7 +94,7 @@ pub struct Hub {
     /// Asks the follower to read the store now instead of at its next poll.
     catch_up: Notify,
     /// Tells presence publishers that streams opened or closed.
-    sessions_changed: Notify,
+    streams_changed: Notify,
     next_id: AtomicU64,
     limits: HubLimits,
 }
@@ -187,13 +107,13 @@ impl Hub {
             state: RwLock::new(State {
                 routing,
                 index: SubscriptionIndex::default(),
-                sessions: HashMap::new(),
+                streams: HashMap::new(),
                 per_agent: HashMap::new(),
             }),
             head: AtomicU64::new(head.get()),
             head_watch: watch::Sender::new(head),
             catch_up: Notify::new(),
-            sessions_changed: Notify::new(),
+            streams_changed: Notify::new(),
             next_id: AtomicU64::new(1),
             limits: HubLimits {
                 queue_capacity: limits.queue_capacity.max(1),
@@ -221,7 +141,7 @@ impl Hub {
     }
 
     /// Resolves when someone asked the follower to catch up.
-    pub(crate) async fn catch_up_requested(&self) {
+    pub async fn catch_up_requested(&self) {
         self.catch_up.notified().await;
     }
 
@@ -233,7 +153,7 @@ impl Hub {
         &self,
         agent: AgentId,
         token_generation: u32,
-        info: SessionInfo,
+        info: StreamInfo,
         subscriptions: Vec<Subscription>,
     ) -> Result<Registration, RegisterError> {
         let mut state = self.write().await;
@@ -278,9 +198,9 @@ impl Hub {
         entry.subscriptions += count;
         let (queue, receiver) = mpsc::channel(limits.queue_capacity);
         let close = Arc::new(CloseSignal::default());
-        state.sessions.insert(
+        state.streams.insert(
             id,
-            Session {
+            RegisteredStream {
                 agent,
                 token_generation,
                 info,
@@ -288,8 +208,8 @@ impl Hub {
                 close: close.clone(),
             },
         );
-        metrics::gauge!(names::STREAMS_OPEN).set(state.sessions.len() as f64);
-        self.sessions_changed.notify_waiters();
+        metrics::gauge!(names::STREAMS_OPEN).set(state.streams.len() as f64);
+        self.streams_changed.notify_waiters();
         Ok(Registration {
             id,
             queue: receiver,
@@ -300,31 +220,31 @@ impl Hub {
 
     pub async fn unregister(&self, id: SubscriberId) {
         let mut state = self.write().await;
-        forget_session(&mut state, id);
-        metrics::gauge!(names::STREAMS_OPEN).set(state.sessions.len() as f64);
-        self.sessions_changed.notify_waiters();
+        forget_stream(&mut state, id);
+        metrics::gauge!(names::STREAMS_OPEN).set(state.streams.len() as f64);
+        self.streams_changed.notify_waiters();
     }
 
     /// Notes an ack on a stream, for presence.
     pub async fn record_ack(&self, id: SubscriberId, at: UnixMillis) {
-        if let Some(session) = self.write().await.sessions.get_mut(&id) {
-            session.info.last_ack_at = Some(at);
+        if let Some(stream) = self.write().await.streams.get_mut(&id) {
+            stream.info.last_ack_at = Some(at);
         }
     }
 
     /// Every open stream: its id, its agent and who is on the other end.
-    pub async fn sessions(&self) -> Vec<(SubscriberId, AgentId, SessionInfo)> {
+    pub async fn open_streams(&self) -> Vec<(SubscriberId, AgentId, StreamInfo)> {
         let state = self.state.read().await;
         state
-            .sessions
+            .streams
             .iter()
-            .map(|(id, session)| (*id, session.agent, session.info.clone()))
+            .map(|(id, stream)| (*id, stream.agent, stream.info.clone()))
             .collect()
     }
 
     /// Resolves when a stream opens or closes.
-    pub async fn sessions_changed(&self) {
-        self.sessions_changed.notified().await;
+    pub async fn streams_changed(&self) {
+        self.streams_changed.notified().await;
     }
 
     /// Changes a stream's subscriptions in place; refused as a whole (nothing changes) if
@@ -336,7 +256,7 @@ impl Hub {
         remove: &[Subscription],
     ) -> Result<(), LimitError> {
         let mut state = self.write().await;
-        let Some(agent) = state.sessions.get(&id).map(|s| s.agent) else {
+        let Some(agent) = state.streams.get(&id).map(|s| s.agent) else {
             return Ok(());
         };
         let before = state.index.count(id);
@@ -402,7 +322,7 @@ impl Hub {
         let matches = match &entry.record {
             LogRecord::State(change) => {
                 let effects = state.routing.apply(change);
-                close_sessions_of_changed_agents(&mut state, &effects);
+                close_streams_of_changed_agents(&mut state, &effects);
                 Vec::new()
             }
             LogRecord::Push(event) => state.index.route(&state.routing, event),
@@ -410,22 +330,19 @@ impl Hub {
         let entry = Arc::new(entry);
         let mut overflowed = Vec::new();
         for found in matches {
-            let Some(session) = state.sessions.get(&found.subscriber) else {
+            let Some(stream) = state.streams.get(&found.subscriber) else {
                 continue;
             };
             let delivery = Delivery {
                 entry: entry.clone(),
                 matched: found.matched,
             };
-            if session.queue.try_send(delivery).is_err() {
+            if stream.queue.try_send(delivery).is_err() {
                 overflowed.push(found.subscriber);
             }
         }
         for id in overflowed {
-            let status = Status::resource_exhausted(
-                "the agent did not keep up with its events; reconnect to resume from the cursor",
-            );
-            close_session(&mut state, id, status);
+            close_stream(&mut state, id, CloseReason::Lagged);
             metrics::counter!(names::QUEUE_OVERFLOWS).increment(1);
         }
         self.head.store(seq.get(), Ordering::Release);
@@ -434,82 +351,162 @@ impl Hub {
     }
 
     /// Closes every stream (shutdown).
-    pub async fn close_all(&self, status: Status) {
+    pub async fn close_all(&self, reason: CloseReason) {
         let mut state = self.write().await;
-        let ids: Vec<SubscriberId> = state.sessions.keys().copied().collect();
+        let ids: Vec<SubscriberId> = state.streams.keys().copied().collect();
         for id in ids {
-            close_session(&mut state, id, status.clone());
+            close_stream(&mut state, id, reason);
         }
     }
 }
 
-fn close_session(state: &mut State, id: SubscriberId, status: Status) {
-    if let Some(session) = forget_session(state, id) {
-        session.close.close(status);
+fn close_stream(state: &mut State, id: SubscriberId, reason: CloseReason) {
+    if let Some(stream) = forget_stream(state, id) {
+        stream.close.close(reason);
     }
-    metrics::gauge!(names::STREAMS_OPEN).set(state.sessions.len() as f64);
+    metrics::gauge!(names::STREAMS_OPEN).set(state.streams.len() as f64);
 }
 
-/// Removes a stream from the index, the sessions and its agent's usage.
-fn forget_session(state: &mut State, id: SubscriberId) -> Option<Session> {
+/// Removes a stream from the index, the open streams and its agent's usage.
+fn forget_stream(state: &mut State, id: SubscriberId) -> Option<RegisteredStream> {
     let subscriptions = state.index.count(id);
     state.index.remove(id);
-    let session = state.sessions.remove(&id)?;
-    if let Some(usage) = state.per_agent.get_mut(&session.agent) {
+    let stream = state.streams.remove(&id)?;
+    if let Some(usage) = state.per_agent.get_mut(&stream.agent) {
         usage.streams = usage.streams.saturating_sub(1);
         usage.subscriptions = usage.subscriptions.saturating_sub(subscriptions);
         if usage.streams == 0 {
-            state.per_agent.remove(&session.agent);
+            state.per_agent.remove(&stream.agent);
         }
     }
-    Some(session)
+    Some(stream)
 }
 
-fn close_sessions_of_changed_agents(state: &mut State, effects: &[AgentEffect]) {
+fn close_streams_of_changed_agents(state: &mut State, effects: &[AgentEffect]) {
     for effect in effects {
         let (agent, keep_generation, reason) = match *effect {
-            AgentEffect::Removed { id } => (id, None, "the agent was deleted"),
+            AgentEffect::Removed { id } => (id, None, CloseReason::AgentDeleted),
             AgentEffect::Updated {
                 id,
                 token_generation,
-            } => (
-                id,
-                Some(token_generation),
-                "the agent's token was rotated; use the new token",
-            ),
+            } => (id, Some(token_generation), CloseReason::TokenRotated),
         };
         let stale: Vec<SubscriberId> = state
-            .sessions
+            .streams
             .iter()
             .filter(|(_, s)| s.agent == agent && Some(s.token_generation) != keep_generation)
             .map(|(id, _)| *id)
             .collect();
         for id in stale {
-            close_session(state, id, Status::unauthenticated(reason));
+            close_stream(state, id, reason);
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use fluxgate_core::{AgentName, AgentPolicy, FullPath};
+    use std::time::Duration;
+
+    use fluxgate_core::{
+        AdminAction, AgentName, AgentPolicy, EventKind, FullPath, GitRef, Grant, ProjectId,
+        ProjectRef, PushEvent, Sha, StateCause, StateChange, StateEffect, Visibility,
+    };
 
     use super::*;
 
     const AGENT: AgentId = AgentId(1);
     const OTHER: AgentId = AgentId(2);
 
-    fn hub(limits: HubLimits) -> Hub {
-        let policy = |id: AgentId, name: &str| AgentPolicy {
+    /// A private project that only AGENT is granted, and a public one.
+    const PRIVATE: (i64, &str) = (1, "team/app");
+    const PUBLIC: (i64, &str) = (2, "oss/lib");
+
+    fn policy(id: AgentId, name: &str) -> AgentPolicy {
+        AgentPolicy {
             id,
             name: AgentName::parse(name).unwrap(),
             config_project: FullPath::parse("group/config").unwrap(),
             grants: Vec::new(),
             allow_internal: false,
             token_generation: 0,
+        }
+    }
+
+    fn hub(limits: HubLimits) -> Hub {
+        let granted = AgentPolicy {
+            grants: vec![Grant::Group(FullPath::parse("team").unwrap())],
+            ..policy(AGENT, "one")
         };
-        let routing = RoutingState::new([], [], [policy(AGENT, "one"), policy(OTHER, "two")]);
+        let project = |(id, path): (i64, &str), visibility| {
+            (
+                ProjectId::new(id).unwrap(),
+                FullPath::parse(path).unwrap(),
+                Some(visibility),
+            )
+        };
+        let routing = RoutingState::new(
+            [
+                project(PRIVATE, Visibility::Private),
+                project(PUBLIC, Visibility::Public),
+            ],
+            [],
+            [granted, policy(OTHER, "two")],
+        );
         Hub::new(routing, Seq::ZERO, limits)
+    }
+
+    fn push(seq: u64, (id, path): (i64, &str), visibility: Visibility) -> LogEntry {
+        LogEntry {
+            seq: Seq(seq),
+            recorded_at: UnixMillis(0),
+            record: LogRecord::Push(PushEvent {
+                event_id: uuid::Uuid::new_v4(),
+                project: ProjectRef {
+                    id: ProjectId::new(id).unwrap(),
+                    path: FullPath::parse(path).unwrap(),
+                    visibility: Some(visibility),
+                },
+                git_ref: GitRef::parse("refs/heads/main").unwrap(),
+                before: Sha::parse(&"0".repeat(40)).unwrap(),
+                after: Sha::parse(&format!("{seq:040x}")).unwrap(),
+                kind: EventKind::Push,
+                received_at: UnixMillis(0),
+            }),
+        }
+    }
+
+    fn state(seq: u64, action: AdminAction, effect: StateEffect) -> LogEntry {
+        LogEntry {
+            seq: Seq(seq),
+            recorded_at: UnixMillis(0),
+            record: LogRecord::State(StateChange {
+                cause: StateCause::Admin {
+                    action,
+                    agent: AgentName::parse("one").unwrap(),
+                },
+                effects: vec![effect],
+            }),
+        }
+    }
+
+    fn subscribe(paths: &[&str]) -> Vec<Subscription> {
+        paths
+            .iter()
+            .map(|path| Subscription {
+                project: FullPath::parse(path).unwrap(),
+                refs: None,
+                label: (*path).to_owned(),
+            })
+            .collect()
+    }
+
+    /// The seqs waiting in a stream's queue.
+    fn queued(registration: &mut Registration) -> Vec<u64> {
+        let mut seqs = Vec::new();
+        while let Ok(delivery) = registration.queue.try_recv() {
+            seqs.push(delivery.entry.seq.get());
+        }
+        seqs
     }
 
     fn subscriptions(range: std::ops::Range<usize>) -> Vec<Subscription> {
@@ -525,8 +522,8 @@ mod tests {
             .collect()
     }
 
-    fn info() -> SessionInfo {
-        SessionInfo {
+    fn info() -> StreamInfo {
+        StreamInfo {
             agent_name: "one".to_owned(),
             cluster_name: None,
             agent_version: "test".to_owned(),
@@ -562,7 +559,6 @@ mod tests {
             ),
             "{refused}"
         );
-        assert_eq!(refused.to_status().code(), tonic::Code::ResourceExhausted);
         assert!(
             register(&hub, OTHER, subscriptions(0..1)).await.is_ok(),
             "another agent is not limited"
@@ -669,6 +665,131 @@ mod tests {
         assert!(
             register(&hub, OTHER, subscriptions(0..150)).await.is_ok(),
             "per agent"
+        );
+    }
+
+    #[tokio::test]
+    async fn pushes_go_to_the_streams_that_subscribed_and_may_see_them() {
+        let hub = hub(HubLimits::default());
+        let both = [PRIVATE.1, PUBLIC.1];
+        let mut granted = register(&hub, AGENT, subscribe(&both)).await.unwrap();
+        let mut not_granted = register(&hub, OTHER, subscribe(&both)).await.unwrap();
+        let mut public_only = register(&hub, AGENT, subscribe(&[PUBLIC.1])).await.unwrap();
+
+        hub.dispatch(push(1, PRIVATE, Visibility::Private)).await;
+        hub.dispatch(push(2, PUBLIC, Visibility::Public)).await;
+        hub.dispatch(push(3, PRIVATE, Visibility::Private)).await;
+
+        assert_eq!(
+            queued(&mut granted),
+            [1, 2, 3],
+            "granted: everything, in order"
+        );
+        assert_eq!(
+            queued(&mut not_granted),
+            [2],
+            "not granted: only the public project"
+        );
+        assert_eq!(queued(&mut public_only), [2], "only what it subscribed to");
+        assert_eq!(hub.head(), Seq(3));
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_closes_only_the_slow_stream_as_lagged() {
+        let hub = hub(HubLimits {
+            queue_capacity: 2,
+            ..HubLimits::default()
+        });
+        let mut slow = register(&hub, AGENT, subscribe(&[PUBLIC.1])).await.unwrap();
+        let mut fast = register(&hub, OTHER, subscribe(&[PUBLIC.1])).await.unwrap();
+        let mut fast_seen = Vec::new();
+        for seq in 1..=5 {
+            hub.dispatch(push(seq, PUBLIC, Visibility::Public)).await;
+            fast_seen.extend(queued(&mut fast));
+        }
+        assert_eq!(
+            fast_seen,
+            [1, 2, 3, 4, 5],
+            "the reader keeps getting everything"
+        );
+        assert_eq!(fast.close.reason(), None);
+        assert_eq!(slow.close.reason(), Some(CloseReason::Lagged));
+        assert_eq!(
+            queued(&mut slow),
+            [1, 2],
+            "what fitted before it was closed"
+        );
+        let open: Vec<SubscriberId> = hub.open_streams().await.iter().map(|s| s.0).collect();
+        assert_eq!(open, [fast.id], "the slow stream is gone from the hub");
+    }
+
+    #[tokio::test]
+    async fn deleting_or_rotating_an_agent_closes_its_streams_with_the_reason() {
+        let hub = hub(HubLimits::default());
+        let one = register(&hub, AGENT, subscribe(&[PUBLIC.1])).await.unwrap();
+        let two = register(&hub, OTHER, subscribe(&[PUBLIC.1])).await.unwrap();
+        let rotated = AgentPolicy {
+            token_generation: 1,
+            ..policy(AGENT, "one")
+        };
+        hub.dispatch(state(
+            1,
+            AdminAction::RotateToken,
+            StateEffect::Agent { policy: rotated },
+        ))
+        .await;
+        assert_eq!(one.close.reason(), Some(CloseReason::TokenRotated));
+        assert_eq!(
+            two.close.reason(),
+            None,
+            "another agent's stream stays open"
+        );
+        assert!(
+            matches!(
+                register(&hub, AGENT, subscribe(&[PUBLIC.1])).await,
+                Err(RegisterError::TokenRotated)
+            ),
+            "the old token is refused"
+        );
+        hub.dispatch(state(
+            2,
+            AdminAction::Delete,
+            StateEffect::AgentRemoved { id: OTHER },
+        ))
+        .await;
+        assert_eq!(two.close.reason(), Some(CloseReason::AgentDeleted));
+        assert!(matches!(
+            register(&hub, OTHER, subscribe(&[PUBLIC.1])).await,
+            Err(RegisterError::AgentDeleted)
+        ));
+    }
+
+    #[tokio::test]
+    async fn close_all_closes_every_stream_for_shutdown() {
+        let hub = hub(HubLimits::default());
+        let one = register(&hub, AGENT, subscribe(&[PUBLIC.1])).await.unwrap();
+        let two = register(&hub, OTHER, subscribe(&[PUBLIC.1])).await.unwrap();
+        hub.close_all(CloseReason::Shutdown).await;
+        for stream in [one, two] {
+            tokio::time::timeout(Duration::from_secs(5), stream.close.closed())
+                .await
+                .expect("closed");
+            assert_eq!(stream.close.reason(), Some(CloseReason::Shutdown));
+        }
+        assert!(hub.open_streams().await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_stream_registered_at_head_h_gets_what_comes_after_h_in_its_queue() {
+        let hub = hub(HubLimits::default());
+        hub.dispatch(push(1, PUBLIC, Visibility::Public)).await;
+        let mut stream = register(&hub, OTHER, subscribe(&[PUBLIC.1])).await.unwrap();
+        assert_eq!(stream.head, Seq(1), "it reads up to 1 from the store");
+        hub.dispatch(push(2, PUBLIC, Visibility::Public)).await;
+        assert_eq!(queued(&mut stream), [2]);
+        assert!(
+            hub.caught_up_to(Seq(2), Duration::ZERO).await,
+            "already there: no wait"
         );
     }
 }

@@ -7,6 +7,7 @@
 
 mod local;
 mod redis;
+mod stream_entry;
 
 use std::sync::Arc;
 
@@ -16,10 +17,12 @@ use tokio::sync::broadcast;
 
 pub use local::InProcessBus;
 pub use redis::{RedisBus, RedisBusConfig};
+pub use stream_entry::DecodeError;
 
 /// Entries committed together, in seq order.
 pub type Batch = Arc<Vec<LogEntry>>;
 
+/// A way for committed entries to reach every replica's follower.
 pub trait Bus: CommitListener {
     /// A receiver of every batch published from now on (by any replica).
     fn subscribe(&self) -> broadcast::Receiver<Batch>;

@@ -1,0 +1,22 @@
+//! Metric names of the store, with their descriptions ([`describe`], at start-up).
+
+/// Histogram: time of one group-commit transaction.
+pub const APPEND_SECONDS: &str = "fluxgate_store_append_seconds";
+/// Histogram: hooks committed per transaction.
+pub const APPEND_BATCH_SIZE: &str = "fluxgate_store_append_batch_size";
+
+/// The counters of the store (none yet).
+pub const COUNTERS: &[&str] = &[];
+/// The histograms above (registered at start-up).
+pub const HISTOGRAMS: &[&str] = &[APPEND_SECONDS, APPEND_BATCH_SIZE];
+
+/// Registers the descriptions with the installed recorder.
+pub fn describe() {
+    use metrics::{Unit, describe_histogram};
+    describe_histogram!(
+        APPEND_SECONDS,
+        Unit::Seconds,
+        "Time of one group-commit transaction."
+    );
+    describe_histogram!(APPEND_BATCH_SIZE, "Hooks committed per transaction.");
+}

@@ -1,0 +1,345 @@
+//! Agent streams in process: the real gRPC service, sessions, hub, follower and in-process
+//! bus on a SQLite store, over a loopback socket, with a bare `fluxgate.v1` client. What
+//! the end-to-end tests check with processes, in milliseconds.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fluxgate_core::{
+    AgentName, AgentToken, EventKind, FullPath, GitRef, LogEntry, ProjectId, ProjectRef, PushEvent,
+    Sha, UnixMillis, Visibility,
+};
+use fluxgate_core::{HookBatch, NewRecord};
+use fluxgate_fanout::{Hub, HubLimits};
+use fluxgate_proto::v1::agent_service_client::AgentServiceClient;
+use fluxgate_proto::v1::{self, agent_message, broker_message};
+use fluxgate_replication::{Bus, Follower, InProcessBus};
+use fluxgate_routing::RoutingState;
+use fluxgate_store::testing::TestDatabase;
+use fluxgate_store::{AgentUpdate, CommitListener, NewAgent, Store};
+use fluxgate_stream::{AgentStreams, CursorSaver, StreamContext};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Status, Streaming};
+
+const PATIENCE: Duration = Duration::from_secs(10);
+const PROJECT: &str = "oss/lib";
+
+/// One replica's streaming side, serving on a loopback port.
+struct Broker {
+    store: Arc<dyn Store>,
+    bus: Arc<InProcessBus>,
+    url: String,
+    token: AgentToken,
+    stop: CancellationToken,
+    _database: TestDatabase,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Broker {
+    async fn start() -> Self {
+        let database = TestDatabase::sqlite();
+        let store: Arc<dyn Store> = Arc::new(database.store().await);
+        let token = AgentToken::generate();
+        store
+            .create_agent(NewAgent {
+                name: AgentName::parse("edge").unwrap(),
+                config_project: FullPath::parse("edge/config").unwrap(),
+                grants: Vec::new(),
+                allow_internal: false,
+                token_digest: token.digest(),
+            })
+            .await
+            .unwrap();
+        let snapshot = store.snapshot().await.unwrap();
+        let routing = RoutingState::new([], [], snapshot.agents.iter().cloned());
+        let hub = Arc::new(Hub::new(
+            routing,
+            snapshot.bounds.head,
+            HubLimits::default(),
+        ));
+        let bus = Arc::new(InProcessBus::new(64));
+        let stop = CancellationToken::new();
+        let follower = Follower::new(
+            store.clone(),
+            hub.clone(),
+            bus.subscribe(),
+            Duration::from_secs(3600),
+        );
+        tokio::spawn(follower.run(stop.clone()));
+        let context = Arc::new(StreamContext {
+            hub,
+            store: store.clone(),
+            cursors: Arc::new(CursorSaver::default()),
+            broker_id: "replica-test".to_owned(),
+            keepalive: Duration::from_millis(200),
+            max_unacked: 1000,
+            shutdown: stop.clone(),
+        });
+        let service = AgentStreams::new(context, PATIENCE).into_server();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = stop.clone();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                    shutdown.cancelled().await;
+                }),
+        );
+        Self {
+            store,
+            bus,
+            url,
+            token,
+            stop,
+            _database: database,
+        }
+    }
+
+    /// Commits `count` pushes to the project and publishes them, as the writer does.
+    async fn push(&self, first_ref: u64, count: u64) -> Vec<u64> {
+        let entries = self.commit(first_ref, count).await;
+        self.bus.committed(&entries);
+        push_seqs(&entries)
+    }
+
+    /// Commits `count` pushes without publishing them (the backlog of a new stream).
+    async fn commit(&self, first_ref: u64, count: u64) -> Vec<LogEntry> {
+        let records = (first_ref..first_ref + count)
+            .map(|n| {
+                NewRecord::Push(PushEvent {
+                    event_id: uuid::Uuid::new_v4(),
+                    project: ProjectRef {
+                        id: ProjectId::new(1).unwrap(),
+                        path: FullPath::parse(PROJECT).unwrap(),
+                        visibility: Some(Visibility::Public),
+                    },
+                    git_ref: GitRef::parse(&format!("refs/heads/b{n}")).unwrap(),
+                    before: Sha::parse(&"0".repeat(40)).unwrap(),
+                    after: Sha::parse(&format!("{:040x}", n + 1)).unwrap(),
+                    kind: EventKind::Push,
+                    received_at: UnixMillis(0),
+                })
+            })
+            .collect();
+        let hook = HookBatch {
+            idempotency_key: None,
+            records,
+        };
+        self.store.append(&[hook]).await.unwrap().entries
+    }
+
+    async fn open(&self, projects: &[&str]) -> Result<AgentStream, Status> {
+        let mut client = AgentServiceClient::connect(self.url.clone())
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let (outbound, messages) = mpsc::channel(16);
+        let hello = v1::Hello {
+            agent_version: "test".to_owned(),
+            cluster_name: String::new(),
+            subscriptions: subscriptions(projects),
+            resume_after: None,
+        };
+        outbound
+            .send(agent_message(agent_message::Message::Hello(hello)))
+            .await
+            .unwrap();
+        let mut request = tonic::Request::new(ReceiverStream::new(messages));
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", self.token.reveal()).parse().unwrap(),
+        );
+        let mut inbound = client.subscribe(request).await?.into_inner();
+        match inbound.message().await?.and_then(|m| m.message) {
+            Some(broker_message::Message::Welcome(_)) => {}
+            other => panic!("expected a Welcome, got {other:?}"),
+        }
+        Ok(AgentStream { outbound, inbound })
+    }
+}
+
+fn push_seqs(entries: &[LogEntry]) -> Vec<u64> {
+    entries
+        .iter()
+        .filter(|e| e.as_push().is_some())
+        .map(|e| e.seq.get())
+        .collect()
+}
+
+fn subscriptions(projects: &[&str]) -> Vec<v1::Subscription> {
+    projects
+        .iter()
+        .map(|project| v1::Subscription {
+            project: (*project).to_owned(),
+            ref_pattern: String::new(),
+        })
+        .collect()
+}
+
+fn agent_message(message: agent_message::Message) -> v1::AgentMessage {
+    v1::AgentMessage {
+        message: Some(message),
+    }
+}
+
+struct AgentStream {
+    outbound: mpsc::Sender<v1::AgentMessage>,
+    inbound: Streaming<v1::BrokerMessage>,
+}
+
+impl AgentStream {
+    /// The seqs of the next `count` events (keepalives skipped).
+    async fn events(&mut self, count: usize) -> Vec<u64> {
+        let mut seqs = Vec::new();
+        while seqs.len() < count {
+            match self.next().await {
+                Ok(broker_message::Message::Event(event)) => seqs.push(event.seq),
+                Ok(_) => {}
+                Err(status) => panic!("closed after {seqs:?}: {status:?}"),
+            }
+        }
+        seqs
+    }
+
+    /// The next message, or the status the stream ended with.
+    async fn next(&mut self) -> Result<broker_message::Message, Status> {
+        let message = tokio::time::timeout(PATIENCE, self.inbound.message())
+            .await
+            .expect("a message in time")?;
+        message
+            .and_then(|m| m.message)
+            .ok_or_else(|| Status::cancelled("ended without a status"))
+    }
+
+    /// The status the stream ends with, skipping what comes before it.
+    async fn end(&mut self) -> Status {
+        loop {
+            if let Err(status) = self.next().await {
+                return status;
+            }
+        }
+    }
+
+    /// Events until a keepalive shows the stream passed `seq`.
+    async fn events_until_position(&mut self, seq: u64) -> Vec<u64> {
+        let mut seqs = Vec::new();
+        loop {
+            match self.next().await {
+                Ok(broker_message::Message::Event(event)) => seqs.push(event.seq),
+                Ok(broker_message::Message::Keepalive(k)) if k.position >= seq => return seqs,
+                Ok(_) => {}
+                Err(status) => panic!("closed after {seqs:?}: {status:?}"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn backlog_then_live_events_arrive_in_seq_order_once() {
+    let broker = Broker::start().await;
+    let backlog = push_seqs(&broker.commit(0, 5).await);
+    let mut stream = broker.open(&[PROJECT]).await.unwrap();
+    let live = broker.push(10, 5).await;
+    let expected: Vec<u64> = backlog.iter().chain(&live).copied().collect();
+    assert_eq!(stream.events(expected.len()).await, expected);
+    let last = *expected.last().unwrap();
+    assert_eq!(
+        stream.events_until_position(last).await,
+        Vec::<u64>::new(),
+        "nothing twice"
+    );
+}
+
+#[tokio::test]
+async fn a_subscription_change_applies_to_the_open_stream() {
+    let broker = Broker::start().await;
+    let mut stream = broker.open(&["other/app"]).await.unwrap();
+    let unseen = broker.push(0, 1).await;
+    assert_eq!(
+        stream.events_until_position(unseen[0]).await,
+        Vec::<u64>::new()
+    );
+    let change = v1::SubscriptionChange {
+        add: subscriptions(&[PROJECT]),
+        remove: subscriptions(&["other/app"]),
+    };
+    stream
+        .outbound
+        .send(agent_message(agent_message::Message::SubscriptionChange(
+            change,
+        )))
+        .await
+        .unwrap();
+    // The change and the pushes travel separately: push until one arrives.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut pushed = Vec::new();
+    let first = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the change never applied"
+        );
+        pushed.extend(broker.push(10 + pushed.len() as u64, 1).await);
+        if let Ok(Ok(Some(message))) =
+            tokio::time::timeout(Duration::from_millis(100), stream.inbound.message()).await
+            && let Some(broker_message::Message::Event(event)) = message.message
+        {
+            break event.seq;
+        }
+    };
+    assert!(
+        pushed.contains(&first),
+        "{first} was pushed after the change"
+    );
+    let later = broker.push(100, 2).await;
+    let rest = stream.events_until_position(later[1]).await;
+    assert!(rest.ends_with(&later), "{rest:?} ends with {later:?}");
+}
+
+#[tokio::test]
+async fn a_rotated_token_closes_the_stream_as_unauthenticated() {
+    let broker = Broker::start().await;
+    let mut stream = broker.open(&[PROJECT]).await.unwrap();
+    let (_, entry) = broker
+        .store
+        .update_agent(
+            &AgentName::parse("edge").unwrap(),
+            AgentUpdate::RotateToken {
+                digest: AgentToken::generate().digest(),
+            },
+        )
+        .await
+        .unwrap();
+    broker.bus.committed(&[entry]);
+    let status = stream.end().await;
+    assert_eq!(
+        (status.code(), status.message()),
+        (
+            Code::Unauthenticated,
+            "the agent's token was rotated; use the new token"
+        )
+    );
+    let refused = broker.open(&[PROJECT]).await.err().unwrap();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn shutdown_closes_open_streams_as_unavailable() {
+    let broker = Broker::start().await;
+    let mut stream = broker.open(&[PROJECT]).await.unwrap();
+    broker.stop.cancel();
+    let status = stream.end().await;
+    assert_eq!(
+        (status.code(), status.message()),
+        (
+            Code::Unavailable,
+            "the broker is shutting down; reconnect to another replica"
+        )
+    );
+}

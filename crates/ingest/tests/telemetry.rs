@@ -11,8 +11,10 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 
 use fluxgate_ingest::metric_names;
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
@@ -61,11 +63,11 @@ struct HookSpans {
 
 impl HookSpans {
     fn closed(&self) -> Vec<Fields> {
-        self.closed.lock().unwrap().clone()
+        self.closed.lock().clone()
     }
 
     fn events(&self) -> Vec<EventInHook> {
-        self.events.lock().unwrap().clone()
+        self.events.lock().clone()
     }
 }
 
@@ -74,12 +76,12 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for HookSpans {
         if attrs.metadata().name() == "hook" {
             let mut fields = FieldText::default();
             attrs.record(&mut fields);
-            self.open.lock().unwrap().insert(id.clone(), fields.0);
+            self.open.lock().insert(id.clone(), fields.0);
         }
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, _ctx: Context<'_, S>) {
-        if let Some(fields) = self.open.lock().unwrap().get_mut(id) {
+        if let Some(fields) = self.open.lock().get_mut(id) {
             let mut recorded = FieldText::default();
             values.record(&mut recorded);
             fields.extend(recorded.0);
@@ -92,22 +94,19 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for HookSpans {
         };
         let Some(hook) = span
             .scope()
-            .find_map(|s| self.open.lock().unwrap().get(&s.id()).cloned())
+            .find_map(|s| self.open.lock().get(&s.id()).cloned())
         else {
             return;
         };
         let mut fields = FieldText::default();
         event.record(&mut fields);
         let message = fields.0.remove("message").unwrap_or_default();
-        self.events
-            .lock()
-            .unwrap()
-            .push(EventInHook { message, hook });
+        self.events.lock().push(EventInHook { message, hook });
     }
 
     fn on_close(&self, id: Id, _ctx: Context<'_, S>) {
-        if let Some(fields) = self.open.lock().unwrap().remove(&id) {
-            self.closed.lock().unwrap().push(fields);
+        if let Some(fields) = self.open.lock().remove(&id) {
+            self.closed.lock().push(fields);
         }
     }
 }
@@ -270,7 +269,6 @@ impl CountingRecorder {
     fn counts(&self) -> BTreeMap<String, u64> {
         self.counters
             .lock()
-            .unwrap()
             .iter()
             .map(|(key, count)| (key.clone(), count.load(Ordering::Relaxed)))
             .collect()
@@ -278,21 +276,18 @@ impl CountingRecorder {
 
     /// Every metric name of a hook's that was used (the store's appender counts its own).
     fn used_by_hooks(&self) -> BTreeSet<String> {
-        let counters = self.counters.lock().unwrap();
+        let counters = self.counters.lock();
         let counters = counters
             .keys()
             .map(|key| key.split('{').next().unwrap_or(key).to_owned());
         counters
-            .chain(self.histograms.lock().unwrap().iter().cloned())
+            .chain(self.histograms.lock().iter().cloned())
             .filter(|name| !name.starts_with("fluxgate_store_"))
             .collect()
     }
 
     fn describe(&self, key: KeyName) {
-        self.described
-            .lock()
-            .unwrap()
-            .insert(key.as_str().to_owned());
+        self.described.lock().insert(key.as_str().to_owned());
     }
 }
 
@@ -322,7 +317,6 @@ impl Recorder for CountingRecorder {
         let count = self
             .counters
             .lock()
-            .unwrap()
             .entry(key_text(key))
             .or_default()
             .clone();
@@ -334,10 +328,7 @@ impl Recorder for CountingRecorder {
     }
 
     fn register_histogram(&self, key: &Key, _metadata: &Metadata<'_>) -> Histogram {
-        self.histograms
-            .lock()
-            .unwrap()
-            .insert(key.name().to_owned());
+        self.histograms.lock().insert(key.name().to_owned());
         Histogram::noop()
     }
 }
@@ -384,7 +375,7 @@ async fn every_outcome_is_counted_under_a_described_name_with_plain_labels() {
     assert_eq!(recorder.counts(), expected);
 
     metric_names::describe();
-    let described = recorder.described.lock().unwrap().clone();
+    let described = recorder.described.lock().clone();
     let all: BTreeSet<String> = metric_names::ALL.iter().map(|n| (*n).to_owned()).collect();
     assert_eq!(described, all, "describe() describes exactly ALL");
     let used = recorder.used_by_hooks();

@@ -79,3 +79,58 @@ impl Publisher {
         self.listener.committed(std::slice::from_ref(&entry));
     }
 }
+
+#[cfg(all(test, feature = "test-util"))]
+mod tests {
+    use std::sync::Mutex;
+
+    use fluxgate_core::{AgentToken, FullPath, Seq};
+
+    use super::*;
+    use crate::testing::TestDatabase;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<Seq>>);
+
+    impl CommitListener for Recorder {
+        fn committed(&self, entries: &[LogEntry]) {
+            self.0.lock().unwrap().extend(entries.iter().map(|e| e.seq));
+        }
+    }
+
+    #[tokio::test]
+    async fn every_agent_change_is_published_once_in_seq_order() {
+        let db = TestDatabase::sqlite();
+        let store = db.store().await;
+        store.migrate().await.unwrap();
+        let recorder = Arc::new(Recorder::default());
+        let log = Publisher::new(Arc::new(store), recorder.clone());
+        let name = AgentName::parse("edge").unwrap();
+        log.create_agent(NewAgent {
+            name: name.clone(),
+            config_project: FullPath::parse("ops/edge").unwrap(),
+            grants: Vec::new(),
+            allow_internal: false,
+            token_digest: AgentToken::generate().digest(),
+        })
+        .await
+        .unwrap();
+        log.update_agent(
+            &name,
+            AgentUpdate::RotateToken {
+                digest: AgentToken::generate().digest(),
+            },
+        )
+        .await
+        .unwrap();
+        log.delete_agent(&name).await.unwrap();
+        let head = log.store().log_bounds().await.unwrap().head;
+        let published: Vec<u64> = recorder.0.lock().unwrap().iter().map(|s| s.get()).collect();
+        assert_eq!(published, vec![1, 2, 3]);
+        assert_eq!(
+            head.get(),
+            3,
+            "each change is one entry, and all were published"
+        );
+    }
+}

@@ -5,6 +5,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
+use fluxgate_core::bearer;
 use fluxgate_ingest::hooks::{
     CredentialError, HookAuth, HookSecret, HookSecrets, SignaturePolicy, SigningKey,
 };
@@ -149,6 +150,13 @@ pub fn admin_token(config: &Config) -> anyhow::Result<Option<String>> {
     if token.len() < MIN_ADMIN_TOKEN_LEN {
         bail!(
             "the admin token in {} is shorter than {MIN_ADMIN_TOKEN_LEN} characters",
+            file.display()
+        );
+    }
+    if bearer::check_token(&token).is_err() {
+        bail!(
+            "the admin token in {} has characters other than visible ASCII, so it cannot be \
+             sent as `Authorization: Bearer <token>`",
             file.display()
         );
     }
@@ -319,6 +327,26 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("shorter than 16")
+        );
+        std::fs::write(
+            config.admin_token_file.as_ref().unwrap(),
+            "an admin token with spaces\n",
+        )
+        .unwrap();
+        assert!(
+            admin_token(&config)
+                .unwrap_err()
+                .to_string()
+                .contains("characters other than visible ASCII")
+        );
+        std::fs::write(
+            config.admin_token_file.as_ref().unwrap(),
+            " an-admin-token!-long-enough\n",
+        )
+        .unwrap();
+        assert_eq!(
+            admin_token(&config).unwrap().as_deref(),
+            Some("an-admin-token!-long-enough")
         );
     }
 }

@@ -118,8 +118,20 @@ async fn run_writer(
                 if !result.entries.is_empty() {
                     listener.committed(&result.entries);
                 }
-                for (request, outcome) in batch.drain(..).zip(result.outcomes) {
-                    let _ = request.reply.send(Ok(outcome));
+                let (hooks, outcomes) = (batch.len(), result.outcomes.len());
+                let mut outcomes_left = result.outcomes.into_iter();
+                let mismatch = (hooks != outcomes)
+                    .then(|| Arc::new(StoreError::OutcomeCountMismatch { hooks, outcomes }));
+                if let Some(err) = &mismatch {
+                    tracing::error!(error = %err, "append answered the wrong number of outcomes");
+                }
+                for request in batch.drain(..) {
+                    let reply = match (outcomes_left.next(), &mismatch) {
+                        (Some(outcome), None) => Ok(outcome),
+                        (_, Some(err)) => Err(err.clone()),
+                        (None, None) => unreachable!("as many outcomes as hooks"),
+                    };
+                    let _ = request.reply.send(reply);
                 }
             }
             Err(err) => {

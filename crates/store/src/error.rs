@@ -45,6 +45,10 @@ pub enum StoreError {
     Database(#[source] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// An append answered with a different number of outcomes than hooks it was given: a
+    /// bug in the store. The hooks without an outcome get this error, never silence.
+    #[error("the store answered {outcomes} outcomes for {hooks} hooks")]
+    OutcomeCountMismatch { hooks: usize, outcomes: usize },
 }
 
 /// What was looked for and not found.
@@ -115,9 +119,10 @@ impl StoreError {
             StoreError::NotFound(_) => ErrorCode::NotFound,
             StoreError::AlreadyExists(_) => ErrorCode::AlreadyExists,
             StoreError::Invalid(_) => ErrorCode::BadRequest,
-            StoreError::Corrupt { .. } | StoreError::Database(_) | StoreError::Migrate(_) => {
-                ErrorCode::Internal
-            }
+            StoreError::Corrupt { .. }
+            | StoreError::Database(_)
+            | StoreError::Migrate(_)
+            | StoreError::OutcomeCountMismatch { .. } => ErrorCode::Internal,
         }
     }
 

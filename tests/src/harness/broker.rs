@@ -223,7 +223,10 @@ impl Broker {
             command.args(tls.args());
         }
         command.args(&options.extra_args);
-        command.env("RUST_LOG", "info,fluxgate_stream=debug");
+        command.env(
+            "RUST_LOG",
+            "info,fluxgate_stream=debug,fluxgate_replication=debug,fluxgate_fanout=debug",
+        );
         command.envs(options.env.iter().map(|(k, v)| (k, v)));
         let mut process = Process::spawn("fluxgate", command);
         let ready = process.wait_for_log("fluxgate is ready", PATIENCE).await;

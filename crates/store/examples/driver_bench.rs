@@ -21,8 +21,9 @@ use fluxgate_core::{
     AgentId, EventKind, GitRef, LogEntry, LogRecord, ProjectId, ProjectRef, PushEvent, Seq, Sha,
     UnixMillis, Visibility,
 };
+use fluxgate_core::{HookBatch, NewRecord};
 use fluxgate_store::testing::TestDatabase;
-use fluxgate_store::{CursorUpdate, HookBatch, NewRecord, SqlStore, Store as _};
+use fluxgate_store::{CursorUpdate, SqlStore, Store as _};
 
 const ROUNDS: usize = 9;
 /// Hooks per group-commit transaction.

@@ -82,7 +82,7 @@ impl Publisher {
 
 #[cfg(all(test, feature = "test-util"))]
 mod tests {
-    use std::sync::Mutex;
+    use parking_lot::Mutex;
 
     use fluxgate_core::{AgentToken, FullPath, Seq};
 
@@ -94,7 +94,7 @@ mod tests {
 
     impl CommitListener for Recorder {
         fn committed(&self, entries: &[LogEntry]) {
-            self.0.lock().unwrap().extend(entries.iter().map(|e| e.seq));
+            self.0.lock().extend(entries.iter().map(|e| e.seq));
         }
     }
 
@@ -125,7 +125,7 @@ mod tests {
         .unwrap();
         log.delete_agent(&name).await.unwrap();
         let head = log.store().log_bounds().await.unwrap().head;
-        let published: Vec<u64> = recorder.0.lock().unwrap().iter().map(|s| s.get()).collect();
+        let published: Vec<u64> = recorder.0.lock().iter().map(|s| s.get()).collect();
         assert_eq!(published, vec![1, 2, 3]);
         assert_eq!(
             head.get(),

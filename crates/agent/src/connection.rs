@@ -22,10 +22,12 @@
 //! The dispatcher and its receiver workers live across states, so deliveries continue
 //! while the agent reconnects; the cursor too, so the next Hello resumes after it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use fluxgate_core::Backoff;
 use fluxgate_proto::v1::agent_service_client::AgentServiceClient;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::metadata::AsciiMetadataValue;
@@ -34,6 +36,8 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use crate::config::{AgentConfig, BrokerTls};
 use crate::cursor::Cursor;
 use crate::dispatch::Dispatcher;
+use crate::readiness::Readiness;
+use crate::receiver::ReceiverSet;
 use crate::session::{self, EndReason, SessionContext, SessionEnd};
 use crate::wire::Identity;
 
@@ -68,6 +72,8 @@ pub struct Connection {
     next_endpoint: usize,
     authorization: AsciiMetadataValue,
     identity: Identity,
+    receivers: watch::Receiver<ReceiverSet>,
+    readiness: Arc<Readiness>,
     backoff: Backoff,
     cursor: Cursor,
     dispatcher: Dispatcher,
@@ -75,7 +81,13 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(config: &AgentConfig, dispatcher: Dispatcher) -> Result<Self, ConnectionError> {
+    /// A connection serving the receivers `receivers` holds, now and as they change.
+    pub fn new(
+        config: &AgentConfig,
+        dispatcher: Dispatcher,
+        receivers: watch::Receiver<ReceiverSet>,
+        readiness: Arc<Readiness>,
+    ) -> Result<Self, ConnectionError> {
         Ok(Self {
             endpoints: config
                 .brokers
@@ -85,7 +97,9 @@ impl Connection {
             next_endpoint: 0,
             authorization: session::authorization(config.token.reveal())
                 .map_err(|_| ConnectionError::Token)?,
-            identity: Identity::new(&config.cluster_name, &config.receivers),
+            identity: Identity::new(&config.cluster_name),
+            receivers,
+            readiness,
             backoff: Backoff::new(
                 config.reconnect.initial_backoff,
                 config.reconnect.max_backoff,
@@ -167,10 +181,12 @@ impl Connection {
         self.generation += 1;
         let context = SessionContext {
             identity: &self.identity,
+            receivers: &mut self.receivers,
             authorization: &self.authorization,
             generation: self.generation,
             dispatcher: &mut self.dispatcher,
             cursor: &mut self.cursor,
+            readiness: &self.readiness,
             shutdown,
         };
         session::run(client, context).await

@@ -34,6 +34,16 @@ use crate::receiver::health::HealthBoard;
 use crate::receiver::retry::{Deliverer, DeliveryReport};
 use crate::receiver::worker::{Completion, Origin, Ticket, WorkerContext, WorkerHandle};
 
+/// True if both define the same receiver (the worker needs no update).
+pub fn same_definition(a: &Receiver, b: &Receiver) -> bool {
+    a.project.as_str() == b.project.as_str()
+        && a.ref_pattern.as_ref().map(|p| p.as_str()) == b.ref_pattern.as_ref().map(|p| p.as_str())
+        && a.kind == b.kind
+        && a.url == b.url
+        && a.token.expose() == b.token.expose()
+        && a.route == b.route
+}
+
 /// Most events the dispatcher holds unacked: the broker's own in-flight cap per stream.
 pub const MAX_OPEN_EVENTS: usize = 100_000;
 
@@ -56,17 +66,24 @@ pub struct AckReport {
 /// An event waiting for its receivers.
 struct OpenEvent {
     received_at: Instant,
-    waiting_for: usize,
+    /// Names of the receivers that have not completed it yet.
+    waiting_for: Vec<Arc<str>>,
     outcomes: Vec<ReceiverOutcome>,
 }
 
 struct ReceiverSlot {
     receiver: Arc<Receiver>,
+    name: Arc<str>,
     worker: WorkerHandle,
+    /// Stops this receiver's worker when it is removed.
+    stop: CancellationToken,
 }
 
 pub struct Dispatcher {
     receivers: Vec<ReceiverSlot>,
+    /// What new workers share, and the token their own ones are children of.
+    context: WorkerContext,
+    cancel: CancellationToken,
     open: HashMap<Ticket, OpenEvent>,
     /// The current stream's generation, shared with the workers.
     generation: Arc<AtomicU64>,
@@ -90,26 +107,85 @@ impl Dispatcher {
             health: Arc::default(),
             generation: Arc::default(),
         };
-        let receivers = receivers
-            .into_iter()
-            .map(|receiver| {
-                let receiver = Arc::new(receiver);
-                let worker = WorkerHandle::spawn(
-                    Arc::clone(&receiver),
-                    context.clone(),
-                    cancel.child_token(),
-                );
-                ReceiverSlot { receiver, worker }
-            })
-            .collect();
-        Self {
-            receivers,
+        let mut dispatcher = Self {
+            receivers: Vec::new(),
             open: HashMap::new(),
-            generation: context.generation,
-            health: context.health,
+            generation: Arc::clone(&context.generation),
+            health: Arc::clone(&context.health),
+            context,
+            cancel: cancel.clone(),
             completions,
             _completions_sender: sender,
+        };
+        dispatcher.set_receivers(&receivers);
+        dispatcher
+    }
+
+    /// Makes `receivers` the receiver set: starts workers for new names, stops those of
+    /// names no longer there, and hands changed definitions to their running workers (a
+    /// delivery in flight goes on). Events that waited only for removed receivers are done:
+    /// their acks are returned. Names must be unique.
+    pub fn set_receivers(&mut self, receivers: &[Receiver]) -> Vec<AckReport> {
+        let mut kept = Vec::with_capacity(receivers.len());
+        let mut old: HashMap<Arc<str>, ReceiverSlot> = self
+            .receivers
+            .drain(..)
+            .map(|slot| (Arc::clone(&slot.name), slot))
+            .collect();
+        for receiver in receivers {
+            let receiver = Arc::new(receiver.clone());
+            match old.remove(receiver.name.as_str()) {
+                Some(mut slot) => {
+                    if !same_definition(&slot.receiver, &receiver) {
+                        slot.worker.update(Arc::clone(&receiver));
+                        slot.receiver = receiver;
+                    }
+                    kept.push(slot);
+                }
+                None => {
+                    let stop = self.cancel.child_token();
+                    let worker = WorkerHandle::spawn(
+                        Arc::clone(&receiver),
+                        self.context.clone(),
+                        stop.clone(),
+                    );
+                    kept.push(ReceiverSlot {
+                        name: Arc::from(receiver.name.as_str()),
+                        receiver,
+                        worker,
+                        stop,
+                    });
+                }
+            }
         }
+        self.receivers = kept;
+        let mut acks = Vec::new();
+        for (name, slot) in old {
+            slot.stop.cancel();
+            acks.extend(self.forget_receiver(&name));
+        }
+        acks
+    }
+
+    /// The receivers in use.
+    pub fn receivers(&self) -> impl Iterator<Item = &Receiver> {
+        self.receivers.iter().map(|slot| slot.receiver.as_ref())
+    }
+
+    /// A removed receiver completes nothing more: events waiting for it wait for the others
+    /// only, and those it was the last one for are done.
+    fn forget_receiver(&mut self, name: &str) -> Vec<AckReport> {
+        let mut done = Vec::new();
+        for (ticket, open) in &mut self.open {
+            let before = open.waiting_for.len();
+            open.waiting_for.retain(|waiting| waiting.as_ref() != name);
+            if open.waiting_for.is_empty() && before > 0 {
+                done.push(*ticket);
+            }
+        }
+        done.into_iter()
+            .filter_map(|ticket| self.finish(ticket))
+            .collect()
     }
 
     /// A new broker stream begins: events of earlier streams can no longer be acked, so
@@ -176,7 +252,7 @@ impl Dispatcher {
             ticket,
             OpenEvent {
                 received_at: Instant::now(),
-                waiting_for: matching.len(),
+                waiting_for: matching.iter().map(|slot| Arc::clone(&slot.name)).collect(),
                 outcomes: Vec::with_capacity(matching.len()),
             },
         );
@@ -214,14 +290,23 @@ impl Dispatcher {
             return None;
         };
         let open = self.open.get_mut(&ticket)?;
+        // A receiver that was removed (or replaced) no longer counts.
+        let position = open
+            .waiting_for
+            .iter()
+            .position(|name| *name == completion.receiver)?;
+        open.waiting_for.swap_remove(position);
         open.outcomes.push(ReceiverOutcome {
             receiver: completion.receiver.to_string(),
             report: completion.report,
         });
-        open.waiting_for = open.waiting_for.saturating_sub(1);
-        if open.waiting_for > 0 {
+        if !open.waiting_for.is_empty() {
             return None;
         }
+        self.finish(ticket)
+    }
+
+    fn finish(&mut self, ticket: Ticket) -> Option<AckReport> {
         let done = self.open.remove(&ticket)?;
         Some(AckReport {
             ticket,

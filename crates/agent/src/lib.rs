@@ -21,8 +21,10 @@ pub mod cursor;
 pub mod dispatch;
 pub mod event;
 pub mod flux_path;
+pub mod health_listener;
+pub mod kubernetes;
 pub mod metric_names;
-pub mod metrics_listener;
+pub mod readiness;
 pub mod receiver;
 pub mod secret;
 pub mod session;
@@ -31,12 +33,18 @@ pub mod telemetry;
 mod tls_error;
 pub mod wire;
 
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use config::AgentConfig;
 
 use connection::{Connection, ConnectionError};
 use dispatch::Dispatcher;
+use readiness::{Readiness, Role};
+use receiver::ReceiverSet;
 use receiver::retry::Deliverer;
 
 /// Why the agent could not start.
@@ -47,7 +55,9 @@ pub enum StartError {
     #[error(transparent)]
     Connection(#[from] ConnectionError),
     #[error(transparent)]
-    Metrics(#[from] metrics_listener::MetricsError),
+    HealthListener(#[from] health_listener::HealthListenerError),
+    #[error(transparent)]
+    Kubernetes(#[from] kubernetes::ClientError),
 }
 
 /// Installs rustls' `ring` crypto provider as the process default, once. Both the
@@ -57,7 +67,12 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Runs the agent until `shutdown` fires: receiver workers, then the broker connection.
+/// Runs the agent until `shutdown` fires.
+///
+/// Static receivers are served from the start. In the Kubernetes mode, the discovery
+/// controller adds the receivers it finds, and with leader election only the leader
+/// streams and triggers: each term as leader opens its own stream and receiver workers,
+/// resuming from the cursor the broker stored, and a lost lease ends them at once.
 ///
 /// On shutdown the stream is dropped and deliveries still in flight are abandoned. Their
 /// events were not acked, so the broker sends them again to the next agent run.
@@ -66,22 +81,147 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     for warning in &config.warnings {
         tracing::warn!("configuration: {warning}");
     }
-    if let Some(address) = config.metrics_listen {
-        metrics_listener::start(address, shutdown.child_token()).await?;
+    let readiness = Arc::new(Readiness::new(config.kubernetes.is_some()));
+    if let Some(address) = config.health_listen {
+        health_listener::start(address, Arc::clone(&readiness), shutdown.child_token()).await?;
     }
     let client = receiver::trigger::http_client(config.request_timeout)?;
-    let deliverer = Deliverer::new(client, config.retry);
-    let workers = shutdown.child_token();
-    let dispatcher = Dispatcher::start(config.receivers.clone(), &deliverer, &workers);
-    let connection = Connection::new(&config, dispatcher)?;
+    let mut deliverer = Deliverer::new(client, config.retry);
+    let (publish, receivers) = watch::channel::<ReceiverSet>(Arc::new(config.receivers.clone()));
+    let (leading_sender, leading) = watch::channel(true);
+    let background = shutdown.child_token();
+    if let Some(settings) = &config.kubernetes {
+        let client = kubernetes::client(settings).await?;
+        deliverer = deliverer.with_kubernetes(client.clone(), config.request_timeout);
+        if settings.leader.enabled {
+            leading_sender.send_replace(false);
+            readiness.set_role(Role::Standby);
+            let elector = kubernetes::leader::LeaderElector::new(
+                client.clone(),
+                settings.leader.clone(),
+                leading_sender,
+            );
+            supervise(
+                "leader election",
+                elector.run(background.clone()),
+                &readiness,
+                &background,
+            );
+        }
+        let controller = kubernetes::controller::Controller::new(
+            client,
+            settings.clone(),
+            config.receivers.clone(),
+            publish,
+            Arc::clone(&readiness),
+            leading.clone(),
+        );
+        supervise(
+            "discovery controller",
+            controller.run(background.clone()),
+            &readiness,
+            &background,
+        );
+    } else {
+        // Static receivers only: nothing ever changes the set.
+        drop(publish);
+    }
     tracing::info!(
         brokers = ?config.brokers,
         receivers = config.receivers.len(),
+        kubernetes = config.kubernetes.is_some(),
         version = env!("CARGO_PKG_VERSION"),
         "fluxgate-agent starting"
     );
-    connection.run(shutdown.clone()).await;
-    workers.cancel();
+    serve_while_leading(
+        &config, &deliverer, receivers, leading, &readiness, &shutdown,
+    )
+    .await?;
+    background.cancel();
     tracing::info!("fluxgate-agent stopped");
     Ok(())
+}
+
+/// Streams and triggers during every term as leader, until `shutdown` fires.
+async fn serve_while_leading(
+    config: &AgentConfig,
+    deliverer: &Deliverer,
+    receivers: watch::Receiver<ReceiverSet>,
+    mut leading: watch::Receiver<bool>,
+    readiness: &Arc<Readiness>,
+    shutdown: &CancellationToken,
+) -> Result<(), StartError> {
+    let elected = config.kubernetes.as_ref().is_some_and(|k| k.leader.enabled);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            became = until(&mut leading, true) => {
+                if !became {
+                    // The election stopped (its failure is reported by `supervise`).
+                    shutdown.cancelled().await;
+                    return Ok(());
+                }
+            }
+        }
+        if elected {
+            readiness.set_role(Role::Leader);
+        }
+        metrics::gauge!(metric_names::LEADER).set(1.0);
+        let term = shutdown.child_token();
+        let workers = term.child_token();
+        let current: Vec<receiver::Receiver> = receivers.borrow().to_vec();
+        let dispatcher = Dispatcher::start(current, deliverer, &workers);
+        let connection =
+            Connection::new(config, dispatcher, receivers.clone(), Arc::clone(readiness))?;
+        let mut lost = leading.clone();
+        let ended = term.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = ended.cancelled() => {}
+                _ = until(&mut lost, false) => ended.cancel(),
+            }
+        });
+        connection.run(term.clone()).await;
+        term.cancel();
+        readiness.set_broker_stream(false);
+        metrics::gauge!(metric_names::LEADER).set(0.0);
+        if shutdown.is_cancelled() {
+            return Ok(());
+        }
+        readiness.set_role(Role::Standby);
+        tracing::info!("no longer the leader: stopped streaming and triggering");
+    }
+}
+
+/// Waits until `leading` is `wanted`; false if it can no longer change.
+async fn until(leading: &mut watch::Receiver<bool>, wanted: bool) -> bool {
+    leading.wait_for(|leading| *leading == wanted).await.is_ok()
+}
+
+/// Runs an essential background task; if it ever ends before `shutdown`, the agent is no
+/// longer ready and says why.
+fn supervise(
+    name: &'static str,
+    task: impl Future<Output = ()> + Send + 'static,
+    readiness: &Arc<Readiness>,
+    shutdown: &CancellationToken,
+) {
+    let readiness = Arc::clone(readiness);
+    let shutdown = shutdown.clone();
+    let handle = tokio::spawn(task);
+    tokio::spawn(async move {
+        let ended = handle.await;
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let why = match ended {
+            Ok(()) => "ended".to_owned(),
+            Err(error) => format!("failed: {error}"),
+        };
+        tracing::error!(
+            task = name,
+            "an essential task {why}; the agent is no longer ready"
+        );
+        readiness.set_kubernetes_error(Some(format!("the {name} {why}")));
+    });
 }

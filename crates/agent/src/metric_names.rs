@@ -4,10 +4,27 @@
 pub const RECEIVERS_FAILING: &str = "fluxgate_agent_receivers_failing";
 /// Failed Receiver calls (each is retried), by receiver and reason.
 pub const RECEIVER_FAILED_ATTEMPTS: &str = "fluxgate_agent_receiver_failed_attempts_total";
+/// Finished deliveries, by outcome.
+pub const TRIGGERS: &str = "fluxgate_agent_triggers_total";
+/// From the first call of a delivery to the Receiver's last answer.
+pub const TRIGGER_DURATION: &str = "fluxgate_agent_trigger_duration_seconds";
+/// Flux sources the Kubernetes mode sees, by what the agent makes of them.
+pub const KUBERNETES_SOURCES: &str = "fluxgate_agent_kubernetes_sources";
+/// Receivers found in the cluster that the agent calls (its own and brought ones).
+pub const KUBERNETES_RECEIVERS_SERVED: &str = "fluxgate_agent_kubernetes_receivers_served";
+/// Writes to the Kubernetes API, by kind and outcome.
+pub const KUBERNETES_WRITES: &str = "fluxgate_agent_kubernetes_writes_total";
+/// 1 while this replica holds the leader Lease (or elects no leader), else 0.
+pub const LEADER: &str = "fluxgate_agent_leader";
+
+/// Every counter, for tests that check each is described.
+pub const COUNTERS: &[&str] = &[RECEIVER_FAILED_ATTEMPTS, TRIGGERS, KUBERNETES_WRITES];
+/// Every histogram.
+pub const HISTOGRAMS: &[&str] = &[TRIGGER_DURATION];
 
 /// Registers descriptions with the installed recorder.
 pub fn describe() {
-    use metrics::{describe_counter, describe_gauge};
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(
         RECEIVERS_FAILING,
         "Receivers failing for longer than retry.report_after (their events stay unacked)."
@@ -15,5 +32,30 @@ pub fn describe() {
     describe_counter!(
         RECEIVER_FAILED_ATTEMPTS,
         "Failed Receiver calls, by receiver and reason (http_<status>, connect, timeout, request)."
+    );
+    describe_counter!(
+        TRIGGERS,
+        "Finished Receiver deliveries, by outcome (delivered, coalesced, rejected)."
+    );
+    describe_histogram!(
+        TRIGGER_DURATION,
+        Unit::Seconds,
+        "From the first call of a delivery to the Receiver's last answer, retries included."
+    );
+    describe_gauge!(
+        KUBERNETES_SOURCES,
+        "Flux GitRepositories seen, by state (managed, other_host, opted_out, pinned, bad_ref)."
+    );
+    describe_gauge!(
+        KUBERNETES_RECEIVERS_SERVED,
+        "Ready Receivers in the cluster the agent calls: its own and brought ones."
+    );
+    describe_counter!(
+        KUBERNETES_WRITES,
+        "Writes to the Kubernetes API (Secrets, Receivers), by kind and outcome (ok, error)."
+    );
+    describe_gauge!(
+        LEADER,
+        "1 while this replica acts (holds the leader Lease, or elects none), else 0."
     );
 }

@@ -30,6 +30,8 @@ use tonic::transport::Channel;
 use crate::cursor::Cursor;
 use crate::dispatch::{AckReport, Dispatcher, MAX_OPEN_EVENTS};
 use crate::event::TriggerEvent;
+use crate::readiness::Readiness;
+use crate::receiver::ReceiverSet;
 use crate::wire::{self, Identity};
 
 /// How long to wait for the stream to open and the Welcome to arrive.
@@ -82,11 +84,16 @@ pub struct SessionEnd {
 /// What a session needs from the connection that outlives it.
 pub struct SessionContext<'a> {
     pub identity: &'a Identity,
+    /// The receivers to serve; when they change, the dispatcher and the stream's
+    /// subscriptions follow on this stream.
+    pub receivers: &'a mut watch::Receiver<ReceiverSet>,
     pub authorization: &'a AsciiMetadataValue,
     /// Counts streams; acks of other generations are dropped.
     pub generation: u64,
     pub dispatcher: &'a mut Dispatcher,
     pub cursor: &'a mut Cursor,
+    /// Told when the stream is up (welcomed) and when it ends.
+    pub readiness: &'a Readiness,
     pub shutdown: &'a CancellationToken,
 }
 
@@ -97,10 +104,18 @@ pub async fn run(
 ) -> SessionEnd {
     let resume_after = context.cursor.begin_stream();
     context.dispatcher.begin_stream(context.generation);
+    let receivers = context.receivers.borrow_and_update().clone();
+    // Acks of an earlier stream's events cannot be sent: the broker sends them again.
+    let _ = context.dispatcher.set_receivers(&receivers);
+    let subscribed = wire::subscriptions(&receivers);
     let health = context.dispatcher.health().subscribe();
     let (outbound, outbound_messages) = mpsc::unbounded_channel();
     // The receiving half is alive until `request` is dropped, so this cannot fail.
-    let _ = outbound.send(wire::hello(context.identity, resume_after));
+    let _ = outbound.send(wire::hello(
+        context.identity,
+        subscribed.clone(),
+        resume_after,
+    ));
     let mut request = tonic::Request::new(UnboundedReceiverStream::new(outbound_messages));
     request
         .metadata_mut()
@@ -127,8 +142,10 @@ pub async fn run(
         silence_limit: Some(WELCOME_TIMEOUT),
         health,
         reports_health: false,
+        subscribed,
     };
     let reason = session.pump(inbound).await;
+    session.context.readiness.set_broker_stream(false);
     SessionEnd {
         welcomed: session.welcomed,
         reason,
@@ -161,6 +178,8 @@ struct Session<'a> {
     health: watch::Receiver<u64>,
     /// The broker accepts ReceiverHealth messages.
     reports_health: bool,
+    /// The subscriptions this stream has asked for so far.
+    subscribed: Vec<proto::Subscription>,
 }
 
 impl Session<'_> {
@@ -175,6 +194,7 @@ impl Session<'_> {
                 // long replay.
                 ack = self.context.dispatcher.next_ack() => self.send_ack(&ack),
                 () = health_changed(&mut self.health, self.reports_health) => self.send_health(),
+                () = set_changed(self.context.receivers) => self.receivers_changed(),
                 message = inbound.message() => {
                     last_heard = Instant::now();
                     match message {
@@ -220,6 +240,7 @@ impl Session<'_> {
 
     fn on_welcome(&mut self, welcome: &proto::Welcome) {
         self.welcomed = true;
+        self.context.readiness.set_broker_stream(true);
         self.silence_limit = (welcome.keepalive_seconds > 0)
             .then(|| Duration::from_secs(u64::from(welcome.keepalive_seconds)) * MISSED_KEEPALIVES);
         tracing::info!(
@@ -288,6 +309,26 @@ impl Session<'_> {
 }
 
 impl Session<'_> {
+    /// Serves the new receiver set on this stream: the dispatcher first, so that events
+    /// of new subscriptions find their receivers, then the subscription change.
+    fn receivers_changed(&mut self) {
+        let receivers = self.context.receivers.borrow_and_update().clone();
+        for ack in self.context.dispatcher.set_receivers(&receivers) {
+            self.send_ack(&ack);
+        }
+        let subscriptions = wire::subscriptions(&receivers);
+        if let Some(change) = wire::subscription_change(&self.subscribed, &subscriptions) {
+            tracing::info!(
+                receivers = receivers.len(),
+                subscriptions = subscriptions.len(),
+                "receivers changed; updating the stream's subscriptions"
+            );
+            // The stream's request half lives as long as this session.
+            let _ = self.outbound.send(change);
+            self.subscribed = subscriptions;
+        }
+    }
+
     fn send_health(&mut self) {
         self.health.mark_unchanged();
         let failing = self.context.dispatcher.health().report();
@@ -301,6 +342,14 @@ impl Session<'_> {
 async fn health_changed(changes: &mut watch::Receiver<u64>, reported: bool) {
     if !reported || changes.changed().await.is_err() {
         // Not reported, or the board is gone (only at shutdown).
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Resolves when the receiver set changed; never if it can no longer change (static
+/// receivers only).
+async fn set_changed(receivers: &mut watch::Receiver<ReceiverSet>) {
+    if receivers.changed().await.is_err() {
         std::future::pending::<()>().await;
     }
 }

@@ -21,15 +21,13 @@ use crate::receiver::retry::DeliveryOutcome;
 pub struct Identity {
     pub agent_version: String,
     pub cluster_name: String,
-    pub subscriptions: Vec<proto::Subscription>,
 }
 
 impl Identity {
-    pub fn new(cluster_name: &str, receivers: &[Receiver]) -> Self {
+    pub fn new(cluster_name: &str) -> Self {
         Self {
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             cluster_name: cluster_name.to_owned(),
-            subscriptions: subscriptions(receivers),
         }
     }
 }
@@ -53,15 +51,48 @@ pub fn subscriptions(receivers: &[Receiver]) -> Vec<proto::Subscription> {
     distinct.into_values().collect()
 }
 
-pub fn hello(identity: &Identity, resume_after: Option<u64>) -> proto::AgentMessage {
+pub fn hello(
+    identity: &Identity,
+    subscriptions: Vec<proto::Subscription>,
+    resume_after: Option<u64>,
+) -> proto::AgentMessage {
     proto::AgentMessage {
         message: Some(proto::agent_message::Message::Hello(proto::Hello {
             agent_version: identity.agent_version.clone(),
             cluster_name: identity.cluster_name.clone(),
-            subscriptions: identity.subscriptions.clone(),
+            subscriptions,
             resume_after,
         })),
     }
+}
+
+/// The change from the subscriptions `old` to `new`, or `None` if they are the same.
+/// Both must come from [`subscriptions`] (distinct, sorted by project key then pattern).
+pub fn subscription_change(
+    old: &[proto::Subscription],
+    new: &[proto::Subscription],
+) -> Option<proto::AgentMessage> {
+    let key = |s: &proto::Subscription| (s.project.to_ascii_lowercase(), s.ref_pattern.clone());
+    let old_keys: BTreeMap<_, _> = old.iter().map(|s| (key(s), s)).collect();
+    let new_keys: BTreeMap<_, _> = new.iter().map(|s| (key(s), s)).collect();
+    let add: Vec<proto::Subscription> = new_keys
+        .iter()
+        .filter(|(k, _)| !old_keys.contains_key(*k))
+        .map(|(_, s)| (*s).clone())
+        .collect();
+    let remove: Vec<proto::Subscription> = old_keys
+        .iter()
+        .filter(|(k, _)| !new_keys.contains_key(*k))
+        .map(|(_, s)| (*s).clone())
+        .collect();
+    if add.is_empty() && remove.is_empty() {
+        return None;
+    }
+    Some(proto::AgentMessage {
+        message: Some(proto::agent_message::Message::SubscriptionChange(
+            proto::SubscriptionChange { add, remove },
+        )),
+    })
 }
 
 pub fn ack(report: &AckReport) -> proto::AgentMessage {
@@ -189,6 +220,7 @@ mod tests {
             kind: ReceiverKind::Generic,
             url: WebhookUrl::parse("http://flux/hook/x").unwrap(),
             token: Secret::new(""),
+            route: crate::receiver::Route::Direct,
         }
     }
 
@@ -212,6 +244,37 @@ mod tests {
                 ("group/lib".to_owned(), "refs/tags/v*".to_owned()),
             ]
         );
+    }
+
+    #[test]
+    fn a_subscription_change_adds_and_removes_only_the_difference() {
+        let old = subscriptions(&[
+            receiver("a", "group/app", Some("main")),
+            receiver("b", "group/lib", None),
+        ]);
+        let new = subscriptions(&[
+            receiver("a", "Group/App", Some("main")),
+            receiver("c", "group/new", Some("refs/tags/v*")),
+        ]);
+        let Some(proto::agent_message::Message::SubscriptionChange(change)) =
+            subscription_change(&old, &new).and_then(|m| m.message)
+        else {
+            panic!("expected a change");
+        };
+        let pairs = |list: &[proto::Subscription]| -> Vec<(String, String)> {
+            list.iter()
+                .map(|s| (s.project.clone(), s.ref_pattern.clone()))
+                .collect()
+        };
+        assert_eq!(
+            pairs(&change.add),
+            [("group/new".to_owned(), "refs/tags/v*".to_owned())]
+        );
+        assert_eq!(
+            pairs(&change.remove),
+            [("group/lib".to_owned(), String::new())]
+        );
+        assert!(subscription_change(&new, &new).is_none());
     }
 
     #[test]

@@ -14,7 +14,12 @@ pub(super) struct ConfigFile {
     pub token_file: Option<PathBuf>,
     pub token_env: Option<String>,
     pub cluster_name: Option<String>,
+    #[serde(default)]
     pub receivers: Vec<ReceiverEntry>,
+    pub gitlab_url: Option<String>,
+    #[serde(default)]
+    pub flux: super::kubernetes::FluxSection,
+    pub kubernetes: Option<super::kubernetes::KubernetesSection>,
     #[serde(default)]
     pub retry: RetrySection,
     #[serde(default)]
@@ -23,6 +28,8 @@ pub(super) struct ConfigFile {
     pub request_timeout: Duration,
     #[serde(default)]
     pub tls: super::tls::TlsSection,
+    pub health_listen: Option<String>,
+    /// The former name of `health_listen`.
     pub metrics_listen: Option<String>,
 }
 

@@ -14,7 +14,8 @@
 //!   report_after: 5m              # a receiver failing this long is logged as a warning, counted
 //!                                 # in fluxgate_agent_receivers_failing and reported to the broker
 //!   warn_every: 5m                # ... and again this often while it keeps failing
-//! metrics_listen: 0.0.0.0:9152    # optional: serve Prometheus metrics on /metrics (default: off)
+//! health_listen: 0.0.0.0:9152     # optional: serve /livez, /readyz and /metrics (default: off;
+//!                                 # metrics_listen is its former name)
 //! reconnect:                      # broker stream
 //!   initial_backoff: 500ms
 //!   max_backoff: 30s              # also the delay after the broker rejects the token
@@ -23,7 +24,8 @@
 //!   cert_file: tls.crt            # client certificate and key, if the broker asks for one
 //!   key_file: tls.key
 //!   server_name: fluxgate.example.com   # name to verify instead of the URL's host
-//! receivers:                      # at least one
+//! receivers:                      # at least one, unless the kubernetes: section (see the
+//!                                 # `kubernetes` module) discovers them
 //!   - name: app                   # unique; the Receiver's metadata.name. Required unless url is set
 //!     project: group/app          # GitLab full path, or a clone or web URL of the project
 //!     ref: refs/heads/main        # optional: exact ref, glob (refs/tags/v*) or branch/tag name
@@ -47,6 +49,7 @@
 //! `/hook/` + hex(sha256(token + name + namespace)).
 
 mod file;
+mod kubernetes;
 mod receivers;
 mod tls;
 
@@ -60,6 +63,7 @@ use reqwest::Url;
 use crate::receiver::Receiver;
 use crate::receiver::retry::RetryPolicy;
 use file::{ConfigFile, ReconnectSection, RetrySection};
+pub use kubernetes::{KubernetesSettings, LeaderElection};
 pub use tls::{BrokerTls, ClientIdentity};
 
 /// The environment variable holding the agent token when the file names none.
@@ -111,8 +115,10 @@ pub struct AgentConfig {
     pub request_timeout: Duration,
     /// How `https://` brokers are trusted and how the agent proves who it is.
     pub tls: BrokerTls,
-    /// Where to serve `/metrics`; `None`: nowhere.
-    pub metrics_listen: Option<SocketAddr>,
+    /// Where to serve `/livez`, `/readyz` and `/metrics`; `None`: nowhere.
+    pub health_listen: Option<SocketAddr>,
+    /// The Kubernetes mode: discover Flux sources and own their Receivers; `None`: off.
+    pub kubernetes: Option<KubernetesSettings>,
     /// Things in the file that still work but should change, logged at start.
     pub warnings: Vec<String>,
 }
@@ -145,6 +151,45 @@ impl AgentConfig {
                     .to_owned(),
             );
         }
+        let health_listen = match (file.health_listen, file.metrics_listen) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "metrics_listen",
+                    "is the former name of health_listen: set only health_listen",
+                ));
+            }
+            (Some(raw), None) => Some(listen_address("health_listen", &raw)?),
+            (None, Some(raw)) => {
+                warnings.push(
+                    "metrics_listen is now called health_listen (it also serves /livez and \
+                     /readyz); rename it"
+                        .to_owned(),
+                );
+                Some(listen_address("metrics_listen", &raw)?)
+            }
+            (None, None) => None,
+        };
+        if file.kubernetes.is_none()
+            && (file.gitlab_url.is_some() || file.flux.webhook_receiver_url.is_some())
+        {
+            warnings.push(
+                "gitlab_url and flux.webhook_receiver_url are used only with kubernetes:, \
+                 which is not set; static receivers take webhook_receiver_url each"
+                    .to_owned(),
+            );
+        }
+        let kubernetes = file
+            .kubernetes
+            .map(|section| {
+                kubernetes::validate(section, file.gitlab_url.as_deref(), file.flux, env)
+            })
+            .transpose()?;
+        if kubernetes.is_none() && file.receivers.is_empty() {
+            return Err(ConfigError::invalid(
+                "receivers",
+                "at least one receiver is required, unless kubernetes: discovers them",
+            ));
+        }
         Ok(Self {
             tls: tls::validate(file.tls, &brokers, base_dir)?,
             brokers,
@@ -154,11 +199,8 @@ impl AgentConfig {
             retry: retry(&file.retry)?,
             reconnect: reconnect(&file.reconnect)?,
             request_timeout: positive("request_timeout", file.request_timeout)?,
-            metrics_listen: file
-                .metrics_listen
-                .as_deref()
-                .map(metrics_listen)
-                .transpose()?,
+            health_listen,
+            kubernetes,
             warnings,
         })
     }
@@ -249,10 +291,10 @@ fn retry(section: &RetrySection) -> Result<RetryPolicy, ConfigError> {
     })
 }
 
-fn metrics_listen(raw: &str) -> Result<SocketAddr, ConfigError> {
+fn listen_address(field: &str, raw: &str) -> Result<SocketAddr, ConfigError> {
     raw.trim().parse().map_err(|e| {
         ConfigError::invalid(
-            "metrics_listen",
+            field,
             format!("{e}: give an IP address and port, such as 0.0.0.0:9152"),
         )
     })

@@ -15,12 +15,6 @@ pub(super) fn validate(
     entries: Vec<ReceiverEntry>,
     base_dir: &Path,
 ) -> Result<Vec<Receiver>, ConfigError> {
-    if entries.is_empty() {
-        return Err(ConfigError::invalid(
-            "receivers",
-            "at least one receiver is required",
-        ));
-    }
     let mut receivers: Vec<Receiver> = Vec::with_capacity(entries.len());
     for (index, entry) in entries.into_iter().enumerate() {
         let receiver = validate_one(index, entry, base_dir)?;
@@ -123,6 +117,7 @@ fn validate_one(
         kind: entry.kind,
         url,
         token,
+        route: crate::receiver::Route::Direct,
     })
 }
 

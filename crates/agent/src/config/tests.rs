@@ -54,7 +54,7 @@ fn minimal_config_gets_the_defaults() {
     assert_eq!(config.retry.max_backoff, Duration::from_secs(30));
     assert_eq!(config.retry.report_after, Duration::from_secs(300));
     assert_eq!(config.retry.warn_every, Duration::from_secs(300));
-    assert_eq!(config.metrics_listen, None);
+    assert_eq!(config.health_listen, None);
     assert!(config.warnings.is_empty());
     assert_eq!(
         config.reconnect,
@@ -87,7 +87,7 @@ cluster_name: prod-eu
 request_timeout: 3s
 retry: {initial_backoff: 100ms, max_backoff: 2s, report_after: 1m, warn_every: 10m}
 reconnect: {initial_backoff: 1s, max_backoff: 1m}
-metrics_listen: 0.0.0.0:9152
+health_listen: 0.0.0.0:9152
 receivers:
   - name: my-receiver
     project: https://gitlab.example.com/Group/App.git
@@ -119,7 +119,7 @@ receivers:
         }
     );
     assert_eq!(
-        config.metrics_listen,
+        config.health_listen,
         Some("0.0.0.0:9152".parse().expect("address"))
     );
     assert_eq!(config.reconnect.max_backoff, Duration::from_secs(60));
@@ -234,8 +234,8 @@ fn retry_and_reconnect_bounds() {
         "retry.warn_every: must be longer than zero",
     );
     assert_error(
-        &format!("{MINIMAL}metrics_listen: localhost\n"),
-        "metrics_listen: invalid socket address syntax",
+        &format!("{MINIMAL}health_listen: localhost\n"),
+        "health_listen: invalid socket address syntax",
     );
     assert_error(
         &format!("{MINIMAL}retry: {{initial_backoff: 0s}}\n"),
@@ -337,5 +337,112 @@ fn broker_may_be_a_list_of_replicas() {
             "broker: [http://a:1, ftp://b:2]",
         ),
         "broker: scheme must be http or https",
+    );
+}
+
+const KUBERNETES: &str = "
+broker: http://127.0.0.1:8150
+gitlab_url: https://example.com/gitlab
+kubernetes: {}
+";
+
+fn kube_env(name: &str) -> Option<String> {
+    match name {
+        DEFAULT_TOKEN_ENV => Some("fgat_from_env".to_owned()),
+        "POD_NAMESPACE" => Some("fluxgate-agent".to_owned()),
+        "POD_NAME" => Some("fluxgate-agent-7d9f-abcde".to_owned()),
+        _ => None,
+    }
+}
+
+#[test]
+fn the_kubernetes_mode_needs_no_static_receiver_and_gets_agentk_defaults() {
+    let config =
+        AgentConfig::from_yaml(KUBERNETES, Path::new("/nonexistent"), &kube_env).expect("valid");
+    assert!(config.receivers.is_empty());
+    let kubernetes = config.kubernetes.expect("kubernetes mode");
+    assert_eq!(
+        kubernetes.webhook_base,
+        crate::kubernetes::webhook_base::WebhookBase::Direct(
+            "http://webhook-receiver.flux-system.svc.cluster.local".to_owned()
+        )
+    );
+    assert_eq!(
+        kubernetes
+            .gitlab
+            .project_of("https://example.com/gitlab/g/app.git")
+            .map(|p| p.as_str().to_owned()),
+        Some("g/app".to_owned())
+    );
+    assert!(kubernetes.namespaces.is_empty());
+    assert_eq!(kubernetes.label_selector, None);
+    let leader = &kubernetes.leader;
+    assert!(leader.enabled);
+    assert_eq!(leader.lease_name, "fluxgate-agent");
+    assert_eq!(leader.lease_namespace, "fluxgate-agent");
+    assert_eq!(leader.identity, "fluxgate-agent-7d9f-abcde");
+    assert_eq!(leader.lease_duration, Duration::from_secs(15));
+    assert_eq!(leader.renew_deadline, Duration::from_secs(10));
+    assert_eq!(leader.retry_period, Duration::from_secs(2));
+    assert_eq!(kubernetes.agent_id, "fluxgate-agent/fluxgate-agent");
+}
+
+#[test]
+fn kubernetes_settings_are_validated() {
+    let error = |yaml: &str| match AgentConfig::from_yaml(yaml, Path::new("/x"), &kube_env) {
+        Ok(_) => panic!("expected an error for {yaml}"),
+        Err(error) => error.to_string(),
+    };
+    let base = "broker: http://127.0.0.1:8150\n";
+    assert!(
+        error(&format!("{base}kubernetes: {{}}\n"))
+            .starts_with("gitlab_url: required with kubernetes")
+    );
+    assert!(
+        error(&format!("{base}gitlab_url: ssh://h\nkubernetes: {{}}\n"))
+            .starts_with("gitlab_url: scheme")
+    );
+    assert!(
+        error(&format!(
+            "{KUBERNETES}flux: {{webhook_receiver_url: 'http://x/?a=b'}}\n"
+        ))
+        .starts_with("flux.webhook_receiver_url:")
+    );
+    assert!(
+        error(&format!(
+            "{base}gitlab_url: https://g\nkubernetes: {{namespaces: [Bad_NS]}}\n"
+        ))
+        .starts_with("kubernetes.namespaces[0]:")
+    );
+    assert!(
+        error(&format!(
+            "{base}gitlab_url: https://g\nkubernetes: {{leader_election: {{lease_duration: 5s, renew_deadline: 5s}}}}\n"
+        ))
+        .starts_with("kubernetes.leader_election.renew_deadline: must be shorter than lease_duration")
+    );
+    assert!(
+        error(&format!(
+            "{base}gitlab_url: https://g\nkubernetes: {{unknown: 1}}\n"
+        ))
+        .contains("unknown field")
+    );
+    assert!(error(base).starts_with("receivers: at least one receiver is required"));
+}
+
+#[test]
+fn the_former_metrics_listen_still_works_with_a_warning() {
+    let config = parse(&format!("{MINIMAL}metrics_listen: 127.0.0.1:9152\n")).expect("valid");
+    assert_eq!(
+        config.health_listen,
+        Some("127.0.0.1:9152".parse().unwrap())
+    );
+    assert!(
+        config.warnings.iter().any(|w| w.contains("health_listen")),
+        "{:?}",
+        config.warnings
+    );
+    assert_error(
+        &format!("{MINIMAL}metrics_listen: 127.0.0.1:1\nhealth_listen: 127.0.0.1:2\n"),
+        "metrics_listen: is the former name of health_listen",
     );
 }

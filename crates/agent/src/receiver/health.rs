@@ -203,6 +203,15 @@ impl FailureTracker {
     }
 }
 
+impl Drop for FailureTracker {
+    /// A receiver that is gone (its worker stopped) is no longer reported as failing.
+    fn drop(&mut self) {
+        if self.outage.as_ref().is_some_and(|o| o.warned_at.is_some()) {
+            self.board.clear(&self.receiver);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use reqwest::StatusCode;

@@ -41,7 +41,22 @@ impl ReceiverKind {
     }
 }
 
-/// One configured receiver.
+/// The receivers in use at one moment: static ones and discovered ones. Published on a
+/// `tokio::sync::watch` channel; the session follows it.
+pub type ReceiverSet = std::sync::Arc<Vec<Receiver>>;
+
+/// How a Receiver's URL is reached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Route {
+    /// Over HTTP, to the URL's host.
+    #[default]
+    Direct,
+    /// Through the Kubernetes API server of the agent's kubeconfig, with its credentials:
+    /// only the URL's path (a service-proxy path) is used.
+    KubernetesApi,
+}
+
+/// One receiver: configured, or discovered in the cluster.
 #[derive(Debug, Clone)]
 pub struct Receiver {
     /// Unique in the agent's configuration; names the receiver in acks and logs.
@@ -53,6 +68,7 @@ pub struct Receiver {
     pub url: WebhookUrl,
     /// The Receiver Secret's `token`, as raw bytes (text).
     pub token: Secret,
+    pub route: Route,
 }
 
 impl Receiver {
@@ -84,6 +100,7 @@ mod tests {
             kind: ReceiverKind::Generic,
             url: WebhookUrl::parse("http://flux/hook/x").unwrap(),
             token: Secret::new(""),
+            route: Route::Direct,
         }
     }
 

@@ -127,6 +127,7 @@ mod tests {
             kind,
             url: WebhookUrl::parse("http://flux/hook/x").unwrap(),
             token: Secret::new(token),
+            route: crate::receiver::Route::Direct,
         }
     }
 

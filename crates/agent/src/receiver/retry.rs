@@ -16,8 +16,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 
 use super::Receiver;
+use super::Route;
 use super::payload::TriggerRequest;
-use super::trigger::{AttemptResult, send_once};
+use super::trigger::{AttemptResult, NoAnswerReason, send_once, send_through_api_server};
 
 /// How to retry, and when a receiver that keeps failing is reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,15 +131,44 @@ pub fn failure_reason(result: &AttemptResult) -> String {
 }
 
 /// Makes Receiver calls; the policy says how the worker spaces them.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Deliverer {
     client: reqwest::Client,
+    /// For receivers reached through the Kubernetes API server.
+    kubernetes: Option<ApiServerRoute>,
     policy: RetryPolicy,
+}
+
+/// The Kubernetes client and the deadline of a call through it.
+#[derive(Clone)]
+struct ApiServerRoute {
+    client: kube::Client,
+    timeout: std::time::Duration,
+}
+
+impl std::fmt::Debug for Deliverer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deliverer")
+            .field("policy", &self.policy)
+            .field("kubernetes", &self.kubernetes.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Deliverer {
     pub fn new(client: reqwest::Client, policy: RetryPolicy) -> Self {
-        Self { client, policy }
+        Self {
+            client,
+            kubernetes: None,
+            policy,
+        }
+    }
+
+    /// Receivers with [`Route::KubernetesApi`] are called through `client`, each call
+    /// bounded by `timeout`.
+    pub fn with_kubernetes(mut self, client: kube::Client, timeout: std::time::Duration) -> Self {
+        self.kubernetes = Some(ApiServerRoute { client, timeout });
+        self
     }
 
     pub fn policy(&self) -> &RetryPolicy {
@@ -147,14 +177,24 @@ impl Deliverer {
 
     /// One call of `request` to `receiver`.
     pub async fn call(&self, receiver: &Receiver, request: &TriggerRequest) -> AttemptResult {
-        send_once(&self.client, receiver, request).await
+        match (receiver.route, &self.kubernetes) {
+            (Route::Direct, _) => send_once(&self.client, receiver, request).await,
+            (Route::KubernetesApi, Some(api)) => {
+                send_through_api_server(&api.client, api.timeout, receiver, request).await
+            }
+            (Route::KubernetesApi, None) => AttemptResult::NoAnswer {
+                reason: NoAnswerReason::Connect,
+                detail: "this receiver is reached through the Kubernetes API, and the agent \
+                         has no Kubernetes client"
+                    .to_owned(),
+            },
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::receiver::trigger::NoAnswerReason;
 
     fn answered(code: u16) -> Verdict {
         classify(&AttemptResult::Answered(

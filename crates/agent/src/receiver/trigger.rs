@@ -77,6 +77,41 @@ pub async fn send_once(
     }
 }
 
+/// Sends `request` to `receiver` once through the Kubernetes API server `client` talks to
+/// (a service-proxy path), with the client's credentials, within `timeout`.
+pub async fn send_through_api_server(
+    client: &kube::Client,
+    timeout: Duration,
+    receiver: &Receiver,
+    request: &TriggerRequest,
+) -> AttemptResult {
+    let url = receiver.url.as_url();
+    let mut builder = http::Request::post(url.path());
+    for (name, value) in &request.headers {
+        builder = builder.header(name, value);
+    }
+    let call = match builder.body(kube::client::Body::from(request.body.clone())) {
+        Ok(call) => call,
+        Err(error) => {
+            return AttemptResult::NoAnswer {
+                reason: NoAnswerReason::Request,
+                detail: format!("cannot build the request: {error}"),
+            };
+        }
+    };
+    match tokio::time::timeout(timeout, client.send(call)).await {
+        Err(_) => AttemptResult::NoAnswer {
+            reason: NoAnswerReason::Timeout,
+            detail: format!("timed out after {timeout:?} (through the Kubernetes API server)"),
+        },
+        Ok(Ok(response)) => AttemptResult::Answered(response.status()),
+        Ok(Err(error)) => AttemptResult::NoAnswer {
+            reason: NoAnswerReason::Connect,
+            detail: format!("through the Kubernetes API server: {error}"),
+        },
+    }
+}
+
 /// The error and its causes, without the URL.
 fn no_answer(error: reqwest::Error) -> AttemptResult {
     let (reason, head) = if error.is_timeout() {

@@ -114,9 +114,12 @@ impl Job {
     }
 }
 
-/// The pending event, shared by the handle and the task.
+/// The pending event and the receiver's current definition, shared by the handle and the
+/// task.
 struct Slot {
     pending: Mutex<Option<Job>>,
+    /// Replaced when the receiver changes (its URL or ref, say); read before every call.
+    receiver: Mutex<Arc<Receiver>>,
     wake: Notify,
     generation: Arc<AtomicU64>,
 }
@@ -126,6 +129,10 @@ impl Slot {
         // Every critical section is a `take` or a `take` then `replace`, with no panicking
         // code in between, so a panic elsewhere cannot leave the slot half-updated.
         self.pending.lock()
+    }
+
+    fn receiver(&self) -> Arc<Receiver> {
+        Arc::clone(&self.receiver.lock())
     }
 
     fn generation(&self) -> u64 {
@@ -159,12 +166,13 @@ impl WorkerHandle {
         context: WorkerContext,
         cancel: CancellationToken,
     ) -> Self {
+        let name: Arc<str> = Arc::from(receiver.name.as_str());
         let slot = Arc::new(Slot {
             pending: Mutex::new(None),
+            receiver: Mutex::new(receiver),
             wake: Notify::new(),
             generation: Arc::clone(&context.generation),
         });
-        let name: Arc<str> = Arc::from(receiver.name.as_str());
         let worker = Worker {
             tracker: FailureTracker::new(
                 Arc::clone(&name),
@@ -172,7 +180,6 @@ impl WorkerHandle {
                 context.deliverer.policy(),
             ),
             name,
-            receiver,
             deliverer: context.deliverer,
             slot: Arc::clone(&slot),
             completions: context.completions,
@@ -184,6 +191,12 @@ impl WorkerHandle {
             }
         });
         Self { slot }
+    }
+
+    /// Replaces the receiver's definition (same name) from the next call on. A delivery in
+    /// flight, retries included, goes on with the new one.
+    pub fn update(&self, receiver: Arc<Receiver>) {
+        *self.slot.receiver.lock() = receiver;
     }
 
     /// Queues `event`, replacing the pending event if there is one.
@@ -204,7 +217,6 @@ impl WorkerHandle {
 }
 
 struct Worker {
-    receiver: Arc<Receiver>,
     name: Arc<str>,
     deliverer: Deliverer,
     slot: Arc<Slot>,
@@ -217,7 +229,7 @@ impl Worker {
         loop {
             let job = self.slot.next_job().await;
             let (job, report) = self.deliver(job).await;
-            log_delivery(&self.receiver, &job, &report);
+            log_delivery(&self.slot.receiver(), &job, &report);
             self.complete(job, report);
         }
     }
@@ -234,7 +246,8 @@ impl Worker {
                 newer.absorb(job, self.slot.generation());
                 job = newer;
             }
-            let request = match TriggerRequest::build(&self.receiver, &job.event) {
+            let receiver = self.slot.receiver();
+            let request = match TriggerRequest::build(&receiver, &job.event) {
                 Ok(request) => request,
                 Err(error) => {
                     let report = DeliveryReport {
@@ -248,7 +261,7 @@ impl Worker {
                 }
             };
             attempts = attempts.saturating_add(1);
-            let result = self.deliverer.call(&self.receiver, &request).await;
+            let result = self.deliverer.call(&receiver, &request).await;
             let outcome = match classify(&result) {
                 Verdict::Delivered => DeliveryOutcome::Delivered,
                 Verdict::Reject => DeliveryOutcome::Rejected,
@@ -256,7 +269,7 @@ impl Worker {
                     self.tracker.failed(&result, job.oldest_seq());
                     let delay = backoff.next_delay();
                     tracing::debug!(
-                        receiver = %self.receiver.name,
+                        receiver = %self.name,
                         seq = job.event.seq,
                         attempt = attempts,
                         result = %describe(&result),
@@ -284,6 +297,10 @@ impl Worker {
     }
 
     fn complete(&self, job: Job, report: DeliveryReport) {
+        metrics::counter!(crate::metric_names::TRIGGERS, "outcome" => report.outcome.as_str())
+            .increment(1);
+        metrics::histogram!(crate::metric_names::TRIGGER_DURATION)
+            .record(report.elapsed.as_secs_f64());
         let coalesced = coalesced_report(&job.event, &report);
         let sent = std::iter::once((job.origin, report));
         let replaced = job

@@ -104,7 +104,7 @@ async fn metrics_count_failed_calls_and_failing_receivers() {
     std::fs::write(
         &config,
         format!(
-            "broker: {}\nmetrics_listen: 127.0.0.1:0\n\
+            "broker: {}\nhealth_listen: 127.0.0.1:0\n\
              retry: {{initial_backoff: 10ms, max_backoff: 50ms, report_after: 200ms}}\n\
              receivers:\n  - {{name: app, project: group/app, type: generic, url: 'http://{address}/hook/x'}}\n",
             broker.url()
@@ -130,7 +130,7 @@ async fn metrics_count_failed_calls_and_failing_receivers() {
     let metrics_address = tokio::time::timeout(PATIENCE, async {
         while let Some(line) = lines.next_line().await.expect("read stderr") {
             let line: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
-            if line["message"] == "serving metrics on /metrics" {
+            if line["message"] == "serving /livez, /readyz and /metrics" {
                 return line["address"].as_str().expect("an address").to_owned();
             }
         }

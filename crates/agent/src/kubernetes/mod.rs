@@ -1,0 +1,72 @@
+//! The Kubernetes mode: the agent finds Flux sources by itself, owns their Receivers and
+//! elects a leader among its replicas.
+//!
+//! - [`gitlab_instance`], [`source_ref`], [`source`]: which `GitRepository` objects point
+//!   at the GitLab instance, at which project, following which refs.
+//! - [`names`], [`owned`], [`annotations`]: the Secret and Receiver the agent owns per
+//!   source, and the marks it puts on them.
+//! - [`flux_receiver`]: reading Receivers (Ready, webhook path, who made them).
+//! - [`flux_api`]: whether the cluster serves the Flux APIs (checked until it does).
+//! - [`object_cache`], [`controller`]: the watches and the reconcile pass that turn all of
+//!   this into the receiver set the broker stream serves.
+//! - [`leader`]: the Lease election; only the leader writes and triggers.
+//! - [`webhook_base`]: calling Receivers directly or through the API server's service proxy.
+//!
+//! The facts these follow are in `shared/reference/kubernetes.md`.
+
+pub mod annotations;
+pub mod controller;
+pub mod flux_api;
+pub mod flux_receiver;
+pub mod gitlab_instance;
+pub mod leader;
+pub mod names;
+pub mod object_cache;
+pub mod owned;
+pub mod source;
+pub mod source_ref;
+pub mod webhook_base;
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+use crate::config::KubernetesSettings;
+
+/// Why the Kubernetes client cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "cannot find the Kubernetes configuration (in-cluster, KUBECONFIG or ~/.kube/config): {0}"
+    )]
+    Infer(#[from] kube::config::InferConfigError),
+    #[error("cannot load context {context:?} from the kubeconfig: {source}")]
+    Context {
+        context: String,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("cannot build the Kubernetes client: {0}")]
+    Build(#[from] kube::Error),
+}
+
+/// The client of the standard resolution: in-cluster service account, else `KUBECONFIG` /
+/// `~/.kube/config`; `context` picks a kubeconfig context.
+pub async fn client(settings: &KubernetesSettings) -> Result<kube::Client, ClientError> {
+    let config = match &settings.context {
+        None => kube::Config::infer().await?,
+        Some(context) => {
+            let options = KubeConfigOptions {
+                context: Some(context.clone()),
+                ..KubeConfigOptions::default()
+            };
+            let loaded = match Kubeconfig::read() {
+                Ok(kubeconfig) => kube::Config::from_custom_kubeconfig(kubeconfig, &options).await,
+                Err(error) => Err(error),
+            };
+            loaded.map_err(|source| ClientError::Context {
+                context: context.clone(),
+                source,
+            })?
+        }
+    };
+    Ok(kube::Client::try_from(config)?)
+}

@@ -399,3 +399,87 @@ async fn a_burst_against_a_slow_receiver_costs_two_calls_and_acks_every_event() 
     }
     assert_eq!(acks.len(), 10);
 }
+
+#[tokio::test]
+async fn removing_a_receiver_finishes_the_events_that_waited_only_for_it() {
+    let flux = FluxReceiverStandIn::start([
+        Receiver::new("down", ReceiverType::Generic, "d"),
+        Receiver::new("up", ReceiverType::Generic, "u"),
+    ])
+    .await;
+    flux.set_ready("down", false);
+    let config = config(
+        "http://127.0.0.1:1",
+        &format!(
+            "{}{}",
+            generic(&flux, "down", "d", "group/app"),
+            generic(&flux, "up", "u", "group/app")
+        ),
+    );
+    let (mut dispatcher, _workers) = dispatcher(&config);
+    dispatcher.dispatch(push(1, "group/app", "refs/heads/main"), 1);
+    flux.wait_for_hits("down", 2, PATIENCE).await;
+    assert_no_ack(
+        &mut dispatcher,
+        "seq 1 still waits for the failing receiver",
+    )
+    .await;
+
+    // The failing receiver's source is gone: seq 1 is done with the other one's outcome.
+    let remaining: Vec<_> = config
+        .receivers
+        .iter()
+        .filter(|r| r.name == "up")
+        .cloned()
+        .collect();
+    let mut acks = dispatcher.set_receivers(&remaining);
+    if acks.is_empty() {
+        acks = next_acks(&mut dispatcher, 1).await;
+    }
+    assert_eq!(acks.len(), 1, "{acks:?}");
+    assert_eq!(acks[0].ticket.seq, 1);
+    let names: Vec<&str> = acks[0]
+        .outcomes
+        .iter()
+        .map(|o| o.receiver.as_str())
+        .collect();
+    assert_eq!(names, ["up"]);
+    // Its worker stopped: no more calls, however long it would have retried.
+    let calls = flux.hits("down").len();
+    dispatcher.dispatch(push(2, "group/app", "refs/heads/main"), 1);
+    assert_eq!(next_acks(&mut dispatcher, 1).await[0].ticket.seq, 2);
+    assert_eq!(
+        flux.hits("down").len(),
+        calls,
+        "the removed receiver is not called"
+    );
+}
+
+#[tokio::test]
+async fn a_changed_receiver_reaches_its_running_retry() {
+    let flux = FluxReceiverStandIn::start([
+        Receiver::new("old", ReceiverType::Generic, "t"),
+        Receiver::new("new", ReceiverType::Generic, "t"),
+    ])
+    .await;
+    flux.set_ready("old", false);
+    let config = config(
+        "http://127.0.0.1:1",
+        &format!(
+            "  - {{name: app, project: group/app, type: generic, url: '{}'}}\n",
+            flux.webhook_url("old")
+        ),
+    );
+    let (mut dispatcher, _workers) = dispatcher(&config);
+    dispatcher.dispatch(push(1, "group/app", "refs/heads/main"), 1);
+    flux.wait_for_hits("old", 2, PATIENCE).await;
+
+    // Same receiver name, new URL (as when a Receiver's webhook path changes).
+    let mut moved = config.receivers[0].clone();
+    moved.url = fluxgate_agent::flux_path::WebhookUrl::parse(&flux.webhook_url("new")).unwrap();
+    assert!(dispatcher.set_receivers(&[moved]).is_empty());
+    let ack = next_acks(&mut dispatcher, 1).await.remove(0);
+    assert_eq!(ack.ticket.seq, 1);
+    assert_eq!(single(&ack).outcome, DeliveryOutcome::Delivered);
+    assert_eq!(flux.hits("new").len(), 1, "the retry went to the new URL");
+}

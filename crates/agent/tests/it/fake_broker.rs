@@ -166,6 +166,18 @@ impl FakeStream {
         }
     }
 
+    /// The next subscription change from the agent; health reports that arrive first
+    /// are kept for [`FakeStream::next_health`].
+    pub async fn next_subscription_change(&mut self) -> proto::SubscriptionChange {
+        loop {
+            match self.next_message("a subscription change").await {
+                AgentMessage::SubscriptionChange(change) => return change,
+                AgentMessage::ReceiverHealth(report) => self.health.push_back(report),
+                other => panic!("expected a subscription change, got {other:?}"),
+            }
+        }
+    }
+
     /// The next receiver health report; acks that arrive first are checked to be absent
     /// (a test asks for a report only when no ack may come).
     pub async fn next_health(&mut self) -> proto::ReceiverHealth {

@@ -345,3 +345,66 @@ async fn a_failing_receiver_is_reported_and_its_retry_survives_a_reconnect() {
     barrier(&mut second, 7).await;
     agent.stop().await;
 }
+
+#[tokio::test]
+async fn a_new_receiver_set_changes_the_subscriptions_on_the_open_stream() {
+    use std::sync::Arc;
+
+    use fluxgate_agent::connection::Connection;
+    use fluxgate_agent::readiness::Readiness;
+    use fluxgate_agent::receiver::ReceiverSet;
+
+    let flux = flux().await;
+    let mut broker = FakeBroker::start().await;
+    let config = agent_config(&broker, &flux);
+    let (publish, receivers) =
+        tokio::sync::watch::channel::<ReceiverSet>(Arc::new(config.receivers[..1].to_vec()));
+    let (dispatcher, _workers) = crate::support::dispatcher(&config);
+    let readiness = Arc::new(Readiness::new(false));
+    let connection = Connection::new(&config, dispatcher, receivers, Arc::clone(&readiness))
+        .expect("connection");
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(connection.run(shutdown.clone()));
+
+    let mut stream = broker.next_stream().await;
+    let hello: Vec<(String, String)> = stream
+        .hello
+        .subscriptions
+        .iter()
+        .map(|s| (s.project.clone(), s.ref_pattern.clone()))
+        .collect();
+    assert_eq!(hello, [("group/app".to_owned(), "main".to_owned())]);
+    stream.welcome(0, false);
+    crate::support::wait_until("the stream is up", || readiness.report().ready).await;
+
+    // Discovery found "other" and lost "app": one change, on the same stream.
+    publish.send_replace(Arc::new(vec![config.receivers[3].clone()]));
+    let change = stream.next_subscription_change().await;
+    let pairs = |list: &[proto::Subscription]| -> Vec<(String, String)> {
+        list.iter()
+            .map(|s| (s.project.clone(), s.ref_pattern.clone()))
+            .collect()
+    };
+    assert_eq!(
+        pairs(&change.add),
+        [("group/other".to_owned(), String::new())]
+    );
+    assert_eq!(
+        pairs(&change.remove),
+        [("group/app".to_owned(), "main".to_owned())]
+    );
+    stream.event(1, "group/other", "refs/heads/main", &[]);
+    let ack = stream.next_ack().await;
+    assert_eq!(outcomes(&ack), [delivered("other")]);
+    assert_eq!(broker.attempts(), 1, "no reconnect");
+
+    shutdown.cancel();
+    tokio::time::timeout(PATIENCE, task)
+        .await
+        .expect("the connection stops")
+        .expect("no panic");
+    assert!(
+        !readiness.report().ready,
+        "the stream is down after shutdown"
+    );
+}

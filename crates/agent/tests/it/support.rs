@@ -82,3 +82,15 @@ pub async fn next_acks(dispatcher: &mut Dispatcher, count: usize) -> Vec<AckRepo
     }
     acks
 }
+
+/// Polls `condition` until it holds, failing the test after [`PATIENCE`].
+pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -24,10 +24,22 @@
 //!   `X-Gitlab-Token` equal to the token. If `events` is non-empty, `X-Gitlab-Event` must
 //!   also equal one of them, ignoring ASCII case.
 //!
+//! # Two ways to feed it
+//!
+//! - **Static**: [`FluxReceiverStandIn::start`] with a fixed set of [`Receiver`]s, each
+//!   with its token instead of a Secret reference. A `200` means Flux would have annotated
+//!   the Receiver's resources (A.6); nothing is annotated.
+//! - **Dynamic**: the notification-controller stand-in
+//!   (`kube_api::notification_controller`) adds, replaces and removes Receivers
+//!   ([`FluxReceiverStandIn::upsert_receiver`], [`FluxReceiverStandIn::remove_receiver`])
+//!   as it reconciles `Receiver` objects, and installs a [`ReconcileRequester`] that does
+//!   A.6 step 6: after validation passes, it annotates every resource; a failure answers
+//!   `500`.
+//!
 //! # What it leaves out
 //!
-//! - A.6 annotating target resources. A `200` here means Flux would have annotated them.
-//! - CEL `resourceFilter`s, and with them Flux's own `500`s (A.4 steps 5–6).
+//! - CEL `resourceFilter`s, and with them Flux's `500` for a filter that does not build
+//!   (A.4 step 5).
 //! - Receiver types other than the three above.
 //! - Re-reading the Secret on each request.
 //!
@@ -152,6 +164,8 @@ pub fn sha256_signature(token: &str, body: &[u8]) -> String {
 pub struct Hit {
     /// The Receiver whose path matched, if any.
     pub receiver: Option<String>,
+    /// That Receiver's namespace.
+    pub receiver_namespace: Option<String>,
     pub method: Method,
     /// The request URI as sent: path and query.
     pub uri: String,
@@ -177,6 +191,12 @@ impl Hit {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).expect("hit body is JSON")
     }
+}
+
+/// What a Receiver does once a request passed validation (A.6): request reconciliation of
+/// its `spec.resources`. An error makes the request answer `500`, as in Flux's step 6.
+pub trait ReconcileRequester: Send + Sync {
+    fn request_reconcile(&self, namespace: &str, name: &str) -> Result<(), String>;
 }
 
 /// A running stand-in. The server stops when this is dropped.
@@ -205,6 +225,7 @@ impl FluxReceiverStandIn {
                 receivers: registered,
                 hits: Vec::new(),
             }),
+            requester: Mutex::new(None),
             hit_count: watch::Sender::new(0),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -224,6 +245,11 @@ impl FluxReceiverStandIn {
             shared,
             server,
         }
+    }
+
+    /// The address the server listens on.
+    pub fn address(&self) -> SocketAddr {
+        self.address
     }
 
     /// `http://127.0.0.1:<port>`, the equivalent of the `webhook-receiver` Service URL.
@@ -313,6 +339,46 @@ impl FluxReceiverStandIn {
         self.update_receiver(name, |r| r.delay = delay);
     }
 
+    /// Adds `receiver`, or replaces the one with its name and namespace. A replaced
+    /// Receiver keeps its queued failures and response delay.
+    pub fn upsert_receiver(&self, receiver: Receiver) {
+        let mut registry = self.shared.registry();
+        let existing = registry
+            .receivers
+            .iter_mut()
+            .find(|r| r.spec.name == receiver.name && r.spec.namespace == receiver.namespace);
+        match existing {
+            Some(registered) => {
+                registered.path = receiver.webhook_path();
+                registered.spec = receiver;
+            }
+            None => registry.receivers.push(Registered::new(receiver)),
+        }
+    }
+
+    /// Removes the Receiver `namespace/name`, if present. Its path then gets `404`.
+    pub fn remove_receiver(&self, name: &str, namespace: &str) {
+        self.shared
+            .registry()
+            .receivers
+            .retain(|r| !(r.spec.name == name && r.spec.namespace == namespace));
+    }
+
+    /// The Receivers currently served.
+    pub fn receivers(&self) -> Vec<Receiver> {
+        self.shared
+            .registry()
+            .receivers
+            .iter()
+            .map(|r| r.spec.clone())
+            .collect()
+    }
+
+    /// Makes every request that passes validation call `requester` (A.6).
+    pub fn set_reconcile_requester(&self, requester: Arc<dyn ReconcileRequester>) {
+        *self.shared.requester.lock() = Some(requester);
+    }
+
     fn update_receiver(&self, name: &str, change: impl FnOnce(&mut Registered)) {
         self.shared
             .with_receiver(name, change)
@@ -329,6 +395,8 @@ impl Drop for FluxReceiverStandIn {
 /// State shared between the handle and the server.
 struct Shared {
     registry: Mutex<Registry>,
+    /// Called after validation passes, when fed by the notification-controller stand-in.
+    requester: Mutex<Option<Arc<dyn ReconcileRequester>>>,
     /// The number of hits recorded, so waiters wake on each new one.
     hit_count: watch::Sender<usize>,
 }
@@ -358,8 +426,11 @@ impl Registered {
 
 /// What the pipeline decided for one request.
 struct Verdict {
-    receiver: Option<String>,
+    /// The matched Receiver's name and namespace.
+    receiver: Option<(String, String)>,
     status: StatusCode,
+    /// Whether the status came from the pipeline (not injected), so a `200` annotates.
+    validated: bool,
     delay: Duration,
 }
 
@@ -398,10 +469,13 @@ impl Shared {
             return Verdict {
                 receiver: None,
                 status: StatusCode::NOT_FOUND,
+                validated: false,
                 delay: Duration::ZERO,
             };
         };
-        let status = if let Some(injected) = receiver.injected.pop_front() {
+        let injected = receiver.injected.pop_front();
+        let validated = injected.is_none();
+        let status = if let Some(injected) = injected {
             injected
         } else if receiver.spec.suspended || !receiver.spec.ready {
             StatusCode::SERVICE_UNAVAILABLE
@@ -411,8 +485,9 @@ impl Shared {
             StatusCode::OK
         };
         Verdict {
-            receiver: Some(receiver.spec.name.clone()),
+            receiver: Some((receiver.spec.name.clone(), receiver.spec.namespace.clone())),
             status,
+            validated,
             delay: receiver.delay,
         }
     }
@@ -443,24 +518,38 @@ async fn handle_payload(
             let verdict = Verdict {
                 receiver: None,
                 status,
+                validated: false,
                 delay: Duration::ZERO,
             };
             (Bytes::new(), verdict)
         }
     };
+    let mut status = verdict.status;
+    if let (StatusCode::OK, true, Some((name, namespace))) =
+        (status, verdict.validated, &verdict.receiver)
+    {
+        let requester = shared.requester.lock().clone();
+        if let Some(requester) = requester
+            && requester.request_reconcile(namespace, name).is_err()
+        {
+            status = StatusCode::INTERNAL_SERVER_ERROR;
+        }
+    }
+    let (receiver, receiver_namespace) = verdict.receiver.unzip();
     shared.record(Hit {
-        receiver: verdict.receiver,
+        receiver,
+        receiver_namespace,
         method,
         uri: request_uri,
         headers,
         body,
-        status: verdict.status,
+        status,
         received_at,
     });
     if !verdict.delay.is_zero() {
         tokio::time::sleep(verdict.delay).await;
     }
-    verdict.status
+    status
 }
 
 enum BodyError {

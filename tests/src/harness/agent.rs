@@ -89,6 +89,8 @@ pub struct AgentProcess {
     process: Process,
     _dir: tempfile::TempDir,
     config_path: PathBuf,
+    /// Extra environment of the process (such as `KUBECONFIG`).
+    env: Vec<(String, String)>,
 }
 
 impl AgentProcess {
@@ -150,27 +152,59 @@ impl AgentProcess {
         }
         let config_path = dir.path().join("agent.yaml");
         std::fs::write(&config_path, yaml).expect("write the agent configuration");
-        let process = Self::spawn(&config_path);
+        let process = Self::spawn(&config_path, &[]);
         Self {
             process,
             _dir: dir,
             config_path,
+            env: Vec::new(),
         }
     }
 
-    fn spawn(config_path: &PathBuf) -> Process {
+    /// An agent in the Kubernetes mode, with no static receivers: `yaml` holds its
+    /// `gitlab_url`, `flux:` and `kubernetes:` keys (and `health_listen`), and the
+    /// kubeconfig at `kubeconfig` points it at the API server.
+    pub async fn start_kubernetes(
+        broker_url: &str,
+        token: &str,
+        yaml: &str,
+        kubeconfig: &std::path::Path,
+    ) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let token_path = dir.path().join("token");
+        std::fs::write(&token_path, format!("{token}\n")).expect("write the agent token");
+        let yaml = format!(
+            "broker: {broker_url}\ntoken_file: {}\ncluster_name: e2e\n\
+             retry:\n  initial_backoff: 50ms\n  max_backoff: 500ms\n  report_after: 1s\n  warn_every: 5s\n\
+             reconnect:\n  initial_backoff: 100ms\n  max_backoff: 1s\n{yaml}",
+            token_path.display()
+        );
+        let config_path = dir.path().join("agent.yaml");
+        std::fs::write(&config_path, yaml).expect("write the agent configuration");
+        let env = vec![("KUBECONFIG".to_owned(), kubeconfig.display().to_string())];
+        let process = Self::spawn(&config_path, &env);
+        Self {
+            process,
+            _dir: dir,
+            config_path,
+            env,
+        }
+    }
+
+    fn spawn(config_path: &PathBuf, env: &[(String, String)]) -> Process {
         let mut command = Command::new(binary("fluxgate-agent"));
         command
             .arg("--config")
             .arg(config_path)
             .args(["--log-format", "json"])
-            .env("RUST_LOG", "info");
+            .env("RUST_LOG", "info,fluxgate_agent=debug")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         Process::spawn("fluxgate-agent", command)
     }
 
     /// Starts the agent again with the same configuration (after a stop or kill).
     pub fn restart(&mut self) {
-        self.process = Self::spawn(&self.config_path);
+        self.process = Self::spawn(&self.config_path, &self.env);
     }
 
     pub fn process(&mut self) -> &mut Process {

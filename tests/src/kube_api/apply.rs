@@ -76,8 +76,12 @@ impl Scope {
     /// `written` with the parts outside this scope taken from `current`.
     pub fn restrict(self, current: &Value, written: &Value) -> Value {
         match self {
-            Scope::Main { status_subresource: false } => written.clone(),
-            Scope::Main { status_subresource: true } => {
+            Scope::Main {
+                status_subresource: false,
+            } => written.clone(),
+            Scope::Main {
+                status_subresource: true,
+            } => {
                 let mut result = written.clone();
                 strip_top(&mut result, "status");
                 if let Some(status) = current.get("status") {
@@ -134,7 +138,8 @@ fn overlaps(a: &[String], b: &[String]) -> bool {
 }
 
 pub fn get_path<'a>(value: &'a Value, path: &[String]) -> Option<&'a Value> {
-    path.iter().try_fold(value, |v, key| v.as_object()?.get(key))
+    path.iter()
+        .try_fold(value, |v, key| v.as_object()?.get(key))
 }
 
 fn set_path(value: &mut Value, path: &[String], new: Value) {
@@ -283,7 +288,9 @@ pub fn apply(
     }
     let previous: BTreeSet<FieldPath> = managers
         .iter()
-        .find(|m| m.name == manager && m.operation == Operation::Apply && m.subresource == subresource)
+        .find(|m| {
+            m.name == manager && m.operation == Operation::Apply && m.subresource == subresource
+        })
         .map(|m| m.fields.clone())
         .unwrap_or_default();
     let mut object = base;
@@ -305,7 +312,9 @@ pub fn apply(
             set_path(&mut object, path, value);
         }
     }
-    managers.retain(|m| !(m.name == manager && m.operation == Operation::Apply && m.subresource == subresource));
+    managers.retain(|m| {
+        !(m.name == manager && m.operation == Operation::Apply && m.subresource == subresource)
+    });
     if !applied.is_empty() {
         managers.push(Manager {
             name: manager.to_owned(),
@@ -405,10 +414,17 @@ mod tests {
     fn a_field_another_manager_set_differently_conflicts_unless_forced() {
         let first = apply_as(None, "a", json!({"spec": {"x": 1, "y": 2}}), false).unwrap();
         let same = apply_as(Some(&first), "b", json!({"spec": {"x": 1}}), false).unwrap();
-        assert_eq!(same.object["spec"]["x"], 1, "same value: shared, no conflict");
+        assert_eq!(
+            same.object["spec"]["x"], 1,
+            "same value: shared, no conflict"
+        );
         let error = apply_as(Some(&first), "b", json!({"spec": {"x": 5}}), false).unwrap_err();
         assert_eq!(error.code, 409);
-        assert!(error.message.contains("conflict with \"a\": .spec.x"), "{}", error.message);
+        assert!(
+            error.message.contains("conflict with \"a\": .spec.x"),
+            "{}",
+            error.message
+        );
         let forced = apply_as(Some(&first), "b", json!({"spec": {"x": 5}}), true).unwrap();
         assert_eq!(forced.object["spec"]["x"], 5);
         let a = forced.managers.iter().find(|m| m.name == "a").unwrap();
@@ -422,12 +438,22 @@ mod tests {
         let dropped = apply_as(Some(&shared), "a", json!({"spec": {"x": 1}}), false).unwrap();
         assert_eq!(dropped.object["spec"]["y"], 2, "b still owns y");
         let dropped = apply_as(Some(&first), "a", json!({"spec": {"x": 1}}), false).unwrap();
-        assert!(dropped.object["spec"].get("y").is_none(), "{}", dropped.object);
+        assert!(
+            dropped.object["spec"].get("y").is_none(),
+            "{}",
+            dropped.object
+        );
     }
 
     #[test]
     fn status_is_outside_the_main_scope() {
-        let applied = apply_as(None, "a", json!({"spec": {"x": 1}, "status": {"s": 1}}), false).unwrap();
+        let applied = apply_as(
+            None,
+            "a",
+            json!({"spec": {"x": 1}, "status": {"s": 1}}),
+            false,
+        )
+        .unwrap();
         assert!(applied.managers[0].fields.iter().all(|p| p[0] != "status"));
     }
 }

@@ -1,0 +1,421 @@
+//! The agent's Kubernetes mode with the real binaries, against the Kubernetes API
+//! stand-in (driven by the agent's real kube-rs client over HTTP) and the
+//! notification-controller stand-in: discovery, owned objects, triggers, deletion, leader
+//! failover, two agents side by side, and Flux installed after the agent.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use fluxgate_e2e::harness::payloads::{push, sha};
+use fluxgate_e2e::harness::wait::eventually;
+use fluxgate_e2e::harness::{
+    AgentProcess, Broker, BrokerOptions, PATIENCE, Project, free_port, http_client,
+};
+use fluxgate_e2e::kube_api::{FluxCrds, KubeApiStandIn, NotificationControllerStandIn};
+use serde_json::{Value, json};
+
+/// The GitLab instance of these tests, served under a relative URL root.
+const GITLAB_URL: &str = "https://GitLab.example.com/gitlab";
+/// The agent's config project: every agent is entitled to its pushes.
+const PROJECT: &str = "platform/gitops";
+
+/// One cluster: the API stand-in with Flux's CRDs (unless `flux` is false) and the
+/// notification-controller, and a kubeconfig for the agent.
+struct Cluster {
+    api: KubeApiStandIn,
+    controller: NotificationControllerStandIn,
+    kubeconfig: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    async fn start(flux: bool) -> Self {
+        let api = KubeApiStandIn::start().await;
+        if flux {
+            api.cluster().install_flux_crds(FluxCrds::CURRENT);
+        }
+        let controller = NotificationControllerStandIn::start(&api).await;
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = api.write_kubeconfig(dir.path());
+        Self {
+            api,
+            controller,
+            kubeconfig,
+            _dir: dir,
+        }
+    }
+
+    fn git_repository(&self, namespace: &str, name: &str, url: &str, branch: &str, labels: Value) {
+        self.api
+            .cluster()
+            .create(json!({
+                "apiVersion": "source.toolkit.fluxcd.io/v1",
+                "kind": "GitRepository",
+                "metadata": {"name": name, "namespace": namespace, "labels": labels},
+                "spec": {"url": url, "interval": "5m", "ref": {"branch": branch}},
+            }))
+            .unwrap_or_else(|e| panic!("create GitRepository {namespace}/{name}: {e:?}"));
+    }
+
+    fn get(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
+        self.api.cluster().get(plural, namespace, name)
+    }
+
+    /// Waits until Flux made `namespace/name` Ready, and returns it.
+    async fn ready_receiver(&self, namespace: &str, name: &str) -> Value {
+        let cluster = self.api.cluster();
+        cluster
+            .wait_for(
+                &format!("Receiver {namespace}/{name} Ready"),
+                PATIENCE,
+                |c| {
+                    c.get("receivers", namespace, name).filter(|r| {
+                        r["status"]["conditions"].as_array().is_some_and(|cs| {
+                            cs.iter()
+                                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                        })
+                    })
+                },
+            )
+            .await
+    }
+}
+
+/// An agent in the Kubernetes mode with a short lease and a health listener.
+async fn agent(
+    broker: &Broker,
+    token: &str,
+    cluster: &Cluster,
+    extra: &str,
+) -> (AgentProcess, String) {
+    let health = format!("127.0.0.1:{}", free_port());
+    let yaml = format!("health_listen: {health}\ngitlab_url: {GITLAB_URL}\n{extra}");
+    let yaml = if extra.contains("flux:") {
+        yaml
+    } else {
+        format!(
+            "{yaml}flux: {{webhook_receiver_url: '{}'}}\n",
+            cluster.controller.webhook_base_url()
+        )
+    };
+    let yaml = if yaml.contains("kubernetes:") {
+        yaml
+    } else {
+        format!("{yaml}kubernetes: {{leader_election: {{enabled: false}}}}\n")
+    };
+    let agent =
+        AgentProcess::start_kubernetes(&broker.agent_url(), token, &yaml, &cluster.kubeconfig)
+            .await;
+    (agent, format!("http://{health}"))
+}
+
+/// The agent's `/readyz` status code and body.
+async fn readyz(health: &str) -> Option<(u16, Value)> {
+    let response = http_client()
+        .get(format!("{health}/readyz"))
+        .send()
+        .await
+        .ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.json().await.ok()?))
+}
+
+/// A metric of the agent's `/metrics`, summed over its label sets; 0 if absent.
+async fn agent_metric(health: &str, name: &str) -> f64 {
+    let Ok(response) = http_client().get(format!("{health}/metrics")).send().await else {
+        return 0.0;
+    };
+    let text = response.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|line| line.starts_with(name) && line[name.len()..].starts_with([' ', '{']))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn wait_for_served(health: &str, count: f64) {
+    eventually(
+        PATIENCE,
+        &format!("the agent serves {count} discovered receivers"),
+        || async {
+            (agent_metric(health, "fluxgate_agent_kubernetes_receivers_served").await == count)
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// Pushes to `branch` until the Receiver `name` is called (a subscription added on a live
+/// stream applies from the moment the broker reads it, so the first push may precede
+/// it), and returns the call.
+async fn push_until_called(
+    broker: &Broker,
+    cluster: &Cluster,
+    project: &Project,
+    branch: &str,
+    name: &str,
+) -> fluxgate_e2e::flux_receiver::Hit {
+    let before = cluster.controller.hits(name).len();
+    let mut n = 0;
+    eventually(
+        PATIENCE,
+        &format!("a push to {branch} reaches Receiver {name}"),
+        || {
+            n += 1;
+            let body = push(
+                project,
+                &format!("refs/heads/{branch}"),
+                &sha(0),
+                &sha(1000 + n),
+            );
+            async move {
+                broker.hooks().accepted_seq(&body).await;
+                // Give this push half a second to arrive before the next one.
+                let wait = tokio::time::Instant::now() + Duration::from_millis(500);
+                loop {
+                    let hits = cluster.controller.hits(name);
+                    if hits.len() > before {
+                        return hits.into_iter().nth(before);
+                    }
+                    if tokio::time::Instant::now() > wait {
+                        return None;
+                    }
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+            }
+        },
+    )
+    .await
+}
+
+fn labels(object: &Value) -> BTreeMap<String, String> {
+    serde_json::from_value(object["metadata"]["labels"].clone()).unwrap_or_default()
+}
+
+fn annotation(object: &Value, key: &str) -> Option<String> {
+    object["metadata"]["annotations"][key]
+        .as_str()
+        .map(str::to_owned)
+}
+
+#[tokio::test]
+async fn a_gitrepository_gets_its_receiver_and_a_push_reconciles_it() {
+    let cluster = Cluster::start(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(BrokerOptions::embedded(dir.path())).await;
+    let token = broker.create_agent("cluster", PROJECT, &[]).await;
+    // ssh with a port, a host in another case, the relative root, and `.git`.
+    cluster.git_repository(
+        "apps",
+        "podinfo",
+        "ssh://git@gitlab.example.com:2222/gitlab/Platform/GitOps.git",
+        "main",
+        json!({}),
+    );
+    // Another host: left alone.
+    cluster.git_repository(
+        "apps",
+        "upstream",
+        "https://github.com/platform/gitops",
+        "main",
+        json!({}),
+    );
+    let (_agent, health) = agent(&broker, &token, &cluster, "").await;
+
+    let receiver = cluster.ready_receiver("apps", "fluxgate-podinfo").await;
+    let source = cluster.get("gitrepositories", "apps", "podinfo").unwrap();
+    let secret = cluster
+        .get("secrets", "apps", "fluxgate-podinfo-token")
+        .expect("the token Secret");
+    for owned in [&receiver, &secret] {
+        let owner = &owned["metadata"]["ownerReferences"][0];
+        assert_eq!(owner["uid"], source["metadata"]["uid"], "{owned}");
+        assert_eq!(owner["kind"], "GitRepository");
+        assert_eq!(owner["controller"], true);
+        assert_eq!(
+            labels(owned)["app.kubernetes.io/managed-by"],
+            "fluxgate-agent"
+        );
+        assert_eq!(
+            annotation(owned, "fluxgate.io/project").as_deref(),
+            Some("Platform/GitOps")
+        );
+    }
+    assert_eq!(receiver["spec"]["type"], "generic-hmac");
+    assert_eq!(receiver["spec"]["resources"][0]["name"], "podinfo");
+    assert_eq!(
+        receiver["spec"]["secretRef"]["name"],
+        "fluxgate-podinfo-token"
+    );
+    let token_bytes = secret["data"]["token"].as_str().expect("data.token");
+    assert_eq!(
+        token_bytes.len(),
+        88,
+        "32 random bytes, hex, base64: {token_bytes}"
+    );
+    assert!(
+        cluster
+            .get("receivers", "apps", "fluxgate-upstream")
+            .is_none(),
+        "another host is left alone"
+    );
+    assert!(
+        cluster
+            .api
+            .cluster()
+            .requests()
+            .iter()
+            .filter(|r| r.method == "PATCH")
+            .all(|r| r.query.contains("fieldManager=fluxgate-agent")),
+        "every apply is made by the fluxgate-agent field manager"
+    );
+
+    wait_for_served(&health, 1.0).await;
+    let project = Project::new(7, PROJECT, 0);
+    let hit = push_until_called(&broker, &cluster, &project, "main", "fluxgate-podinfo").await;
+    assert_eq!(hit.status.as_u16(), 200, "a valid signature: {hit:?}");
+    assert!(
+        hit.header("X-Signature")
+            .is_some_and(|s| s.starts_with("sha256="))
+    );
+    cluster
+        .api
+        .cluster()
+        .wait_for("the source annotated by Flux", PATIENCE, |c| {
+            c.get("gitrepositories", "apps", "podinfo")
+                .and_then(|s| annotation(&s, "reconcile.fluxcd.io/requestedAt"))
+        })
+        .await;
+    // Another branch is not what the source follows.
+    let other = push(&project, "refs/heads/feature", &sha(0), &sha(99));
+    let seq = broker.hooks().accepted_seq(&other).await;
+    let calls = cluster.controller.hits("fluxgate-podinfo").len();
+    broker.wait_for_cursor("cluster", seq).await;
+    assert_eq!(
+        cluster.controller.hits("fluxgate-podinfo").len(),
+        calls,
+        "a push to another branch triggers nothing"
+    );
+
+    let (status, body) = readyz(&health).await.expect("/readyz answers");
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn a_deleted_source_loses_its_objects_and_its_subscription() {
+    let cluster = Cluster::start(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(BrokerOptions::embedded(dir.path())).await;
+    let token = broker.create_agent("cluster", PROJECT, &[]).await;
+    let url = "https://gitlab.example.com/gitlab/platform/gitops.git";
+    cluster.git_repository("apps", "main-src", url, "main", json!({}));
+    cluster.git_repository("apps", "release-src", url, "release", json!({}));
+    let (_agent, health) = agent(&broker, &token, &cluster, "").await;
+    cluster.ready_receiver("apps", "fluxgate-main-src").await;
+    cluster.ready_receiver("apps", "fluxgate-release-src").await;
+    wait_for_served(&health, 2.0).await;
+    let project = Project::new(7, PROJECT, 0);
+    push_until_called(&broker, &cluster, &project, "main", "fluxgate-main-src").await;
+
+    cluster
+        .api
+        .cluster()
+        .delete("gitrepositories", "apps", "main-src")
+        .expect("delete");
+    cluster
+        .api
+        .cluster()
+        .wait_for("the owned objects garbage-collected", PATIENCE, |c| {
+            (c.get("receivers", "apps", "fluxgate-main-src").is_none()
+                && c.get("secrets", "apps", "fluxgate-main-src-token")
+                    .is_none())
+            .then_some(())
+        })
+        .await;
+    wait_for_served(&health, 1.0).await;
+    let calls = cluster.controller.flux().all_hits().len();
+    let main_seq = broker
+        .hooks()
+        .accepted_seq(&push(&project, "refs/heads/main", &sha(0), &sha(5)))
+        .await;
+    // The release source still works, and by the time the agent acked past the main push,
+    // nothing called for main.
+    push_until_called(
+        &broker,
+        &cluster,
+        &project,
+        "release",
+        "fluxgate-release-src",
+    )
+    .await;
+    broker.wait_for_cursor("cluster", main_seq).await;
+    let main_calls = cluster.controller.flux().all_hits()[calls..]
+        .iter()
+        .filter(|hit| hit.receiver.as_deref() != Some("fluxgate-release-src"))
+        .count();
+    assert_eq!(
+        main_calls, 0,
+        "the deleted source's branch is no longer triggered"
+    );
+    assert!(
+        cluster
+            .get("secrets", "apps", "fluxgate-release-src-token")
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn flux_installed_after_the_agent_is_picked_up_and_called_through_the_service_proxy() {
+    let cluster = Cluster::start(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(BrokerOptions::embedded(dir.path())).await;
+    let token = broker.create_agent("cluster", PROJECT, &[]).await;
+    let proxy = format!(
+        "{}/api/v1/namespaces/flux-system/services/webhook-receiver:80/proxy",
+        cluster.api.url()
+    );
+    let (mut agent, health) = agent(
+        &broker,
+        &token,
+        &cluster,
+        &format!("flux: {{webhook_receiver_url: '{proxy}'}}\n"),
+    )
+    .await;
+    let (status, body) = eventually(PATIENCE, "/readyz names the missing Flux APIs", || async {
+        readyz(&health)
+            .await
+            .filter(|(_, body)| body["reasons"].to_string().contains("GitRepository"))
+    })
+    .await;
+    assert_eq!(status, 503, "{body}");
+    agent
+        .process()
+        .wait_for_log("the cluster does not serve the Flux APIs the agent needs; is Flux installed? Checking again until it is", PATIENCE)
+        .await;
+
+    cluster.api.cluster().install_flux_crds(FluxCrds::CURRENT);
+    cluster.git_repository(
+        "apps",
+        "podinfo",
+        "https://gitlab.example.com/gitlab/platform/gitops",
+        "main",
+        json!({}),
+    );
+    cluster.ready_receiver("apps", "fluxgate-podinfo").await;
+    wait_for_served(&health, 1.0).await;
+    let project = Project::new(7, PROJECT, 0);
+    let hit = push_until_called(&broker, &cluster, &project, "main", "fluxgate-podinfo").await;
+    assert_eq!(hit.status.as_u16(), 200);
+    assert!(
+        cluster
+            .api
+            .cluster()
+            .requests()
+            .iter()
+            .any(|r| r.path.contains("/services/webhook-receiver:80/proxy/hook/")),
+        "the call went through the API server's service proxy"
+    );
+    eventually(PATIENCE, "/readyz is ready", || async {
+        readyz(&health).await.filter(|(status, _)| *status == 200)
+    })
+    .await;
+}

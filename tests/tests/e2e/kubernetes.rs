@@ -419,3 +419,313 @@ async fn flux_installed_after_the_agent_is_picked_up_and_called_through_the_serv
     })
     .await;
 }
+
+/// The `seq` of each call to Receiver `name` that Flux answered 200.
+fn delivered_seqs(cluster: &Cluster, name: &str) -> Vec<u64> {
+    cluster
+        .controller
+        .hits(name)
+        .iter()
+        .filter(|hit| hit.status.as_u16() == 200)
+        .filter_map(|hit| hit.json()["seq"].as_u64())
+        .collect()
+}
+
+fn lease_holder(cluster: &Cluster) -> Option<String> {
+    cluster
+        .get("leases", "fluxgate", "fluxgate-agent")
+        .and_then(|lease| lease["spec"]["holderIdentity"].as_str().map(str::to_owned))
+        .filter(|holder| !holder.is_empty())
+}
+
+#[tokio::test]
+async fn the_standby_takes_over_a_killed_leader_within_the_lease_and_loses_no_push() {
+    let cluster = Cluster::start(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(BrokerOptions::embedded(dir.path())).await;
+    let token = broker.create_agent("cluster", PROJECT, &[]).await;
+    let url = "https://gitlab.example.com/gitlab/platform/gitops.git";
+    let branches = ["b1", "b2", "b3"];
+    for branch in branches {
+        cluster.git_repository("apps", &format!("src-{branch}"), url, branch, json!({}));
+    }
+    let election = |identity: &str| {
+        format!(
+            "kubernetes: {{leader_election: {{lease_namespace: fluxgate, identity: {identity}, \
+             lease_duration: 3s, renew_deadline: 2s, retry_period: 1s}}}}\n"
+        )
+    };
+    let (agent_a, health_a) = agent(&broker, &token, &cluster, &election("agent-a")).await;
+    let (agent_b, health_b) = agent(&broker, &token, &cluster, &election("agent-b")).await;
+    let mut agents = BTreeMap::from([
+        ("agent-a".to_owned(), (agent_a, health_a)),
+        ("agent-b".to_owned(), (agent_b, health_b)),
+    ]);
+    let leader = cluster
+        .api
+        .cluster()
+        .wait_for("a leader", PATIENCE, |_| lease_holder(&cluster))
+        .await;
+    let standby = if leader == "agent-a" {
+        "agent-b"
+    } else {
+        "agent-a"
+    }
+    .to_owned();
+    wait_for_served(&agents[&leader].1, 3.0).await;
+    let (status, body) = eventually(PATIENCE, "the standby is ready", || async {
+        readyz(&agents[&standby].1)
+            .await
+            .filter(|(status, _)| *status == 200)
+    })
+    .await;
+    assert_eq!(body["role"], "standby", "{body}");
+    let _ = status;
+    let project = Project::new(7, PROJECT, 0);
+    for branch in branches {
+        push_until_called(
+            &broker,
+            &cluster,
+            &project,
+            branch,
+            &format!("fluxgate-src-{branch}"),
+        )
+        .await;
+    }
+
+    // Pushes keep coming while the leader dies.
+    let mut last_seq = BTreeMap::new();
+    for round in 0..3u64 {
+        for (index, branch) in branches.iter().enumerate() {
+            let body = push(
+                &project,
+                &format!("refs/heads/{branch}"),
+                &sha(0),
+                &sha(2000 + round * 10 + index as u64),
+            );
+            last_seq.insert(*branch, broker.hooks().accepted_seq(&body).await);
+        }
+    }
+    let killed_at = tokio::time::Instant::now();
+    agents.get_mut(&leader).unwrap().0.kill().await;
+    for round in 3..6u64 {
+        for (index, branch) in branches.iter().enumerate() {
+            let body = push(
+                &project,
+                &format!("refs/heads/{branch}"),
+                &sha(0),
+                &sha(2000 + round * 10 + index as u64),
+            );
+            last_seq.insert(*branch, broker.hooks().accepted_seq(&body).await);
+        }
+    }
+    let new_leader = cluster
+        .api
+        .cluster()
+        .wait_for("the standby to take the lease", PATIENCE, |_| {
+            lease_holder(&cluster).filter(|holder| *holder == standby)
+        })
+        .await;
+    let takeover = killed_at.elapsed();
+    assert_eq!(new_leader, standby);
+    // Lease 3 s + one retry period (1 s) + one more retry of slack.
+    assert!(
+        takeover < Duration::from_secs(6),
+        "took over after {takeover:?}"
+    );
+
+    // Every acknowledged push is covered: each branch's Receiver got (at least) its last
+    // push, so nothing between was skipped (coalescing delivers the newest).
+    for branch in branches {
+        let name = format!("fluxgate-src-{branch}");
+        let last = last_seq[branch];
+        eventually(
+            PATIENCE,
+            &format!("{name} gets seq {last} or later"),
+            || async {
+                delivered_seqs(&cluster, &name)
+                    .iter()
+                    .any(|seq| *seq >= last)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    broker
+        .wait_for_cursor("cluster", *last_seq.values().max().unwrap())
+        .await;
+    let (status, body) = readyz(&agents[&standby].1).await.expect("/readyz answers");
+    assert_eq!(
+        (status, body["role"].as_str()),
+        (200, Some("leader")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn two_agents_with_disjoint_selectors_converge_and_then_write_nothing() {
+    let cluster = Cluster::start(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(BrokerOptions::embedded(dir.path())).await;
+    let token_a = broker.create_agent("team-a", PROJECT, &[]).await;
+    let token_b = broker.create_agent("team-b", PROJECT, &[]).await;
+    let url = "https://gitlab.example.com/gitlab/platform/gitops.git";
+    cluster.git_repository("apps", "app-a", url, "a", json!({"team": "a"}));
+    cluster.git_repository("apps", "app-b", url, "b", json!({"team": "b"}));
+    // Picked by both selectors: one agent takes it, the other leaves it alone.
+    cluster.git_repository("apps", "shared", url, "shared", json!({"team": "shared"}));
+    let config = |team: &str| {
+        format!(
+            "kubernetes: {{label_selector: 'team in ({team},shared)', leader_election: \
+             {{enabled: false, lease_name: agent-{team}, lease_namespace: fluxgate}}}}\n"
+        )
+    };
+    let (_a, health_a) = agent(&broker, &token_a, &cluster, &config("a")).await;
+    let (_b, health_b) = agent(&broker, &token_b, &cluster, &config("b")).await;
+    let receiver_a = cluster.ready_receiver("apps", "fluxgate-app-a").await;
+    let receiver_b = cluster.ready_receiver("apps", "fluxgate-app-b").await;
+    let shared = cluster.ready_receiver("apps", "fluxgate-shared").await;
+    assert_eq!(
+        annotation(&receiver_a, "fluxgate.io/agent").as_deref(),
+        Some("fluxgate/agent-a")
+    );
+    assert_eq!(
+        annotation(&receiver_b, "fluxgate.io/agent").as_deref(),
+        Some("fluxgate/agent-b")
+    );
+    let owner = annotation(&shared, "fluxgate.io/agent").expect("an owner");
+    // Converged: each serves its own Receiver, and the shared one is served by its owner.
+    let (owner_health, other_health) = if owner == "fluxgate/agent-a" {
+        (&health_a, &health_b)
+    } else {
+        (&health_b, &health_a)
+    };
+    wait_for_served(owner_health, 2.0).await;
+    wait_for_served(other_health, 1.0).await;
+
+    let snapshot = |cluster: &Cluster| -> Vec<(String, String)> {
+        ["fluxgate-app-a", "fluxgate-app-b", "fluxgate-shared"]
+            .iter()
+            .flat_map(|name| {
+                [
+                    cluster.get("receivers", "apps", name),
+                    cluster.get("secrets", "apps", &format!("{name}-token")),
+                ]
+            })
+            .map(|object| {
+                let object = object.expect("every owned object exists");
+                (
+                    object["metadata"]["name"].as_str().unwrap().to_owned(),
+                    object["metadata"]["resourceVersion"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                )
+            })
+            .collect()
+    };
+    let writes = |cluster: &Cluster| {
+        cluster
+            .api
+            .cluster()
+            .requests()
+            .iter()
+            .filter(|r| r.is_write())
+            .count()
+    };
+    let before = snapshot(&cluster);
+    let writes_before = writes(&cluster);
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < until {
+        assert_eq!(
+            snapshot(&cluster),
+            before,
+            "an owned object changed: the agents fight"
+        );
+        assert_eq!(
+            writes(&cluster),
+            writes_before,
+            "an agent wrote to the API server"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test]
+async fn opted_out_and_pinned_sources_are_left_alone_and_a_brought_receiver_is_used_as_it_is() {
+    let cluster = Cluster::start(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(BrokerOptions::embedded(dir.path())).await;
+    let token = broker.create_agent("cluster", PROJECT, &[]).await;
+    let url = "https://gitlab.example.com/gitlab/platform/gitops.git";
+    let api = cluster.api.cluster();
+    api.create(json!({
+        "apiVersion": "source.toolkit.fluxcd.io/v1",
+        "kind": "GitRepository",
+        "metadata": {"name": "opted-out", "namespace": "apps", "annotations": {"fluxgate.io/ignore": "true"}},
+        "spec": {"url": url, "interval": "5m"},
+    }))
+    .unwrap();
+    api.create(json!({
+        "apiVersion": "source.toolkit.fluxcd.io/v1",
+        "kind": "GitRepository",
+        "metadata": {"name": "pinned", "namespace": "apps"},
+        "spec": {"url": url, "interval": "5m", "ref": {"commit": sha(3)}},
+    }))
+    .unwrap();
+    // A Receiver the platform team made, with its own Secret, asking for pushes to `byo`.
+    api.create(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "own-token", "namespace": "apps"},
+        "stringData": {"token": "brought-token"},
+    }))
+    .unwrap();
+    api.create(json!({
+        "apiVersion": "notification.toolkit.fluxcd.io/v1",
+        "kind": "Receiver",
+        "metadata": {
+            "name": "own-receiver", "namespace": "apps",
+            "annotations": {"fluxgate.io/project": PROJECT, "fluxgate.io/ref": "refs/heads/byo"},
+        },
+        "spec": {
+            "type": "generic-hmac",
+            "resources": [{"kind": "GitRepository", "name": "opted-out"}],
+            "secretRef": {"name": "own-token"},
+        },
+    }))
+    .unwrap();
+    let (mut agent, health) = agent(&broker, &token, &cluster, "").await;
+    agent
+        .process()
+        .wait_for_log(
+            &format!("GitRepository apps/pinned (platform/gitops) is pinned to commit {}: no push can move it, so it is not triggered", sha(3)),
+            PATIENCE,
+        )
+        .await;
+    wait_for_served(&health, 1.0).await;
+    let project = Project::new(7, PROJECT, 0);
+    let hit = push_until_called(&broker, &cluster, &project, "byo", "own-receiver").await;
+    assert_eq!(
+        hit.status.as_u16(),
+        200,
+        "signed with the brought Secret's token"
+    );
+    let own = cluster.get("receivers", "apps", "own-receiver").unwrap();
+    assert!(
+        own["metadata"]["labels"]
+            .get("app.kubernetes.io/managed-by")
+            .is_none(),
+        "left as it is"
+    );
+    for name in ["fluxgate-opted-out", "fluxgate-pinned"] {
+        assert!(
+            cluster.get("receivers", "apps", name).is_none(),
+            "{name} was made"
+        );
+    }
+    assert!(
+        cluster
+            .get("secrets", "apps", "fluxgate-opted-out-token")
+            .is_none()
+    );
+}

@@ -729,3 +729,92 @@ async fn opted_out_and_pinned_sources_are_left_alone_and_a_brought_receiver_is_u
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn an_old_flux_serving_only_v1beta2_sources_is_followed() {
+    let api = KubeApiStandIn::start().await;
+    api.cluster().install_flux_crds(FluxCrds::OLD_BETA_SOURCES);
+    let controller = NotificationControllerStandIn::start(&api).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.write_kubeconfig(dir.path());
+    let cluster = Cluster {
+        api,
+        controller,
+        kubeconfig,
+        _dir: dir,
+    };
+    let broker_dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(BrokerOptions::embedded(broker_dir.path())).await;
+    let token = broker.create_agent("cluster", PROJECT, &[]).await;
+    cluster
+        .api
+        .cluster()
+        .create(json!({
+            "apiVersion": "source.toolkit.fluxcd.io/v1beta2",
+            "kind": "GitRepository",
+            "metadata": {"name": "legacy", "namespace": "apps"},
+            "spec": {"url": "https://gitlab.example.com/gitlab/platform/gitops", "interval": "1m"},
+        }))
+        .unwrap();
+    let (_agent, health) = agent(&broker, &token, &cluster, "").await;
+    let receiver = cluster.ready_receiver("apps", "fluxgate-legacy").await;
+    assert_eq!(
+        receiver["spec"]["resources"][0]["apiVersion"],
+        "source.toolkit.fluxcd.io/v1beta2"
+    );
+    assert_eq!(
+        receiver["metadata"]["ownerReferences"][0]["apiVersion"],
+        "source.toolkit.fluxcd.io/v1beta2"
+    );
+    wait_for_served(&health, 1.0).await;
+    // No ref: Flux follows master.
+    let project = Project::new(7, PROJECT, 0);
+    push_until_called(&broker, &cluster, &project, "master", "fluxgate-legacy").await;
+}
+
+#[tokio::test]
+async fn expired_watches_relist_and_a_restart_keeps_every_token() {
+    let cluster = Cluster::start(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(BrokerOptions::embedded(dir.path())).await;
+    let token = broker.create_agent("cluster", PROJECT, &[]).await;
+    let url = "https://gitlab.example.com/gitlab/platform/gitops.git";
+    cluster.git_repository("apps", "first", url, "main", json!({}));
+    let (mut agent, health) = agent(&broker, &token, &cluster, "").await;
+    cluster.ready_receiver("apps", "fluxgate-first").await;
+    wait_for_served(&health, 1.0).await;
+
+    // Every watch ends and its resourceVersion is too old: the agent must re-list (410).
+    cluster.api.cluster().compact_history();
+    cluster.api.cluster().end_all_watches();
+    cluster.git_repository("apps", "second", url, "release", json!({}));
+    cluster.ready_receiver("apps", "fluxgate-second").await;
+    wait_for_served(&health, 2.0).await;
+
+    let secrets_before: Vec<Value> = ["fluxgate-first-token", "fluxgate-second-token"]
+        .iter()
+        .map(|name| cluster.get("secrets", "apps", name).unwrap())
+        .collect();
+    agent.kill().await;
+    agent.restart();
+    wait_for_served(&health, 2.0).await;
+    let project = Project::new(7, PROJECT, 0);
+    let hit = push_until_called(&broker, &cluster, &project, "release", "fluxgate-second").await;
+    assert_eq!(
+        hit.status.as_u16(),
+        200,
+        "the Receiver still accepts the agent's signature"
+    );
+    for before in secrets_before {
+        let name = before["metadata"]["name"].as_str().unwrap();
+        let after = cluster.get("secrets", "apps", name).unwrap();
+        assert_eq!(
+            after["data"]["token"], before["data"]["token"],
+            "{name}: a restart never rotates the token"
+        );
+        assert_eq!(
+            after["metadata"]["resourceVersion"], before["metadata"]["resourceVersion"],
+            "{name} untouched"
+        );
+    }
+}

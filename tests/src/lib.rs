@@ -3,3 +3,4 @@
 
 pub mod flux_receiver;
 pub mod harness;
+pub mod kustomize;

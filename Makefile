@@ -1,5 +1,5 @@
 # Developer tasks. CI runs `.ci/run`, which runs `fmt-check`, `lint`, `deps` and `test`.
-.PHONY: help run test test-store lint deps fmt fmt-check fuzz bench chaos docker clean
+.PHONY: help run test test-store test-deploy lint deps fmt fmt-check fuzz bench chaos docker clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -12,6 +12,10 @@ test: ## run every test (needs PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0
 
 test-store: ## the store's behavioural suite on SQLite and PostgreSQL
 	cargo test -p fluxgate-store
+
+test-deploy: ## render deploy/ with kubectl kustomize (offline) and validate every object; the broker loads its ConfigMap
+	cargo test -p fluxgate-e2e --test deploy
+	cargo test -p fluxgate-server --test deploy_config
 
 lint: ## clippy, warnings are errors
 	cargo clippy --workspace --all-targets -- -D warnings

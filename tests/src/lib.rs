@@ -4,3 +4,4 @@
 pub mod flux_receiver;
 pub mod harness;
 pub mod kube_api;
+pub mod kustomize;

@@ -4,6 +4,7 @@
 
 mod binary;
 mod delivery;
+mod deploy_config;
 mod fake_broker;
 mod stream;
 mod support;

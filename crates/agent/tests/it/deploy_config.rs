@@ -21,7 +21,9 @@ fn every_agent_configuration_in_deploy_loads() {
             "{}: token_file is not the mounted Secret",
             file.origin
         );
-        let text = file.text.replace(MOUNTED_TOKEN, &token.display().to_string());
+        let text = file
+            .text
+            .replace(MOUNTED_TOKEN, &token.display().to_string());
         let env = |name: &str| match name {
             "POD_NAME" => Some("fluxgate-agent-5c9d-x2k4p".to_owned()),
             "POD_NAMESPACE" => Some("fluxgate-agent".to_owned()),
@@ -29,13 +31,34 @@ fn every_agent_configuration_in_deploy_loads() {
         };
         let config = AgentConfig::from_yaml(&text, Path::new("/"), &env)
             .unwrap_or_else(|e| panic!("{}: {e}", file.origin));
-        assert!(config.warnings.is_empty(), "{}: {:?}", file.origin, config.warnings);
+        assert!(
+            config.warnings.is_empty(),
+            "{}: {:?}",
+            file.origin,
+            config.warnings
+        );
         let kubernetes = config
             .kubernetes
             .unwrap_or_else(|| panic!("{}: not in the Kubernetes mode", file.origin));
-        assert!(kubernetes.leader.enabled, "{}: two replicas need leader election", file.origin);
-        assert_eq!(kubernetes.leader.lease_namespace, "fluxgate-agent", "{}", file.origin);
-        assert_eq!(kubernetes.leader.identity, "fluxgate-agent-5c9d-x2k4p", "{}", file.origin);
-        assert!(config.health_listen.is_some(), "{}: the probes need health_listen", file.origin);
+        assert!(
+            kubernetes.leader.enabled,
+            "{}: two replicas need leader election",
+            file.origin
+        );
+        assert_eq!(
+            kubernetes.leader.lease_namespace, "fluxgate-agent",
+            "{}",
+            file.origin
+        );
+        assert_eq!(
+            kubernetes.leader.identity, "fluxgate-agent-5c9d-x2k4p",
+            "{}",
+            file.origin
+        );
+        assert!(
+            config.health_listen.is_some(),
+            "{}: the probes need health_listen",
+            file.origin
+        );
     }
 }

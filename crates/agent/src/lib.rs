@@ -89,10 +89,16 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     let mut deliverer = Deliverer::new(client, config.retry);
     let (publish, receivers) = watch::channel::<ReceiverSet>(Arc::new(config.receivers.clone()));
     let (leading_sender, leading) = watch::channel(true);
+    // Without the Kubernetes mode the set is complete from the start; with it, the
+    // discovery controller says when this replica may act.
+    let (acting_sender, acting) = watch::channel(config.kubernetes.is_none());
+    // Kept here when no controller takes it, so `acting` never reports closed.
+    let mut acting_sender = Some(acting_sender);
     let background = shutdown.child_token();
     if let Some(settings) = &config.kubernetes {
-        let client = kubernetes::client(settings).await?;
-        deliverer = deliverer.with_kubernetes(client.clone(), config.request_timeout);
+        let clients = kubernetes::clients(settings).await?;
+        deliverer = deliverer.with_kubernetes(clients.proxy, config.request_timeout);
+        let client = clients.api;
         if settings.leader.enabled {
             leading_sender.send_replace(false);
             readiness.set_role(Role::Standby);
@@ -114,7 +120,8 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             config.receivers.clone(),
             publish,
             Arc::clone(&readiness),
-            leading.clone(),
+            leading,
+            acting_sender.take().expect("taken once"),
         );
         supervise(
             "discovery controller",
@@ -134,7 +141,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         "fluxgate-agent starting"
     );
     serve_while_leading(
-        &config, &deliverer, receivers, leading, &readiness, &shutdown,
+        &config, &deliverer, receivers, acting, &readiness, &shutdown,
     )
     .await?;
     background.cancel();
@@ -142,12 +149,13 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     Ok(())
 }
 
-/// Streams and triggers during every term as leader, until `shutdown` fires.
+/// Streams and triggers while `acting` (leading, with a complete receiver set), until
+/// `shutdown` fires.
 async fn serve_while_leading(
     config: &AgentConfig,
     deliverer: &Deliverer,
     receivers: watch::Receiver<ReceiverSet>,
-    mut leading: watch::Receiver<bool>,
+    mut acting: watch::Receiver<bool>,
     readiness: &Arc<Readiness>,
     shutdown: &CancellationToken,
 ) -> Result<(), StartError> {
@@ -155,7 +163,7 @@ async fn serve_while_leading(
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
-            became = until(&mut leading, true) => {
+            became = until(&mut acting, true) => {
                 if !became {
                     // The election stopped (its failure is reported by `supervise`).
                     shutdown.cancelled().await;
@@ -173,7 +181,7 @@ async fn serve_while_leading(
         let dispatcher = Dispatcher::start(current, deliverer, &workers);
         let connection =
             Connection::new(config, dispatcher, receivers.clone(), Arc::clone(readiness))?;
-        let mut lost = leading.clone();
+        let mut lost = acting.clone();
         let ended = term.clone();
         tokio::spawn(async move {
             tokio::select! {
@@ -193,9 +201,9 @@ async fn serve_while_leading(
     }
 }
 
-/// Waits until `leading` is `wanted`; false if it can no longer change.
-async fn until(leading: &mut watch::Receiver<bool>, wanted: bool) -> bool {
-    leading.wait_for(|leading| *leading == wanted).await.is_ok()
+/// Waits until `flag` is `wanted`; false if it can no longer change.
+async fn until(flag: &mut watch::Receiver<bool>, wanted: bool) -> bool {
+    flag.wait_for(|value| *value == wanted).await.is_ok()
 }
 
 /// Runs an essential background task; if it ever ends before `shutdown`, the agent is no

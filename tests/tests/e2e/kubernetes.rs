@@ -29,10 +29,10 @@ struct Cluster {
 }
 
 impl Cluster {
-    async fn start(flux: bool) -> Self {
+    async fn start(flux: Option<FluxCrds>) -> Self {
         let api = KubeApiStandIn::start().await;
-        if flux {
-            api.cluster().install_flux_crds(FluxCrds::CURRENT);
+        if let Some(crds) = flux {
+            api.cluster().install_flux_crds(crds);
         }
         let controller = NotificationControllerStandIn::start(&api).await;
         let dir = tempfile::tempdir().unwrap();
@@ -79,6 +79,16 @@ impl Cluster {
             )
             .await
     }
+}
+
+/// A cluster (with `flux` CRDs installed, if any), an embedded broker, and the token of
+/// its agent `cluster`, entitled to [`PROJECT`].
+async fn setup(flux: Option<FluxCrds>) -> (Cluster, Broker, String, tempfile::TempDir) {
+    let cluster = Cluster::start(flux).await;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(BrokerOptions::embedded(dir.path())).await;
+    let token = broker.create_agent("cluster", PROJECT, &[]).await;
+    (cluster, broker, token, dir)
 }
 
 /// An agent in the Kubernetes mode with a short lease and a health listener.
@@ -199,10 +209,7 @@ fn annotation(object: &Value, key: &str) -> Option<String> {
 
 #[tokio::test]
 async fn a_gitrepository_gets_its_receiver_and_a_push_reconciles_it() {
-    let cluster = Cluster::start(true).await;
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(BrokerOptions::embedded(dir.path())).await;
-    let token = broker.create_agent("cluster", PROJECT, &[]).await;
+    let (cluster, broker, token, _dir) = setup(Some(FluxCrds::CURRENT)).await;
     // ssh with a port, a host in another case, the relative root, and `.git`.
     cluster.git_repository(
         "apps",
@@ -302,10 +309,7 @@ async fn a_gitrepository_gets_its_receiver_and_a_push_reconciles_it() {
 
 #[tokio::test]
 async fn a_deleted_source_loses_its_objects_and_its_subscription() {
-    let cluster = Cluster::start(true).await;
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(BrokerOptions::embedded(dir.path())).await;
-    let token = broker.create_agent("cluster", PROJECT, &[]).await;
+    let (cluster, broker, token, _dir) = setup(Some(FluxCrds::CURRENT)).await;
     let url = "https://gitlab.example.com/gitlab/platform/gitops.git";
     cluster.git_repository("apps", "main-src", url, "main", json!({}));
     cluster.git_repository("apps", "release-src", url, "release", json!({}));
@@ -365,10 +369,7 @@ async fn a_deleted_source_loses_its_objects_and_its_subscription() {
 
 #[tokio::test]
 async fn flux_installed_after_the_agent_is_picked_up_and_called_through_the_service_proxy() {
-    let cluster = Cluster::start(false).await;
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(BrokerOptions::embedded(dir.path())).await;
-    let token = broker.create_agent("cluster", PROJECT, &[]).await;
+    let (cluster, broker, token, _dir) = setup(None).await;
     let proxy = format!(
         "{}/api/v1/namespaces/flux-system/services/webhook-receiver:80/proxy",
         cluster.api.url()
@@ -431,6 +432,23 @@ fn delivered_seqs(cluster: &Cluster, name: &str) -> Vec<u64> {
         .collect()
 }
 
+/// Pushes to every branch once per round (distinct SHAs), recording each branch's last seq.
+async fn push_rounds(
+    broker: &Broker,
+    project: &Project,
+    branches: &[&'static str],
+    rounds: std::ops::Range<u64>,
+    last_seq: &mut BTreeMap<&'static str, u64>,
+) {
+    for round in rounds {
+        for (index, branch) in branches.iter().enumerate() {
+            let after = sha(2000 + round * 10 + index as u64);
+            let body = push(project, &format!("refs/heads/{branch}"), &sha(0), &after);
+            last_seq.insert(branch, broker.hooks().accepted_seq(&body).await);
+        }
+    }
+}
+
 fn lease_holder(cluster: &Cluster) -> Option<String> {
     cluster
         .get("leases", "fluxgate", "fluxgate-agent")
@@ -440,10 +458,7 @@ fn lease_holder(cluster: &Cluster) -> Option<String> {
 
 #[tokio::test]
 async fn the_standby_takes_over_a_killed_leader_within_the_lease_and_loses_no_push() {
-    let cluster = Cluster::start(true).await;
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(BrokerOptions::embedded(dir.path())).await;
-    let token = broker.create_agent("cluster", PROJECT, &[]).await;
+    let (cluster, broker, token, _dir) = setup(Some(FluxCrds::CURRENT)).await;
     let url = "https://gitlab.example.com/gitlab/platform/gitops.git";
     let branches = ["b1", "b2", "b3"];
     for branch in branches {
@@ -495,30 +510,10 @@ async fn the_standby_takes_over_a_killed_leader_within_the_lease_and_loses_no_pu
 
     // Pushes keep coming while the leader dies.
     let mut last_seq = BTreeMap::new();
-    for round in 0..3u64 {
-        for (index, branch) in branches.iter().enumerate() {
-            let body = push(
-                &project,
-                &format!("refs/heads/{branch}"),
-                &sha(0),
-                &sha(2000 + round * 10 + index as u64),
-            );
-            last_seq.insert(*branch, broker.hooks().accepted_seq(&body).await);
-        }
-    }
+    push_rounds(&broker, &project, &branches, 0..3, &mut last_seq).await;
     let killed_at = tokio::time::Instant::now();
     agents.get_mut(&leader).unwrap().0.kill().await;
-    for round in 3..6u64 {
-        for (index, branch) in branches.iter().enumerate() {
-            let body = push(
-                &project,
-                &format!("refs/heads/{branch}"),
-                &sha(0),
-                &sha(2000 + round * 10 + index as u64),
-            );
-            last_seq.insert(*branch, broker.hooks().accepted_seq(&body).await);
-        }
-    }
+    push_rounds(&broker, &project, &branches, 3..6, &mut last_seq).await;
     let new_leader = cluster
         .api
         .cluster()
@@ -564,9 +559,7 @@ async fn the_standby_takes_over_a_killed_leader_within_the_lease_and_loses_no_pu
 
 #[tokio::test]
 async fn two_agents_with_disjoint_selectors_converge_and_then_write_nothing() {
-    let cluster = Cluster::start(true).await;
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(BrokerOptions::embedded(dir.path())).await;
+    let (cluster, broker, _, _dir) = setup(Some(FluxCrds::CURRENT)).await;
     let token_a = broker.create_agent("team-a", PROJECT, &[]).await;
     let token_b = broker.create_agent("team-b", PROJECT, &[]).await;
     let url = "https://gitlab.example.com/gitlab/platform/gitops.git";
@@ -653,10 +646,7 @@ async fn two_agents_with_disjoint_selectors_converge_and_then_write_nothing() {
 
 #[tokio::test]
 async fn opted_out_and_pinned_sources_are_left_alone_and_a_brought_receiver_is_used_as_it_is() {
-    let cluster = Cluster::start(true).await;
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(BrokerOptions::embedded(dir.path())).await;
-    let token = broker.create_agent("cluster", PROJECT, &[]).await;
+    let (cluster, broker, token, _dir) = setup(Some(FluxCrds::CURRENT)).await;
     let url = "https://gitlab.example.com/gitlab/platform/gitops.git";
     let api = cluster.api.cluster();
     api.create(json!({
@@ -732,20 +722,7 @@ async fn opted_out_and_pinned_sources_are_left_alone_and_a_brought_receiver_is_u
 
 #[tokio::test]
 async fn an_old_flux_serving_only_v1beta2_sources_is_followed() {
-    let api = KubeApiStandIn::start().await;
-    api.cluster().install_flux_crds(FluxCrds::OLD_BETA_SOURCES);
-    let controller = NotificationControllerStandIn::start(&api).await;
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = api.write_kubeconfig(dir.path());
-    let cluster = Cluster {
-        api,
-        controller,
-        kubeconfig,
-        _dir: dir,
-    };
-    let broker_dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(BrokerOptions::embedded(broker_dir.path())).await;
-    let token = broker.create_agent("cluster", PROJECT, &[]).await;
+    let (cluster, broker, token, _dir) = setup(Some(FluxCrds::OLD_BETA_SOURCES)).await;
     cluster
         .api
         .cluster()
@@ -774,10 +751,7 @@ async fn an_old_flux_serving_only_v1beta2_sources_is_followed() {
 
 #[tokio::test]
 async fn expired_watches_relist_and_a_restart_keeps_every_token() {
-    let cluster = Cluster::start(true).await;
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(BrokerOptions::embedded(dir.path())).await;
-    let token = broker.create_agent("cluster", PROJECT, &[]).await;
+    let (cluster, broker, token, _dir) = setup(Some(FluxCrds::CURRENT)).await;
     let url = "https://gitlab.example.com/gitlab/platform/gitops.git";
     cluster.git_repository("apps", "first", url, "main", json!({}));
     let (mut agent, health) = agent(&broker, &token, &cluster, "").await;

@@ -69,6 +69,9 @@ pub struct Controller {
     readiness: Arc<Readiness>,
     /// True while this replica leads: only then does it write.
     leading: watch::Receiver<bool>,
+    /// True while this replica leads and its receiver set is complete: only then may it
+    /// open a broker stream (see [`Controller::run`]).
+    acting: watch::Sender<bool>,
 }
 
 /// The state of a running controller, once the Flux APIs are known.
@@ -96,6 +99,7 @@ impl Controller {
         publish: watch::Sender<ReceiverSet>,
         readiness: Arc<Readiness>,
         leading: watch::Receiver<bool>,
+        acting: watch::Sender<bool>,
     ) -> Self {
         Self {
             client,
@@ -104,10 +108,17 @@ impl Controller {
             publish,
             readiness,
             leading,
+            acting,
         }
     }
 
     /// Waits for the Flux APIs, then watches and reconciles until `shutdown` fires.
+    ///
+    /// It says when the replica may act (`acting`): only once it leads *and* a complete
+    /// pass has published every receiver it can serve. A stream opened earlier would
+    /// subscribe to too little, and the broker's replay of what happened while no agent
+    /// was streaming (a failover, a restart) would skip, for good, the events of
+    /// receivers not yet in the set.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let Some(apis) = self.wait_for_flux(&shutdown).await else {
             return;
@@ -152,6 +163,9 @@ impl Controller {
                     if changed.is_err() {
                         return;
                     }
+                    if !*self.leading.borrow() {
+                        self.set_acting(false);
+                    }
                 }
                 _ = resync.tick() => running.brought_tokens.clear(),
                 () = sleep_until(running.retry_due) => running.retry_due = None,
@@ -164,12 +178,18 @@ impl Controller {
             self.readiness.set_watches_synced(synced);
             if synced {
                 self.reconcile(&mut running).await;
+                self.set_acting(*self.leading.borrow());
             }
         }
     }
 
+    fn set_acting(&self, acting: bool) {
+        self.acting
+            .send_if_modified(|current| std::mem::replace(current, acting) != acting);
+    }
+
     /// Polls API discovery until the cluster serves the Flux APIs.
-    async fn wait_for_flux(&self, shutdown: &CancellationToken) -> Option<FluxApis> {
+    async fn wait_for_flux(&mut self, shutdown: &CancellationToken) -> Option<FluxApis> {
         let mut reported = None;
         loop {
             match flux_api::discover(&self.client).await {
@@ -190,6 +210,8 @@ impl Controller {
                     }
                     self.readiness.set_kubernetes_error(None);
                     self.readiness.set_flux_apis_missing(missing);
+                    // Nothing to discover yet: the static receivers are the whole set.
+                    self.set_acting(*self.leading.borrow());
                 }
                 Err(error) => {
                     tracing::warn!(%error, "cannot ask the Kubernetes API which Flux APIs it serves");
@@ -200,6 +222,14 @@ impl Controller {
             tokio::select! {
                 () = shutdown.cancelled() => return None,
                 () = tokio::time::sleep(flux_api::RECHECK_INTERVAL) => {}
+                changed = self.leading.changed() => {
+                    if changed.is_err() {
+                        return None;
+                    }
+                    if !*self.leading.borrow() {
+                        self.set_acting(false);
+                    }
+                }
             }
         }
     }

@@ -48,9 +48,30 @@ pub enum ClientError {
     Build(#[from] kube::Error),
 }
 
-/// The client of the standard resolution: in-cluster service account, else `KUBECONFIG` /
-/// `~/.kube/config`; `context` picks a kubeconfig context.
-pub async fn client(settings: &KubernetesSettings) -> Result<kube::Client, ClientError> {
+/// The two clients the agent uses, from one configuration.
+#[derive(Clone)]
+pub struct Clients {
+    /// For watches, reads and writes: kube's own retries of 429, 503 and 504 apply.
+    pub api: kube::Client,
+    /// For Receiver calls through the service proxy: no retries of its own, so a
+    /// Receiver's 503 reaches the agent's retry policy at once instead of waiting in
+    /// kube's (up to minutes).
+    pub proxy: kube::Client,
+}
+
+/// The clients of the standard resolution: in-cluster service account, else
+/// `KUBECONFIG` / `~/.kube/config`; `context` picks a kubeconfig context.
+pub async fn clients(settings: &KubernetesSettings) -> Result<Clients, ClientError> {
+    let config = config(settings).await?;
+    let mut proxy = config.clone();
+    proxy.default_retry = false;
+    Ok(Clients {
+        api: kube::Client::try_from(config)?,
+        proxy: kube::Client::try_from(proxy)?,
+    })
+}
+
+async fn config(settings: &KubernetesSettings) -> Result<kube::Config, ClientError> {
     let config = match &settings.context {
         None => kube::Config::infer().await?,
         Some(context) => {
@@ -68,5 +89,5 @@ pub async fn client(settings: &KubernetesSettings) -> Result<kube::Client, Clien
             })?
         }
     };
-    Ok(kube::Client::try_from(config)?)
+    Ok(config)
 }

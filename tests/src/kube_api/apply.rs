@@ -76,8 +76,12 @@ impl Scope {
     /// `written` with the parts outside this scope taken from `current`.
     pub fn restrict(self, current: &Value, written: &Value) -> Value {
         match self {
-            Scope::Main { status_subresource: false } => written.clone(),
-            Scope::Main { status_subresource: true } => {
+            Scope::Main {
+                status_subresource: false,
+            } => written.clone(),
+            Scope::Main {
+                status_subresource: true,
+            } => {
                 let mut result = written.clone();
                 strip_top(&mut result, "status");
                 if let Some(status) = current.get("status") {
@@ -134,7 +138,8 @@ fn overlaps(a: &[String], b: &[String]) -> bool {
 }
 
 pub fn get_path<'a>(value: &'a Value, path: &[String]) -> Option<&'a Value> {
-    path.iter().try_fold(value, |v, key| v.as_object()?.get(key))
+    path.iter()
+        .try_fold(value, |v, key| v.as_object()?.get(key))
 }
 
 fn set_path(value: &mut Value, path: &[String], new: Value) {
@@ -249,6 +254,11 @@ pub fn apply(
     api_version: &str,
 ) -> Result<Applied, ApiError> {
     let applied = leaf_paths(config, scope);
+    // An empty map in the configuration only says the map exists: it neither conflicts
+    // with nor keeps alive the keys inside it.
+    let is_empty_map = |path: &FieldPath| {
+        get_path(config, path).is_some_and(|v| v.as_object().is_some_and(Map::is_empty))
+    };
     let mut managers = managers.to_vec();
     let subresource = (scope == Scope::Status).then_some("status");
     let base = current.cloned().unwrap_or_else(|| {
@@ -264,7 +274,12 @@ pub fn apply(
     for other in managers.iter().filter(|m| m.name != manager) {
         for path in &applied {
             let contested = other.fields.iter().any(|q| overlaps(path, q));
-            if contested && get_path(&base, path) != get_path(config, path) {
+            let differs = if is_empty_map(path) {
+                get_path(&base, path).is_some_and(|v| !v.is_object())
+            } else {
+                get_path(&base, path) != get_path(config, path)
+            };
+            if contested && differs {
                 conflicts.push((other.name.clone(), path.clone()));
             }
         }
@@ -283,7 +298,9 @@ pub fn apply(
     }
     let previous: BTreeSet<FieldPath> = managers
         .iter()
-        .find(|m| m.name == manager && m.operation == Operation::Apply && m.subresource == subresource)
+        .find(|m| {
+            m.name == manager && m.operation == Operation::Apply && m.subresource == subresource
+        })
         .map(|m| m.fields.clone())
         .unwrap_or_default();
     let mut object = base;
@@ -292,7 +309,9 @@ pub fn apply(
             .iter()
             .filter(|m| !(m.name == manager && m.operation == Operation::Apply))
             .any(|m| m.fields.iter().any(|q| overlaps(dropped, q)))
-            || applied.iter().any(|p| overlaps(dropped, p));
+            || applied
+                .iter()
+                .any(|p| overlaps(dropped, p) && !is_empty_map(p));
         if !still_owned {
             remove_path(&mut object, dropped);
         }
@@ -305,7 +324,9 @@ pub fn apply(
             set_path(&mut object, path, value);
         }
     }
-    managers.retain(|m| !(m.name == manager && m.operation == Operation::Apply && m.subresource == subresource));
+    managers.retain(|m| {
+        !(m.name == manager && m.operation == Operation::Apply && m.subresource == subresource)
+    });
     if !applied.is_empty() {
         managers.push(Manager {
             name: manager.to_owned(),
@@ -405,10 +426,17 @@ mod tests {
     fn a_field_another_manager_set_differently_conflicts_unless_forced() {
         let first = apply_as(None, "a", json!({"spec": {"x": 1, "y": 2}}), false).unwrap();
         let same = apply_as(Some(&first), "b", json!({"spec": {"x": 1}}), false).unwrap();
-        assert_eq!(same.object["spec"]["x"], 1, "same value: shared, no conflict");
+        assert_eq!(
+            same.object["spec"]["x"], 1,
+            "same value: shared, no conflict"
+        );
         let error = apply_as(Some(&first), "b", json!({"spec": {"x": 5}}), false).unwrap_err();
         assert_eq!(error.code, 409);
-        assert!(error.message.contains("conflict with \"a\": .spec.x"), "{}", error.message);
+        assert!(
+            error.message.contains("conflict with \"a\": .spec.x"),
+            "{}",
+            error.message
+        );
         let forced = apply_as(Some(&first), "b", json!({"spec": {"x": 5}}), true).unwrap();
         assert_eq!(forced.object["spec"]["x"], 5);
         let a = forced.managers.iter().find(|m| m.name == "a").unwrap();
@@ -422,12 +450,30 @@ mod tests {
         let dropped = apply_as(Some(&shared), "a", json!({"spec": {"x": 1}}), false).unwrap();
         assert_eq!(dropped.object["spec"]["y"], 2, "b still owns y");
         let dropped = apply_as(Some(&first), "a", json!({"spec": {"x": 1}}), false).unwrap();
-        assert!(dropped.object["spec"].get("y").is_none(), "{}", dropped.object);
+        assert!(
+            dropped.object["spec"].get("y").is_none(),
+            "{}",
+            dropped.object
+        );
+    }
+
+    #[test]
+    fn an_empty_map_neither_conflicts_with_nor_keeps_the_keys_inside() {
+        let first = apply_as(None, "a", json!({"data": {"mine": "1", "old": "2"}}), false).unwrap();
+        let rival = apply_as(Some(&first), "b", json!({"data": {"theirs": "3"}}), false).unwrap();
+        let emptied = apply_as(Some(&rival), "a", json!({"data": {}}), false).unwrap();
+        assert_eq!(emptied.object["data"], json!({"theirs": "3"}));
     }
 
     #[test]
     fn status_is_outside_the_main_scope() {
-        let applied = apply_as(None, "a", json!({"spec": {"x": 1}, "status": {"s": 1}}), false).unwrap();
+        let applied = apply_as(
+            None,
+            "a",
+            json!({"spec": {"x": 1}, "status": {"s": 1}}),
+            false,
+        )
+        .unwrap();
         assert!(applied.managers[0].fields.iter().all(|p| p[0] != "status"));
     }
 }

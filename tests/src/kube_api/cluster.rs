@@ -43,7 +43,9 @@ impl Cluster {
     /// If the Service cannot be created.
     pub fn register_service(&self, namespace: &str, name: &str, address: SocketAddr) {
         let mut state = self.shared.state.lock();
-        let services = state.type_by_plural("services").expect("services are built in");
+        let services = state
+            .type_by_plural("services")
+            .expect("services are built in");
         if state.get(&services, "v1", namespace, name).is_err() {
             let service = json!({
                 "apiVersion": "v1",
@@ -65,14 +67,18 @@ impl Cluster {
             .state
             .lock()
             .type_by_plural(plural)
-            .ok_or_else(|| ApiError::not_found("", "").with_message(format!("no type {plural:?} is served")))
+            .ok_or_else(|| {
+                ApiError::not_found("", "").with_message(format!("no type {plural:?} is served"))
+            })
     }
 
     /// The object, in its storage version, if it exists.
     pub fn get(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
         let resource = self.resource(plural).ok()?;
         let state = self.shared.state.lock();
-        state.get(&resource, resource.versions[0], namespace, name).ok()
+        state
+            .get(&resource, resource.versions[0], namespace, name)
+            .ok()
     }
 
     /// The objects of a type in `namespace`, or in every namespace.
@@ -83,9 +89,20 @@ impl Cluster {
         self.list_labelled(&resource, namespace, &LabelSelector::default())
     }
 
-    pub(crate) fn list_labelled(&self, resource: &ResourceType, namespace: Option<&str>, labels: &LabelSelector) -> Vec<Value> {
+    pub(crate) fn list_labelled(
+        &self,
+        resource: &ResourceType,
+        namespace: Option<&str>,
+        labels: &LabelSelector,
+    ) -> Vec<Value> {
         let state = self.shared.state.lock();
-        state.list(resource, resource.versions[0], namespace, labels, &FieldSelector::default())
+        state.list(
+            resource,
+            resource.versions[0],
+            namespace,
+            labels,
+            &FieldSelector::default(),
+        )
     }
 
     /// Creates `object` (its `apiVersion` and `kind` pick the type; namespace `default`
@@ -93,7 +110,10 @@ impl Cluster {
     pub fn create(&self, object: Value) -> Result<Value, ApiError> {
         let mut state = self.shared.state.lock();
         let (resource, version) = Self::type_and_version(&state, &object)?;
-        let namespace = object["metadata"]["namespace"].as_str().unwrap_or("default").to_owned();
+        let namespace = object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default")
+            .to_owned();
         state.create(&resource, &version, &namespace, object, TEST_MANAGER)
     }
 
@@ -110,25 +130,68 @@ impl Cluster {
     fn apply_with(&self, manager: &str, object: Value, force: bool) -> Result<Value, ApiError> {
         let mut state = self.shared.state.lock();
         let (resource, version) = Self::type_and_version(&state, &object)?;
-        let namespace = object["metadata"]["namespace"].as_str().unwrap_or("default").to_owned();
-        let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-        state.apply(&resource, &version, &namespace, &name, &object, Target::Main, manager, force)
+        let namespace = object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default")
+            .to_owned();
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        state.apply(
+            &resource,
+            &version,
+            &namespace,
+            &name,
+            &object,
+            Target::Main,
+            manager,
+            force,
+        )
     }
 
     /// A JSON merge patch on the main resource, as `manager`.
-    pub fn merge_patch_as(&self, manager: &str, plural: &str, namespace: &str, name: &str, patch: &Value) -> Result<Value, ApiError> {
+    pub fn merge_patch_as(
+        &self,
+        manager: &str,
+        plural: &str,
+        namespace: &str,
+        name: &str,
+        patch: &Value,
+    ) -> Result<Value, ApiError> {
         let resource = self.resource(plural)?;
         let mut state = self.shared.state.lock();
-        state.merge_patch(&resource, resource.versions[0], namespace, name, patch, Target::Main, manager)
+        state.merge_patch(
+            &resource,
+            resource.versions[0],
+            namespace,
+            name,
+            patch,
+            Target::Main,
+            manager,
+        )
     }
 
     /// A JSON merge patch on the main resource.
-    pub fn merge_patch(&self, plural: &str, namespace: &str, name: &str, patch: &Value) -> Result<Value, ApiError> {
+    pub fn merge_patch(
+        &self,
+        plural: &str,
+        namespace: &str,
+        name: &str,
+        patch: &Value,
+    ) -> Result<Value, ApiError> {
         self.merge_patch_as(TEST_MANAGER, plural, namespace, name, patch)
     }
 
     /// Replaces the object's `status` through the status subresource, as `manager`.
-    pub fn set_status_as(&self, manager: &str, plural: &str, namespace: &str, name: &str, status: Value) -> Result<Value, ApiError> {
+    pub fn set_status_as(
+        &self,
+        manager: &str,
+        plural: &str,
+        namespace: &str,
+        name: &str,
+        status: Value,
+    ) -> Result<Value, ApiError> {
         let resource = self.resource(plural)?;
         let mut state = self.shared.state.lock();
         let mut object = state.get(&resource, resource.versions[0], namespace, name)?;
@@ -136,30 +199,56 @@ impl Cluster {
         if let Some(metadata) = object["metadata"].as_object_mut() {
             metadata.remove("resourceVersion");
         }
-        state.replace(&resource, resource.versions[0], namespace, name, object, Target::Status, manager)
+        state.replace(
+            &resource,
+            resource.versions[0],
+            namespace,
+            name,
+            object,
+            Target::Status,
+            manager,
+        )
     }
 
     /// Replaces the object's `status` through the status subresource.
-    pub fn set_status(&self, plural: &str, namespace: &str, name: &str, status: Value) -> Result<Value, ApiError> {
+    pub fn set_status(
+        &self,
+        plural: &str,
+        namespace: &str,
+        name: &str,
+        status: Value,
+    ) -> Result<Value, ApiError> {
         self.set_status_as(TEST_MANAGER, plural, namespace, name, status)
     }
 
     /// Deletes the object, and garbage-collects what it owned.
     pub fn delete(&self, plural: &str, namespace: &str, name: &str) -> Result<Value, ApiError> {
         let resource = self.resource(plural)?;
-        self.shared.state.lock().delete(&resource, resource.versions[0], namespace, name)
+        self.shared
+            .state
+            .lock()
+            .delete(&resource, resource.versions[0], namespace, name)
     }
 
-    fn type_and_version(state: &super::store::State, object: &Value) -> Result<(ResourceType, String), ApiError> {
+    fn type_and_version(
+        state: &super::store::State,
+        object: &Value,
+    ) -> Result<(ResourceType, String), ApiError> {
         let api_version = object["apiVersion"].as_str().unwrap_or_default();
         let kind = object["kind"].as_str().unwrap_or_default();
         let resource = state.type_of(api_version, kind)?;
-        let version = super::resources::split_api_version(api_version).1.to_owned();
+        let version = super::resources::split_api_version(api_version)
+            .1
+            .to_owned();
         Ok((resource, version))
     }
 
     /// The type an `apiVersion` and `kind` name, if that version is served.
-    pub(crate) fn resource_for(&self, api_version: &str, kind: &str) -> Result<ResourceType, ApiError> {
+    pub(crate) fn resource_for(
+        &self,
+        api_version: &str,
+        kind: &str,
+    ) -> Result<ResourceType, ApiError> {
         self.shared.state.lock().type_of(api_version, kind)
     }
 
@@ -180,7 +269,11 @@ impl Cluster {
 
     /// Ends every open watch stream, as an API server restart would.
     pub fn end_all_watches(&self) {
-        self.shared.state.lock().watch_epoch.send_modify(|n| *n += 1);
+        self.shared
+            .state
+            .lock()
+            .watch_epoch
+            .send_modify(|n| *n += 1);
     }
 
     /// A receiver that changes on every write and every request.
@@ -192,7 +285,12 @@ impl Cluster {
     ///
     /// # Panics
     /// If `timeout` passes first; the message names `what`.
-    pub async fn wait_for<T>(&self, what: &str, timeout: Duration, mut check: impl FnMut(&Self) -> Option<T>) -> T {
+    pub async fn wait_for<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut(&Self) -> Option<T>,
+    ) -> T {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut changes = self.changes();
         loop {
@@ -200,7 +298,10 @@ impl Cluster {
             if let Some(found) = check(self) {
                 return found;
             }
-            if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
+            if tokio::time::timeout_at(deadline, changes.changed())
+                .await
+                .is_err()
+            {
                 panic!("waited {timeout:?} for {what}");
             }
         }

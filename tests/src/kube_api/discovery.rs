@@ -89,7 +89,11 @@ pub fn group(types: &[ResourceType], name: &str) -> Result<Value, ApiError> {
 }
 
 /// `/api/v1` or `/apis/<group>/<version>`.
-pub fn resource_list(types: &[ResourceType], group: &str, version: &str) -> Result<Value, ApiError> {
+pub fn resource_list(
+    types: &[ResourceType],
+    group: &str,
+    version: &str,
+) -> Result<Value, ApiError> {
     let group_version = if group.is_empty() {
         version.to_owned()
     } else {
@@ -106,8 +110,13 @@ pub fn resource_list(types: &[ResourceType], group: &str, version: &str) -> Resu
             "shortNames": ["crd", "crds"],
         }));
     }
-    for resource in types.iter().filter(|t| t.group == group && t.serves(version)) {
-        let verbs = ["create", "delete", "get", "list", "patch", "update", "watch"];
+    for resource in types
+        .iter()
+        .filter(|t| t.group == group && t.serves(version))
+    {
+        let verbs = [
+            "create", "delete", "get", "list", "patch", "update", "watch",
+        ];
         resources.push(json!({
             "name": resource.plural,
             "singularName": resource.singular,
@@ -165,9 +174,7 @@ pub fn crd(resource: &ResourceType) -> Value {
             })
         })
         .collect();
-    let condition = |kind: &str, reason: &str| {
-        json!({"type": kind, "status": "True", "reason": reason, "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"})
-    };
+    let condition = |kind: &str, reason: &str| json!({"type": kind, "status": "True", "reason": reason, "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"});
     json!({
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -202,7 +209,9 @@ pub fn crds(types: &[ResourceType], name: Option<&str>) -> Result<Value, ApiErro
             .clone()
             .find(|t| t.qualified_name() == name)
             .map(crd)
-            .ok_or_else(|| ApiError::not_found("customresourcedefinitions.apiextensions.k8s.io", name)),
+            .ok_or_else(|| {
+                ApiError::not_found("customresourcedefinitions.apiextensions.k8s.io", name)
+            }),
         None => Ok(json!({
             "apiVersion": "apiextensions.k8s.io/v1",
             "kind": "CustomResourceDefinitionList",

@@ -50,7 +50,7 @@ use super::cluster::Cluster;
 use super::selector::LabelSelector;
 use super::stand_in::KubeApiStandIn;
 use crate::flux_receiver::{
-    FluxReceiverStandIn, Hit, ReconcileRequester, Receiver, ReceiverType, webhook_path,
+    FluxReceiverStandIn, Hit, Receiver, ReceiverType, ReconcileRequester, webhook_path,
 };
 
 /// The annotation Flux's Receivers set on their targets (A.6).
@@ -80,11 +80,7 @@ impl NotificationControllerStandIn {
             cluster: cluster.clone(),
         }));
         cluster.register_service("flux-system", "webhook-receiver", flux.address());
-        let reconciler = tokio::spawn(reconcile_forever(
-            cluster,
-            Arc::clone(&flux),
-            ready_delay,
-        ));
+        let reconciler = tokio::spawn(reconcile_forever(cluster, Arc::clone(&flux), ready_delay));
         Self { flux, reconciler }
     }
 
@@ -116,7 +112,11 @@ impl Drop for NotificationControllerStandIn {
 }
 
 /// Reconciles after every change, and when a held Receiver's delay ends.
-async fn reconcile_forever(cluster: Cluster, flux: Arc<FluxReceiverStandIn>, ready_delay: Duration) {
+async fn reconcile_forever(
+    cluster: Cluster,
+    flux: Arc<FluxReceiverStandIn>,
+    ready_delay: Duration,
+) {
     let mut changes = cluster.changes();
     let mut first_seen: HashMap<(String, String, i64), Instant> = HashMap::new();
     loop {
@@ -151,8 +151,14 @@ fn reconcile_all(
     let mut wake: Option<Instant> = None;
     let mut served = Vec::new();
     for receiver in cluster.list("receivers", None) {
-        let name = receiver["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-        let namespace = receiver["metadata"]["namespace"].as_str().unwrap_or_default().to_owned();
+        let name = receiver["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let namespace = receiver["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         let generation = receiver["metadata"]["generation"].as_i64().unwrap_or(1);
         let spec = &receiver["spec"];
         let suspended = spec["suspend"].as_bool().unwrap_or(false);
@@ -164,14 +170,22 @@ fn reconcile_all(
         } else if seen.elapsed() < ready_delay {
             let due = seen + ready_delay;
             wake = Some(wake.map_or(due, |w| w.min(due)));
-            set_status_if_changed(cluster, &namespace, &name, &receiver, held_status(generation));
+            set_status_if_changed(
+                cluster,
+                &namespace,
+                &name,
+                &receiver,
+                held_status(generation),
+            );
             None
         } else {
             let outcome = reconcile_one(cluster, &receiver, &name, &namespace, generation);
             set_status_if_changed(cluster, &namespace, &name, &receiver, outcome.status);
             outcome.token
         };
-        let current = cluster.get("receivers", &namespace, &name).unwrap_or_else(|| receiver.clone());
+        let current = cluster
+            .get("receivers", &namespace, &name)
+            .unwrap_or_else(|| receiver.clone());
         let ready = condition_status(&current["status"]) == Some("True");
         let has_path = current["status"]["webhookPath"].is_string();
         let receiver_type = match spec["type"].as_str() {
@@ -180,7 +194,11 @@ fn reconcile_all(
             Some("gitlab") => Some(ReceiverType::Gitlab),
             _ => None,
         };
-        let token = token.or_else(|| suspended.then(|| current_token(cluster, spec, &namespace)).flatten());
+        let token = token.or_else(|| {
+            suspended
+                .then(|| current_token(cluster, spec, &namespace))
+                .flatten()
+        });
         if let (Some(receiver_type), Some(token), true) = (receiver_type, token, has_path) {
             let events: Vec<&str> = spec["events"]
                 .as_array()
@@ -196,11 +214,17 @@ fn reconcile_all(
         }
     }
     for old in flux.receivers() {
-        if !served.iter().any(|(ns, n)| *ns == old.namespace && *n == old.name) {
+        if !served
+            .iter()
+            .any(|(ns, n)| *ns == old.namespace && *n == old.name)
+        {
             flux.remove_receiver(&old.name, &old.namespace);
         }
     }
-    first_seen.retain(|(ns, n, _), _| served.iter().any(|(sns, sn)| sns == ns && sn == n) || cluster.get("receivers", ns, n).is_some());
+    first_seen.retain(|(ns, n, _), _| {
+        served.iter().any(|(sns, sn)| sns == ns && sn == n)
+            || cluster.get("receivers", ns, n).is_some()
+    });
     wake
 }
 
@@ -216,7 +240,13 @@ fn current_token(cluster: &Cluster, spec: &Value, namespace: &str) -> Option<Str
     Some(String::from_utf8_lossy(&raw).into_owned())
 }
 
-fn reconcile_one(cluster: &Cluster, receiver: &Value, name: &str, namespace: &str, generation: i64) -> Outcome {
+fn reconcile_one(
+    cluster: &Cluster,
+    receiver: &Value,
+    name: &str,
+    namespace: &str,
+    generation: i64,
+) -> Outcome {
     let spec = &receiver["spec"];
     let old_status = &receiver["status"];
     match current_token(cluster, spec, namespace) {
@@ -244,7 +274,10 @@ fn reconcile_one(cluster: &Cluster, receiver: &Value, name: &str, namespace: &st
             if let Some(path) = old_status.get("webhookPath") {
                 status["webhookPath"] = path.clone();
             }
-            Outcome { status, token: None }
+            Outcome {
+                status,
+                token: None,
+            }
         }
     }
 }
@@ -267,7 +300,13 @@ fn now() -> String {
 }
 
 /// A `Ready` condition, keeping the old `lastTransitionTime` when the status is unchanged.
-fn ready_condition(old_status: &Value, status: &str, reason: &str, message: &str, generation: i64) -> Value {
+fn ready_condition(
+    old_status: &Value,
+    status: &str,
+    reason: &str,
+    message: &str,
+    generation: i64,
+) -> Value {
     let old = ready_of(old_status);
     let transition = match old {
         Some(old) if old["status"].as_str() == Some(status) => old["lastTransitionTime"].clone(),
@@ -295,7 +334,13 @@ fn condition_status(status: &Value) -> Option<&str> {
 }
 
 /// Writes `status` unless it equals the current one apart from transition times.
-fn set_status_if_changed(cluster: &Cluster, namespace: &str, name: &str, receiver: &Value, status: Value) {
+fn set_status_if_changed(
+    cluster: &Cluster,
+    namespace: &str,
+    name: &str,
+    receiver: &Value,
+    status: Value,
+) {
     let strip = |value: &Value| {
         let mut value = value.clone();
         if let Some(conditions) = value["conditions"].as_array_mut() {
@@ -343,7 +388,9 @@ impl Annotator {
             .cluster
             .resource_for(&api_version, kind)
             .map_err(|e| e.to_string())?;
-        let namespace = reference["namespace"].as_str().unwrap_or(receiver_namespace);
+        let namespace = reference["namespace"]
+            .as_str()
+            .unwrap_or(receiver_namespace);
         let name = reference["name"].as_str().ok_or("resource without name")?;
         let names: Vec<String> = if name == "*" {
             let selector = reference["matchLabels"]
@@ -383,7 +430,11 @@ impl ReconcileRequester for Annotator {
             .get("receivers", namespace, name)
             .ok_or_else(|| format!("receiver {namespace}/{name} not found"))?;
         let mut failures = Vec::new();
-        for reference in receiver["spec"]["resources"].as_array().into_iter().flatten() {
+        for reference in receiver["spec"]["resources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
             // Flux carries on with the other resources and fails the request at the end.
             if let Err(error) = self.annotate(reference, namespace) {
                 failures.push(error);

@@ -50,16 +50,25 @@ pub async fn forward(
         }
     }
     let response = request.send().await.map_err(|error| {
-        ApiError::new(503, "ServiceUnavailable", format!("error trying to reach service: {error}"))
+        ApiError::new(
+            503,
+            "ServiceUnavailable",
+            format!("error trying to reach service: {error}"),
+        )
     })?;
-    let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let status =
+        StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let content_type = response
         .headers()
         .get(reqwest::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let body = response.bytes().await.map_err(|error| {
-        ApiError::new(503, "ServiceUnavailable", format!("error reading from service: {error}"))
+        ApiError::new(
+            503,
+            "ServiceUnavailable",
+            format!("error reading from service: {error}"),
+        )
     })?;
     let mut answer = (status, body).into_response();
     if let Some(content_type) = content_type {

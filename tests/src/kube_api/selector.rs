@@ -218,7 +218,11 @@ mod tests {
         let object = labelled(json!({}));
         let by_name = FieldSelector::parse("metadata.name=n,metadata.namespace!=other").unwrap();
         assert!(by_name.matches_object(&object));
-        assert!(!FieldSelector::parse("metadata.name=m").unwrap().matches_object(&object));
+        assert!(
+            !FieldSelector::parse("metadata.name=m")
+                .unwrap()
+                .matches_object(&object)
+        );
         assert_eq!(FieldSelector::parse("spec.x=1").unwrap_err().code, 400);
     }
 }

@@ -98,14 +98,25 @@ async fn route(
         ["apis"] => read_only(Ok(discovery::group_list(&types()))),
         ["apis", group] => read_only(discovery::group(&types(), group)),
         ["apis", group, version] => read_only(discovery::resource_list(&types(), group, version)),
-        ["api", "v1", "namespaces", namespace, "services", service, "proxy", tail @ ..] => {
+        [
+            "api",
+            "v1",
+            "namespaces",
+            namespace,
+            "services",
+            service,
+            "proxy",
+            tail @ ..,
+        ] => {
             let mut target = format!("/{}", tail.join("/"));
             if !query.is_empty() {
                 target = format!("{target}?{query}");
             }
             proxy_request(shared, method, namespace, service, &target, headers, body).await
         }
-        ["api", "v1", rest @ ..] => resource_route(shared, method, "", "v1", rest, params, headers, body),
+        ["api", "v1", rest @ ..] => {
+            resource_route(shared, method, "", "v1", rest, params, headers, body)
+        }
         ["apis", group, version, rest @ ..] => {
             resource_route(shared, method, group, version, rest, params, headers, body)
         }
@@ -114,7 +125,11 @@ async fn route(
 }
 
 fn method_not_allowed(method: &Method) -> ApiError {
-    ApiError::new(405, "MethodNotAllowed", format!("the server does not allow this method on the requested resource: {method}"))
+    ApiError::new(
+        405,
+        "MethodNotAllowed",
+        format!("the server does not allow this method on the requested resource: {method}"),
+    )
 }
 
 /// `[namespaces/<ns>/]<plural>[/<name>[/status]]` under one group version.
@@ -133,7 +148,10 @@ fn resource_route(
         if *method != Method::GET || rest.len() > 2 {
             return Err(method_not_allowed(method));
         }
-        return ok(&discovery::crds(shared.state.lock().types(), rest.get(1).copied())?);
+        return ok(&discovery::crds(
+            shared.state.lock().types(),
+            rest.get(1).copied(),
+        )?);
     }
     let (namespace, plural, tail) = match rest {
         ["namespaces", namespace, plural, tail @ ..] => (Some(*namespace), *plural, tail),
@@ -203,7 +221,9 @@ impl Request<'_> {
 
     fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
         serde_json::from_slice(body).map_err(|error| {
-            ApiError::bad_request(format!("the body of the request could not be decoded as JSON: {error}"))
+            ApiError::bad_request(format!(
+                "the body of the request could not be decoded as JSON: {error}"
+            ))
         })
     }
 
@@ -216,7 +236,13 @@ impl Request<'_> {
                     return self.watch(labels, fields);
                 }
                 let state = self.shared.state.lock();
-                let items = state.list(&self.resource, self.version, self.namespace, &labels, &fields);
+                let items = state.list(
+                    &self.resource,
+                    self.version,
+                    self.namespace,
+                    &labels,
+                    &fields,
+                );
                 ok(&json!({
                     "apiVersion": self.resource.api_version(self.version),
                     "kind": format!("{}List", self.resource.kind),
@@ -259,15 +285,30 @@ impl Request<'_> {
             timeout,
         };
         let body: Body = watch::serve(Arc::clone(self.shared), request)?;
-        Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response())
+        Ok((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response())
     }
 
-    fn object(&self, method: &Method, name: &str, target: Target, body: Bytes) -> Result<Response, ApiError> {
+    fn object(
+        &self,
+        method: &Method,
+        name: &str,
+        target: Target,
+        body: Bytes,
+    ) -> Result<Response, ApiError> {
         let namespace = self.require_namespace()?;
         let manager = self.manager();
         let resource = &self.resource;
         if *method == Method::GET {
-            let found = self.shared.state.lock().get(resource, self.version, namespace, name);
+            let found = self
+                .shared
+                .state
+                .lock()
+                .get(resource, self.version, namespace, name);
             match found {
                 Ok(object) => ok(&object),
                 // Namespaces are implicit: every name exists and is Active.
@@ -281,10 +322,22 @@ impl Request<'_> {
             }
         } else if *method == Method::PUT {
             let object = Self::parse_body(&body)?;
-            let replaced = self.shared.state.lock().replace(resource, self.version, namespace, name, object, target, &manager)?;
+            let replaced = self.shared.state.lock().replace(
+                resource,
+                self.version,
+                namespace,
+                name,
+                object,
+                target,
+                &manager,
+            )?;
             ok(&replaced)
         } else if *method == Method::DELETE && target == Target::Main {
-            let deleted = self.shared.state.lock().delete(resource, self.version, namespace, name)?;
+            let deleted =
+                self.shared
+                    .state
+                    .lock()
+                    .delete(resource, self.version, namespace, name)?;
             ok(&deleted)
         } else if *method == Method::PATCH {
             self.patch(namespace, name, target, &manager, body)
@@ -293,7 +346,14 @@ impl Request<'_> {
         }
     }
 
-    fn patch(&self, namespace: &str, name: &str, target: Target, manager: &str, body: Bytes) -> Result<Response, ApiError> {
+    fn patch(
+        &self,
+        namespace: &str,
+        name: &str,
+        target: Target,
+        manager: &str,
+        body: Bytes,
+    ) -> Result<Response, ApiError> {
         let content_type = self
             .headers
             .get(header::CONTENT_TYPE)
@@ -304,20 +364,41 @@ impl Request<'_> {
         let patch = Self::parse_body(&body)?;
         let mut state = self.shared.state.lock();
         let patched = match media_type {
-            "application/merge-patch+json" => {
-                state.merge_patch(resource, self.version, namespace, name, &patch, target, manager)?
-            }
+            "application/merge-patch+json" => state.merge_patch(
+                resource,
+                self.version,
+                namespace,
+                name,
+                &patch,
+                target,
+                manager,
+            )?,
             // Built-in types take strategic merge patches; for the fields the agent touches
             // (maps, and lists it replaces whole) that is a merge patch.
-            "application/strategic-merge-patch+json" if !resource.custom => {
-                state.merge_patch(resource, self.version, namespace, name, &patch, target, manager)?
-            }
+            "application/strategic-merge-patch+json" if !resource.custom => state.merge_patch(
+                resource,
+                self.version,
+                namespace,
+                name,
+                &patch,
+                target,
+                manager,
+            )?,
             "application/apply-patch+yaml" => {
                 let Some(manager) = self.param("fieldManager").filter(|m| !m.is_empty()) else {
                     return Err(ApiError::invalid_field_manager());
                 };
                 let force = self.param("force") == Some("true");
-                state.apply(resource, self.version, namespace, name, &patch, target, manager, force)?
+                state.apply(
+                    resource,
+                    self.version,
+                    namespace,
+                    name,
+                    &patch,
+                    target,
+                    manager,
+                    force,
+                )?
             }
             other => return Err(ApiError::unsupported_media_type(other)),
         };
@@ -347,8 +428,20 @@ async fn proxy_request(
             .get(&(namespace.to_owned(), name.to_owned()))
             .copied()
             .ok_or_else(|| {
-                ApiError::new(503, "ServiceUnavailable", format!("no endpoints available for service \"{name}\""))
+                ApiError::new(
+                    503,
+                    "ServiceUnavailable",
+                    format!("no endpoints available for service \"{name}\""),
+                )
             })?
     };
-    proxy::forward(&shared.http, upstream, method.clone(), target, headers, body).await
+    proxy::forward(
+        &shared.http,
+        upstream,
+        method.clone(),
+        target,
+        headers,
+        body,
+    )
+    .await
 }

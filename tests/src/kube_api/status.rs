@@ -43,7 +43,11 @@ impl ApiError {
     /// `<plural>.<group> "<name>" not found`, or a bare 404 for an unknown path.
     pub fn not_found(what: &str, name: &str) -> Self {
         if name.is_empty() {
-            Self::new(404, "NotFound", "the server could not find the requested resource")
+            Self::new(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            )
         } else {
             Self::new(404, "NotFound", format!("{what} \"{name}\" not found"))
         }
@@ -100,7 +104,9 @@ impl ApiError {
         Self::new(
             415,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml; got {content_type:?}"),
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml; got {content_type:?}"
+            ),
         )
     }
 

@@ -141,7 +141,12 @@ impl State {
     }
 
     /// The type served at `group/version` under `plural`, or 404 as for an unknown path.
-    pub fn served(&self, group: &str, version: &str, plural: &str) -> Result<ResourceType, ApiError> {
+    pub fn served(
+        &self,
+        group: &str,
+        version: &str,
+        plural: &str,
+    ) -> Result<ResourceType, ApiError> {
         self.types
             .iter()
             .find(|t| t.group == group && t.plural == plural && t.serves(version))
@@ -213,7 +218,13 @@ impl State {
         value
     }
 
-    pub fn get(&self, resource: &ResourceType, version: &str, namespace: &str, name: &str) -> Result<Value, ApiError> {
+    pub fn get(
+        &self,
+        resource: &ResourceType,
+        version: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Value, ApiError> {
         let key = Self::key(resource, namespace, name);
         self.objects
             .get(&key)
@@ -256,7 +267,10 @@ impl State {
                 body["metadata"]["name"] = json!(format!("{prefix}{suffix}"));
             }
         }
-        let name = body["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        let name = body["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         let key = Self::key(resource, &namespace, &name);
         if self.objects.contains_key(&key) {
             return Err(ApiError::already_exists(&resource.qualified_name(), &name));
@@ -264,7 +278,14 @@ impl State {
         let scope = scope_of(resource, Target::Main);
         let body = scope.restrict(&json!({}), &body);
         let mut managers = Vec::new();
-        apply::record_update(&mut managers, manager, &resource.api_version(version), scope, None, &body);
+        apply::record_update(
+            &mut managers,
+            manager,
+            &resource.api_version(version),
+            scope,
+            None,
+            &body,
+        );
         self.write(resource, version, key, None, body, managers)
     }
 
@@ -290,7 +311,10 @@ impl State {
             .get(&key)
             .cloned()
             .ok_or_else(|| ApiError::not_found(&resource.qualified_name(), name))?;
-        if let Some(expected) = body["metadata"]["resourceVersion"].as_str().filter(|v| !v.is_empty()) {
+        if let Some(expected) = body["metadata"]["resourceVersion"]
+            .as_str()
+            .filter(|v| !v.is_empty())
+        {
             if Some(expected) != old.value["metadata"]["resourceVersion"].as_str() {
                 return Err(ApiError::conflict(&resource.qualified_name(), name));
             }
@@ -298,7 +322,14 @@ impl State {
         let scope = scope_of(resource, target);
         let body = scope.restrict(&old.value, &body);
         let mut managers = old.managers.clone();
-        apply::record_update(&mut managers, manager, &resource.api_version(version), scope, Some(&old.value), &body);
+        apply::record_update(
+            &mut managers,
+            manager,
+            &resource.api_version(version),
+            scope,
+            Some(&old.value),
+            &body,
+        );
         self.write(resource, version, key, Some(old), body, managers)
     }
 
@@ -331,7 +362,14 @@ impl State {
         let scope = scope_of(resource, target);
         let body = scope.restrict(&old.value, &patched);
         let mut managers = old.managers.clone();
-        apply::record_update(&mut managers, manager, &resource.api_version(version), scope, Some(&old.value), &body);
+        apply::record_update(
+            &mut managers,
+            manager,
+            &resource.api_version(version),
+            scope,
+            Some(&old.value),
+            &body,
+        );
         self.write(resource, version, key, Some(old), body, managers)
     }
 
@@ -350,7 +388,9 @@ impl State {
     ) -> Result<Value, ApiError> {
         check_type(resource, version, config)?;
         if config["apiVersion"].as_str().is_none() || config["kind"].as_str().is_none() {
-            return Err(ApiError::bad_request("apiVersion and kind must be set in an apply configuration"));
+            return Err(ApiError::bad_request(
+                "apiVersion and kind must be set in an apply configuration",
+            ));
         }
         let namespace = body_namespace(resource, namespace, config)?;
         check_name(config, name)?;
@@ -362,7 +402,9 @@ impl State {
         let scope = scope_of(resource, target);
         let applied = apply::apply(
             old.as_ref().map(|o| &o.value),
-            old.as_ref().map(|o| o.managers.as_slice()).unwrap_or_default(),
+            old.as_ref()
+                .map(|o| o.managers.as_slice())
+                .unwrap_or_default(),
             manager,
             config,
             force,
@@ -379,7 +421,13 @@ impl State {
     }
 
     /// `DELETE`, then garbage collection of every object owned (transitively) by it.
-    pub fn delete(&mut self, resource: &ResourceType, version: &str, namespace: &str, name: &str) -> Result<Value, ApiError> {
+    pub fn delete(
+        &mut self,
+        resource: &ResourceType,
+        version: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Value, ApiError> {
         let key = Self::key(resource, namespace, name);
         let stored = self
             .objects
@@ -445,7 +493,9 @@ impl State {
         validation::default_object(resource, &mut body);
         body["apiVersion"] = json!(resource.storage_api_version());
         body["kind"] = json!(resource.kind);
-        let metadata = body["metadata"].as_object_mut().ok_or_else(|| ApiError::bad_request("metadata must be an object"))?;
+        let metadata = body["metadata"]
+            .as_object_mut()
+            .ok_or_else(|| ApiError::bad_request("metadata must be an object"))?;
         metadata.remove("managedFields");
         metadata.insert("name".to_owned(), json!(key.name));
         if resource.namespaced {
@@ -453,14 +503,23 @@ impl State {
         } else {
             metadata.remove("namespace");
         }
-        let old_meta = old.as_ref().map(|o| o.value["metadata"].clone()).unwrap_or(Value::Null);
-        let uid = old_meta["uid"].as_str().map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
-        let created = old_meta["creationTimestamp"]
+        let old_meta = old
+            .as_ref()
+            .map(|o| o.value["metadata"].clone())
+            .unwrap_or(Value::Null);
+        let uid = old_meta["uid"]
             .as_str()
-            .map_or_else(|| humantime::format_rfc3339_seconds(SystemTime::now()).to_string(), str::to_owned);
+            .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+        let created = old_meta["creationTimestamp"].as_str().map_or_else(
+            || humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            str::to_owned,
+        );
         metadata.insert("uid".to_owned(), json!(uid));
         metadata.insert("creationTimestamp".to_owned(), json!(created));
-        metadata.insert("resourceVersion".to_owned(), old_meta["resourceVersion"].clone());
+        metadata.insert(
+            "resourceVersion".to_owned(),
+            old_meta["resourceVersion"].clone(),
+        );
         if resource.custom {
             let generation = match &old {
                 None => 1,
@@ -485,8 +544,15 @@ impl State {
         }
         self.resource_version += 1;
         body["metadata"]["resourceVersion"] = json!(self.resource_version.to_string());
-        let stored = Stored { value: body, managers };
-        let event_type = if old.is_some() { EventType::Modified } else { EventType::Added };
+        let stored = Stored {
+            value: body,
+            managers,
+        };
+        let event_type = if old.is_some() {
+            EventType::Modified
+        } else {
+            EventType::Added
+        };
         let rendered = Self::render(&stored, resource, resource.versions[0]);
         self.objects.insert(key, stored);
         self.publish(resource, event_type, rendered.clone());
@@ -536,7 +602,10 @@ fn without_meta_and_status(value: &Value) -> Value {
 fn same_ownership(a: &[Manager], b: &[Manager]) -> bool {
     a.len() == b.len()
         && a.iter().zip(b).all(|(x, y)| {
-            x.name == y.name && x.operation == y.operation && x.fields == y.fields && x.subresource == y.subresource
+            x.name == y.name
+                && x.operation == y.operation
+                && x.fields == y.fields
+                && x.subresource == y.subresource
         })
 }
 
@@ -567,7 +636,11 @@ fn check_type(resource: &ResourceType, version: &str, body: &Value) -> Result<()
     Ok(())
 }
 
-fn body_namespace(resource: &ResourceType, url_namespace: &str, body: &Value) -> Result<String, ApiError> {
+fn body_namespace(
+    resource: &ResourceType,
+    url_namespace: &str,
+    body: &Value,
+) -> Result<String, ApiError> {
     if !resource.namespaced {
         return Ok(String::new());
     }

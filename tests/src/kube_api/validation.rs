@@ -46,7 +46,9 @@ const RECEIVER_RESOURCE_KINDS: &[&str] = &[
 /// Applies the server's defaults and folds Secret `stringData` into `data`.
 pub fn default_object(resource: &ResourceType, object: &mut Value) {
     if resource.kind == "Secret" {
-        if let Some(Value::Object(string_data)) = object.as_object_mut().and_then(|o| o.remove("stringData")) {
+        if let Some(Value::Object(string_data)) =
+            object.as_object_mut().and_then(|o| o.remove("stringData"))
+        {
             let data = object
                 .as_object_mut()
                 .expect("object checked above")
@@ -63,7 +65,10 @@ pub fn default_object(resource: &ResourceType, object: &mut Value) {
             object["type"] = json!("Opaque");
         }
     }
-    if resource.kind == "Receiver" && object["spec"].is_object() && object["spec"].get("interval").is_none() {
+    if resource.kind == "Receiver"
+        && object["spec"].is_object()
+        && object["spec"].get("interval").is_none()
+    {
         object["spec"]["interval"] = json!("10m");
     }
 }
@@ -76,7 +81,12 @@ pub fn validate(resource: &ResourceType, object: &Value) -> Result<(), ApiError>
     match resource.kind {
         "Secret" => check_secret(object, &mut causes),
         "Receiver" => check_receiver(&object["spec"], &mut causes),
-        "GitRepository" => check_source(&object["spec"], "^(http|https|ssh)://.*$", &["http://", "https://", "ssh://"], &mut causes),
+        "GitRepository" => check_source(
+            &object["spec"],
+            "^(http|https|ssh)://.*$",
+            &["http://", "https://", "ssh://"],
+            &mut causes,
+        ),
         "OCIRepository" => check_source(&object["spec"], "^oci://.*$", &["oci://"], &mut causes),
         "Kustomization" => check_kustomization(&object["spec"], &mut causes),
         "Lease" => check_lease(&object["spec"], &mut causes),
@@ -118,7 +128,9 @@ pub fn is_dns1123_label(text: &str) -> bool {
     let bytes = text.as_bytes();
     !bytes.is_empty()
         && bytes.len() <= 63
-        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
         && bytes[0] != b'-'
         && bytes[bytes.len() - 1] != b'-'
 }
@@ -170,7 +182,10 @@ fn check_metadata(resource: &ResourceType, object: &Value, causes: &mut Vec<Caus
     if resource.namespaced {
         if let Some(namespace) = metadata["namespace"].as_str() {
             if !is_dns1123_label(namespace) {
-                causes.push(invalid("metadata.namespace", format!("Invalid value: {namespace:?}")));
+                causes.push(invalid(
+                    "metadata.namespace",
+                    format!("Invalid value: {namespace:?}"),
+                ));
             }
         }
     }
@@ -188,10 +203,16 @@ fn check_metadata(resource: &ResourceType, object: &Value, causes: &mut Vec<Caus
     if let Some(annotations) = metadata["annotations"].as_object() {
         for (key, value) in annotations {
             if !is_qualified_name(key) {
-                causes.push(invalid("metadata.annotations", format!("Invalid value: {key:?}")));
+                causes.push(invalid(
+                    "metadata.annotations",
+                    format!("Invalid value: {key:?}"),
+                ));
             }
             if !value.is_string() {
-                causes.push(invalid("metadata.annotations", format!("Invalid value: {value}: must be a string")));
+                causes.push(invalid(
+                    "metadata.annotations",
+                    format!("Invalid value: {value}: must be a string"),
+                ));
             }
         }
     }
@@ -210,8 +231,15 @@ fn check_secret(object: &Value, causes: &mut Vec<Cause>) {
         if !decodes {
             causes.push(invalid(&format!("data[{key}]"), "illegal base64 data"));
         }
-        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
-            causes.push(invalid(&format!("data[{key}]"), "a valid config key must consist of alphanumeric characters, '-', '_' or '.'"));
+        if key.is_empty()
+            || !key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            causes.push(invalid(
+                &format!("data[{key}]"),
+                "a valid config key must consist of alphanumeric characters, '-', '_' or '.'",
+            ));
         }
     }
 }
@@ -266,7 +294,9 @@ fn check_receiver(spec: &Value, causes: &mut Vec<Cause>) {
     let receiver_type = spec["type"].as_str();
     match receiver_type {
         None => causes.push(required("spec.type")),
-        Some(t) if !RECEIVER_TYPES.contains(&t) => causes.push(not_supported("spec.type", t, RECEIVER_TYPES)),
+        Some(t) if !RECEIVER_TYPES.contains(&t) => {
+            causes.push(not_supported("spec.type", t, RECEIVER_TYPES))
+        }
         Some(_) => {}
     }
     check_interval(spec, false, causes);
@@ -300,7 +330,10 @@ fn check_receiver(spec: &Value, causes: &mut Vec<Cause>) {
     let secret_ref = spec.get("secretRef");
     if receiver_type == Some("generic-oidc") {
         if secret_ref.is_some() {
-            causes.push(invalid("spec.secretRef", "secretRef is not allowed for generic-oidc"));
+            causes.push(invalid(
+                "spec.secretRef",
+                "secretRef is not allowed for generic-oidc",
+            ));
         }
     } else {
         match secret_ref {
@@ -350,7 +383,10 @@ fn check_lease(spec: &Value, causes: &mut Vec<Cause>) {
     let check = |field: &str, ok: fn(&Value) -> bool, what: &str, causes: &mut Vec<Cause>| {
         if let Some(value) = spec.get(field) {
             if !value.is_null() && !ok(value) {
-                causes.push(invalid(&format!("spec.{field}"), format!("Invalid value: {value}: must be {what}")));
+                causes.push(invalid(
+                    &format!("spec.{field}"),
+                    format!("Invalid value: {value}: must be {what}"),
+                ));
             }
         }
     };
@@ -364,15 +400,19 @@ fn check_lease(spec: &Value, causes: &mut Vec<Cause>) {
     check("preferredHolder", Value::is_string, "a string", causes);
     if let Some(duration) = spec.get("leaseDurationSeconds").and_then(Value::as_i64) {
         if duration <= 0 {
-            causes.push(invalid("spec.leaseDurationSeconds", "must be greater than 0"));
+            causes.push(invalid(
+                "spec.leaseDurationSeconds",
+                "must be greater than 0",
+            ));
         }
     }
 }
 
 fn is_micro_time(value: &Value) -> bool {
-    value
-        .as_str()
-        .is_some_and(|t| humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).is_ok() || humantime::parse_rfc3339(t).is_ok())
+    value.as_str().is_some_and(|t| {
+        humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).is_ok()
+            || humantime::parse_rfc3339(t).is_ok()
+    })
 }
 
 #[cfg(test)]

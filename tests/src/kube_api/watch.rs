@@ -71,12 +71,13 @@ fn error_line(error: &ApiError) -> Bytes {
 /// Starts a watch: the body streams until the timeout, `end_all_watches`, an error, or
 /// the client going away.
 pub fn serve(shared: Arc<Shared>, request: WatchRequest) -> Result<Body, ApiError> {
-    let start_from = match request.resource_version.as_deref() {
-        None | Some("" | "0") => None,
-        Some(text) => Some(text.parse::<u64>().map_err(|_| {
-            ApiError::bad_request(format!("invalid resource version: {text:?}"))
-        })?),
-    };
+    let start_from =
+        match request.resource_version.as_deref() {
+            None | Some("" | "0") => None,
+            Some(text) => Some(text.parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!("invalid resource version: {text:?}"))
+            })?),
+        };
     let (first_lines, live, start_rv, mut epoch) = {
         let state = shared.state.lock();
         let mut lines = Vec::new();
@@ -103,7 +104,12 @@ pub fn serve(shared: Arc<Shared>, request: WatchRequest) -> Result<Body, ApiErro
         }
         let expired = start_from.is_some_and(|from| state.events_since(from).is_err());
         let live = (!expired).then(|| state.subscribe());
-        (lines, live, state.resource_version(), state.watch_epoch.subscribe())
+        (
+            lines,
+            live,
+            state.resource_version(),
+            state.watch_epoch.subscribe(),
+        )
     };
     let (sender, receiver) = mpsc::channel::<Result<Bytes, Infallible>>(256);
     let bookmark_interval = shared.options.bookmark_interval;

@@ -254,6 +254,11 @@ pub fn apply(
     api_version: &str,
 ) -> Result<Applied, ApiError> {
     let applied = leaf_paths(config, scope);
+    // An empty map in the configuration only says the map exists: it neither conflicts
+    // with nor keeps alive the keys inside it.
+    let is_empty_map = |path: &FieldPath| {
+        get_path(config, path).is_some_and(|v| v.as_object().is_some_and(Map::is_empty))
+    };
     let mut managers = managers.to_vec();
     let subresource = (scope == Scope::Status).then_some("status");
     let base = current.cloned().unwrap_or_else(|| {
@@ -269,7 +274,12 @@ pub fn apply(
     for other in managers.iter().filter(|m| m.name != manager) {
         for path in &applied {
             let contested = other.fields.iter().any(|q| overlaps(path, q));
-            if contested && get_path(&base, path) != get_path(config, path) {
+            let differs = if is_empty_map(path) {
+                get_path(&base, path).is_some_and(|v| !v.is_object())
+            } else {
+                get_path(&base, path) != get_path(config, path)
+            };
+            if contested && differs {
                 conflicts.push((other.name.clone(), path.clone()));
             }
         }
@@ -299,7 +309,9 @@ pub fn apply(
             .iter()
             .filter(|m| !(m.name == manager && m.operation == Operation::Apply))
             .any(|m| m.fields.iter().any(|q| overlaps(dropped, q)))
-            || applied.iter().any(|p| overlaps(dropped, p));
+            || applied
+                .iter()
+                .any(|p| overlaps(dropped, p) && !is_empty_map(p));
         if !still_owned {
             remove_path(&mut object, dropped);
         }
@@ -443,6 +455,14 @@ mod tests {
             "{}",
             dropped.object
         );
+    }
+
+    #[test]
+    fn an_empty_map_neither_conflicts_with_nor_keeps_the_keys_inside() {
+        let first = apply_as(None, "a", json!({"data": {"mine": "1", "old": "2"}}), false).unwrap();
+        let rival = apply_as(Some(&first), "b", json!({"data": {"theirs": "3"}}), false).unwrap();
+        let emptied = apply_as(Some(&rival), "a", json!({"data": {}}), false).unwrap();
+        assert_eq!(emptied.object["data"], json!({"theirs": "3"}));
     }
 
     #[test]

@@ -71,10 +71,10 @@ pub async fn forward(
         )
     })?;
     let mut answer = (status, body).into_response();
-    if let Some(content_type) = content_type {
-        if let Ok(value) = content_type.parse() {
-            answer.headers_mut().insert(header::CONTENT_TYPE, value);
-        }
+    if let Some(content_type) = content_type
+        && let Ok(value) = content_type.parse()
+    {
+        answer.headers_mut().insert(header::CONTENT_TYPE, value);
     }
     Ok(answer)
 }

@@ -261,11 +261,11 @@ impl State {
     ) -> Result<Value, ApiError> {
         check_type(resource, version, &body)?;
         let namespace = body_namespace(resource, namespace, &body)?;
-        if body["metadata"]["name"].as_str().is_none_or(str::is_empty) {
-            if let Some(prefix) = body["metadata"]["generateName"].as_str() {
-                let suffix: String = uuid::Uuid::new_v4().simple().to_string()[..5].to_owned();
-                body["metadata"]["name"] = json!(format!("{prefix}{suffix}"));
-            }
+        if body["metadata"]["name"].as_str().is_none_or(str::is_empty)
+            && let Some(prefix) = body["metadata"]["generateName"].as_str()
+        {
+            let suffix: String = uuid::Uuid::new_v4().simple().to_string()[..5].to_owned();
+            body["metadata"]["name"] = json!(format!("{prefix}{suffix}"));
         }
         let name = body["metadata"]["name"]
             .as_str()
@@ -314,10 +314,9 @@ impl State {
         if let Some(expected) = body["metadata"]["resourceVersion"]
             .as_str()
             .filter(|v| !v.is_empty())
+            && Some(expected) != old.value["metadata"]["resourceVersion"].as_str()
         {
-            if Some(expected) != old.value["metadata"]["resourceVersion"].as_str() {
-                return Err(ApiError::conflict(&resource.qualified_name(), name));
-            }
+            return Err(ApiError::conflict(&resource.qualified_name(), name));
         }
         let scope = scope_of(resource, target);
         let body = scope.restrict(&old.value, &body);
@@ -351,10 +350,10 @@ impl State {
             .get(&key)
             .cloned()
             .ok_or_else(|| ApiError::not_found(&resource.qualified_name(), name))?;
-        if let Some(expected) = patch["metadata"]["resourceVersion"].as_str() {
-            if Some(expected) != old.value["metadata"]["resourceVersion"].as_str() {
-                return Err(ApiError::conflict(&resource.qualified_name(), name));
-            }
+        if let Some(expected) = patch["metadata"]["resourceVersion"].as_str()
+            && Some(expected) != old.value["metadata"]["resourceVersion"].as_str()
+        {
+            return Err(ApiError::conflict(&resource.qualified_name(), name));
         }
         let mut patched = old.value.clone();
         merge(&mut patched, patch);
@@ -537,10 +536,11 @@ impl State {
             metadata.remove("generation");
         }
         validation::validate(resource, &body)?;
-        if let Some(old) = &old {
-            if old.value == body && same_ownership(&old.managers, &managers) {
-                return Ok(Self::render(old, resource, version));
-            }
+        if let Some(old) = &old
+            && old.value == body
+            && same_ownership(&old.managers, &managers)
+        {
+            return Ok(Self::render(old, resource, version));
         }
         self.resource_version += 1;
         body["metadata"]["resourceVersion"] = json!(self.resource_version.to_string());
@@ -617,21 +617,21 @@ fn check_type(resource: &ResourceType, version: &str, body: &Value) -> Result<()
     if body.get("metadata").is_some_and(|m| !m.is_object()) {
         return Err(ApiError::bad_request("metadata must be an object"));
     }
-    if let Some(api_version) = body["apiVersion"].as_str() {
-        if api_version != resource.api_version(version) {
-            return Err(ApiError::bad_request(format!(
-                "the API version in the data ({api_version}) does not match the expected API version ({})",
-                resource.api_version(version)
-            )));
-        }
+    if let Some(api_version) = body["apiVersion"].as_str()
+        && api_version != resource.api_version(version)
+    {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({api_version}) does not match the expected API version ({})",
+            resource.api_version(version)
+        )));
     }
-    if let Some(kind) = body["kind"].as_str() {
-        if kind != resource.kind {
-            return Err(ApiError::bad_request(format!(
-                "the kind in the data ({kind}) does not match the expected kind ({})",
-                resource.kind
-            )));
-        }
+    if let Some(kind) = body["kind"].as_str()
+        && kind != resource.kind
+    {
+        return Err(ApiError::bad_request(format!(
+            "the kind in the data ({kind}) does not match the expected kind ({})",
+            resource.kind
+        )));
     }
     Ok(())
 }

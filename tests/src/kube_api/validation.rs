@@ -179,15 +179,14 @@ fn check_metadata(resource: &ResourceType, object: &Value, causes: &mut Vec<Caus
         )),
         Some(_) => {}
     }
-    if resource.namespaced {
-        if let Some(namespace) = metadata["namespace"].as_str() {
-            if !is_dns1123_label(namespace) {
-                causes.push(invalid(
-                    "metadata.namespace",
-                    format!("Invalid value: {namespace:?}"),
-                ));
-            }
-        }
+    if resource.namespaced
+        && let Some(namespace) = metadata["namespace"].as_str()
+        && !is_dns1123_label(namespace)
+    {
+        causes.push(invalid(
+            "metadata.namespace",
+            format!("Invalid value: {namespace:?}"),
+        ));
     }
     if let Some(labels) = metadata["labels"].as_object() {
         for (key, value) in labels {
@@ -381,13 +380,14 @@ fn check_lease(spec: &Value, causes: &mut Vec<Cause>) {
         return;
     };
     let check = |field: &str, ok: fn(&Value) -> bool, what: &str, causes: &mut Vec<Cause>| {
-        if let Some(value) = spec.get(field) {
-            if !value.is_null() && !ok(value) {
-                causes.push(invalid(
-                    &format!("spec.{field}"),
-                    format!("Invalid value: {value}: must be {what}"),
-                ));
-            }
+        if let Some(value) = spec.get(field)
+            && !value.is_null()
+            && !ok(value)
+        {
+            causes.push(invalid(
+                &format!("spec.{field}"),
+                format!("Invalid value: {value}: must be {what}"),
+            ));
         }
     };
     let is_int32 = |v: &Value| v.as_i64().is_some_and(|n| i32::try_from(n).is_ok());
@@ -398,13 +398,13 @@ fn check_lease(spec: &Value, causes: &mut Vec<Cause>) {
     check("renewTime", is_micro_time, "an RFC 3339 time", causes);
     check("strategy", Value::is_string, "a string", causes);
     check("preferredHolder", Value::is_string, "a string", causes);
-    if let Some(duration) = spec.get("leaseDurationSeconds").and_then(Value::as_i64) {
-        if duration <= 0 {
-            causes.push(invalid(
-                "spec.leaseDurationSeconds",
-                "must be greater than 0",
-            ));
-        }
+    if let Some(duration) = spec.get("leaseDurationSeconds").and_then(Value::as_i64)
+        && duration <= 0
+    {
+        causes.push(invalid(
+            "spec.leaseDurationSeconds",
+            "must be greater than 0",
+        ));
     }
 }
 

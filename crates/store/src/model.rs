@@ -109,10 +109,13 @@ pub struct CursorUpdate {
     pub agent: fluxgate_core::AgentId,
     /// Names the stream, unique across replicas and restarts.
     pub stream: String,
-    /// Digest of the subscriptions the stream opened with: only a later stream with the
-    /// same digest takes over this one's hold once it has closed.
+    /// Digest of the stream's current subscriptions (it may change them in place): only a
+    /// later stream with the same digest takes over this one's hold once it has closed.
+    /// The latest report's digest is kept.
     pub subscriptions: String,
-    /// Where the stream resumed: it replays everything the agent may see after this.
+    /// Where the stream started covering its current subscriptions: where it resumed (it
+    /// replays everything the agent may see after this), or where it last changed them.
+    /// Only moves forward.
     pub started_after: Seq,
     /// When the stream opened.
     pub opened_at: UnixMillis,

@@ -55,6 +55,7 @@ suite!(
     cursors_only_move_forward,
     an_agent_cursor_is_the_lowest_of_its_streams,
     a_closed_stream_holds_until_a_later_stream_passes_it,
+    a_hold_follows_the_subscriptions_a_stream_changed_to,
     a_stream_of_a_dead_replica_holds_until_taken_over,
     holds_per_agent_are_bounded,
     streams_within_one_millisecond_never_release_each_other,
@@ -751,6 +752,32 @@ async fn a_closed_stream_holds_until_a_later_stream_passes_it(db: TestDatabase) 
         cursor_of(&store, agent).await.0,
         150,
         "a released; b (150) is the lowest now"
+    );
+}
+
+async fn a_hold_follows_the_subscriptions_a_stream_changed_to(db: TestDatabase) {
+    let store = db.store().await;
+    let agent = agent_ids(&store, &["discovers"]).await[0];
+    // a opens with no subscriptions, then changes to "same" at seq 5 (in place).
+    let mut opened = report(agent, "a", 0, 1, 3, 10);
+    opened.subscriptions = "none".to_owned();
+    store.save_cursors(&[opened], NOT_STALE).await.unwrap();
+    let changed = report(agent, "a", 5, 1, 10, 20);
+    store
+        .save_cursors(&[closed(changed, 30)], NOT_STALE)
+        .await
+        .unwrap();
+    assert_eq!(cursor_of(&store, agent).await.0, 10, "the closed a holds");
+    // A later stream with a's current subscriptions, resumed at the hold and past it,
+    // takes over: the hold is released.
+    store
+        .save_cursors(&[report(agent, "b", 10, 40, 60, 50)], NOT_STALE)
+        .await
+        .unwrap();
+    assert_eq!(
+        cursor_of(&store, agent).await.0,
+        60,
+        "a's hold goes with its current subscriptions"
     );
 }
 

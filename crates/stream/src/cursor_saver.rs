@@ -29,8 +29,11 @@ pub const STALE_STREAM: Duration = Duration::from_secs(10 * 60);
 pub struct StreamCursor {
     pub agent: AgentId,
     pub stream: String,
-    /// Digest of the subscriptions it opened with ([`subscriptions_digest`]).
+    /// Digest of its current subscriptions ([`subscriptions_digest`]): those it opened
+    /// with, then those of its last accepted change.
     pub subscriptions: String,
+    /// Where it started covering its current subscriptions: where it resumed, or the
+    /// hub's head at its last subscription change.
     pub started_after: Seq,
     pub opened_at: UnixMillis,
 }
@@ -148,6 +151,9 @@ impl CursorSaver {
 }
 
 fn merge(existing: &mut CursorUpdate, update: CursorUpdate) {
+    // The later report knows the stream's current subscriptions.
+    existing.subscriptions = update.subscriptions;
+    existing.started_after = existing.started_after.max(update.started_after);
     existing.cursor = existing.cursor.max(update.cursor);
     existing.seen_at = existing.seen_at.max(update.seen_at);
     existing.closed_at = existing.closed_at.or(update.closed_at);

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::Secret as SecretObject;
 use kube::Client;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::discovery::ApiResource;
 use serde_json::{Value, json};
 
@@ -35,7 +35,7 @@ pub enum OwnedError {
         namespace: String,
         name: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     #[error("Secret {namespace}/{name} exists and is not managed by this agent")]
     ForeignSecret { namespace: String, name: String },
@@ -45,8 +45,13 @@ pub enum OwnedError {
         namespace: String,
         name: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
+}
+
+/// 32 random bytes, hex-encoded: the Receiver's token.
+fn new_token() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
 }
 
 /// Metadata both owned objects share.
@@ -142,56 +147,113 @@ impl OwnedObjects {
 
     /// Reads the token of `source`'s Secret, creating the Secret (with a new token) if it
     /// does not exist or has none.
+    ///
+    /// The Secret is created with a plain create, not an apply: of two agents that both
+    /// find it missing, exactly one succeeds, and the other (409) finds it made by another
+    /// agent and leaves the source alone. Two applies by the same field manager would
+    /// both succeed, the second overwriting the first agent's token.
     pub async fn ensure_secret(&self, source: &ManagedSource) -> Result<Secret, OwnedError> {
         let name = names::secret_name(&source.name);
         let api: Api<SecretObject> = Api::namespaced(self.client.clone(), &source.namespace);
-        let existing = api
-            .get_opt(&name)
+        if let Some(existing) = self.read_secret(&api, source, &name).await? {
+            if let Some(token) = self.own_token(&existing, source, &name)? {
+                return Ok(token);
+            }
+            // Ours, without a token (someone emptied it): give it one.
+            let token = new_token();
+            let body = secret_body(source, &token, &self.agent_id);
+            api.patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER),
+                &Patch::Apply(&body),
+            )
             .await
-            .map_err(|e| OwnedError::ReadSecret {
-                namespace: source.namespace.clone(),
-                name: name.clone(),
-                source: e,
-            })?;
-        if let Some(existing) = &existing {
-            let ours = existing
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(AGENT))
-                .is_some_and(|id| *id == self.agent_id);
-            if !ours {
-                return Err(OwnedError::ForeignSecret {
-                    namespace: source.namespace.clone(),
-                    name,
-                });
-            }
-            let token = existing
-                .data
-                .as_ref()
-                .and_then(|d| d.get("token"))
-                .and_then(|t| String::from_utf8(t.0.clone()).ok())
-                .filter(|t| !t.is_empty());
-            if let Some(token) = token {
-                return Ok(Secret::new(token));
-            }
+            .map_err(|e| self.apply_error(source, &name, e))?;
+            return Ok(Secret::new(token));
         }
-        let token = hex::encode(rand::random::<[u8; 32]>());
-        let body = secret_body(source, &token, &self.agent_id);
-        api.patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER),
-            &Patch::Apply(&body),
-        )
-        .await
-        .map_err(|e| OwnedError::Apply {
+        let token = new_token();
+        let secret: SecretObject =
+            serde_json::from_value(secret_body(source, &token, &self.agent_id))
+                .expect("the Secret body is a valid Secret");
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PostParams::default()
+        };
+        match api.create(&params, &secret).await {
+            Ok(_) => {
+                tracing::info!(namespace = %source.namespace, secret = %name, "created the Receiver's token Secret");
+                Ok(Secret::new(token))
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                // Made by someone else a moment ago.
+                let existing = self.read_secret(&api, source, &name).await?;
+                match existing.map(|e| self.own_token(&e, source, &name)) {
+                    Some(Ok(Some(token))) => Ok(token),
+                    Some(Err(foreign)) => Err(foreign),
+                    _ => Err(OwnedError::ForeignSecret {
+                        namespace: source.namespace.clone(),
+                        name,
+                    }),
+                }
+            }
+            Err(error) => Err(self.apply_error(source, &name, error)),
+        }
+    }
+
+    async fn read_secret(
+        &self,
+        api: &Api<SecretObject>,
+        source: &ManagedSource,
+        name: &str,
+    ) -> Result<Option<SecretObject>, OwnedError> {
+        api.get_opt(name).await.map_err(|e| OwnedError::ReadSecret {
+            namespace: source.namespace.clone(),
+            name: name.to_owned(),
+            source: Box::new(e),
+        })
+    }
+
+    /// The token of a Secret this agent made; `Ok(None)` if it has none, `Err` if another
+    /// agent (or a person) made it.
+    fn own_token(
+        &self,
+        existing: &SecretObject,
+        source: &ManagedSource,
+        name: &str,
+    ) -> Result<Option<Secret>, OwnedError> {
+        let ours = existing
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(AGENT))
+            .is_some_and(|id| *id == self.agent_id);
+        if !ours {
+            return Err(OwnedError::ForeignSecret {
+                namespace: source.namespace.clone(),
+                name: name.to_owned(),
+            });
+        }
+        Ok(existing
+            .data
+            .as_ref()
+            .and_then(|d| d.get("token"))
+            .and_then(|t| String::from_utf8(t.0.clone()).ok())
+            .filter(|t| !t.is_empty())
+            .map(Secret::new))
+    }
+
+    fn apply_error(
+        &self,
+        source: &ManagedSource,
+        name: &str,
+        source_error: kube::Error,
+    ) -> OwnedError {
+        OwnedError::Apply {
             kind: "Secret",
             namespace: source.namespace.clone(),
-            name: name.clone(),
-            source: e,
-        })?;
-        tracing::info!(namespace = %source.namespace, secret = %name, "created the Receiver's token Secret");
-        Ok(Secret::new(token))
+            name: name.to_owned(),
+            source: Box::new(source_error),
+        }
     }
 
     /// Applies `source`'s Receiver.
@@ -213,7 +275,7 @@ impl OwnedObjects {
             kind: "Receiver",
             namespace: source.namespace.clone(),
             name,
-            source: e,
+            source: Box::new(e),
         })?;
         Ok(())
     }

@@ -27,6 +27,8 @@ use tonic::{Status, Streaming};
 use fluxgate_fanout::{CloseReason, Delivery, Hub, Registration, StreamInfo};
 
 use crate::convert::{self, AgentHello};
+use fluxgate_routing::Subscription;
+
 use crate::cursor_saver::{CursorSaver, StreamCursor, subscriptions_digest};
 use crate::metric_names as names;
 use crate::status;
@@ -119,6 +121,7 @@ pub async fn run(
 ) {
     // The index keeps the subscriptions; the Hello keeps only what identifies them.
     let subscriptions = std::mem::take(&mut request.hello.subscriptions);
+    let current_subscriptions = subscriptions.clone();
     let opened_with = OpenedWith {
         digest: subscriptions_digest(&subscriptions),
         count: subscriptions.len(),
@@ -162,6 +165,7 @@ pub async fn run(
         last_sent: Seq::ZERO,
         stream_id: request.stream_id.clone(),
         cursor_id: None,
+        subscriptions: current_subscriptions,
     };
     let end = session
         .serve(
@@ -227,6 +231,8 @@ struct Session {
     stream_id: String,
     /// This stream's identity in cursor reports, once it knows where it resumes.
     cursor_id: Option<StreamCursor>,
+    /// What the stream subscribes to now (Hello, then every accepted change).
+    subscriptions: Vec<Subscription>,
 }
 
 impl Session {
@@ -396,6 +402,26 @@ impl Session {
         Ok(())
     }
 
+    /// Keeps the cursor row's identity true to the new subscriptions. A closed stream's
+    /// hold is released only by a later stream with the same subscriptions that started at
+    /// or below it (`store::sql::agents`): for this stream, the changed set is covered only
+    /// from the hub's head at the change on, so that is where it now counts as started.
+    fn subscriptions_changed(&mut self, add: Vec<Subscription>, remove: &[Subscription]) {
+        self.subscriptions
+            .retain(|kept| !remove.iter().any(|gone| gone.same_as(kept)));
+        for added in add {
+            if !self.subscriptions.iter().any(|kept| kept.same_as(&added)) {
+                self.subscriptions.push(added);
+            }
+        }
+        let head = self.context.hub.head();
+        if let Some(stream) = &mut self.cursor_id {
+            stream.subscriptions = subscriptions_digest(&self.subscriptions);
+            stream.started_after = stream.started_after.max(head);
+        }
+        self.record_cursor();
+    }
+
     fn record_cursor(&self) {
         if let Some(stream) = &self.cursor_id {
             self.context
@@ -443,9 +469,10 @@ impl Session {
                 );
                 self.context
                     .hub
-                    .change_subscriptions(id, add, &remove)
+                    .change_subscriptions(id, add.clone(), &remove)
                     .await
                     .map_err(|limit| status::over_limit(&limit))?;
+                self.subscriptions_changed(add, &remove);
             }
             Some(agent_message::Message::ReceiverHealth(report)) => {
                 self.health.record(&self.policy.name, report)?;

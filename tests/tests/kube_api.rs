@@ -86,6 +86,22 @@ async fn next_within<S: Stream + Unpin>(stream: &mut S) -> S::Item {
         .expect("stream has not ended")
 }
 
+/// The watcher's next events are a complete (re-)list: `Init`, then `InitDone` (the test
+/// objects are created after the list, so no `InitApply` comes between).
+async fn expect_listed<S>(events: &mut S)
+where
+    S: futures_util::Stream<Item = Result<Event<Secret>, watcher::Error>> + Unpin,
+{
+    assert!(matches!(
+        next_within(events).await.expect("init"),
+        Event::Init
+    ));
+    assert!(matches!(
+        next_within(events).await.expect("init done"),
+        Event::InitDone
+    ));
+}
+
 fn git_repository(name: &str) -> Value {
     json!({
         "apiVersion": "source.toolkit.fluxcd.io/v1",
@@ -310,14 +326,7 @@ async fn the_watcher_sees_added_modified_and_deleted() {
     let setup = setup().await;
     let secrets: Api<Secret> = Api::namespaced(setup.client.clone(), "apps");
     let mut events = watcher::watcher(secrets.clone(), watcher::Config::default()).boxed();
-    assert!(matches!(
-        next_within(&mut events).await.expect("init"),
-        Event::Init
-    ));
-    assert!(matches!(
-        next_within(&mut events).await.expect("init done"),
-        Event::InitDone
-    ));
+    expect_listed(&mut events).await;
     secrets
         .create(&PostParams::default(), &object(secret("s", "apps", "one")))
         .await
@@ -354,14 +363,7 @@ async fn an_expired_resource_version_makes_the_watcher_relist_and_continue() {
     let secrets: Api<Secret> = Api::namespaced(setup.client.clone(), "apps");
     let config = watcher::Config::default().disable_bookmarks();
     let mut events = watcher::watcher(secrets.clone(), config).boxed();
-    assert!(matches!(
-        next_within(&mut events).await.expect("init"),
-        Event::Init
-    ));
-    assert!(matches!(
-        next_within(&mut events).await.expect("init done"),
-        Event::InitDone
-    ));
+    expect_listed(&mut events).await;
     // A change the secret watcher does not see moves the global resourceVersion past it;
     // compacting makes its resourceVersion too old; ending its watch makes it re-watch.
     let config_map = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "other", "namespace": "apps"}});
@@ -372,14 +374,7 @@ async fn an_expired_resource_version_makes_the_watcher_relist_and_continue() {
         Err(watcher::Error::WatchError(status)) => assert_eq!(status.code, 410),
         other => panic!("expected a 410 watch error, got {other:?}"),
     }
-    assert!(matches!(
-        next_within(&mut events).await.expect("relist"),
-        Event::Init
-    ));
-    assert!(matches!(
-        next_within(&mut events).await.expect("relisted"),
-        Event::InitDone
-    ));
+    expect_listed(&mut events).await;
     setup
         .api
         .create(secret("after", "apps", "t"))

@@ -306,20 +306,51 @@ impl State {
         let namespace = body_namespace(resource, namespace, &body)?;
         check_name(&body, name)?;
         let key = Self::key(resource, &namespace, name);
-        let old = self
-            .objects
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(&resource.qualified_name(), name))?;
-        if let Some(expected) = body["metadata"]["resourceVersion"]
+        let expected = body["metadata"]["resourceVersion"]
             .as_str()
             .filter(|v| !v.is_empty())
+            .map(str::to_owned);
+        let old = self.existing(resource, &key, name, expected.as_deref())?;
+        self.update(resource, version, key, old, &body, target, manager)
+    }
+
+    /// The stored object at `key`: 404 if there is none, 409 if `expected` is a
+    /// `resourceVersion` other than its own.
+    fn existing(
+        &self,
+        resource: &ResourceType,
+        key: &ObjectKey,
+        name: &str,
+        expected: Option<&str>,
+    ) -> Result<Stored, ApiError> {
+        let old = self
+            .objects
+            .get(key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&resource.qualified_name(), name))?;
+        if let Some(expected) = expected
             && Some(expected) != old.value["metadata"]["resourceVersion"].as_str()
         {
             return Err(ApiError::conflict(&resource.qualified_name(), name));
         }
+        Ok(old)
+    }
+
+    /// Writes `new` over `old` as an update by `manager` (a replace or a patch), within
+    /// what `target` (the object or its status) may change.
+    #[allow(clippy::too_many_arguments)]
+    fn update(
+        &mut self,
+        resource: &ResourceType,
+        version: &str,
+        key: ObjectKey,
+        old: Stored,
+        new: &Value,
+        target: Target,
+        manager: &str,
+    ) -> Result<Value, ApiError> {
         let scope = scope_of(resource, target);
-        let body = scope.restrict(&old.value, &body);
+        let body = scope.restrict(&old.value, new);
         let mut managers = old.managers.clone();
         apply::record_update(
             &mut managers,
@@ -345,31 +376,16 @@ impl State {
         manager: &str,
     ) -> Result<Value, ApiError> {
         let key = Self::key(resource, namespace, name);
-        let old = self
-            .objects
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(&resource.qualified_name(), name))?;
-        if let Some(expected) = patch["metadata"]["resourceVersion"].as_str()
-            && Some(expected) != old.value["metadata"]["resourceVersion"].as_str()
-        {
-            return Err(ApiError::conflict(&resource.qualified_name(), name));
-        }
+        let old = self.existing(
+            resource,
+            &key,
+            name,
+            patch["metadata"]["resourceVersion"].as_str(),
+        )?;
         let mut patched = old.value.clone();
         merge(&mut patched, patch);
         check_name(&patched, name)?;
-        let scope = scope_of(resource, target);
-        let body = scope.restrict(&old.value, &patched);
-        let mut managers = old.managers.clone();
-        apply::record_update(
-            &mut managers,
-            manager,
-            &resource.api_version(version),
-            scope,
-            Some(&old.value),
-            &body,
-        );
-        self.write(resource, version, key, Some(old), body, managers)
+        self.update(resource, version, key, old, &patched, target, manager)
     }
 
     /// Server-side apply (`application/apply-patch+yaml`): creates or updates.

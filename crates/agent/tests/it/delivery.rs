@@ -24,6 +24,29 @@ fn generic(flux: &FluxReceiverStandIn, name: &str, token: &str, project: &str) -
     )
 }
 
+/// Two generic receivers, "down" (not Ready: every call fails) on `down_project` and
+/// "up" on `up_project`.
+async fn down_and_up(
+    down_project: &str,
+    up_project: &str,
+) -> (FluxReceiverStandIn, fluxgate_agent::AgentConfig) {
+    let flux = FluxReceiverStandIn::start([
+        Receiver::new("down", ReceiverType::Generic, "d"),
+        Receiver::new("up", ReceiverType::Generic, "u"),
+    ])
+    .await;
+    flux.set_ready("down", false);
+    let config = config(
+        "http://127.0.0.1:1",
+        &format!(
+            "{}{}",
+            generic(&flux, "down", "d", down_project),
+            generic(&flux, "up", "u", up_project)
+        ),
+    );
+    (flux, config)
+}
+
 #[tokio::test]
 async fn every_receiver_type_authenticates_and_gets_the_small_body() {
     let flux = FluxReceiverStandIn::start([
@@ -257,20 +280,7 @@ async fn an_unreachable_receiver_is_retried_and_reported_without_its_url() {
 
 #[tokio::test]
 async fn one_failing_receiver_does_not_delay_another_receivers_acks() {
-    let flux = FluxReceiverStandIn::start([
-        Receiver::new("down", ReceiverType::Generic, "d"),
-        Receiver::new("up", ReceiverType::Generic, "u"),
-    ])
-    .await;
-    flux.set_ready("down", false);
-    let config = config(
-        "http://127.0.0.1:1",
-        &format!(
-            "{}{}",
-            generic(&flux, "down", "d", "group/down"),
-            generic(&flux, "up", "u", "group/up")
-        ),
-    );
+    let (flux, config) = down_and_up("group/down", "group/up").await;
     let (mut dispatcher, _workers) = dispatcher(&config);
     dispatcher.dispatch(push(1, "group/down", "refs/heads/main"), 1);
     flux.wait_for_hits("down", 2, PATIENCE).await;
@@ -402,20 +412,7 @@ async fn a_burst_against_a_slow_receiver_costs_two_calls_and_acks_every_event() 
 
 #[tokio::test]
 async fn removing_a_receiver_finishes_the_events_that_waited_only_for_it() {
-    let flux = FluxReceiverStandIn::start([
-        Receiver::new("down", ReceiverType::Generic, "d"),
-        Receiver::new("up", ReceiverType::Generic, "u"),
-    ])
-    .await;
-    flux.set_ready("down", false);
-    let config = config(
-        "http://127.0.0.1:1",
-        &format!(
-            "{}{}",
-            generic(&flux, "down", "d", "group/app"),
-            generic(&flux, "up", "u", "group/app")
-        ),
-    );
+    let (flux, config) = down_and_up("group/app", "group/app").await;
     let (mut dispatcher, _workers) = dispatcher(&config);
     dispatcher.dispatch(push(1, "group/app", "refs/heads/main"), 1);
     flux.wait_for_hits("down", 2, PATIENCE).await;

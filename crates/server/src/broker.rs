@@ -195,13 +195,15 @@ impl Handle {
 /// Starts a broker on already bound `listeners` and returns at once; it runs until
 /// `shutdown` is cancelled (or [`Handle::shutdown`]), then stops in order.
 ///
-/// The process-wide Prometheus recorder is installed on first use (see
-/// [`telemetry::prometheus`]); logging is the caller's.
+/// The process-wide Prometheus recorder is installed here, before any part records (see
+/// [`telemetry::prometheus`]): values set while building, such as the log head gauge,
+/// would otherwise go to no recorder. Logging is the caller's.
 pub fn run(
     config: Config,
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Handle> {
+    let _ = metrics_handle();
     let addresses = listeners.addresses()?;
     let (started, started_rx) = watch::channel(false);
     let stop = shutdown.clone();

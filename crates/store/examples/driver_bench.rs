@@ -229,6 +229,9 @@ macro_rules! workloads {
                      (agent_id, stream_id, subscriptions, started_seq, cursor_seq, opened_at, updated_at, \
                      closed_at) \
                      VALUES {} ON CONFLICT (agent_id, stream_id) DO UPDATE SET \
+                     subscriptions = excluded.subscriptions, \
+                     started_seq = CASE WHEN agent_stream_cursors.started_seq < excluded.started_seq \
+                     THEN excluded.started_seq ELSE agent_stream_cursors.started_seq END, \
                      cursor_seq = CASE WHEN agent_stream_cursors.cursor_seq < excluded.cursor_seq \
                      THEN excluded.cursor_seq ELSE agent_stream_cursors.cursor_seq END, \
                      updated_at = CASE WHEN agent_stream_cursors.updated_at < excluded.updated_at \

@@ -1122,3 +1122,92 @@ async fn a_ready_delay_holds_the_receiver_unknown_first() {
     wait_ready(&setup, "gitlab-receiver").await;
     assert!(created.elapsed() >= delay);
 }
+
+#[tokio::test]
+async fn oci_repositories_are_served_in_both_versions_and_a_receiver_annotates_them() {
+    let setup = setup().await;
+    setup.api.install_flux_crds(FluxCrds::CURRENT);
+    let controller = NotificationControllerStandIn::start(&setup.api).await;
+    let oci = |version: &str| {
+        dynamic_api(
+            &setup.client,
+            "source.toolkit.fluxcd.io",
+            version,
+            "OCIRepository",
+            "flux-system",
+        )
+    };
+    let source = |url: &str| {
+        json!({
+            "apiVersion": "source.toolkit.fluxcd.io/v1beta2",
+            "kind": "OCIRepository",
+            "metadata": {"name": "manifests", "namespace": "flux-system"},
+            "spec": {"url": url, "interval": "1m", "ref": {"semver": ">=1.0.0"}},
+        })
+    };
+    // Flux's CRD pattern: `^oci://.*$`.
+    let status = api_error(
+        oci("v1beta2")
+            .create(
+                &PostParams::default(),
+                &object(source("https://registry.example.com/g/app")),
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(status.code, 422, "{status:?}");
+    oci("v1beta2")
+        .create(
+            &PostParams::default(),
+            &object(source("oci://registry.example.com/g/app/manifests")),
+        )
+        .await
+        .expect("an oci:// source is stored");
+    let read = oci("v1").get("manifests").await.expect("read as v1");
+    assert_eq!(
+        read.data["spec"]["url"],
+        "oci://registry.example.com/g/app/manifests"
+    );
+
+    setup
+        .api
+        .create(secret("oci-token", "flux-system", "s3cr3t"))
+        .expect("secret");
+    let resource = json!({
+        "apiVersion": "source.toolkit.fluxcd.io/v1beta2",
+        "kind": "OCIRepository",
+        "name": "manifests",
+    });
+    dynamic_api(
+        &setup.client,
+        "notification.toolkit.fluxcd.io",
+        "v1",
+        "Receiver",
+        "flux-system",
+    )
+    .create(
+        &PostParams::default(),
+        &object(receiver("oci", "generic-hmac", Some("oci-token"), resource)),
+    )
+    .await
+    .expect("a Receiver may name an OCIRepository");
+    let ready = wait_ready(&setup, "oci").await;
+    let path = ready["status"]["webhookPath"].as_str().expect("a path");
+    let body = br#"{"artifact":true}"#.to_vec();
+    let answer = reqwest::Client::new()
+        .post(format!("{}{path}", controller.webhook_base_url()))
+        .header("X-Signature", sha256_signature("s3cr3t", &body))
+        .body(body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(answer.status().as_u16(), 200);
+    let annotated = setup
+        .api
+        .get("ocirepositories", "flux-system", "manifests")
+        .expect("the source");
+    assert!(
+        annotated["metadata"]["annotations"]["reconcile.fluxcd.io/requestedAt"].is_string(),
+        "{annotated}"
+    );
+}

@@ -8,7 +8,7 @@ pub const RECEIVER_FAILED_ATTEMPTS: &str = "fluxgate_agent_receiver_failed_attem
 pub const TRIGGERS: &str = "fluxgate_agent_triggers_total";
 /// From the first call of a delivery to the Receiver's last answer.
 pub const TRIGGER_DURATION: &str = "fluxgate_agent_trigger_duration_seconds";
-/// Flux sources the Kubernetes mode sees, by what the agent makes of them.
+/// Flux sources the Kubernetes mode sees, by kind and by what the agent makes of them.
 pub const KUBERNETES_SOURCES: &str = "fluxgate_agent_kubernetes_sources";
 /// Receivers found in the cluster that the agent calls (its own and brought ones).
 pub const KUBERNETES_RECEIVERS_SERVED: &str = "fluxgate_agent_kubernetes_receivers_served";
@@ -44,7 +44,7 @@ pub fn describe() {
     );
     describe_gauge!(
         KUBERNETES_SOURCES,
-        "Flux GitRepositories seen, by state (managed, other_host, opted_out, pinned, bad_ref)."
+        "Flux sources seen, by kind (GitRepository, OCIRepository) and state (managed, other_host, opted_out, pinned, bad_ref)."
     );
     describe_gauge!(
         KUBERNETES_RECEIVERS_SERVED,

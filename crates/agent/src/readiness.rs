@@ -32,6 +32,9 @@ struct State {
 struct KubernetesState {
     /// The Flux APIs the cluster does not serve (yet).
     flux_apis_missing: Vec<String>,
+    /// Flux APIs the cluster does not serve that only some sources need (`OCIRepository`):
+    /// named here, but the agent is ready without them.
+    flux_apis_optional_missing: Vec<String>,
     /// Every watch has listed its objects at least once.
     watches_synced: bool,
     /// The last watch or API error, cleared when the watch works again.
@@ -76,6 +79,12 @@ impl Readiness {
     pub fn set_flux_apis_missing(&self, missing: Vec<String>) {
         if let Some(k) = &mut self.state.lock().kubernetes {
             k.flux_apis_missing = missing;
+        }
+    }
+
+    pub fn set_flux_apis_optional_missing(&self, missing: Vec<String>) {
+        if let Some(k) = &mut self.state.lock().kubernetes {
+            k.flux_apis_optional_missing = missing;
         }
     }
 
@@ -142,6 +151,14 @@ mod tests {
         assert_eq!(report.reasons, ["the cluster does not serve GitRepository"]);
         readiness.set_flux_apis_missing(Vec::new());
         readiness.set_watches_synced(true);
+        readiness.set_flux_apis_optional_missing(vec!["OCIRepository".to_owned()]);
+        let report = readiness.report();
+        assert!(report.ready, "{:?}", report.reasons);
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(
+            json["kubernetes"]["flux_apis_optional_missing"],
+            serde_json::json!(["OCIRepository"])
+        );
         readiness.set_kubernetes_error(Some("watch failed".to_owned()));
         assert_eq!(readiness.report().reasons, ["Kubernetes: watch failed"]);
     }

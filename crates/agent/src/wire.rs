@@ -41,12 +41,14 @@ pub fn subscriptions(receivers: &[Receiver]) -> Vec<proto::Subscription> {
             .as_ref()
             .map_or("", |p| p.as_str())
             .to_owned();
-        distinct
-            .entry((receiver.project.key().to_owned(), pattern.clone()))
-            .or_insert_with(|| proto::Subscription {
-                project: receiver.project.as_str().to_owned(),
-                ref_pattern: pattern,
-            });
+        for project in receiver.projects() {
+            distinct
+                .entry((project.key().to_owned(), pattern.clone()))
+                .or_insert_with(|| proto::Subscription {
+                    project: project.as_str().to_owned(),
+                    ref_pattern: pattern.clone(),
+                });
+        }
     }
     distinct.into_values().collect()
 }
@@ -216,7 +218,9 @@ mod tests {
         Receiver {
             name: name.to_owned(),
             project: FullPath::parse(project).unwrap(),
+            also_projects: Vec::new(),
             ref_pattern: pattern.map(|p| RefPattern::parse(p).unwrap()),
+            accepts: crate::receiver::Accepts::Pushes,
             kind: ReceiverKind::Generic,
             url: WebhookUrl::parse("http://flux/hook/x").unwrap(),
             token: Secret::new(""),
@@ -242,6 +246,27 @@ mod tests {
                 ("group/app".to_owned(), String::new()),
                 ("Group/App".to_owned(), "main".to_owned()),
                 ("group/lib".to_owned(), "refs/tags/v*".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_receiver_subscribes_under_each_of_its_projects() {
+        let mut oci = receiver("oci", "g/sub/app/manifests", None);
+        oci.also_projects = ["g/sub", "g/sub/app"]
+            .iter()
+            .map(|p| FullPath::parse(p).unwrap())
+            .collect();
+        let pairs: Vec<(String, String)> = subscriptions(&[oci, receiver("b", "g/sub/app", None)])
+            .into_iter()
+            .map(|s| (s.project, s.ref_pattern))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("g/sub".to_owned(), String::new()),
+                ("g/sub/app".to_owned(), String::new()),
+                ("g/sub/app/manifests".to_owned(), String::new()),
             ]
         );
     }

@@ -13,6 +13,10 @@
 //!   context: my-cluster      # kubeconfig context when outside a cluster (default: current)
 //!   namespaces: [apps]       # watch only these namespaces (default: all)
 //!   label_selector: fluxgate.io/agent=prod   # only sources with these labels (default: all)
+//!   registry_hosts: [registry.gitlab.example.com]   # the instance's container registry:
+//!                            # OCIRepository URLs on these hosts are followed (host or
+//!                            # host:port; default: registry.<gitlab_url host>; [] turns
+//!                            # OCIRepository discovery off)
 //!   leader_election:
 //!     enabled: true          # replicas elect one leader with a Lease (default: true)
 //!     lease_name: fluxgate-agent
@@ -32,6 +36,7 @@ use super::ConfigError;
 use crate::flux_path::DEFAULT_WEBHOOK_RECEIVER_URL;
 use crate::kubernetes::gitlab_instance::GitLabInstance;
 use crate::kubernetes::names::is_dns_label;
+use crate::kubernetes::registry::{Registry, RegistryHost};
 use crate::kubernetes::webhook_base::WebhookBase;
 
 /// Where a pod finds its own namespace.
@@ -51,6 +56,7 @@ pub(super) struct KubernetesSection {
     pub context: Option<String>,
     pub namespaces: Vec<String>,
     pub label_selector: Option<String>,
+    pub registry_hosts: Option<Vec<String>>,
     pub leader_election: LeaderElectionSection,
 }
 
@@ -96,6 +102,8 @@ pub struct KubernetesSettings {
     /// Namespaces to watch; empty: all.
     pub namespaces: Vec<String>,
     pub label_selector: Option<String>,
+    /// The instance's container registry: `OCIRepository` sources must point at it.
+    pub registry: Registry,
     pub leader: LeaderElection,
     /// Names this agent on the objects it owns (`<lease namespace>/<lease name>`), so two
     /// agents in one cluster never take each other's objects.
@@ -144,6 +152,28 @@ pub(super) fn validate(
             ));
         }
     }
+    /// Most `registry_hosts` entries.
+    const MAX_REGISTRY_HOSTS: usize = 16;
+    let registry = match section.registry_hosts {
+        None => Registry::new(vec![RegistryHost::default_for(gitlab.host())]),
+        Some(hosts) if hosts.len() > MAX_REGISTRY_HOSTS => {
+            return Err(ConfigError::invalid(
+                "kubernetes.registry_hosts",
+                format!("at most {MAX_REGISTRY_HOSTS} hosts"),
+            ));
+        }
+        Some(hosts) => Registry::new(
+            hosts
+                .iter()
+                .enumerate()
+                .map(|(index, host)| {
+                    RegistryHost::parse(host).map_err(|e| {
+                        ConfigError::invalid(format!("kubernetes.registry_hosts[{index}]"), e.to_string())
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+    };
     let label_selector = section
         .label_selector
         .map(|s| s.trim().to_owned())
@@ -160,6 +190,7 @@ pub(super) fn validate(
         context,
         namespaces: section.namespaces,
         label_selector,
+        registry,
         leader,
     })
 }

@@ -1,4 +1,11 @@
 //! Validation of the `receivers` list: names, projects, refs, tokens and hook URLs.
+//!
+//! Static receivers are triggered by pushes (branch and tag pushes whose ref matches, and
+//! ref-less project pushes), never by pipeline (artifact) events: they have no `events:`
+//! option. A Receiver that should follow pipeline artifacts is better discovered from its
+//! source (`OCIRepository`, or a `GitRepository` annotated
+//! `fluxgate.io/pipeline-events: "true"`), where the agent knows the tag or ref the source
+//! follows; a static entry knows neither.
 
 use std::path::Path;
 
@@ -113,7 +120,11 @@ fn validate_one(
     Ok(Receiver {
         name,
         project,
+        also_projects: Vec::new(),
         ref_pattern,
+        // Static receivers keep the push kinds; pipeline events are for discovered sources
+        // (see the module documentation).
+        accepts: crate::receiver::Accepts::Pushes,
         kind: entry.kind,
         url,
         token,

@@ -376,6 +376,13 @@ fn the_kubernetes_mode_needs_no_static_receiver_and_gets_agentk_defaults() {
     );
     assert!(kubernetes.namespaces.is_empty());
     assert_eq!(kubernetes.label_selector, None);
+    let hosts: Vec<String> = kubernetes
+        .registry
+        .hosts()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(hosts, ["registry.example.com"]);
     let leader = &kubernetes.leader;
     assert!(leader.enabled);
     assert_eq!(leader.lease_name, "fluxgate-agent");
@@ -426,7 +433,42 @@ fn kubernetes_settings_are_validated() {
         ))
         .contains("unknown field")
     );
+    assert!(
+        error(&format!(
+            "{base}gitlab_url: https://g\nkubernetes: {{registry_hosts: [ok.example.com, 'https://r/x']}}\n"
+        ))
+        .starts_with("kubernetes.registry_hosts[1]:")
+    );
     assert!(error(base).starts_with("receivers: at least one receiver is required"));
+}
+
+#[test]
+fn registry_hosts_replace_the_default_and_may_be_empty() {
+    let config = AgentConfig::from_yaml(
+        &format!("{KUBERNETES}\n").replace(
+            "kubernetes: {}",
+            "kubernetes: {registry_hosts: [gitlab.example.com:5050, Registry.Example.com]}",
+        ),
+        Path::new("/x"),
+        &kube_env,
+    )
+    .expect("valid");
+    let hosts: Vec<String> = config
+        .kubernetes
+        .unwrap()
+        .registry
+        .hosts()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(hosts, ["gitlab.example.com:5050", "registry.example.com"]);
+    let off = AgentConfig::from_yaml(
+        &KUBERNETES.replace("kubernetes: {}", "kubernetes: {registry_hosts: []}"),
+        Path::new("/x"),
+        &kube_env,
+    )
+    .expect("valid");
+    assert!(off.kubernetes.unwrap().registry.hosts().is_empty());
 }
 
 #[test]

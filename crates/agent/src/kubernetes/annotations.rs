@@ -21,8 +21,14 @@ pub const PROJECT: &str = "fluxgate.io/project";
 /// ref), as in the static configuration (`refs/heads/main`, `refs/tags/v*`, `main`).
 pub const REF: &str = "fluxgate.io/ref";
 
-/// Annotation on a `GitRepository`: `"true"` leaves it alone (no Receiver is made).
+/// Annotation on a `GitRepository` or `OCIRepository`: `"true"` leaves it alone (no
+/// Receiver is made).
 pub const OPT_OUT: &str = "fluxgate.io/ignore";
+
+/// Annotation on a `GitRepository`: `"true"` makes its Receiver also triggered by pipeline
+/// (artifact) events whose ref it follows, not only by pushes. `OCIRepository` sources are
+/// triggered by artifact events only, without it.
+pub const PIPELINE_EVENTS: &str = "fluxgate.io/pipeline-events";
 
 /// The annotation Flux's notification-controller sets on a resource a Receiver triggers.
 pub const RECONCILE_REQUESTED_AT: &str = "reconcile.fluxcd.io/requestedAt";

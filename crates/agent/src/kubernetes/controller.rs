@@ -1,19 +1,26 @@
-//! The discovery controller: from the cluster's `GitRepository` and `Receiver` objects to
-//! the receivers the agent serves.
+//! The discovery controller: from the cluster's `GitRepository`, `OCIRepository` and
+//! `Receiver` objects to the receivers the agent serves.
 //!
 //! It follows kube-rs' controller model: watches keep caches of the objects
 //! ([`super::object_cache`]), and after every change one reconcile pass compares what
 //! should exist with what does, level-triggered, so a missed or repeated event is harmless.
 //! A pass:
 //!
-//! 1. judges every source ([`super::source`]); for each one on the GitLab instance that a
-//!    push can move, and while this replica leads, makes sure its Secret and Receiver exist
-//!    and hold what they should ([`super::owned`]), writing only what differs;
+//! 1. judges every source ([`super::source`]); for each one on the GitLab instance (or its
+//!    registry) that a push or an artifact can move, and while this replica leads, makes
+//!    sure its Secret and Receiver exist and hold what they should ([`super::owned`]),
+//!    writing only what differs;
 //! 2. takes every Receiver that is Ready with a webhook path, the agent's own and the ones
 //!    people brought (annotated with a project), as a receiver to call at
 //!    `<webhook base><status.webhookPath>`;
 //! 3. publishes the receiver set (static ones first) when it changed; the broker stream
 //!    follows it in place (a `SubscriptionChange`, no reconnect).
+//!
+//! Each source's receiver says which events trigger it ([`Accepts`]): a `GitRepository`'s
+//! takes pushes (and ref-less project pushes), plus pipeline artifact events of its refs
+//! when annotated `fluxgate.io/pipeline-events: "true"`; an `OCIRepository`'s takes only
+//! artifact events of its repository whose tag its `spec.ref` accepts, and subscribes to
+//! every candidate project of its URL ([`super::registry`]).
 //!
 //! A write that fails is retried with backoff by a later pass. Sources it will not manage
 //! (pinned, unreadable ref, a Receiver name taken by someone else or another agent) are
@@ -28,6 +35,7 @@ use futures_util::stream::{BoxStream, SelectAll};
 use futures_util::{FutureExt as _, StreamExt as _};
 use kube::Client;
 use kube::api::{Api, DynamicObject};
+use kube::discovery::ApiResource;
 use kube::runtime::WatchStreamExt as _;
 use kube::runtime::watcher::{self, Event};
 use tokio::sync::watch;
@@ -38,13 +46,13 @@ use super::flux_receiver::{Maker, ReceiverView};
 use super::names;
 use super::object_cache::ObjectCache;
 use super::owned::{OwnedObjects, receiver_body, receiver_is_current};
-use super::source::{ManagedSource, SourceVerdict, judge};
+use super::source::{Follows, ManagedSource, SourceKind, SourceVerdict, judge, judge_oci};
 use super::webhook_base::WebhookBase;
 use crate::config::KubernetesSettings;
 use crate::flux_path::WebhookUrl;
 use crate::metric_names;
 use crate::readiness::Readiness;
-use crate::receiver::{Receiver, ReceiverKind, ReceiverSet, Route};
+use crate::receiver::{Accepts, Receiver, ReceiverKind, ReceiverSet, Route};
 use crate::secret::Secret;
 
 /// A full pass runs at least this often, to retry failed writes and re-read brought
@@ -55,6 +63,7 @@ const RESYNC_INTERVAL: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, Copy)]
 enum Watched {
     Source(usize),
+    OciSource(usize),
     Receiver(usize),
 }
 
@@ -79,6 +88,8 @@ struct Running {
     apis: FluxApis,
     owned: OwnedObjects,
     sources: Vec<ObjectCache>,
+    /// One per scope while `OCIRepository` is watched; empty otherwise.
+    oci_sources: Vec<ObjectCache>,
     receivers: Vec<ObjectCache>,
     /// Tokens of the agent's own Secrets, by `(namespace, secret name)`.
     tokens: HashMap<(String, String), Secret>,
@@ -125,14 +136,20 @@ impl Controller {
         };
         tracing::info!(
             git_repository = %apis.git_repository.api_version,
+            oci_repository = ?apis.oci_repository.as_ref().map(|r| &r.api_version),
             receiver = %apis.receiver.api_version,
             gitlab = %self.settings.gitlab.host(),
+            registry = ?self.settings.registry.hosts().iter().map(ToString::to_string).collect::<Vec<_>>(),
             namespaces = ?self.settings.namespaces,
             label_selector = ?self.settings.label_selector,
             "watching Flux sources"
         );
         let mut events = self.watches(&apis);
         let scopes = self.scopes().len();
+        let oci_watched = self.oci_wanted() && apis.oci_repository.is_some();
+        if self.oci_wanted() && !oci_watched {
+            self.report_oci_missing();
+        }
         let mut running = Running {
             owned: OwnedObjects::new(
                 self.client.clone(),
@@ -141,6 +158,11 @@ impl Controller {
             ),
             apis,
             sources: (0..scopes).map(|_| ObjectCache::default()).collect(),
+            oci_sources: if oci_watched {
+                (0..scopes).map(|_| ObjectCache::default()).collect()
+            } else {
+                Vec::new()
+            },
             receivers: (0..scopes).map(|_| ObjectCache::default()).collect(),
             tokens: HashMap::new(),
             brought_tokens: HashMap::new(),
@@ -167,12 +189,16 @@ impl Controller {
                         self.set_acting(false);
                     }
                 }
-                _ = resync.tick() => running.brought_tokens.clear(),
+                _ = resync.tick() => {
+                    running.brought_tokens.clear();
+                    self.recheck_oci(&mut running, &mut events).await;
+                }
                 () = sleep_until(running.retry_due) => running.retry_due = None,
             }
             let synced = running
                 .sources
                 .iter()
+                .chain(&running.oci_sources)
                 .chain(&running.receivers)
                 .all(ObjectCache::is_synced);
             self.readiness.set_watches_synced(synced);
@@ -186,6 +212,49 @@ impl Controller {
     fn set_acting(&self, acting: bool) {
         self.acting
             .send_if_modified(|current| std::mem::replace(current, acting) != acting);
+    }
+
+    /// True if `OCIRepository` sources can point at a configured registry host.
+    fn oci_wanted(&self) -> bool {
+        !self.settings.registry.hosts().is_empty()
+    }
+
+    fn report_oci_missing(&self) {
+        tracing::error!(
+            missing = flux_api::OCI_REPOSITORY_MISSING,
+            "the cluster does not serve Flux's OCIRepository API; GitRepository sources are \
+             served, OCIRepository sources are not. Checking again every {RESYNC_INTERVAL:?}"
+        );
+        self.readiness
+            .set_flux_apis_optional_missing(vec![flux_api::OCI_REPOSITORY_MISSING.to_owned()]);
+    }
+
+    /// Asks again for the `OCIRepository` API when it was missing, and watches it once the
+    /// cluster serves it.
+    async fn recheck_oci(
+        &self,
+        running: &mut Running,
+        events: &mut SelectAll<BoxStream<'static, WatchEvent>>,
+    ) {
+        if !self.oci_wanted() || running.apis.oci_repository.is_some() {
+            return;
+        }
+        let resource = match flux_api::discover_oci_repository(&self.client).await {
+            Ok(Some(resource)) => resource,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(%error, "cannot ask the Kubernetes API whether it serves OCIRepository");
+                return;
+            }
+        };
+        tracing::info!(oci_repository = %resource.api_version, "the cluster serves OCIRepository now; watching it");
+        let scopes = self.scopes();
+        running.oci_sources = (0..scopes.len()).map(|_| ObjectCache::default()).collect();
+        for (index, scope) in scopes.iter().enumerate() {
+            events.push(self.watch(scope, &resource, Watched::OciSource(index), true));
+        }
+        running.apis.oci_repository = Some(resource);
+        self.readiness.set_flux_apis_optional_missing(Vec::new());
     }
 
     /// Polls API discovery until the cluster serves the Flux APIs.
@@ -243,33 +312,41 @@ impl Controller {
         }
     }
 
-    /// One watch of sources and one of Receivers per scope, merged.
+    /// One watch of each source kind and one of Receivers per scope, merged.
     fn watches(&self, apis: &FluxApis) -> SelectAll<BoxStream<'static, WatchEvent>> {
         let mut all = SelectAll::new();
-        for (index, scope) in self.scopes().into_iter().enumerate() {
-            let api = |resource| match &scope {
-                Some(namespace) => {
-                    Api::<DynamicObject>::namespaced_with(self.client.clone(), namespace, resource)
-                }
-                None => Api::<DynamicObject>::all_with(self.client.clone(), resource),
-            };
-            let mut source_config = watcher::Config::default().any_semantic();
-            if let Some(selector) = &self.settings.label_selector {
-                source_config = source_config.labels(selector);
+        for (index, scope) in self.scopes().iter().enumerate() {
+            all.push(self.watch(scope, &apis.git_repository, Watched::Source(index), true));
+            if let Some(oci) = apis.oci_repository.as_ref().filter(|_| self.oci_wanted()) {
+                all.push(self.watch(scope, oci, Watched::OciSource(index), true));
             }
-            let sources = watcher::watcher(api(&apis.git_repository), source_config)
-                .default_backoff()
-                .map(move |event| (Watched::Source(index), event));
-            let receivers = watcher::watcher(
-                api(&apis.receiver),
-                watcher::Config::default().any_semantic(),
-            )
-            .default_backoff()
-            .map(move |event| (Watched::Receiver(index), event));
-            all.push(sources.boxed());
-            all.push(receivers.boxed());
+            all.push(self.watch(scope, &apis.receiver, Watched::Receiver(index), false));
         }
         all
+    }
+
+    /// A watch of `resource` in `scope`; sources (`labels`) follow the label selector.
+    fn watch(
+        &self,
+        scope: &Option<String>,
+        resource: &ApiResource,
+        watched: Watched,
+        labels: bool,
+    ) -> BoxStream<'static, WatchEvent> {
+        let api = match scope {
+            Some(namespace) => {
+                Api::<DynamicObject>::namespaced_with(self.client.clone(), namespace, resource)
+            }
+            None => Api::<DynamicObject>::all_with(self.client.clone(), resource),
+        };
+        let mut config = watcher::Config::default().any_semantic();
+        if labels && let Some(selector) = &self.settings.label_selector {
+            config = config.labels(selector);
+        }
+        watcher::watcher(api, config)
+            .default_backoff()
+            .map(move |event| (watched, event))
+            .boxed()
     }
 
     fn on_event(&self, running: &mut Running, (watched, event): WatchEvent) {
@@ -277,7 +354,8 @@ impl Controller {
             Ok(event) => event,
             Err(error) => {
                 let what = match watched {
-                    Watched::Source(_) => running.apis.git_repository.kind.as_str(),
+                    Watched::Source(_) => SourceKind::GitRepository.as_str(),
+                    Watched::OciSource(_) => SourceKind::OciRepository.as_str(),
                     Watched::Receiver(_) => "Receiver",
                 };
                 tracing::warn!(%error, watch = what, "Kubernetes watch failed; retrying with backoff");
@@ -289,6 +367,7 @@ impl Controller {
         self.readiness.set_kubernetes_error(None);
         match watched {
             Watched::Source(index) => running.sources[index].apply(event),
+            Watched::OciSource(index) => running.oci_sources[index].apply(event),
             Watched::Receiver(index) => running.receivers[index].apply(event),
         };
     }
@@ -299,29 +378,51 @@ impl Controller {
         let leading = *self.leading.borrow();
         let mut discovered = Vec::new();
         let mut failed = false;
-        let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
-        let sources: Vec<DynamicObject> = running
+        let mut counts: BTreeMap<(&'static str, &'static str), u64> = BTreeMap::new();
+        let sources: Vec<(SourceKind, DynamicObject)> = running
             .sources
             .iter()
             .flat_map(ObjectCache::iter)
-            .cloned()
+            .map(|object| (SourceKind::GitRepository, object.clone()))
+            .chain(
+                running
+                    .oci_sources
+                    .iter()
+                    .flat_map(ObjectCache::iter)
+                    .map(|object| (SourceKind::OciRepository, object.clone())),
+            )
             .collect();
-        for object in &sources {
-            let verdict = judge(
-                object,
-                &running.apis.git_repository.api_version,
-                &self.settings.gitlab,
-            );
-            *counts.entry(verdict_label(&verdict)).or_default() += 1;
+        let oci_api_version = running
+            .apis
+            .oci_repository
+            .as_ref()
+            .map(|r| r.api_version.clone())
+            .unwrap_or_default();
+        for (kind, object) in &sources {
+            let verdict = match kind {
+                SourceKind::GitRepository => judge(
+                    object,
+                    &running.apis.git_repository.api_version,
+                    &self.settings.gitlab,
+                ),
+                SourceKind::OciRepository => {
+                    judge_oci(object, &oci_api_version, &self.settings.registry)
+                }
+            };
+            *counts
+                .entry((kind.as_str(), verdict_label(&verdict)))
+                .or_default() += 1;
             let namespace = object.metadata.namespace.clone().unwrap_or_default();
             let name = object.metadata.name.clone().unwrap_or_default();
             let source = match verdict {
                 SourceVerdict::Managed(source) => source,
                 SourceVerdict::OtherHost => continue,
                 other => {
-                    self.warn_unmanaged(running, &namespace, &name, &other);
+                    self.warn_unmanaged(running, *kind, &namespace, &name, &other);
                     if leading {
-                        failed |= !self.remove_own_receiver(running, &namespace, &name).await;
+                        failed |= !self
+                            .remove_own_receiver(running, *kind, &namespace, &name)
+                            .await;
                     }
                     continue;
                 }
@@ -334,21 +435,24 @@ impl Controller {
         }
         let live: HashSet<(String, String)> = sources
             .iter()
-            .map(|object| {
+            .map(|(kind, object)| {
                 (
                     object.metadata.namespace.clone().unwrap_or_default(),
-                    names::secret_name(object.metadata.name.as_deref().unwrap_or_default()),
+                    names::secret_name(*kind, object.metadata.name.as_deref().unwrap_or_default()),
                 )
             })
             .collect();
         running.tokens.retain(|key, _| live.contains(key));
         discovered.extend(self.brought_receivers(running).await);
-        for (state, count) in &counts {
-            metrics::gauge!(metric_names::KUBERNETES_SOURCES, "state" => *state).set(*count as f64);
-        }
-        for state in ["managed", "other_host", "opted_out", "pinned", "bad_ref"] {
-            if !counts.contains_key(state) {
-                metrics::gauge!(metric_names::KUBERNETES_SOURCES, "state" => state).set(0.0);
+        for kind in [SourceKind::GitRepository, SourceKind::OciRepository] {
+            for state in ["managed", "other_host", "opted_out", "pinned", "bad_ref"] {
+                let count = counts.get(&(kind.as_str(), state)).copied().unwrap_or(0);
+                metrics::gauge!(
+                    metric_names::KUBERNETES_SOURCES,
+                    "kind" => kind.as_str(),
+                    "state" => state,
+                )
+                .set(count as f64);
             }
         }
         metrics::gauge!(metric_names::KUBERNETES_RECEIVERS_SERVED).set(discovered.len() as f64);
@@ -369,8 +473,8 @@ impl Controller {
         source: &ManagedSource,
         leading: bool,
     ) -> Result<Option<Receiver>, ()> {
-        let receiver_name = names::receiver_name(&source.name);
-        let secret_name = names::secret_name(&source.name);
+        let receiver_name = names::receiver_name(source.kind, &source.name);
+        let secret_name = names::secret_name(source.kind, &source.name);
         let existing = find(&running.receivers, &source.namespace, &receiver_name);
         let view = existing.map(|object| ReceiverView::read(object, &self.settings.agent_id));
         if let Some(view) = &view {
@@ -429,8 +533,9 @@ impl Controller {
                             namespace = %source.namespace,
                             receiver = %receiver_name,
                             source = %source.name,
+                            kind = source.kind.as_str(),
                             project = %source.project,
-                            refs = %source.refs.as_str(),
+                            follows = %source.describe_follows(),
                             "applied the source's Receiver"
                         );
                     }
@@ -448,15 +553,17 @@ impl Controller {
         let Some(path) = view.ready_path else {
             return Ok(None);
         };
-        Ok(self.receiver(
-            &view.namespace,
-            &view.name,
-            &path,
-            source.project.clone(),
-            Some(source.refs.clone()),
-            ReceiverKind::GenericHmac,
-            token.clone(),
-        ))
+        Ok(self
+            .receiver(
+                &view.namespace,
+                &view.name,
+                &path,
+                source.project.clone(),
+                None,
+                ReceiverKind::GenericHmac,
+                token.clone(),
+            )
+            .map(|receiver| follow_source(receiver, source)))
     }
 
     /// Deletes the Receiver this agent made for a source it no longer manages. Returns
@@ -464,10 +571,11 @@ impl Controller {
     async fn remove_own_receiver(
         &self,
         running: &mut Running,
+        kind: SourceKind,
         namespace: &str,
         source: &str,
     ) -> bool {
-        let name = names::receiver_name(source);
+        let name = names::receiver_name(kind, source);
         let ours = find(&running.receivers, namespace, &name).is_some_and(|object| {
             ReceiverView::read(object, &self.settings.agent_id).maker == Maker::ThisAgent
         });
@@ -581,7 +689,9 @@ impl Controller {
         Some(Receiver {
             name: format!("{namespace}/{name}"),
             project,
+            also_projects: Vec::new(),
             ref_pattern: refs,
+            accepts: Accepts::Pushes,
             kind,
             url,
             token,
@@ -615,17 +725,42 @@ impl Controller {
     fn warn_unmanaged(
         &self,
         running: &mut Running,
+        kind: SourceKind,
         namespace: &str,
         name: &str,
         verdict: &SourceVerdict,
     ) {
+        let kind = kind.as_str();
         let message = match verdict {
-            SourceVerdict::Pinned { project, commit } => format!(
-                "GitRepository {namespace}/{name} ({project}) is pinned to commit {commit}: no \
-                 push can move it, so it is not triggered"
+            SourceVerdict::Pinned {
+                kind: SourceKind::GitRepository,
+                project,
+                pin,
+            } => format!(
+                "{kind} {namespace}/{name} ({project}) is pinned to commit {pin}: no push can \
+                 move it, so it is not triggered"
             ),
-            SourceVerdict::BadRef { project, error } => {
-                format!("GitRepository {namespace}/{name} ({project}) is not triggered: {error}")
+            SourceVerdict::Pinned {
+                kind: SourceKind::OciRepository,
+                project,
+                pin,
+            } => format!(
+                "{kind} {namespace}/{name} ({project}) is pinned to digest {pin}: no artifact \
+                 can move it, so it is not triggered"
+            ),
+            SourceVerdict::BadRef {
+                project: Some(project),
+                error,
+                ..
+            } => {
+                format!("{kind} {namespace}/{name} ({project}) is not triggered: {error}")
+            }
+            SourceVerdict::BadRef {
+                project: None,
+                error,
+                ..
+            } => {
+                format!("{kind} {namespace}/{name} is not triggered: {error}")
             }
             SourceVerdict::OptedOut => {
                 tracing::debug!(%namespace, %name, "source opted out");
@@ -639,6 +774,41 @@ impl Controller {
             &message,
         );
     }
+}
+
+/// Makes `receiver` (made for a managed source's Receiver) follow what moves the source.
+fn follow_source(mut receiver: Receiver, source: &ManagedSource) -> Receiver {
+    match &source.follows {
+        Follows::Git {
+            refs,
+            pipeline_events,
+        } => {
+            receiver.ref_pattern = Some(refs.clone());
+            receiver.accepts = if *pipeline_events {
+                Accepts::PushesAndArtifacts
+            } else {
+                Accepts::Pushes
+            };
+        }
+        Follows::Oci {
+            candidates,
+            repository,
+            tags,
+        } => {
+            // Every ref: an artifact's ref says nothing about its tag; the tag decides.
+            receiver.ref_pattern = None;
+            receiver.also_projects = candidates
+                .iter()
+                .filter(|candidate| candidate.key() != source.project.key())
+                .cloned()
+                .collect();
+            receiver.accepts = Accepts::Artifacts {
+                repository: repository.clone(),
+                tags: tags.clone(),
+            };
+        }
+    }
+    receiver
 }
 
 /// Logs `message` as a warning unless `key` was warned about before.

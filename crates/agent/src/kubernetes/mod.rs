@@ -3,6 +3,9 @@
 //!
 //! - [`gitlab_instance`], [`source_ref`], [`source`]: which `GitRepository` objects point
 //!   at the GitLab instance, at which project, following which refs.
+//! - [`registry`], [`oci_ref`], [`semver_range`]: which `OCIRepository` objects point at
+//!   the instance's container registry, at which candidate projects, following which tags
+//!   (exact, or a semver range read as Flux does).
 //! - [`names`], [`owned`], [`annotations`]: the Secret and Receiver the agent owns per
 //!   source, and the marks it puts on them.
 //! - [`flux_receiver`]: reading Receivers (Ready, webhook path, who made them).
@@ -22,7 +25,10 @@ pub mod gitlab_instance;
 pub mod leader;
 pub mod names;
 pub mod object_cache;
+pub mod oci_ref;
 pub mod owned;
+pub mod registry;
+pub mod semver_range;
 pub mod source;
 pub mod source_ref;
 pub mod webhook_base;

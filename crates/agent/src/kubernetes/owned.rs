@@ -63,7 +63,7 @@ fn metadata(source: &ManagedSource, name: &str, agent_id: &str) -> Value {
         "annotations": { AGENT: agent_id, PROJECT: source.project.as_str() },
         "ownerReferences": [{
             "apiVersion": source.api_version,
-            "kind": "GitRepository",
+            "kind": source.kind.as_str(),
             "name": source.name,
             "uid": source.uid,
             "controller": true,
@@ -76,15 +76,15 @@ pub fn receiver_body(source: &ManagedSource, receiver: &ApiResource, agent_id: &
     json!({
         "apiVersion": receiver.api_version,
         "kind": "Receiver",
-        "metadata": metadata(source, &names::receiver_name(&source.name), agent_id),
+        "metadata": metadata(source, &names::receiver_name(source.kind, &source.name), agent_id),
         "spec": {
             "type": "generic-hmac",
             "resources": [{
                 "apiVersion": source.api_version,
-                "kind": "GitRepository",
+                "kind": source.kind.as_str(),
                 "name": source.name,
             }],
-            "secretRef": { "name": names::secret_name(&source.name) },
+            "secretRef": { "name": names::secret_name(source.kind, &source.name) },
         },
     })
 }
@@ -94,7 +94,7 @@ fn secret_body(source: &ManagedSource, token: &str, agent_id: &str) -> Value {
     json!({
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": metadata(source, &names::secret_name(&source.name), agent_id),
+        "metadata": metadata(source, &names::secret_name(source.kind, &source.name), agent_id),
         "type": "Opaque",
         "data": { "token": base64::engine::general_purpose::STANDARD.encode(token) },
     })
@@ -153,7 +153,7 @@ impl OwnedObjects {
     /// agent and leaves the source alone. Two applies by the same field manager would
     /// both succeed, the second overwriting the first agent's token.
     pub async fn ensure_secret(&self, source: &ManagedSource) -> Result<Secret, OwnedError> {
-        let name = names::secret_name(&source.name);
+        let name = names::secret_name(source.kind, &source.name);
         let api: Api<SecretObject> = Api::namespaced(self.client.clone(), &source.namespace);
         if let Some(existing) = self.read_secret(&api, source, &name).await? {
             if let Some(token) = self.own_token(&existing, source, &name)? {
@@ -262,7 +262,7 @@ impl OwnedObjects {
         body: &Value,
         source: &ManagedSource,
     ) -> Result<(), OwnedError> {
-        let name = names::receiver_name(&source.name);
+        let name = names::receiver_name(source.kind, &source.name);
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), &source.namespace, &self.receiver);
         api.patch(

@@ -123,7 +123,9 @@ mod tests {
         Receiver {
             name: "app".to_owned(),
             project: FullPath::parse("group/app").unwrap(),
+            also_projects: Vec::new(),
             ref_pattern: Some(RefPattern::parse("main").unwrap()),
+            accepts: crate::receiver::Accepts::Pushes,
             kind,
             url: WebhookUrl::parse("http://flux/hook/x").unwrap(),
             token: Secret::new(token),

@@ -6,5 +6,6 @@ mod binary;
 mod delivery;
 mod deploy_config;
 mod fake_broker;
+mod kubernetes;
 mod stream;
 mod support;

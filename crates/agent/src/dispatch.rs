@@ -37,7 +37,10 @@ use crate::receiver::worker::{Completion, Origin, Ticket, WorkerContext, WorkerH
 /// True if both define the same receiver (the worker needs no update).
 pub fn same_definition(a: &Receiver, b: &Receiver) -> bool {
     a.project.as_str() == b.project.as_str()
-        && a.also_projects.iter().map(|p| p.as_str()).eq(b.also_projects.iter().map(|p| p.as_str()))
+        && a.also_projects
+            .iter()
+            .map(|p| p.as_str())
+            .eq(b.also_projects.iter().map(|p| p.as_str()))
         && a.accepts == b.accepts
         && a.ref_pattern.as_ref().map(|p| p.as_str()) == b.ref_pattern.as_ref().map(|p| p.as_str())
         && a.kind == b.kind

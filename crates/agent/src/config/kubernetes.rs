@@ -168,7 +168,10 @@ pub(super) fn validate(
                 .enumerate()
                 .map(|(index, host)| {
                     RegistryHost::parse(host).map_err(|e| {
-                        ConfigError::invalid(format!("kubernetes.registry_hosts[{index}]"), e.to_string())
+                        ConfigError::invalid(
+                            format!("kubernetes.registry_hosts[{index}]"),
+                            e.to_string(),
+                        )
                     })
                 })
                 .collect::<Result<_, _>>()?,

@@ -28,8 +28,7 @@ const GIT_REPOSITORY_VERSIONS: [&str; 2] = ["v1", "v1beta2"];
 /// `OCIRepository` versions, preferred first (`v1` from Flux 2.6).
 const OCI_REPOSITORY_VERSIONS: [&str; 2] = ["v1", "v1beta2"];
 /// What `/readyz` and the log call a missing `OCIRepository` API.
-pub const OCI_REPOSITORY_MISSING: &str =
-    "source.toolkit.fluxcd.io OCIRepository (v1 or v1beta2): OCIRepository sources are not followed";
+pub const OCI_REPOSITORY_MISSING: &str = "source.toolkit.fluxcd.io OCIRepository (v1 or v1beta2): OCIRepository sources are not followed";
 const RECEIVER_VERSION: &str = "v1";
 
 /// The Flux APIs the agent works with, as served by this cluster.
@@ -45,8 +44,13 @@ pub struct FluxApis {
 /// `Err` is a failure to ask (network, credentials).
 pub async fn discover(client: &Client) -> Result<Result<FluxApis, Vec<String>>, kube::Error> {
     let mut missing = Vec::new();
-    let git_repository =
-        find_first(client, SOURCE_GROUP, &GIT_REPOSITORY_VERSIONS, "GitRepository").await?;
+    let git_repository = find_first(
+        client,
+        SOURCE_GROUP,
+        &GIT_REPOSITORY_VERSIONS,
+        "GitRepository",
+    )
+    .await?;
     if git_repository.is_none() {
         missing.push(format!(
             "{SOURCE_GROUP} GitRepository (v1 or v1beta2): Flux's source-controller CRDs"
@@ -70,7 +74,13 @@ pub async fn discover(client: &Client) -> Result<Result<FluxApis, Vec<String>>, 
 
 /// `OCIRepository`, in the first version the cluster serves, if any.
 pub async fn discover_oci_repository(client: &Client) -> Result<Option<ApiResource>, kube::Error> {
-    find_first(client, SOURCE_GROUP, &OCI_REPOSITORY_VERSIONS, "OCIRepository").await
+    find_first(
+        client,
+        SOURCE_GROUP,
+        &OCI_REPOSITORY_VERSIONS,
+        "OCIRepository",
+    )
+    .await
 }
 
 /// The resource of `kind` in the first of `versions` the cluster serves.

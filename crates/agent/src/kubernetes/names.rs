@@ -198,7 +198,10 @@ mod tests {
         assert_ne!(git_receiver("oci-podinfo"), oci);
         assert_eq!(oci, receiver_name(SourceKind::OciRepository, "podinfo"));
         let long = "o".repeat(253);
-        assert!(is_dns_label(&receiver_name(SourceKind::OciRepository, &long)));
+        assert!(is_dns_label(&receiver_name(
+            SourceKind::OciRepository,
+            &long
+        )));
         assert_ne!(
             receiver_name(SourceKind::OciRepository, &long),
             git_receiver(&long)

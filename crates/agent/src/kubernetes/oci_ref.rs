@@ -220,17 +220,49 @@ mod tests {
             (serde_json::json!({"tag": "stable"}), Some("stable"), true),
             (serde_json::json!({"tag": "stable"}), Some("Stable"), false),
             (serde_json::json!({"tag": "stable"}), None, false),
-            (serde_json::json!({"semver": ">=1.0.0 <2.0.0"}), Some("1.4.0"), true),
-            (serde_json::json!({"semver": ">=1.0.0 <2.0.0"}), Some("v1.4.0"), true),
-            (serde_json::json!({"semver": ">=1.0.0 <2.0.0"}), Some("2.0.0"), false),
+            (
+                serde_json::json!({"semver": ">=1.0.0 <2.0.0"}),
+                Some("1.4.0"),
+                true,
+            ),
+            (
+                serde_json::json!({"semver": ">=1.0.0 <2.0.0"}),
+                Some("v1.4.0"),
+                true,
+            ),
+            (
+                serde_json::json!({"semver": ">=1.0.0 <2.0.0"}),
+                Some("2.0.0"),
+                false,
+            ),
             (serde_json::json!({"semver": ">=1.0.0 <2.0.0"}), None, false),
             (serde_json::json!({"semver": "*"}), Some("latest"), false),
-            (serde_json::json!({"semver": ">=1.0.0", "semverFilter": "^v"}), Some("v1.2.0"), true),
-            (serde_json::json!({"semver": ">=1.0.0", "semverFilter": "^v"}), Some("1.2.0"), false),
-            (serde_json::json!({"semver": ">=1.0.0-0", "semverFilter": "-rc"}), Some("1.2.0-rc.1"), true),
-            (serde_json::json!({"semver": ">=1.0.0-0", "semverFilter": "-rc"}), Some("1.2.0-beta.1"), false),
+            (
+                serde_json::json!({"semver": ">=1.0.0", "semverFilter": "^v"}),
+                Some("v1.2.0"),
+                true,
+            ),
+            (
+                serde_json::json!({"semver": ">=1.0.0", "semverFilter": "^v"}),
+                Some("1.2.0"),
+                false,
+            ),
+            (
+                serde_json::json!({"semver": ">=1.0.0-0", "semverFilter": "-rc"}),
+                Some("1.2.0-rc.1"),
+                true,
+            ),
+            (
+                serde_json::json!({"semver": ">=1.0.0-0", "semverFilter": "-rc"}),
+                Some("1.2.0-beta.1"),
+                false,
+            ),
             // The filter is unanchored, as Go's MatchString.
-            (serde_json::json!({"semver": "1.x", "semverFilter": "2"}), Some("1.2.0"), true),
+            (
+                serde_json::json!({"semver": "1.x", "semverFilter": "2"}),
+                Some("1.2.0"),
+                true,
+            ),
         ];
         for (reference, tag, expected) in cases {
             assert_eq!(
@@ -252,7 +284,9 @@ mod tests {
             Err(OciRefError::Filter { .. })
         ));
         assert!(matches!(
-            followed(serde_json::json!({"semver": "*", "semverFilter": "a".repeat(MAX_FILTER_LEN + 1)})),
+            followed(
+                serde_json::json!({"semver": "*", "semverFilter": "a".repeat(MAX_FILTER_LEN + 1)})
+            ),
             Err(OciRefError::Filter { .. })
         ));
         assert_eq!(

@@ -45,14 +45,15 @@ impl RegistryHost {
     pub fn parse(text: &str) -> Result<Self, RegistryHostError> {
         let invalid = || RegistryHostError::Invalid(text.to_owned());
         let text = text.trim();
-        if text.is_empty()
-            || text.len() > MAX_HOST_LEN
-            || text.contains(['/', '@', '?', '#', ' '])
+        if text.is_empty() || text.len() > MAX_HOST_LEN || text.contains(['/', '@', '?', '#', ' '])
         {
             return Err(invalid());
         }
         let url = Url::parse(&format!("oci://{text}")).map_err(|_| invalid())?;
-        let host = url.host_str().filter(|h| !h.is_empty()).ok_or_else(invalid)?;
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(invalid)?;
         if !url.path().is_empty() && url.path() != "/" {
             return Err(invalid());
         }
@@ -195,7 +196,10 @@ pub fn parse_artifact_url(url: &str) -> Option<(String, Option<String>)> {
         Some(port) => format!("{}:{port}", host.to_ascii_lowercase()),
         None => host.to_ascii_lowercase(),
     };
-    let key = format!("{authority}/{}", path.trim_matches('/').to_ascii_lowercase());
+    let key = format!(
+        "{authority}/{}",
+        path.trim_matches('/').to_ascii_lowercase()
+    );
     Some((key, tag))
 }
 
@@ -204,7 +208,12 @@ mod tests {
     use super::*;
 
     fn registry(hosts: &[&str]) -> Registry {
-        Registry::new(hosts.iter().map(|h| RegistryHost::parse(h).unwrap()).collect())
+        Registry::new(
+            hosts
+                .iter()
+                .map(|h| RegistryHost::parse(h).unwrap())
+                .collect(),
+        )
     }
 
     fn candidates(url: &str) -> Vec<String> {
@@ -222,7 +231,11 @@ mod tests {
     fn every_prefix_of_two_segments_or_more_is_a_candidate_project() {
         assert_eq!(
             candidates("oci://registry.gitlab.example.com/group/sub/project/manifests"),
-            ["group/sub", "group/sub/project", "group/sub/project/manifests"]
+            [
+                "group/sub",
+                "group/sub/project",
+                "group/sub/project/manifests"
+            ]
         );
         assert_eq!(
             candidates("oci://registry.gitlab.example.com/group/project"),
@@ -287,11 +300,15 @@ mod tests {
     #[test]
     fn registry_host_entries_are_hosts_with_optional_ports() {
         assert_eq!(
-            RegistryHost::parse("Registry.Example.com").unwrap().to_string(),
+            RegistryHost::parse("Registry.Example.com")
+                .unwrap()
+                .to_string(),
             "registry.example.com"
         );
         assert_eq!(
-            RegistryHost::parse("gitlab.example.com:5050").unwrap().to_string(),
+            RegistryHost::parse("gitlab.example.com:5050")
+                .unwrap()
+                .to_string(),
             "gitlab.example.com:5050"
         );
         for bad in [
@@ -315,9 +332,15 @@ mod tests {
         for (url, tag) in [
             ("oci://registry.example.com/g/p/manifests", None),
             ("oci://Registry.Example.com/G/P/manifests/", None),
-            ("oci://registry.example.com/g/p/manifests:1.2.3", Some("1.2.3")),
+            (
+                "oci://registry.example.com/g/p/manifests:1.2.3",
+                Some("1.2.3"),
+            ),
             ("oci://registry.example.com/g/p/manifests@sha256:abcd", None),
-            ("oci://registry.example.com/g/p/manifests:v1@sha256:abcd", Some("v1")),
+            (
+                "oci://registry.example.com/g/p/manifests:v1@sha256:abcd",
+                Some("v1"),
+            ),
         ] {
             assert_eq!(
                 parse_artifact_url(url),
@@ -330,7 +353,10 @@ mod tests {
         }
         assert_eq!(
             parse_artifact_url("oci://registry.example.com:5050/g/p:tag"),
-            Some(("registry.example.com:5050/g/p".to_owned(), Some("tag".to_owned())))
+            Some((
+                "registry.example.com:5050/g/p".to_owned(),
+                Some("tag".to_owned())
+            ))
         );
         assert_eq!(parse_artifact_url("https://registry.example.com/g/p"), None);
     }

@@ -137,7 +137,9 @@ fn parse_conjunction(text: &str) -> Result<Vec<Comparator>, RangeError> {
     let mut index = 0;
     while index < raw.len() {
         let token = raw[index];
-        let is_operator = OPERATORS.iter().any(|(op, _)| !op.is_empty() && *op == token);
+        let is_operator = OPERATORS
+            .iter()
+            .any(|(op, _)| !op.is_empty() && *op == token);
         if is_operator {
             let next = raw
                 .get(index + 1)

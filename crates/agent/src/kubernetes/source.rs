@@ -390,7 +390,10 @@ mod oci_tests {
         };
         let candidates: Vec<&str> = candidates.iter().map(FullPath::as_str).collect();
         assert_eq!(candidates, ["g/sub", "g/sub/app", "g/sub/app/manifests"]);
-        assert_eq!(repository, "registry.gitlab.example.com/g/sub/app/manifests");
+        assert_eq!(
+            repository,
+            "registry.gitlab.example.com/g/sub/app/manifests"
+        );
         assert!(tags.accepts(Some("1.2.0")));
         assert!(!tags.accepts(Some("2.0.0")));
         assert_eq!(managed.describe_follows(), "semver ^1.0");
@@ -413,12 +416,25 @@ mod oci_tests {
             SourceVerdict::OtherHost
         );
         assert!(matches!(
-            judged(serde_json::json!({"url": url, "ref": {"semver": "nope"}}), &[]),
-            SourceVerdict::BadRef { error: SourceError::OciRef(_), .. }
+            judged(
+                serde_json::json!({"url": url, "ref": {"semver": "nope"}}),
+                &[]
+            ),
+            SourceVerdict::BadRef {
+                error: SourceError::OciRef(_),
+                ..
+            }
         ));
         assert!(matches!(
-            judged(serde_json::json!({"url": "oci://registry.gitlab.example.com/g"}), &[]),
-            SourceVerdict::BadRef { project: None, error: SourceError::OciUrl(_), .. }
+            judged(
+                serde_json::json!({"url": "oci://registry.gitlab.example.com/g"}),
+                &[]
+            ),
+            SourceVerdict::BadRef {
+                project: None,
+                error: SourceError::OciUrl(_),
+                ..
+            }
         ));
     }
 
@@ -435,7 +451,12 @@ mod oci_tests {
             },
             data: serde_json::json!({"spec": {"url": "https://gitlab.example.com/g/app"}}),
         };
-        for (value, expected) in [("true", true), (" TRUE ", true), ("false", false), ("", false)] {
+        for (value, expected) in [
+            ("true", true),
+            (" TRUE ", true),
+            ("false", false),
+            ("", false),
+        ] {
             let SourceVerdict::Managed(managed) = judge(&object(value), "v1", &gitlab) else {
                 panic!("not managed");
             };

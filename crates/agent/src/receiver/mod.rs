@@ -186,6 +186,7 @@ mod tests {
                 .map(|p| FullPath::parse(p).unwrap())
                 .collect(),
             kind: EventKind::for_ref(&git_ref),
+            artifact: None,
             git_ref: Some(git_ref),
             before: String::new(),
             after: String::new(),
@@ -246,7 +247,12 @@ mod tests {
         assert_eq!(short.ref_str(), "");
     }
 
-    fn artifact(project: &str, git_ref: &str, url: Option<&str>, tag: Option<&str>) -> TriggerEvent {
+    fn artifact(
+        project: &str,
+        git_ref: &str,
+        url: Option<&str>,
+        tag: Option<&str>,
+    ) -> TriggerEvent {
         let mut event = event(project, git_ref, &[project]);
         event.kind = EventKind::Artifact;
         event.artifact = Some(fluxgate_core::Artifact {
@@ -319,19 +325,44 @@ mod tests {
         let oci = oci_receiver(">=1.0.0 <2.0.0");
         let repo = "oci://registry.example.com/g/app/manifests";
         // Matched through the candidate the broker found to be the project.
-        assert!(oci.matches(&artifact("g/app", "refs/heads/main", Some(repo), Some("v1.0.0"))));
-        assert!(!oci.matches(&artifact("g/app", "refs/heads/main", Some(repo), Some("2.0.0"))));
+        assert!(oci.matches(&artifact(
+            "g/app",
+            "refs/heads/main",
+            Some(repo),
+            Some("v1.0.0")
+        )));
+        assert!(!oci.matches(&artifact(
+            "g/app",
+            "refs/heads/main",
+            Some(repo),
+            Some("2.0.0")
+        )));
         assert!(!oci.matches(&artifact("g/app", "refs/heads/main", Some(repo), None)));
         // Another image of the same project.
         let other = "oci://registry.example.com/g/app/other";
-        assert!(!oci.matches(&artifact("g/app", "refs/heads/main", Some(other), Some("1.0.0"))));
+        assert!(!oci.matches(&artifact(
+            "g/app",
+            "refs/heads/main",
+            Some(other),
+            Some("1.0.0")
+        )));
         // No URL: any repository of the project.
         assert!(oci.matches(&artifact("g/app", "refs/heads/main", None, Some("1.0.0"))));
         // Another project.
-        assert!(!oci.matches(&artifact("g/lib", "refs/heads/main", Some(repo), Some("1.0.0"))));
+        assert!(!oci.matches(&artifact(
+            "g/lib",
+            "refs/heads/main",
+            Some(repo),
+            Some("1.0.0")
+        )));
         // The URL's tag counts when the event has none.
         let tagged_url = "oci://registry.example.com/g/app/manifests:1.3.0";
-        assert!(oci.matches(&artifact("g/app", "refs/heads/main", Some(tagged_url), None)));
+        assert!(oci.matches(&artifact(
+            "g/app",
+            "refs/heads/main",
+            Some(tagged_url),
+            None
+        )));
         // An untagged artifact counts as `latest`: only a `latest` follower takes it.
         let mut latest = oci.clone();
         latest.accepts = Accepts::Artifacts {
@@ -339,7 +370,17 @@ mod tests {
             tags: TagFilter::Exact("latest".to_owned()),
         };
         assert!(latest.matches(&artifact("g/app", "refs/heads/main", Some(repo), None)));
-        assert!(latest.matches(&artifact("g/app", "refs/heads/main", Some(repo), Some("latest"))));
-        assert!(!latest.matches(&artifact("g/app", "refs/heads/main", Some(repo), Some("1.0.0"))));
+        assert!(latest.matches(&artifact(
+            "g/app",
+            "refs/heads/main",
+            Some(repo),
+            Some("latest")
+        )));
+        assert!(!latest.matches(&artifact(
+            "g/app",
+            "refs/heads/main",
+            Some(repo),
+            Some("1.0.0")
+        )));
     }
 }

@@ -184,7 +184,13 @@ async fn an_artifact_in_range_triggers_the_oci_receiver_and_other_tags_and_pushe
     wait_subscribed(&mut stream, "group/app/manifests").await;
 
     // In range, for the project the broker matched (group/app): the Receiver is called.
-    stream.send(artifact_event(1, "group/app", &["group/app"], &url, "v1.4.0"));
+    stream.send(artifact_event(
+        1,
+        "group/app",
+        &["group/app"],
+        &url,
+        "v1.4.0",
+    ));
     let ack = stream.next_ack().await;
     assert_eq!(ack.seq, 1);
     assert_eq!(ack.outcomes.len(), 1, "{ack:?}");
@@ -206,14 +212,29 @@ async fn an_artifact_in_range_triggers_the_oci_receiver_and_other_tags_and_pushe
     );
 
     // Out of range, another repository of the project, and a push: nothing is called.
-    stream.send(artifact_event(2, "group/app", &["group/app"], &url, "2.0.0"));
+    stream.send(artifact_event(
+        2,
+        "group/app",
+        &["group/app"],
+        &url,
+        "2.0.0",
+    ));
     let other_image = format!("oci://{REGISTRY}/group/app/other");
-    stream.send(artifact_event(3, "group/app", &["group/app"], &other_image, "1.5.0"));
+    stream.send(artifact_event(
+        3,
+        "group/app",
+        &["group/app"],
+        &other_image,
+        "1.5.0",
+    ));
     stream.event(4, "group/app", "refs/heads/main", &["group/app"]);
     for seq in 2..=4 {
         let ack = stream.next_ack().await;
         assert_eq!(ack.seq, seq);
-        assert!(ack.outcomes.is_empty(), "seq {seq} triggers nothing: {ack:?}");
+        assert!(
+            ack.outcomes.is_empty(),
+            "seq {seq} triggers nothing: {ack:?}"
+        );
     }
     // Acked without outcomes means no receiver was handed the events.
     assert_eq!(setup.controller.hits(&receiver_name).len(), 1);

@@ -94,27 +94,32 @@ async fn ready_receiver(setup: &Setup, name: &str) -> Value {
         .await
 }
 
-/// Reads the stream's Hello and subscription changes until `project` is subscribed with
-/// every ref.
-async fn wait_subscribed(stream: &mut FakeStream, project: &str) {
-    let subscribed = |subscriptions: &[proto::Subscription]| {
-        subscriptions
-            .iter()
-            .any(|s| s.project == project && s.ref_pattern.is_empty())
-    };
-    if subscribed(&stream.hello.subscriptions) {
-        return;
-    }
+/// Reads the stream's Hello and subscription changes until every one of `projects` is
+/// subscribed with every ref.
+async fn wait_subscribed(stream: &mut FakeStream, projects: &[&str]) {
+    let mut subscribed: Vec<(String, String)> = stream
+        .hello
+        .subscriptions
+        .iter()
+        .map(|s| (s.project.clone(), s.ref_pattern.clone()))
+        .collect();
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
+    while !projects
+        .iter()
+        .all(|p| subscribed.contains(&((*p).to_owned(), String::new())))
+    {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{project} is subscribed in time"
+            "{projects:?} are subscribed in time: {subscribed:?}"
         );
         let change = stream.next_subscription_change().await;
-        if subscribed(&change.add) {
-            return;
-        }
+        subscribed.retain(|s| {
+            !change
+                .remove
+                .iter()
+                .any(|r| (&r.project, &r.ref_pattern) == (&s.0, &s.1))
+        });
+        subscribed.extend(change.add.into_iter().map(|s| (s.project, s.ref_pattern)));
     }
 }
 
@@ -180,8 +185,7 @@ async fn an_artifact_in_range_triggers_the_oci_receiver_and_other_tags_and_pushe
     let accepted: Vec<i32> = stream.hello.accepted_kinds.clone();
     assert!(accepted.contains(&(proto::EventKind::Artifact as i32)));
     // Every candidate project of the repository path, with every ref.
-    wait_subscribed(&mut stream, "group/app").await;
-    wait_subscribed(&mut stream, "group/app/manifests").await;
+    wait_subscribed(&mut stream, &["group/app", "group/app/manifests"]).await;
 
     // In range, for the project the broker matched (group/app): the Receiver is called.
     stream.send(artifact_event(

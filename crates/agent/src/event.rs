@@ -6,7 +6,7 @@
 //! empty `before`/`after`, project id `0`, a ref only when the receiver names one exact
 //! ref, and the kind `tag_push` when the receiver's pattern only covers tags.
 
-use fluxgate_core::{EventKind, FullPath, GitRef};
+use fluxgate_core::{Artifact, EventKind, FullPath, GitRef};
 
 use crate::receiver::Receiver;
 
@@ -21,11 +21,14 @@ pub struct TriggerEvent {
     /// The subscription paths (as this agent sent them) the broker matched the event
     /// against, so a renamed project still finds its receivers.
     pub matched_projects: Vec<FullPath>,
-    /// `None` only for a resync of a receiver without an exact ref.
+    /// `None` for a resync of a receiver without an exact ref, and for a ref-less
+    /// project push (GitLab's KAS notice), which matches every ref.
     pub git_ref: Option<GitRef>,
     pub before: String,
     pub after: String,
     pub kind: EventKind,
+    /// What a pipeline published; only for [`EventKind::Artifact`].
+    pub artifact: Option<Artifact>,
 }
 
 impl TriggerEvent {
@@ -52,6 +55,7 @@ impl TriggerEvent {
             before: String::new(),
             after: String::new(),
             kind,
+            artifact: None,
         }
     }
 

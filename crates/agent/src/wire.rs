@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use fluxgate_core::receiver_health::{
     MAX_RECEIVER_ERROR_BYTES, MAX_RECEIVER_NAME_BYTES, MAX_REPORTED_RECEIVERS, truncate_text,
 };
-use fluxgate_core::{EventKind, FailingReceiver, FullPath, GitError, GitRef, PathError};
+use fluxgate_core::{
+    Artifact, ArtifactError, EventKind, FailingReceiver, FullPath, GitError, GitRef, PathError,
+};
 use fluxgate_proto::prost_types;
 use fluxgate_proto::v1 as proto;
 
@@ -62,6 +64,10 @@ pub fn hello(
             cluster_name: identity.cluster_name.clone(),
             subscriptions,
             resume_after,
+            accepted_kinds: vec![
+                proto::EventKind::Artifact as i32,
+                proto::EventKind::ProjectPush as i32,
+            ],
         })),
     }
 }
@@ -162,6 +168,10 @@ pub enum EventError {
     ProjectPath(PathError),
     #[error("ref: {0}")]
     Ref(GitError),
+    #[error("artifact: {0}")]
+    Artifact(ArtifactError),
+    #[error("an artifact event has no artifact")]
+    MissingArtifact,
 }
 
 impl TryFrom<proto::Event> for TriggerEvent {
@@ -172,11 +182,36 @@ impl TryFrom<proto::Event> for TriggerEvent {
             return Err(EventError::ZeroSeq);
         }
         let project_path = FullPath::parse(&event.project_path).map_err(EventError::ProjectPath)?;
-        let git_ref = GitRef::parse(&event.r#ref).map_err(EventError::Ref)?;
-        let kind = match proto::EventKind::try_from(event.kind) {
-            Ok(proto::EventKind::Push) => EventKind::Push,
-            Ok(proto::EventKind::TagPush) => EventKind::TagPush,
-            Ok(proto::EventKind::Unspecified) | Err(_) => EventKind::for_ref(&git_ref),
+        let wire_kind = proto::EventKind::try_from(event.kind);
+        // Only GitLab's project push has no ref.
+        let git_ref = if wire_kind == Ok(proto::EventKind::ProjectPush) && event.r#ref.is_empty() {
+            None
+        } else {
+            Some(GitRef::parse(&event.r#ref).map_err(EventError::Ref)?)
+        };
+        let kind = match (wire_kind, &git_ref) {
+            (Ok(proto::EventKind::Push), _) => EventKind::Push,
+            (Ok(proto::EventKind::TagPush), _) => EventKind::TagPush,
+            (Ok(proto::EventKind::Artifact), _) => EventKind::Artifact,
+            (Ok(proto::EventKind::ProjectPush), _) => EventKind::ProjectPush,
+            (Ok(proto::EventKind::Unspecified) | Err(_), Some(git_ref)) => {
+                EventKind::for_ref(git_ref)
+            }
+            (Ok(proto::EventKind::Unspecified) | Err(_), None) => EventKind::Push,
+        };
+        let artifact = match (kind, event.artifact) {
+            (EventKind::Artifact, None) => return Err(EventError::MissingArtifact),
+            (EventKind::Artifact, Some(artifact)) => Some(
+                Artifact::new(
+                    non_empty(artifact.url),
+                    non_empty(artifact.tag),
+                    non_empty(artifact.digest),
+                    artifact.pipeline_id,
+                    artifact.job_id,
+                )
+                .map_err(EventError::Artifact)?,
+            ),
+            _ => None,
         };
         // A matched path the agent cannot parse cannot equal any receiver's project.
         let matched_projects = event
@@ -190,12 +225,17 @@ impl TryFrom<proto::Event> for TriggerEvent {
             project_id: event.project_id,
             project_path,
             matched_projects,
-            git_ref: Some(git_ref),
+            git_ref,
             before: event.before,
             after: event.after,
             kind,
+            artifact,
         })
     }
+}
+
+fn non_empty(text: String) -> Option<String> {
+    (!text.is_empty()).then_some(text)
 }
 
 #[cfg(test)]
@@ -326,6 +366,7 @@ mod tests {
             kind: 0,
             received_at: None,
             matched_projects: vec!["old/app".to_owned(), "not a path".to_owned()],
+            artifact: None,
         };
         let converted = TriggerEvent::try_from(event.clone()).expect("valid");
         assert_eq!(converted.kind, EventKind::TagPush, "kind from the ref");
@@ -340,6 +381,64 @@ mod tests {
         ));
         let zero = proto::Event { seq: 0, ..event };
         assert_eq!(TriggerEvent::try_from(zero), Err(EventError::ZeroSeq));
+    }
+
+    #[test]
+    fn project_pushes_have_no_ref_and_artifacts_are_validated() {
+        let project_push = proto::Event {
+            seq: 6,
+            project_path: "grp/app".to_owned(),
+            kind: proto::EventKind::ProjectPush as i32,
+            ..Default::default()
+        };
+        let converted = TriggerEvent::try_from(project_push.clone()).expect("valid");
+        assert_eq!(converted.kind, EventKind::ProjectPush);
+        assert_eq!(converted.git_ref, None);
+        let pattern = receiver("r", "grp/app", Some("refs/heads/main"));
+        assert!(
+            pattern.matches(&converted),
+            "a project push matches every ref pattern"
+        );
+
+        let artifact = proto::Event {
+            kind: proto::EventKind::Artifact as i32,
+            r#ref: "refs/heads/main".to_owned(),
+            artifact: Some(proto::Artifact {
+                url: "oci://registry.example.com/grp/app".to_owned(),
+                tag: "v1.0.0".to_owned(),
+                digest: String::new(),
+                pipeline_id: "10".to_owned(),
+                job_id: "11".to_owned(),
+            }),
+            ..project_push.clone()
+        };
+        let converted = TriggerEvent::try_from(artifact.clone()).expect("valid");
+        let described = converted.artifact.expect("artifact");
+        assert_eq!(described.tag.as_deref(), Some("v1.0.0"));
+        assert_eq!(described.digest, None, "an empty field is absent");
+
+        let without = proto::Event {
+            artifact: None,
+            ..artifact.clone()
+        };
+        assert_eq!(
+            TriggerEvent::try_from(without),
+            Err(EventError::MissingArtifact)
+        );
+        let mut bad_tag = artifact;
+        bad_tag.artifact.as_mut().unwrap().tag = "a/b".to_owned();
+        assert!(matches!(
+            TriggerEvent::try_from(bad_tag),
+            Err(EventError::Artifact(_))
+        ));
+        let push_without_ref = proto::Event {
+            kind: proto::EventKind::Push as i32,
+            ..project_push
+        };
+        assert!(matches!(
+            TriggerEvent::try_from(push_without_ref),
+            Err(EventError::Ref(_))
+        ));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! position in the durable log. The crate does no I/O.
 
 pub mod agent;
+pub mod artifact;
 pub mod backoff;
 pub mod bearer;
 pub mod error;
@@ -19,6 +20,7 @@ pub mod time;
 pub mod token;
 
 pub use agent::{AgentId, AgentName, AgentNameError, AgentPolicy, Grant};
+pub use artifact::{Artifact, ArtifactError};
 pub use backoff::Backoff;
 pub use error::{ApiError, ErrorCode};
 pub use git::{GitError, GitRef, RefPattern, Sha};

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::agent::{AgentId, AgentName, AgentPolicy};
+use crate::artifact::Artifact;
 use crate::git::{GitRef, Sha};
 use crate::path::FullPath;
 use crate::project::{ProjectId, ProjectRef, Visibility};
@@ -40,12 +41,20 @@ impl fmt::Display for Seq {
     }
 }
 
-/// Branch push or tag push.
+/// What happened, as an agent sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
+    /// A branch (or other non-tag ref) changed.
     Push,
+    /// A tag changed.
     TagPush,
+    /// A pipeline announced that it published an artifact (authenticated by its CI ID
+    /// token); the event carries the pipeline's ref and sha and an [`Artifact`].
+    Artifact,
+    /// GitLab's KAS notification: "something was pushed to this project", with no ref and
+    /// no shas. It reaches every subscription of the project, whatever its ref pattern.
+    ProjectPush,
 }
 
 impl EventKind {
@@ -62,21 +71,38 @@ impl EventKind {
         match self {
             Self::Push => "push",
             Self::TagPush => "tag_push",
+            Self::Artifact => "artifact",
+            Self::ProjectPush => "project_push",
         }
+    }
+
+    /// True for the kinds every agent understands; the others go only to agents that said
+    /// they accept them.
+    pub fn is_git_push(self) -> bool {
+        matches!(self, Self::Push | Self::TagPush)
     }
 }
 
-/// One ref changed in one project.
+/// An event agents receive: one ref changed in one project ([`EventKind::Push`],
+/// [`EventKind::TagPush`]), a pipeline's artifact notification ([`EventKind::Artifact`]),
+/// or GitLab's ref-less push notice ([`EventKind::ProjectPush`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushEvent {
     /// Unique id of this event, for logs and tracing.
     pub event_id: Uuid,
     pub project: ProjectRef,
-    #[serde(rename = "ref")]
-    pub git_ref: GitRef,
+    /// The ref that changed, or the pipeline's ref; `None` only for
+    /// [`EventKind::ProjectPush`], which matches every ref.
+    #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<GitRef>,
+    /// The ref's previous sha; zero when unknown (artifact, project push).
     pub before: Sha,
+    /// The ref's new sha, or the pipeline's; zero when unknown.
     pub after: Sha,
     pub kind: EventKind,
+    /// What the pipeline published; only for [`EventKind::Artifact`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<Artifact>,
     /// When the broker received the hook that carried it.
     pub received_at: UnixMillis,
 }
@@ -210,16 +236,44 @@ mod tests {
                     path: FullPath::parse("mike/diaspora").unwrap(),
                     visibility: Some(Visibility::Private),
                 },
-                git_ref: GitRef::parse("refs/heads/master").unwrap(),
+                git_ref: Some(GitRef::parse("refs/heads/master").unwrap()),
                 before: Sha::zero(),
                 after: Sha::parse(&"a".repeat(40)).unwrap(),
                 kind: EventKind::Push,
+                artifact: None,
                 received_at: UnixMillis(1_700_000_000_000),
             }),
         };
         let json = serde_json::to_string(&entry).unwrap();
         assert!(json.contains(r#""type":"push""#), "{json}");
         assert!(json.contains(r#""ref":"refs/heads/master""#), "{json}");
+        assert!(!json.contains("artifact"), "{json}");
+        assert_eq!(serde_json::from_str::<LogEntry>(&json).unwrap(), entry);
+    }
+
+    #[test]
+    fn a_ref_less_project_push_round_trips_without_a_ref() {
+        let entry = LogEntry {
+            seq: Seq(8),
+            recorded_at: UnixMillis(1_700_000_000_000),
+            record: LogRecord::Push(PushEvent {
+                event_id: Uuid::nil(),
+                project: ProjectRef {
+                    id: ProjectId::new(15).unwrap(),
+                    path: FullPath::parse("mike/diaspora").unwrap(),
+                    visibility: None,
+                },
+                git_ref: None,
+                before: Sha::zero(),
+                after: Sha::zero(),
+                kind: EventKind::ProjectPush,
+                artifact: None,
+                received_at: UnixMillis(1_700_000_000_000),
+            }),
+        };
+        let json = serde_json::to_string(&entry).unwrap();
+        assert!(!json.contains(r#""ref""#), "{json}");
+        assert!(json.contains(r#""kind":"project_push""#), "{json}");
         assert_eq!(serde_json::from_str::<LogEntry>(&json).unwrap(), entry);
     }
 }

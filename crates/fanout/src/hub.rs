@@ -18,7 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use fluxgate_core::{AgentId, LogEntry, LogRecord, Seq, UnixMillis};
 use fluxgate_routing::{
-    AgentEffect, RoutingState, SubscriberId, Subscription, SubscriptionIndex, route_one,
+    AcceptedKinds, AgentEffect, RoutingState, SubscriberId, Subscription, SubscriptionIndex,
+    route_one,
 };
 use tokio::sync::{Notify, RwLock, RwLockWriteGuard, mpsc, watch};
 
@@ -154,6 +155,7 @@ impl Hub {
         agent: AgentId,
         token_generation: u32,
         info: StreamInfo,
+        accepts: AcceptedKinds,
         subscriptions: Vec<Subscription>,
     ) -> Result<Registration, RegisterError> {
         let mut state = self.write().await;
@@ -174,7 +176,7 @@ impl Hub {
             .into());
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        state.index.insert(id, agent, subscriptions);
+        state.index.insert(id, agent, accepts, subscriptions);
         let count = state.index.count(id);
         let over = if count > limits.max_subscriptions_per_stream {
             Some(LimitError::StreamSubscriptions {
@@ -311,7 +313,13 @@ impl Hub {
     ) -> Option<Vec<String>> {
         let event = entry.as_push()?;
         let state = self.state.read().await;
-        route_one(&state.routing, agent, state.index.subscriptions(id), event)
+        route_one(
+            &state.routing,
+            agent,
+            state.index.accepts(id),
+            state.index.subscriptions(id),
+            event,
+        )
     }
 
     /// Applies or routes the next entry of the log. Entries must come in seq order,
@@ -466,10 +474,11 @@ mod tests {
                     path: FullPath::parse(path).unwrap(),
                     visibility: Some(visibility),
                 },
-                git_ref: GitRef::parse("refs/heads/main").unwrap(),
+                git_ref: Some(GitRef::parse("refs/heads/main").unwrap()),
                 before: Sha::parse(&"0".repeat(40)).unwrap(),
                 after: Sha::parse(&format!("{seq:040x}")).unwrap(),
                 kind: EventKind::Push,
+                artifact: None,
                 received_at: UnixMillis(0),
             }),
         }
@@ -537,7 +546,8 @@ mod tests {
         agent: AgentId,
         subs: Vec<Subscription>,
     ) -> Result<Registration, RegisterError> {
-        hub.register(agent, 0, info(), subs).await
+        hub.register(agent, 0, info(), AcceptedKinds::ALL, subs)
+            .await
     }
 
     #[tokio::test]

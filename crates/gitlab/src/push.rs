@@ -76,9 +76,10 @@ fn push_record(
         event_id: Uuid::now_v7(),
         project,
         kind: EventKind::for_ref(&git_ref),
-        git_ref,
+        git_ref: Some(git_ref),
         before,
         after,
+        artifact: None,
         received_at,
     })
 }

@@ -13,7 +13,7 @@ use fluxgate_core::{
 use fluxgate_core::{HookBatch, NewRecord};
 use fluxgate_fanout::{Hub, HubLimits, Registration, StreamInfo};
 use fluxgate_replication::{Bus, Follower, InProcessBus};
-use fluxgate_routing::{RoutingState, Subscription};
+use fluxgate_routing::{AcceptedKinds, RoutingState, Subscription};
 use fluxgate_store::testing::TestDatabase;
 use fluxgate_store::{CommitListener, NewAgent, Store};
 use tokio_util::sync::CancellationToken;
@@ -87,7 +87,7 @@ async fn register(hub: &Hub, agent: AgentId) -> Registration {
         refs: None,
         label: PROJECT.to_owned(),
     };
-    hub.register(agent, 0, info, vec![subscription])
+    hub.register(agent, 0, info, AcceptedKinds::ALL, vec![subscription])
         .await
         .unwrap()
 }
@@ -104,10 +104,11 @@ async fn commit(store: &dyn Store, first_ref: u64, count: u64) -> Vec<LogEntry> 
                     path: FullPath::parse(PROJECT).unwrap(),
                     visibility: Some(Visibility::Public),
                 },
-                git_ref: GitRef::parse(&format!("refs/heads/b{n}")).unwrap(),
+                git_ref: Some(GitRef::parse(&format!("refs/heads/b{n}")).unwrap()),
                 before: Sha::parse(&"0".repeat(40)).unwrap(),
                 after: Sha::parse(&format!("{:040x}", n + 1)).unwrap(),
                 kind: EventKind::Push,
+                artifact: None,
                 received_at: UnixMillis(0),
             })
         })

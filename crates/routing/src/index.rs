@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use fluxgate_core::{AgentId, PushEvent};
+use fluxgate_core::{AgentId, EventKind, PushEvent};
 
 use crate::access::may_see;
 use crate::state::RoutingState;
@@ -27,7 +27,51 @@ pub struct Match {
 #[derive(Debug)]
 struct Subscriber {
     agent: AgentId,
+    accepts: AcceptedKinds,
     subscriptions: SubscriptionSet,
+}
+
+/// The event kinds a subscriber understands. Every agent understands git pushes; the
+/// newer kinds (pipeline artifacts, GitLab's ref-less project push) go only to agents whose
+/// Hello listed them, so an older agent never sees an event it would misread.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AcceptedKinds {
+    artifact: bool,
+    project_push: bool,
+}
+
+impl AcceptedKinds {
+    /// Git pushes only: what an agent that lists nothing understands.
+    pub const GIT_PUSHES: AcceptedKinds = AcceptedKinds {
+        artifact: false,
+        project_push: false,
+    };
+    /// Every kind.
+    pub const ALL: AcceptedKinds = AcceptedKinds {
+        artifact: true,
+        project_push: true,
+    };
+
+    /// Git pushes and the kinds listed.
+    pub fn with(kinds: impl IntoIterator<Item = EventKind>) -> Self {
+        let mut accepted = Self::GIT_PUSHES;
+        for kind in kinds {
+            match kind {
+                EventKind::Push | EventKind::TagPush => {}
+                EventKind::Artifact => accepted.artifact = true,
+                EventKind::ProjectPush => accepted.project_push = true,
+            }
+        }
+        accepted
+    }
+
+    pub fn accepts(self, kind: EventKind) -> bool {
+        match kind {
+            EventKind::Push | EventKind::TagPush => true,
+            EventKind::Artifact => self.artifact,
+            EventKind::ProjectPush => self.project_push,
+        }
+    }
 }
 
 /// One subscriber's subscriptions, grouped by path key: adding, removing and finding the
@@ -122,11 +166,18 @@ static NO_SUBSCRIPTIONS: std::sync::LazyLock<SubscriptionSet> =
     std::sync::LazyLock::new(SubscriptionSet::default);
 
 impl SubscriptionIndex {
-    pub fn insert(&mut self, id: SubscriberId, agent: AgentId, subscriptions: Vec<Subscription>) {
+    pub fn insert(
+        &mut self,
+        id: SubscriberId,
+        agent: AgentId,
+        accepts: AcceptedKinds,
+        subscriptions: Vec<Subscription>,
+    ) {
         self.subscribers.insert(
             id,
             Subscriber {
                 agent,
+                accepts,
                 subscriptions: SubscriptionSet::default(),
             },
         );
@@ -179,6 +230,13 @@ impl SubscriptionIndex {
             .map_or(&NO_SUBSCRIPTIONS, |s| &s.subscriptions)
     }
 
+    /// The event kinds a subscriber understands (git pushes only if it is unknown).
+    pub fn accepts(&self, id: SubscriberId) -> AcceptedKinds {
+        self.subscribers
+            .get(&id)
+            .map_or(AcceptedKinds::GIT_PUSHES, |s| s.accepts)
+    }
+
     /// How many subscriptions one subscriber has.
     pub fn count(&self, id: SubscriberId) -> usize {
         self.subscribers
@@ -213,6 +271,9 @@ impl SubscriptionIndex {
                 let Some(subscriber) = self.subscribers.get(&id) else {
                     continue;
                 };
+                if !subscriber.accepts.accepts(event.kind) {
+                    continue;
+                }
                 let allowed = state
                     .policy(subscriber.agent)
                     .is_some_and(|policy| may_see(policy, &view));
@@ -281,9 +342,13 @@ fn matched_labels(
 pub fn route_one(
     state: &RoutingState,
     agent: AgentId,
+    accepts: AcceptedKinds,
     subscriptions: &SubscriptionSet,
     event: &PushEvent,
 ) -> Option<Vec<String>> {
+    if !accepts.accepts(event.kind) {
+        return None;
+    }
     let policy = state.policy(agent)?;
     if !may_see(policy, &state.catalog().view(&event.project)) {
         return None;

@@ -13,6 +13,8 @@ pub mod subscription;
 
 pub use access::may_see;
 pub use catalog::{Catalog, ProjectView};
-pub use index::{Match, SubscriberId, SubscriptionIndex, SubscriptionSet, route_one};
+pub use index::{
+    AcceptedKinds, Match, SubscriberId, SubscriptionIndex, SubscriptionSet, route_one,
+};
 pub use state::{AgentEffect, RoutingState};
 pub use subscription::Subscription;

@@ -22,14 +22,15 @@ impl Subscription {
     }
 
     /// True if this subscription asks for `event`: its path names the event's project
-    /// (now or formerly), or equals the path the event carries, and the ref matches.
+    /// (now or formerly), or equals the path the event carries, and the ref matches. An
+    /// event without a ref (GitLab's project push notice) matches every ref pattern.
     pub fn matches(&self, catalog: &Catalog, event: &PushEvent) -> bool {
         let names_project = catalog.resolve(&self.project) == Some(event.project.id)
             || self.project == event.project.path;
-        names_project
-            && self
-                .refs
-                .as_ref()
-                .is_none_or(|pattern| pattern.matches(&event.git_ref))
+        let ref_matches = match (&self.refs, &event.git_ref) {
+            (Some(pattern), Some(git_ref)) => pattern.matches(git_ref),
+            (None, _) | (_, None) => true,
+        };
+        names_project && ref_matches
     }
 }

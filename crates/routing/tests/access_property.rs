@@ -13,7 +13,7 @@ use fluxgate_core::{
     AgentId, AgentName, AgentPolicy, EventKind, FullPath, GitRef, Grant, ProjectId, ProjectRef,
     PushEvent, Sha, StateCause, StateChange, StateEffect, UnixMillis, Visibility,
 };
-use fluxgate_routing::{RoutingState, Subscription, SubscriptionIndex, route_one};
+use fluxgate_routing::{AcceptedKinds, RoutingState, Subscription, SubscriptionIndex, route_one};
 use proptest::prelude::*;
 
 const SEGMENTS: &[&str] = &["a", "A", "b", "ab", "a_b"];
@@ -166,7 +166,7 @@ proptest! {
                 .iter()
                 .map(|s| Subscription { project: fp(s), refs: None, label: s.clone() })
                 .collect();
-            index.insert(i as u64, AgentId(i as i64 + 1), subscriptions);
+            index.insert(i as u64, AgentId(i as i64 + 1), AcceptedKinds::ALL, subscriptions);
         }
 
         for &project in &world.events {
@@ -175,10 +175,11 @@ proptest! {
             let event = PushEvent {
                 event_id: uuid::Uuid::nil(),
                 project: ProjectRef { id, path: fp(path), visibility: *visibility },
-                git_ref: GitRef::parse("refs/heads/main").unwrap(),
+                git_ref: Some(GitRef::parse("refs/heads/main").unwrap()),
                 before: Sha::zero(),
                 after: Sha::parse(&"1".repeat(40)).unwrap(),
                 kind: EventKind::Push,
+                artifact: None,
                 received_at: UnixMillis(0),
             };
             let routed: BTreeSet<u64> = index.route(&state, &event).into_iter().map(|m| m.subscriber).collect();
@@ -192,7 +193,7 @@ proptest! {
                 let got = routed.contains(&(i as u64));
                 prop_assert!(!got || allowed, "agent {i} got {path} without access: {spec:?}");
                 prop_assert_eq!(got, allowed && subscribed, "agent {} project {}", i, path);
-                let one = route_one(&state, AgentId(i as i64 + 1), index.subscriptions(i as u64), &event).is_some();
+                let one = route_one(&state, AgentId(i as i64 + 1), AcceptedKinds::ALL, index.subscriptions(i as u64), &event).is_some();
                 prop_assert_eq!(one, got, "route_one disagrees with the index for agent {}", i);
             }
         }

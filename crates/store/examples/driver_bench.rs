@@ -44,7 +44,8 @@ fn push_event(n: usize) -> PushEvent {
             visibility: Some(Visibility::Private),
         },
         kind: EventKind::for_ref(&git_ref),
-        git_ref,
+        git_ref: Some(git_ref),
+        artifact: None,
         before: sha(n),
         after: sha(n + 1),
         received_at: UnixMillis::now(),
@@ -127,7 +128,7 @@ macro_rules! workloads {
                 );
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
                 for (_, event) in hooks {
-                    query = query.bind(event.project.id.get()).bind(event.git_ref.as_str());
+                    query = query.bind(event.project.id.get()).bind(event.git_ref.as_ref().map_or("", |r| r.as_str()));
                 }
                 for row in query.fetch_all(&mut *tx).await.unwrap() {
                     let _: String = row.try_get("after_sha").unwrap();
@@ -165,7 +166,7 @@ macro_rules! workloads {
                 for ((_, event), seq) in hooks.iter().zip(&seqs) {
                     query = query
                         .bind(event.project.id.get())
-                        .bind(event.git_ref.as_str())
+                        .bind(event.git_ref.as_ref().map_or("", |r| r.as_str()))
                         .bind(event.before.as_str())
                         .bind(event.after.as_str())
                         .bind(*seq)

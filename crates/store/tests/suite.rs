@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fluxgate_core::{
-    AdminAction, AgentId, AgentName, AgentToken, CatalogChange, EventKind, FailingReceiver,
-    FullPath, GitRef, Grant, LogEntry, LogRecord, ProjectId, ProjectRef, PushEvent, ReceiverHealth,
-    Seq, Sha, StateCause, StateEffect, UnixMillis, Visibility,
+    AdminAction, AgentId, AgentName, AgentToken, Artifact, CatalogChange, EventKind,
+    FailingReceiver, FullPath, GitRef, Grant, LogEntry, LogRecord, ProjectId, ProjectRef,
+    PushEvent, ReceiverHealth, Seq, Sha, StateCause, StateEffect, UnixMillis, Visibility,
 };
 use fluxgate_core::{HookBatch, NewRecord};
 use fluxgate_store::testing::TestDatabase;
@@ -45,6 +45,7 @@ suite!(
     seqs_are_gapless_and_in_order,
     idempotency_key_makes_a_duplicate,
     same_change_to_a_ref_is_a_duplicate_only_while_it_is_the_latest,
+    artifacts_and_project_pushes_are_kept_whole_and_deduplicated_by_key_only,
     dedup_forgets_after_the_window,
     pushes_teach_the_catalog_once,
     renames_move_aliases_and_grants,
@@ -88,7 +89,8 @@ fn push(id: i64, path: &str, git_ref: &str, before: char, after: char) -> NewRec
         event_id: uuid::Uuid::now_v7(),
         project: project(id, path, Some(Visibility::Private)),
         kind: EventKind::for_ref(&git_ref),
-        git_ref,
+        git_ref: Some(git_ref),
+        artifact: None,
         before: sha(before),
         after: sha(after),
         received_at: UnixMillis::now(),
@@ -242,6 +244,97 @@ async fn same_change_to_a_ref_is_a_duplicate_only_while_it_is_the_latest(db: Tes
             .await
             .duplicate
     );
+}
+
+/// A pipeline's artifact notification and GitLab's ref-less project push are stored with
+/// every field; neither is a repeat of a git push with the same (zero) shas, and two
+/// project pushes in a row are two events. Only the idempotency key (an ID token's `jti`)
+/// makes a repeat.
+async fn artifacts_and_project_pushes_are_kept_whole_and_deduplicated_by_key_only(
+    db: TestDatabase,
+) {
+    let store = db.store().await;
+    let artifact = || {
+        NewRecord::Push(PushEvent {
+            event_id: uuid::Uuid::now_v7(),
+            project: project(1, "a/b", None),
+            git_ref: Some(GitRef::parse("refs/heads/main").unwrap()),
+            before: Sha::zero(),
+            after: sha('1'),
+            kind: EventKind::Artifact,
+            artifact: Some(
+                Artifact::new(
+                    Some("oci://registry.example.com/a/b/manifests".into()),
+                    Some("v1.2.3".into()),
+                    None,
+                    "100".into(),
+                    "200".into(),
+                )
+                .unwrap(),
+            ),
+            received_at: UnixMillis::now(),
+        })
+    };
+    let project_push = || {
+        NewRecord::Push(PushEvent {
+            event_id: uuid::Uuid::now_v7(),
+            project: project(1, "a/b", None),
+            git_ref: None,
+            before: Sha::zero(),
+            after: Sha::zero(),
+            kind: EventKind::ProjectPush,
+            artifact: None,
+            received_at: UnixMillis::now(),
+        })
+    };
+    let by_jti = |record| HookBatch {
+        idempotency_key: Some("ci-jti:5b0c".to_owned()),
+        records: vec![record],
+    };
+    store
+        .append(&[hook(vec![push(1, "a/b", "refs/heads/main", '0', '1')])])
+        .await
+        .unwrap();
+    let first = store.append(&[by_jti(artifact())]).await.unwrap();
+    assert!(
+        !first.outcomes[0].all_duplicates(),
+        "an artifact is not a repeat of a push"
+    );
+    let replayed = store.append(&[by_jti(artifact())]).await.unwrap();
+    assert!(
+        replayed.outcomes[0].all_duplicates(),
+        "the same jti is a repeat"
+    );
+    let other_jti = store.append(&[hook(vec![artifact()])]).await.unwrap();
+    assert!(!other_jti.outcomes[0].all_duplicates());
+    for _ in 0..2 {
+        let appended = store.append(&[hook(vec![project_push()])]).await.unwrap();
+        assert!(
+            !appended.outcomes[0].all_duplicates(),
+            "project pushes are never repeats"
+        );
+    }
+
+    let entries = all_entries(&store).await;
+    let events = pushes(&entries);
+    let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::Push,
+            EventKind::Artifact,
+            EventKind::Artifact,
+            EventKind::ProjectPush,
+            EventKind::ProjectPush
+        ]
+    );
+    let stored = events[1];
+    assert_eq!(
+        stored.artifact.as_ref().unwrap().tag.as_deref(),
+        Some("v1.2.3")
+    );
+    assert_eq!(stored.after, sha('1'));
+    assert_eq!(events[3].git_ref, None);
 }
 
 async fn dedup_forgets_after_the_window(db: TestDatabase) {

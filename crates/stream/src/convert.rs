@@ -5,7 +5,7 @@
 use fluxgate_core::{EventKind, FullPath, LogEntry, PushEvent, RefPattern, Seq};
 use fluxgate_proto::prost_types::Timestamp;
 use fluxgate_proto::v1;
-use fluxgate_routing::Subscription;
+use fluxgate_routing::{AcceptedKinds, Subscription};
 use tonic::Status;
 
 /// Most subscriptions one stream may hold.
@@ -19,6 +19,9 @@ pub struct AgentHello {
     pub cluster_name: Option<String>,
     pub subscriptions: Vec<Subscription>,
     pub resume_after: Option<Seq>,
+    /// The event kinds it understands; unknown values in the Hello are ignored (a newer
+    /// agent may list kinds this broker never sends).
+    pub accepted_kinds: AcceptedKinds,
 }
 
 pub fn hello(message: v1::Hello) -> Result<AgentHello, Status> {
@@ -30,7 +33,32 @@ pub fn hello(message: v1::Hello) -> Result<AgentHello, Status> {
         cluster_name: (!cluster_name.is_empty()).then_some(cluster_name),
         subscriptions,
         resume_after: message.resume_after.map(Seq),
+        accepted_kinds: AcceptedKinds::with(
+            message
+                .accepted_kinds
+                .iter()
+                .filter_map(|&kind| domain_kind(v1::EventKind::try_from(kind).ok()?)),
+        ),
     })
+}
+
+fn domain_kind(kind: v1::EventKind) -> Option<EventKind> {
+    match kind {
+        v1::EventKind::Unspecified => None,
+        v1::EventKind::Push => Some(EventKind::Push),
+        v1::EventKind::TagPush => Some(EventKind::TagPush),
+        v1::EventKind::Artifact => Some(EventKind::Artifact),
+        v1::EventKind::ProjectPush => Some(EventKind::ProjectPush),
+    }
+}
+
+fn wire_kind(kind: EventKind) -> v1::EventKind {
+    match kind {
+        EventKind::Push => v1::EventKind::Push,
+        EventKind::TagPush => v1::EventKind::TagPush,
+        EventKind::Artifact => v1::EventKind::Artifact,
+        EventKind::ProjectPush => v1::EventKind::ProjectPush,
+    }
 }
 
 /// A validated subscription change: (add, remove).
@@ -87,18 +115,36 @@ pub fn event(entry: &LogEntry, event: &PushEvent, matched: Vec<String>) -> v1::E
         event_id: event.event_id.to_string(),
         project_id: event.project.id.get(),
         project_path: event.project.path.to_string(),
-        r#ref: event.git_ref.to_string(),
-        before: event.before.to_string(),
-        after: event.after.to_string(),
-        kind: match event.kind {
-            EventKind::Push => v1::EventKind::Push,
-            EventKind::TagPush => v1::EventKind::TagPush,
-        } as i32,
+        r#ref: event
+            .git_ref
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        before: sha_field(event, &event.before),
+        after: sha_field(event, &event.after),
+        kind: wire_kind(event.kind) as i32,
         received_at: Some(Timestamp {
             seconds: received_ms.div_euclid(1000),
             nanos: i32::try_from(received_ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
         }),
         matched_projects: matched,
+        artifact: event.artifact.as_ref().map(|artifact| v1::Artifact {
+            url: artifact.url.clone().unwrap_or_default(),
+            tag: artifact.tag.clone().unwrap_or_default(),
+            digest: artifact.digest.clone().unwrap_or_default(),
+            pipeline_id: artifact.pipeline_id.clone(),
+            job_id: artifact.job_id.clone(),
+        }),
+    }
+}
+
+/// A git push always has both shas (zero for a created or deleted ref); the newer kinds
+/// leave an unknown one empty rather than claim a deletion.
+fn sha_field(event: &PushEvent, sha: &fluxgate_core::Sha) -> String {
+    if sha.is_zero() && !event.kind.is_git_push() {
+        String::new()
+    } else {
+        sha.to_string()
     }
 }
 
@@ -150,8 +196,11 @@ mod tests {
             cluster_name: String::new(),
             subscriptions: vec![sub(" Team/App.git ", ""), sub("team/app", "refs/tags/v*")],
             resume_after: Some(4),
+            accepted_kinds: vec![v1::EventKind::ProjectPush as i32, 99],
         })
         .unwrap();
+        assert!(ok.accepted_kinds.accepts(EventKind::ProjectPush));
+        assert!(!ok.accepted_kinds.accepts(EventKind::Artifact));
         assert_eq!(ok.cluster_name, None);
         assert_eq!(ok.subscriptions[0].label, "Team/App.git");
         assert_eq!(ok.subscriptions[0].project.key(), "team/app");

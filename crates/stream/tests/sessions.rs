@@ -121,10 +121,11 @@ impl Broker {
                         path: FullPath::parse(PROJECT).unwrap(),
                         visibility: Some(Visibility::Public),
                     },
-                    git_ref: GitRef::parse(&format!("refs/heads/b{n}")).unwrap(),
+                    git_ref: Some(GitRef::parse(&format!("refs/heads/b{n}")).unwrap()),
                     before: Sha::parse(&"0".repeat(40)).unwrap(),
                     after: Sha::parse(&format!("{:040x}", n + 1)).unwrap(),
                     kind: EventKind::Push,
+                    artifact: None,
                     received_at: UnixMillis(0),
                 })
             })
@@ -137,6 +138,42 @@ impl Broker {
     }
 
     async fn open(&self, projects: &[&str]) -> Result<AgentStream, Status> {
+        self.open_accepting(projects, &[]).await
+    }
+
+    /// Commits one ref-less project push (GitLab's KAS notice) and, if `publish`, publishes it.
+    async fn project_push(&self, publish: bool) -> u64 {
+        let record = NewRecord::Push(PushEvent {
+            event_id: uuid::Uuid::new_v4(),
+            project: ProjectRef {
+                id: ProjectId::new(1).unwrap(),
+                path: FullPath::parse(PROJECT).unwrap(),
+                visibility: Some(Visibility::Public),
+            },
+            git_ref: None,
+            before: Sha::zero(),
+            after: Sha::zero(),
+            kind: EventKind::ProjectPush,
+            artifact: None,
+            received_at: UnixMillis(0),
+        });
+        let hook = HookBatch {
+            idempotency_key: None,
+            records: vec![record],
+        };
+        let entries = self.store.append(&[hook]).await.unwrap().entries;
+        if publish {
+            self.bus.committed(&entries);
+        }
+        push_seqs(&entries)[0]
+    }
+
+    /// Opens a stream whose Hello lists `kinds` as accepted beyond git pushes.
+    async fn open_accepting(
+        &self,
+        projects: &[&str],
+        kinds: &[v1::EventKind],
+    ) -> Result<AgentStream, Status> {
         let mut client = AgentServiceClient::connect(self.url.clone())
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
@@ -146,6 +183,7 @@ impl Broker {
             cluster_name: String::new(),
             subscriptions: subscriptions(projects),
             resume_after: None,
+            accepted_kinds: kinds.iter().map(|&kind| kind as i32).collect(),
         };
         outbound
             .send(agent_message(agent_message::Message::Hello(hello)))
@@ -255,6 +293,23 @@ async fn backlog_then_live_events_arrive_in_seq_order_once() {
         Vec::<u64>::new(),
         "nothing twice"
     );
+}
+
+/// A ref-less project push reaches, from the backlog and live, only a stream whose Hello
+/// accepts that kind; an older agent's stream skips it and still gets the git pushes.
+#[tokio::test]
+async fn project_pushes_reach_only_streams_that_accept_them() {
+    let broker = Broker::start().await;
+    let in_backlog = broker.project_push(false).await;
+    let mut newer = broker
+        .open_accepting(&[PROJECT], &[v1::EventKind::ProjectPush])
+        .await
+        .unwrap();
+    let mut older = broker.open(&[PROJECT]).await.unwrap();
+    let live = broker.project_push(true).await;
+    let push = broker.push(0, 1).await;
+    assert_eq!(newer.events(3).await, [in_backlog, live, push[0]]);
+    assert_eq!(older.events_until_position(push[0]).await, push);
 }
 
 #[tokio::test]

@@ -42,6 +42,8 @@ impl RawStream {
             cluster_name: "e2e".to_owned(),
             subscriptions: subscriptions(subs),
             resume_after,
+            // Like an agent from before the newer event kinds: git pushes only.
+            accepted_kinds: Vec::new(),
         };
         Self::open_with_first(url, token, agent_message::Message::Hello(hello)).await
     }
@@ -59,6 +61,7 @@ impl RawStream {
             cluster_name: "e2e".to_owned(),
             subscriptions: subscriptions(subs),
             resume_after: None,
+            accepted_kinds: Vec::new(),
         };
         Self::connect(
             url,

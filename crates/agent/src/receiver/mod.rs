@@ -12,7 +12,7 @@ pub mod retry;
 pub mod trigger;
 pub mod worker;
 
-use fluxgate_core::{FullPath, RefPattern};
+use fluxgate_core::{EventKind, FullPath, RefPattern};
 use serde::Deserialize;
 
 use crate::event::TriggerEvent;
@@ -73,14 +73,15 @@ pub struct Receiver {
 
 impl Receiver {
     /// True if `event` is for this receiver's project (under its current path, or under
-    /// the path this agent subscribed with, for renamed projects) and its ref matches.
+    /// the path this agent subscribed with, for renamed projects) and its ref matches. A
+    /// ref-less project push matches every ref.
     pub fn matches(&self, event: &TriggerEvent) -> bool {
         let project_matches =
             event.project_path == self.project || event.matched_projects.contains(&self.project);
         let ref_matches = match (&self.ref_pattern, &event.git_ref) {
             (None, _) => true,
             (Some(pattern), Some(git_ref)) => pattern.matches(git_ref),
-            (Some(_), None) => false,
+            (Some(_), None) => event.kind == EventKind::ProjectPush,
         };
         project_matches && ref_matches
     }
@@ -116,6 +117,7 @@ mod tests {
                 .map(|p| FullPath::parse(p).unwrap())
                 .collect(),
             kind: EventKind::for_ref(&git_ref),
+            artifact: None,
             git_ref: Some(git_ref),
             before: String::new(),
             after: String::new(),

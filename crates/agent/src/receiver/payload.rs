@@ -61,9 +61,11 @@ impl TriggerRequest {
     }
 }
 
-/// The JSON body for `event`.
+/// The JSON body for `event`; an artifact event also carries what the pipeline published
+/// (`artifact.url`, `artifact.tag`, `artifact.digest`, `artifact.pipeline_id`,
+/// `artifact.job_id`).
 pub fn body(event: &TriggerEvent) -> Vec<u8> {
-    serde_json::json!({
+    let mut body = serde_json::json!({
         "object_kind": event.kind.as_str(),
         "ref": event.ref_str(),
         "before": event.before,
@@ -74,9 +76,11 @@ pub fn body(event: &TriggerEvent) -> Vec<u8> {
         },
         "seq": event.seq,
         "event_id": event.event_id,
-    })
-    .to_string()
-    .into_bytes()
+    });
+    if let Some(artifact) = &event.artifact {
+        body["artifact"] = serde_json::to_value(artifact).unwrap_or_default();
+    }
+    body.to_string().into_bytes()
 }
 
 /// `sha256=<hex HMAC-SHA256(key, body)>`, the `X-Signature` Flux's `generic-hmac` checks.
@@ -88,11 +92,13 @@ pub fn sha256_signature(key: &[u8], body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// The `X-Gitlab-Event` GitLab sends for a project hook of this kind.
+/// The `X-Gitlab-Event` GitLab sends for a project hook of this kind: a project push is a
+/// push; an artifact comes from a pipeline.
 pub fn gitlab_event(kind: EventKind) -> &'static str {
     match kind {
-        EventKind::Push => "Push Hook",
+        EventKind::Push | EventKind::ProjectPush => "Push Hook",
         EventKind::TagPush => "Tag Push Hook",
+        EventKind::Artifact => "Pipeline Hook",
     }
 }
 
@@ -113,6 +119,7 @@ mod tests {
             project_path: FullPath::parse("Group/App").unwrap(),
             matched_projects: Vec::new(),
             kind: EventKind::for_ref(&git_ref),
+            artifact: None,
             git_ref: Some(git_ref),
             before: "a".repeat(40),
             after: "b".repeat(40),

@@ -389,6 +389,7 @@ mod tests {
                 project_path: FullPath::parse("g/a").expect("path"),
                 matched_projects: Vec::new(),
                 kind: EventKind::for_ref(&git_ref),
+                artifact: None,
                 git_ref: Some(git_ref),
                 before: String::new(),
                 after: String::new(),

@@ -147,6 +147,7 @@ impl FakeStream {
             kind: kind as i32,
             received_at: None,
             matched_projects: matched.iter().map(|p| (*p).to_owned()).collect(),
+            artifact: None,
         }));
     }
 

@@ -57,6 +57,7 @@ pub fn push(seq: u64, project: &str, git_ref: &str) -> TriggerEvent {
         project_path: FullPath::parse(project).expect("valid path"),
         matched_projects: Vec::new(),
         kind: EventKind::for_ref(&git_ref),
+        artifact: None,
         git_ref: Some(git_ref),
         before: "0".repeat(40),
         after: format!("{seq:040}"),

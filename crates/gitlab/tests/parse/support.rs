@@ -103,10 +103,11 @@ pub fn assert_pushes(records: &[NewRecord], expected: &[Push<'_>]) {
         let want_event = PushEvent {
             event_id: actual.event_id,
             project: want.project.clone(),
-            git_ref: GitRef::parse(want.git_ref).expect("valid ref"),
+            git_ref: Some(GitRef::parse(want.git_ref).expect("valid ref")),
             before: Sha::parse(want.before).expect("valid sha"),
             after: Sha::parse(want.after).expect("valid sha"),
             kind: want.kind,
+            artifact: None,
             received_at: RECEIVED_AT,
         };
         assert_eq!(actual, &want_event);

@@ -26,8 +26,14 @@ struct RefHead {
 /// One ref of one project: the key of [`RefHead`].
 type RefKey = (ProjectId, GitRef);
 
-fn ref_key(event: &PushEvent) -> RefKey {
-    (event.project.id, event.git_ref.clone())
+/// The ref whose last change `event` is checked against: only git pushes have one. An
+/// artifact notification is deduplicated by its token's `jti` (the hook batch's
+/// idempotency key) and a ref-less project push not at all.
+fn ref_key(event: &PushEvent) -> Option<RefKey> {
+    if !event.kind.is_git_push() {
+        return None;
+    }
+    Some((event.project.id, event.git_ref.clone()?))
 }
 
 /// What earlier deliveries left behind that tells a repeat from a new delivery: the
@@ -72,7 +78,7 @@ impl DeliveryHistory {
             .iter()
             .flat_map(|h| &h.records)
             .filter_map(|record| match record {
-                NewRecord::Push(event) => Some(ref_key(event)),
+                NewRecord::Push(event) => ref_key(event),
                 NewRecord::Catalog(_) => None,
             })
             .collect();
@@ -121,13 +127,15 @@ impl DeliveryHistory {
     /// The seq of the original if `event` repeats the last change of its ref within the
     /// window.
     pub(super) fn repeat_of(&self, event: &PushEvent, since: UnixMillis) -> Option<Seq> {
-        let head = self.heads.get(&ref_key(event))?;
+        let head = self.heads.get(&ref_key(event)?)?;
         let same = head.before == event.before && head.after == event.after;
         (same && head.received_at >= since).then_some(head.seq)
     }
 
     pub(super) fn record_push(&mut self, event: &PushEvent, seq: Seq, now: UnixMillis) {
-        let key = ref_key(event);
+        let Some(key) = ref_key(event) else {
+            return;
+        };
         let head = RefHead {
             before: event.before.clone(),
             after: event.after.clone(),

@@ -139,6 +139,7 @@ pub async fn run(
             request.policy.id,
             request.policy.token_generation,
             info,
+            request.hello.accepted_kinds,
             subscriptions,
         )
         .await
@@ -378,7 +379,7 @@ impl Session {
         self.last_sent = entry.seq;
         self.tracker.sent(entry.seq, event.received_at);
         metrics::counter!(names::EVENTS_SENT).increment(1);
-        tracing::debug!(seq = %entry.seq, event_id = %event.event_id, project = %event.project.path, r#ref = %event.git_ref, "event sent");
+        tracing::debug!(seq = %entry.seq, event_id = %event.event_id, project = %event.project.path, r#ref = ?event.git_ref.as_ref().map(|r| r.as_str()), kind = event.kind.as_str(), "event sent");
         Some(v1::BrokerMessage {
             message: Some(broker_message::Message::Event(message)),
         })

@@ -191,10 +191,7 @@ impl IdTokenClaims {
     pub fn on_tag(mut self, tag: &str) -> Self {
         self.git_ref = tag.to_owned();
         self.ref_type = "tag".to_owned();
-        self.sub = format!(
-            "project_path:{}:ref_type:tag:ref:{tag}",
-            self.project_path
-        );
+        self.sub = format!("project_path:{}:ref_type:tag:ref:{tag}", self.project_path);
         self
     }
 
@@ -287,7 +284,9 @@ impl GitLabOidc {
     /// The `kid` that signs now.
     pub fn signing_kid(&self) -> String {
         let listed = self.shared.listed.lock();
-        test_key(*listed.last().expect("a key is listed")).kid.clone()
+        test_key(*listed.last().expect("a key is listed"))
+            .kid
+            .clone()
     }
 
     /// Signs `claims` as GitLab does: RS256 with the newest key, its `kid` in the header.

@@ -79,7 +79,10 @@ async fn expired_and_not_yet_valid_tokens_are_refused_with_their_times() {
     let early = job(&gitlab).issued_at(unix_now() + 600);
     let err = refusal(&verifier, &gitlab.mint(&early)).await;
     assert!(matches!(err, VerifyError::NotYetValid { .. }), "{err}");
-    assert!(err.to_string().starts_with("the token is not valid before "));
+    assert!(
+        err.to_string()
+            .starts_with("the token is not valid before ")
+    );
     // Within the leeway: accepted.
     let skewed = job(&gitlab).issued_at(unix_now() + 20);
     verifier.verify(&gitlab.mint(&skewed)).await.unwrap();
@@ -246,9 +249,11 @@ async fn while_gitlab_is_down_keys_are_unavailable_then_load_in_the_background()
     .await;
 
     gitlab.set_down(false);
-    let verified = eventually(PATIENCE, "the keys to load after GitLab is back", || async {
-        verifier.verify(&token).await.ok()
-    })
+    let verified = eventually(
+        PATIENCE,
+        "the keys to load after GitLab is back",
+        || async { verifier.verify(&token).await.ok() },
+    )
     .await;
     assert_eq!(verified.project_id.get(), 28);
 }
@@ -273,7 +278,11 @@ async fn a_discovery_document_naming_another_issuer_keeps_keys_unavailable() {
             gitlab.issuer()
         )
     );
-    assert_eq!(gitlab.jwks_fetches(), 0, "no keys are fetched from a wrong instance");
+    assert_eq!(
+        gitlab.jwks_fetches(),
+        0,
+        "no keys are fetched from a wrong instance"
+    );
 }
 
 #[tokio::test]

@@ -117,12 +117,12 @@ pub(crate) fn check(
     })?;
     let sha = match claims.get("sha") {
         None | Some(Value::Null) => None,
-        Some(Value::String(sha)) => Some(Sha::parse(sha).map_err(|err| {
-            VerifyError::InvalidClaim {
+        Some(Value::String(sha)) => {
+            Some(Sha::parse(sha).map_err(|err| VerifyError::InvalidClaim {
                 claim: "sha",
                 reason: err.to_string(),
-            }
-        })?),
+            })?)
+        }
         Some(_) => return Err(not_a_string("sha")),
     };
     let pipeline_id = digits(claims, "pipeline_id")?;
@@ -298,10 +298,23 @@ mod tests {
         assert_eq!(claims.user_login.as_deref(), Some("root"));
 
         let tag = with("ref_type", json!("tag"));
-        let tag = check(&{ let mut t = tag; t.insert("ref".into(), json!("v1.2.0")); t }, &config(), NOW)
-            .unwrap();
+        let tag = check(
+            &{
+                let mut t = tag;
+                t.insert("ref".into(), json!("v1.2.0"));
+                t
+            },
+            &config(),
+            NOW,
+        )
+        .unwrap();
         assert_eq!(tag.git_ref.as_str(), "refs/tags/v1.2.0");
-        assert!(check(&without("sha"), &config(), NOW).unwrap().sha.is_none());
+        assert!(
+            check(&without("sha"), &config(), NOW)
+                .unwrap()
+                .sha
+                .is_none()
+        );
     }
 
     #[test]
@@ -320,13 +333,21 @@ mod tests {
         let err = check(&gitlab_claims(), &config(), nbf - 31).unwrap_err();
         assert_eq!(
             err.to_string(),
-            format!("the token is not valid before {} (leeway 30s)", rfc3339(nbf))
+            format!(
+                "the token is not valid before {} (leeway 30s)",
+                rfc3339(nbf)
+            )
         );
     }
 
     #[test]
     fn issuer_and_audience_must_match() {
-        let err = check(&with("iss", json!("https://evil.example.com")), &config(), NOW).unwrap_err();
+        let err = check(
+            &with("iss", json!("https://evil.example.com")),
+            &config(),
+            NOW,
+        )
+        .unwrap_err();
         assert_eq!(
             err.to_string(),
             "issuer \"https://evil.example.com\" is not \"https://gitlab.example.com\""
@@ -343,8 +364,17 @@ mod tests {
     #[test]
     fn every_claim_used_is_required_and_typed() {
         for claim in [
-            "iss", "aud", "exp", "nbf", "jti", "project_id", "project_path", "ref", "ref_type",
-            "pipeline_id", "job_id",
+            "iss",
+            "aud",
+            "exp",
+            "nbf",
+            "jti",
+            "project_id",
+            "project_path",
+            "ref",
+            "ref_type",
+            "pipeline_id",
+            "job_id",
         ] {
             assert_eq!(
                 check(&without(claim), &config(), NOW).unwrap_err(),
@@ -356,7 +386,10 @@ mod tests {
             ("project_id", json!(28)),
             ("project_id", json!("-3")),
             ("project_id", json!("0")),
-            ("project_path", json!("https://gitlab.example.com/group/app")),
+            (
+                "project_path",
+                json!("https://gitlab.example.com/group/app"),
+            ),
             ("project_path", json!("group/../app")),
             ("ref", json!("bad..ref")),
             ("ref_type", json!("commit")),

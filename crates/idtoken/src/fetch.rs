@@ -39,8 +39,8 @@ pub(crate) async fn discover(
             expected: issuer.to_string(),
         });
     }
-    let jwks_uri = url::Url::parse(&discovery.jwks_uri)
-        .map_err(|err| invalid(format!("jwks_uri: {err}")))?;
+    let jwks_uri =
+        url::Url::parse(&discovery.jwks_uri).map_err(|err| invalid(format!("jwks_uri: {err}")))?;
     if !matches!(jwks_uri.scheme(), "http" | "https") {
         return Err(invalid("jwks_uri is not http(s)".to_owned()));
     }

@@ -88,7 +88,9 @@ fn usable(jwk: Jwk) -> Option<(String, DecodingKey)> {
     let signing = jwk.kty == "RSA"
         && jwk.usage.as_deref().is_none_or(|usage| usage == "sig")
         && jwk.alg.as_deref().is_none_or(|alg| alg == ALGORITHM);
-    let kid = jwk.kid.filter(|kid| !kid.is_empty() && kid.len() <= MAX_KID_LEN)?;
+    let kid = jwk
+        .kid
+        .filter(|kid| !kid.is_empty() && kid.len() <= MAX_KID_LEN)?;
     let (n, e) = (jwk.n?, jwk.e?);
     if !signing {
         return None;
@@ -96,7 +98,11 @@ fn usable(jwk: Jwk) -> Option<(String, DecodingKey)> {
     let modulus = URL_SAFE_NO_PAD.decode(&n).ok()?;
     let significant = modulus.iter().skip_while(|b| **b == 0).count();
     if significant < MIN_MODULUS_BYTES {
-        tracing::warn!(kid, bits = significant * 8, "GitLab key skipped: modulus under 2048 bits");
+        tracing::warn!(
+            kid,
+            bits = significant * 8,
+            "GitLab key skipped: modulus under 2048 bits"
+        );
         return None;
     }
     let key = DecodingKey::from_rsa_components(&n, &e).ok()?;
@@ -131,8 +137,13 @@ mod tests {
 
     #[test]
     fn a_set_without_a_usable_key_is_an_error() {
-        let err = parse("http://gitlab/keys", br#"{"keys": []}"#).err().unwrap();
-        assert_eq!(err.to_string(), "http://gitlab/keys has no RS256 signing key");
+        let err = parse("http://gitlab/keys", br#"{"keys": []}"#)
+            .err()
+            .unwrap();
+        assert_eq!(
+            err.to_string(),
+            "http://gitlab/keys has no RS256 signing key"
+        );
         let err = parse("http://gitlab/keys", b"<html>").err().unwrap();
         assert!(
             err.to_string()

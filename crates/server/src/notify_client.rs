@@ -95,7 +95,9 @@ pub async fn notify(
                 args.max_time
             );
         }
-        eprintln!("fluxgate notify: attempt {attempt} of {attempts} failed ({why}); retrying in {delay:?}");
+        eprintln!(
+            "fluxgate notify: attempt {attempt} of {attempts} failed ({why}); retrying in {delay:?}"
+        );
         tokio::time::sleep(delay).await;
     }
     unreachable!("the loop returns or bails on its last attempt")

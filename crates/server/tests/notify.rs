@@ -33,7 +33,8 @@ impl NotifyBroker {
         config.gitlab_url = Some(gitlab.issuer().to_owned());
         config.ci_audience = Some(AUD.to_owned());
         let listeners = Listeners::ephemeral().await.unwrap();
-        let mut handle = fluxgate_server::run(config.clone(), listeners, Default::default()).unwrap();
+        let mut handle =
+            fluxgate_server::run(config.clone(), listeners, Default::default()).unwrap();
         handle.ready().await.unwrap();
         let broker = Self {
             handle,
@@ -250,7 +251,10 @@ async fn bodies_are_validated() {
     let broker = NotifyBroker::start().await;
     for (body, reason) in [
         (json!({"tags": "v1"}), "unknown field `tags`"),
-        (json!({"artifact": "https://registry.example.com/x"}), "oci://"),
+        (
+            json!({"artifact": "https://registry.example.com/x"}),
+            "oci://",
+        ),
         (json!({"digest": "sha256:abc"}), "digest"),
         (json!({"tag": "-bad"}), "tag"),
     ] {
@@ -293,7 +297,10 @@ async fn while_gitlab_is_down_valid_tokens_get_503() {
     config.ci_audience = Some(AUD.to_owned());
     let listeners = Listeners::ephemeral().await.unwrap();
     let mut handle = fluxgate_server::run(config, listeners, Default::default()).unwrap();
-    handle.ready().await.expect("the broker starts while GitLab is down");
+    handle
+        .ready()
+        .await
+        .expect("the broker starts while GitLab is down");
     let token = gitlab.mint(&gitlab.claims(AUD, 28, "group/app", "main", SHA));
     let response = http_client()
         .post(format!("http://{}/api/v1/notify", handle.addresses().http))

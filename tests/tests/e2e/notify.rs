@@ -85,7 +85,10 @@ async fn notify_retries_while_the_broker_answers_503_then_prints_the_seq() {
         .expect("notify finishes within --max-time")
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "stdout {stdout}, stderr {first}\n{rest}");
+    assert!(
+        output.status.success(),
+        "stdout {stdout}, stderr {first}\n{rest}"
+    );
     assert!(
         stdout.starts_with("accepted: seq ") && stdout.contains("(group/app refs/heads/main)"),
         "{stdout}"
@@ -128,7 +131,10 @@ async fn notify_exits_non_zero_with_the_reason_on_401_without_retrying() {
         stderr.contains("fluxgate notify: the broker refused the notification: HTTP 401 Unauthorized: ID token refused: audience [\"https://other.example.com\"] is not \"https://fluxgate.example.com\""),
         "{stderr}"
     );
-    assert!(!stderr.contains("attempt 1 of"), "a 401 is not retried: {stderr}");
+    assert!(
+        !stderr.contains("attempt 1 of"),
+        "a 401 is not retried: {stderr}"
+    );
     assert!(!stderr.contains(&token), "the token is never printed");
     assert!(output.stdout.is_empty());
 }

@@ -328,8 +328,18 @@ impl Config {
         let (url, audience) = match (&self.gitlab_url, &self.ci_audience) {
             (None, None) => return Ok(None),
             (Some(url), Some(audience)) => (url, audience),
-            (Some(_), None) => return Err(CiConfigError::Incomplete { missing: "ci_audience", given: "gitlab_url" }),
-            (None, Some(_)) => return Err(CiConfigError::Incomplete { missing: "gitlab_url", given: "ci_audience" }),
+            (Some(_), None) => {
+                return Err(CiConfigError::Incomplete {
+                    missing: "ci_audience",
+                    given: "gitlab_url",
+                });
+            }
+            (None, Some(_)) => {
+                return Err(CiConfigError::Incomplete {
+                    missing: "gitlab_url",
+                    given: "ci_audience",
+                });
+            }
         };
         let issuer = Issuer::parse(url)?;
         let mut verifier = VerifierConfig::new(issuer, audience)?;
@@ -404,8 +414,20 @@ mod tests {
         assert_eq!(verifier.audience, "https://fluxgate.example.com");
         assert_eq!(verifier.leeway, Duration::from_secs(7));
         config.gitlab_url = None;
-        assert!(config.ci_verifier().unwrap_err().to_string().starts_with("ci_audience is set but gitlab_url is not"));
+        assert!(
+            config
+                .ci_verifier()
+                .unwrap_err()
+                .to_string()
+                .starts_with("ci_audience is set but gitlab_url is not")
+        );
         config.gitlab_url = Some("gitlab.example.com".to_owned());
-        assert!(config.ci_verifier().unwrap_err().to_string().contains("is not a URL"));
+        assert!(
+            config
+                .ci_verifier()
+                .unwrap_err()
+                .to_string()
+                .contains("is not a URL")
+        );
     }
 }

@@ -1,10 +1,15 @@
-//! HTTP ingest of GitLab hooks.
+//! HTTP ingest of GitLab hooks and pipeline notifications.
 //!
 //! GitLab system hooks and project/group webhooks arrive as JSON over HTTP. This crate
 //! authenticates them, parses them into the records the store appends (with
 //! `fluxgate-gitlab`, the pure parser), and answers GitLab quickly, so that every accepted
 //! event is durable before the 2xx.
+//!
+//! Pipelines notify through `POST /api/v1/notify` ([`notify`]), authenticated by their
+//! GitLab CI ID token (`fluxgate-idtoken`); a notification becomes an artifact event in the
+//! same log, through the same appender.
 
 pub mod hooks;
 pub mod log_field;
 pub mod metric_names;
+pub mod notify;

@@ -15,6 +15,10 @@ pub const HOOKS_IGNORED: &str = "fluxgate_hooks_ignored_total";
 pub const HOOK_RECORDS: &str = "fluxgate_hook_records_total";
 /// Time to answer a hook.
 pub const HOOK_SECONDS: &str = "fluxgate_hook_seconds";
+/// Pipeline notifications (`POST /api/v1/notify`), by [`OUTCOME`].
+pub const NOTIFICATIONS: &str = "fluxgate_notifications_total";
+/// Pipeline notifications refused, by [`REASON`] (`expired`, `audience`, `unknown_kid`, …).
+pub const NOTIFY_REFUSALS: &str = "fluxgate_notify_refusals_total";
 
 /// Every metric of this crate.
 pub const ALL: &[&str] = &[
@@ -23,11 +27,14 @@ pub const ALL: &[&str] = &[
     HOOKS_IGNORED,
     HOOK_RECORDS,
     HOOK_SECONDS,
+    NOTIFICATIONS,
+    NOTIFY_REFUSALS,
 ];
 
-/// Label of [`HOOKS`]: the answer's status, or the refusal's error code.
+/// Label of [`HOOKS`] and [`NOTIFICATIONS`]: the answer's status, or the refusal's error
+/// code.
 pub const OUTCOME: &str = "outcome";
-/// Label of [`HOOK_REFUSALS`]: why the hook was refused.
+/// Label of [`HOOK_REFUSALS`] and [`NOTIFY_REFUSALS`]: why it was refused.
 pub const REASON: &str = "reason";
 /// Label of [`HOOKS_IGNORED`] and [`HOOK_RECORDS`].
 pub const KIND: &str = "kind";
@@ -36,7 +43,14 @@ pub const KIND: &str = "kind";
 pub const CATALOG_RECORD: &str = "catalog";
 
 /// The counters above (registered at zero at start-up, so a fresh broker lists them).
-pub const COUNTERS: &[&str] = &[HOOKS, HOOK_REFUSALS, HOOKS_IGNORED, HOOK_RECORDS];
+pub const COUNTERS: &[&str] = &[
+    HOOKS,
+    HOOK_REFUSALS,
+    HOOKS_IGNORED,
+    HOOK_RECORDS,
+    NOTIFICATIONS,
+    NOTIFY_REFUSALS,
+];
 /// The histograms above (registered at start-up).
 pub const HISTOGRAMS: &[&str] = &[HOOK_SECONDS];
 
@@ -53,6 +67,14 @@ pub fn describe() {
         "Hooks of kinds fluxgate does not use, by kind."
     );
     describe_counter!(HOOK_RECORDS, "Records parsed from accepted hooks, by kind.");
+    describe_counter!(
+        NOTIFICATIONS,
+        "Pipeline notifications (POST /api/v1/notify), by outcome."
+    );
+    describe_counter!(
+        NOTIFY_REFUSALS,
+        "Pipeline notifications refused, by reason (every one, also when its log line was rate limited)."
+    );
     describe_histogram!(
         HOOK_SECONDS,
         Unit::Seconds,

@@ -20,7 +20,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use fluxgate_fanout::{CloseReason, Hub, HubLimits};
+use fluxgate_idtoken::{Verifier, VerifierConfig};
 use fluxgate_ingest::hooks::{HookAuth, HookState, RefusalLog};
+use fluxgate_ingest::notify::NotifyState;
 use fluxgate_replication::{Bus, Follower, InProcessBus, RedisBus, RedisBusConfig, RedisPresence};
 use fluxgate_routing::RoutingState;
 use fluxgate_store::{Publisher, SqlStore, Store, StoreOptions};
@@ -241,6 +243,8 @@ struct Parts {
     broker_id: String,
     hook_auth: HookAuth,
     admin_token: Option<String>,
+    /// `POST /api/v1/notify`'s verifier, when `gitlab_url` and `ci_audience` are set.
+    ci_verifier: Option<VerifierConfig>,
     store: Arc<dyn Store>,
     snapshot_summary: SnapshotSummary,
     bus: Arc<dyn Bus>,
@@ -273,6 +277,7 @@ impl Parts {
     async fn build(config: Config) -> anyhow::Result<Self> {
         let hook_auth = secrets::hook_auth(&config)?;
         let admin_token = secrets::admin_token(&config)?;
+        let ci_verifier = config.ci_verifier()?;
         let store: Arc<dyn Store> = Arc::new(open_store(&config, Duration::from_secs(60)).await?);
         let broker_id = broker_id(&config);
         let stops = Stops::default();
@@ -336,6 +341,7 @@ impl Parts {
             broker_id,
             hook_auth,
             admin_token,
+            ci_verifier,
             store,
             bus,
             follower,
@@ -352,6 +358,7 @@ impl Parts {
             broker_id,
             hook_auth,
             admin_token,
+            ci_verifier,
             store,
             snapshot_summary,
             bus,
@@ -436,6 +443,22 @@ impl Parts {
             }
             None => None,
         };
+        let notify = match ci_verifier {
+            Some(verifier_config) => {
+                tracing::info!(
+                    gitlab_url = %verifier_config.issuer,
+                    audience = %verifier_config.audience,
+                    "pipeline notifications on (POST /api/v1/notify); loading GitLab's ID token keys"
+                );
+                Some(NotifyState {
+                    appender: appender.clone(),
+                    verifier: Verifier::start(verifier_config)?,
+                    commit_timeout: config.commit_timeout,
+                    refusal_log: Arc::new(RefusalLog::new(config.hook_refusal_log_interval)),
+                })
+            }
+            None => None,
+        };
         let hooks = HookState {
             appender,
             auth: Arc::new(hook_auth),
@@ -448,7 +471,7 @@ impl Parts {
             HTTP_SERVER,
             listen::serve(
                 listeners.http,
-                http::public_router(hooks, admin),
+                http::public_router(hooks, notify, admin),
                 plan.http,
                 stops.http.clone(),
             ),

@@ -1,10 +1,11 @@
-//! The command line: `fluxgate serve | migrate | agent …`.
+//! The command line: `fluxgate serve | migrate | agent … | healthcheck | notify`.
 //!
 //! The configuration keys' flags come from [`crate::config::flags`] (`--http-listen` is
 //! `http_listen`, `FLUXGATE_HTTP_LISTEN`); only the flags given become a configuration
 //! layer, on top of the file and the environment.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -43,6 +44,39 @@ pub enum Command {
         /// Such as http://127.0.0.1:8151/readyz.
         url: String,
     },
+    /// From a GitLab CI job: tell the broker the pipeline's artifact is ready
+    /// (`POST /api/v1/notify` with the job's ID token); prints the event's seq.
+    Notify(NotifyArgs),
+}
+
+/// `fluxgate notify`: where to, which token, what was built, how long to retry.
+#[derive(Debug, Args)]
+pub struct NotifyArgs {
+    /// The broker's HTTP listener, such as https://fluxgate.example.com.
+    #[arg(long, env = "FLUXGATE_URL", value_name = "URL")]
+    pub url: String,
+    /// The environment variable holding the job's ID token (its `id_tokens:` name).
+    #[arg(long, default_value = "FLUXGATE_ID_TOKEN", value_name = "NAME")]
+    pub token_env: String,
+    /// The OCI artifact pushed, such as oci://registry.example.com/group/app/manifests.
+    #[arg(long, value_name = "URL")]
+    pub artifact: Option<String>,
+    /// Its tag.
+    #[arg(long, value_name = "TAG")]
+    pub tag: Option<String>,
+    /// Its digest, sha256:<64 hex>.
+    #[arg(long, value_name = "DIGEST")]
+    pub digest: Option<String>,
+    /// Attempts at most (connection failures, timeouts, 5xx and 429 are retried with
+    /// backoff; other answers are final).
+    #[arg(long, default_value_t = 6, value_name = "COUNT")]
+    pub attempts: u32,
+    /// Give up once retrying would take longer than this in all.
+    #[arg(long, default_value = "2m", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub max_time: Duration,
+    /// Each attempt must be answered within this.
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -262,6 +296,31 @@ mod tests {
                 serde_json::to_value(Config::load(None, Vec::new(), overrides).unwrap()).unwrap();
             assert_ne!(loaded[&key], defaults[&key], "{flag} changes {key}");
         }
+    }
+
+    #[test]
+    fn notify_takes_its_own_flags() {
+        let cli = Cli::parse_from([
+            "fluxgate",
+            "notify",
+            "--url",
+            "http://broker:8080",
+            "--tag",
+            "v1",
+            "--attempts",
+            "3",
+            "--max-time",
+            "30s",
+        ]);
+        let Command::Notify(args) = cli.command else {
+            panic!("not notify: {:?}", cli.command);
+        };
+        assert_eq!(args.url, "http://broker:8080");
+        assert_eq!(args.token_env, "FLUXGATE_ID_TOKEN");
+        assert_eq!(args.tag.as_deref(), Some("v1"));
+        assert_eq!(args.attempts, 3);
+        assert_eq!(args.max_time, Duration::from_secs(30));
+        assert_eq!(args.request_timeout, Duration::from_secs(10));
     }
 
     #[test]

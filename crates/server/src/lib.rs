@@ -18,6 +18,7 @@ mod health;
 mod http;
 mod listen;
 pub mod metric_names;
+pub mod notify_client;
 mod retention;
 pub mod secrets;
 pub mod shutdown;

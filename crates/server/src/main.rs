@@ -16,6 +16,14 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Notify(args) = &cli.command {
+        // A CI job's command: no configuration, no store, no logging set-up.
+        let line = fluxgate_server::notify_client::notify(args, |name| std::env::var(name).ok())
+            .await
+            .map_err(|err| anyhow::anyhow!("fluxgate notify: {err:#}"))?;
+        println!("{line}");
+        return Ok(());
+    }
     let config = Config::load(cli.config.as_deref(), std::env::vars(), cli.overrides())?;
     let _logging = telemetry::init_logging(config.log_format, &config.log_level)?;
     if let Err(err) = tikv_jemalloc_ctl::background_thread::write(true) {
@@ -33,5 +41,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => commands::migrate(&config).await,
         Command::Agent(command) => commands::agent(&config, command).await,
         Command::Healthcheck { url } => commands::healthcheck(&url).await,
+        Command::Notify(_) => unreachable!("handled before the configuration is loaded"),
     }
 }

@@ -5,6 +5,7 @@ mod delivery;
 mod hook_security;
 mod ingest;
 mod kubernetes;
+mod notify;
 mod receiver_outage;
 mod recovery;
 mod replicas;

@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use fluxgate_idtoken::{Issuer, VerifierConfig};
 use serde::{Deserialize, Deserializer, Serialize};
 
 pub use load::{ConfigError, Overrides};
@@ -151,6 +152,24 @@ pub struct Config {
     /// Largest hook body accepted, in bytes (413 above).
     #[arg(long, value_name = "BYTES")]
     pub hook_body_limit: usize,
+    /// The GitLab instance (its external URL, as in its ID tokens' `iss`): with
+    /// `ci_audience`, turns on `POST /api/v1/notify`, authenticated by GitLab CI ID tokens
+    /// verified against this instance's OIDC discovery and keys (docs/pipeline-notify.md).
+    #[arg(long, value_name = "URL")]
+    pub gitlab_url: Option<String>,
+    /// The audience (`aud`) that pipeline jobs' `id_tokens:` name for fluxgate, such as
+    /// the broker's URL; with `gitlab_url`.
+    #[arg(long, value_name = "TEXT")]
+    pub ci_audience: Option<String>,
+    /// Clock skew allowed on an ID token's `exp` and `nbf`, both ways.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub ci_token_leeway: Duration,
+    /// A token naming an unknown key id refreshes GitLab's keys at most once per this
+    /// (bad tokens cannot make the broker hammer GitLab).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub ci_keys_refresh_min_interval: Duration,
     /// A file holding the admin API's bearer token (at least 16 characters); without it
     /// the admin API is off.
     #[arg(long, value_name = "PATH")]
@@ -261,6 +280,11 @@ impl Default for Config {
             hook_signature_tolerance: fluxgate_ingest::hooks::DEFAULT_SIGNATURE_TOLERANCE,
             hook_refusal_log_interval: fluxgate_ingest::hooks::DEFAULT_REFUSAL_LOG_INTERVAL,
             hook_body_limit: fluxgate_ingest::hooks::DEFAULT_BODY_LIMIT,
+            gitlab_url: None,
+            ci_audience: None,
+            ci_token_leeway: fluxgate_idtoken::VerifierConfig::DEFAULT_LEEWAY,
+            ci_keys_refresh_min_interval:
+                fluxgate_idtoken::VerifierConfig::DEFAULT_REFRESH_MIN_INTERVAL,
             admin_token_file: None,
             retention: Duration::from_secs(7 * 24 * 3600),
             retention_check_interval: Duration::from_secs(60),
@@ -296,6 +320,48 @@ impl Config {
     pub fn uses_embedded_database(&self) -> bool {
         self.database_url.is_none()
     }
+
+    /// The ID token verifier's configuration when `gitlab_url` and `ci_audience` are both
+    /// set (pipeline notifications on), `None` when neither is; one without the other, or
+    /// a value that is not usable, is an error (the broker does not start).
+    pub fn ci_verifier(&self) -> Result<Option<VerifierConfig>, CiConfigError> {
+        let (url, audience) = match (&self.gitlab_url, &self.ci_audience) {
+            (None, None) => return Ok(None),
+            (Some(url), Some(audience)) => (url, audience),
+            (Some(_), None) => {
+                return Err(CiConfigError::Incomplete {
+                    missing: "ci_audience",
+                    given: "gitlab_url",
+                });
+            }
+            (None, Some(_)) => {
+                return Err(CiConfigError::Incomplete {
+                    missing: "gitlab_url",
+                    given: "ci_audience",
+                });
+            }
+        };
+        let issuer = Issuer::parse(url)?;
+        let mut verifier = VerifierConfig::new(issuer, audience)?;
+        verifier.leeway = self.ci_token_leeway;
+        verifier.refresh_min_interval = self.ci_keys_refresh_min_interval;
+        Ok(Some(verifier))
+    }
+}
+
+/// Why the pipeline-notification keys cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CiConfigError {
+    #[error(
+        "{given} is set but {missing} is not: pipeline notifications need both \
+         (set both to enable POST /api/v1/notify, or neither)"
+    )]
+    Incomplete {
+        missing: &'static str,
+        given: &'static str,
+    },
+    #[error(transparent)]
+    Invalid(#[from] fluxgate_idtoken::ConfigError),
 }
 
 /// A list from a list (file, flags) or from one comma-separated string (a variable).
@@ -329,5 +395,39 @@ mod tests {
             "sqlite://./fluxgate-data/fluxgate.db?mode=rwc"
         );
         assert!(config.uses_embedded_database());
+    }
+
+    #[test]
+    fn pipeline_notifications_need_both_gitlab_url_and_ci_audience() {
+        let mut config = Config::default();
+        assert!(config.ci_verifier().unwrap().is_none());
+        config.gitlab_url = Some("https://gitlab.example.com/".to_owned());
+        assert_eq!(
+            config.ci_verifier().unwrap_err().to_string(),
+            "gitlab_url is set but ci_audience is not: pipeline notifications need both \
+             (set both to enable POST /api/v1/notify, or neither)"
+        );
+        config.ci_audience = Some("https://fluxgate.example.com".to_owned());
+        config.ci_token_leeway = Duration::from_secs(7);
+        let verifier = config.ci_verifier().unwrap().unwrap();
+        assert_eq!(verifier.issuer.as_str(), "https://gitlab.example.com");
+        assert_eq!(verifier.audience, "https://fluxgate.example.com");
+        assert_eq!(verifier.leeway, Duration::from_secs(7));
+        config.gitlab_url = None;
+        assert!(
+            config
+                .ci_verifier()
+                .unwrap_err()
+                .to_string()
+                .starts_with("ci_audience is set but gitlab_url is not")
+        );
+        config.gitlab_url = Some("gitlab.example.com".to_owned());
+        assert!(
+            config
+                .ci_verifier()
+                .unwrap_err()
+                .to_string()
+                .contains("is not a URL")
+        );
     }
 }

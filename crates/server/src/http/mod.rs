@@ -1,4 +1,4 @@
-//! The public HTTP listener: GitLab hooks and the admin API, with request ids, tracing,
+//! The public HTTP listener: GitLab hooks, pipeline notifications and the admin API, with request ids, tracing,
 //! timeouts and JSON answers for unknown routes.
 
 pub mod admin_api;
@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use fluxgate_core::{ApiError, ErrorCode};
 use fluxgate_ingest::hooks::{self, HookState};
 use fluxgate_ingest::log_field::bounded;
+use fluxgate_ingest::notify::{self, NotifyState};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -24,8 +25,15 @@ use json::ErrorAnswer;
 /// No HTTP request may take longer than this (GitLab gives up after 10 s by default).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub fn public_router(hooks: HookState, admin: Option<(Arc<AgentAdmin>, String)>) -> Router {
-    let mut router = hooks::router(hooks);
+pub fn public_router(
+    hooks: HookState,
+    notify: Option<NotifyState>,
+    admin: Option<(Arc<AgentAdmin>, String)>,
+) -> Router {
+    let mut router = hooks::router(hooks).merge(match notify {
+        Some(state) => notify::router(state),
+        None => notify::disabled_router(),
+    });
     router = match admin {
         Some((admin, token)) => router.merge(admin_api::router(admin, &token)),
         None => router.route("/api/v1/{*rest}", axum::routing::any(admin_api_off)),

@@ -4,7 +4,11 @@
 //! authenticates them, parses them into the records the store appends (with
 //! `fluxgate-gitlab`, the pure parser), and answers GitLab quickly, so that every accepted
 //! event is durable before the 2xx.
+//!
+//! [`kas`] takes GitLab's other push notice: the `GitPushEvent` call Rails makes to KAS,
+//! authenticated by Rails' KAS JWT, appended through the same `Appender`.
 
 pub mod hooks;
+pub mod kas;
 pub mod log_field;
 pub mod metric_names;

@@ -13,6 +13,9 @@ pub const HOOK_REFUSALS: &str = "fluxgate_hook_refusals_total";
 pub const HOOKS_IGNORED: &str = "fluxgate_hooks_ignored_total";
 /// Records parsed from accepted hooks, by [`KIND`].
 pub const HOOK_RECORDS: &str = "fluxgate_hook_records_total";
+/// GitLab Rails' `GitPushEvent` calls on the KAS listener, by [`OUTCOME`] (`accepted`,
+/// `duplicate`, `unauthenticated`, `invalid_argument`, `unavailable`).
+pub const KAS_GIT_PUSH_EVENTS: &str = "fluxgate_kas_git_push_events_total";
 /// Time to answer a hook.
 pub const HOOK_SECONDS: &str = "fluxgate_hook_seconds";
 
@@ -23,6 +26,7 @@ pub const ALL: &[&str] = &[
     HOOKS_IGNORED,
     HOOK_RECORDS,
     HOOK_SECONDS,
+    KAS_GIT_PUSH_EVENTS,
 ];
 
 /// Label of [`HOOKS`]: the answer's status, or the refusal's error code.
@@ -36,7 +40,13 @@ pub const KIND: &str = "kind";
 pub const CATALOG_RECORD: &str = "catalog";
 
 /// The counters above (registered at zero at start-up, so a fresh broker lists them).
-pub const COUNTERS: &[&str] = &[HOOKS, HOOK_REFUSALS, HOOKS_IGNORED, HOOK_RECORDS];
+pub const COUNTERS: &[&str] = &[
+    HOOKS,
+    HOOK_REFUSALS,
+    HOOKS_IGNORED,
+    HOOK_RECORDS,
+    KAS_GIT_PUSH_EVENTS,
+];
 /// The histograms above (registered at start-up).
 pub const HISTOGRAMS: &[&str] = &[HOOK_SECONDS];
 
@@ -53,9 +63,23 @@ pub fn describe() {
         "Hooks of kinds fluxgate does not use, by kind."
     );
     describe_counter!(HOOK_RECORDS, "Records parsed from accepted hooks, by kind.");
+    describe_counter!(
+        KAS_GIT_PUSH_EVENTS,
+        "GitLab Rails' KAS GitPushEvent calls, by outcome."
+    );
     describe_histogram!(
         HOOK_SECONDS,
         Unit::Seconds,
         "Time to answer a hook, commit included."
     );
+}
+
+/// The [`OUTCOME`] of a refused `GitPushEvent` call: its gRPC code in snake case.
+pub fn kas_outcome(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::Unauthenticated => "unauthenticated",
+        tonic::Code::InvalidArgument => "invalid_argument",
+        tonic::Code::Unavailable => "unavailable",
+        _ => "internal",
+    }
 }

@@ -155,6 +155,23 @@ pub struct Config {
     /// the admin API is off.
     #[arg(long, value_name = "PATH")]
     pub admin_token_file: Option<PathBuf>,
+    /// GitLab KAS's internal API (`Notifications/GitPushEvent`, what GitLab Rails'
+    /// `gitlab_kas.internal_url` points at): gRPC without TLS, so keep it on a private
+    /// network. Bound only when `kas_secret_file` is set.
+    #[arg(long, value_name = "ADDRESS")]
+    pub kas_listen: SocketAddr,
+    /// GitLab's KAS secret (`.gitlab_kas_secret`: the Base64 of exactly 32 bytes), which
+    /// signs Rails' calls; setting it turns the KAS listener on. Should be 0600.
+    #[arg(long, value_name = "PATH")]
+    pub kas_secret_file: Option<PathBuf>,
+    /// Connections open at once on the KAS listener; more wait in the backlog.
+    #[arg(long, value_name = "COUNT")]
+    pub kas_max_connections: usize,
+    /// The GitLab instance's relative URL root (`/gitlab` for
+    /// `https://example.com/gitlab`): a project path sent to `ReconcileProjects` under it
+    /// also matches without it.
+    #[arg(long, value_name = "TEXT")]
+    pub kas_relative_url_root: Option<String>,
     /// How long the log keeps events for agents that are away.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
@@ -262,6 +279,10 @@ impl Default for Config {
             hook_refusal_log_interval: fluxgate_ingest::hooks::DEFAULT_REFUSAL_LOG_INTERVAL,
             hook_body_limit: fluxgate_ingest::hooks::DEFAULT_BODY_LIMIT,
             admin_token_file: None,
+            kas_listen: SocketAddr::from(([127, 0, 0, 1], 8153)),
+            kas_secret_file: None,
+            kas_max_connections: 64,
+            kas_relative_url_root: None,
             retention: Duration::from_secs(7 * 24 * 3600),
             retention_check_interval: Duration::from_secs(60),
             dedup_window: Duration::from_secs(24 * 3600),
@@ -296,6 +317,23 @@ impl Config {
     pub fn uses_embedded_database(&self) -> bool {
         self.database_url.is_none()
     }
+
+    /// The KAS relative URL root as a path (`/gitlab/` → `gitlab`); `None` when unset or
+    /// `/`.
+    pub fn kas_relative_root(&self) -> anyhow::Result<Option<fluxgate_core::FullPath>> {
+        let Some(root) = &self.kas_relative_url_root else {
+            return Ok(None);
+        };
+        let trimmed = root.trim().trim_matches('/');
+        if trimmed.is_empty() {
+            return Ok(None);
+        }
+        fluxgate_core::FullPath::parse(trimmed)
+            .map(Some)
+            .map_err(|err| {
+                anyhow::anyhow!("kas_relative_url_root {root:?} is not a URL path: {err}")
+            })
+    }
 }
 
 /// A list from a list (file, flags) or from one comma-separated string (a variable).
@@ -320,6 +358,21 @@ fn string_or_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kas_relative_root_is_a_path_without_slashes() {
+        let root = |value: Option<&str>| {
+            Config {
+                kas_relative_url_root: value.map(str::to_owned),
+                ..Config::default()
+            }
+            .kas_relative_root()
+        };
+        assert_eq!(root(None).unwrap(), None);
+        assert_eq!(root(Some("/")).unwrap(), None);
+        assert_eq!(root(Some("/gitlab/")).unwrap().unwrap().as_str(), "gitlab");
+        assert!(root(Some("/a b")).is_err());
+    }
 
     #[test]
     fn the_embedded_database_lives_in_the_data_dir() {

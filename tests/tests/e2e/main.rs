@@ -4,6 +4,7 @@
 mod delivery;
 mod hook_security;
 mod ingest;
+mod kas;
 mod kubernetes;
 mod receiver_outage;
 mod recovery;

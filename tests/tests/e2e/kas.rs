@@ -257,7 +257,7 @@ async fn next_id(stream: &mut Streaming<ReconcileProjectsResponse>) -> String {
 async fn reconcile_projects_sends_the_path_as_sent_and_never_a_project_the_agent_may_not_see() {
     let dir = tempfile::tempdir().unwrap();
     let secret = KasSecret::from_seed(4);
-    let broker = kas_broker(dir.path(), &secret).await;
+    let mut broker = kas_broker(dir.path(), &secret).await;
     let token = broker.create_agent("cluster", "ops/app", &[]).await;
     // Under the relative root, as agentk derives it from a GitRepository URL; and a
     // private project the agent was never granted.
@@ -309,4 +309,11 @@ async fn reconcile_projects_sends_the_path_as_sent_and_never_a_project_the_agent
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("project[0].id must not be empty"));
+
+    // On shutdown the stream ends cleanly (agentk reconnects at once on EOF).
+    assert!(broker.terminate().await, "the broker stops on SIGTERM");
+    let end = tokio::time::timeout(PATIENCE, stream.message())
+        .await
+        .expect("the stream ends within the patience");
+    assert!(matches!(end, Ok(None)), "a clean end, not {end:?}");
 }

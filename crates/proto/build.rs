@@ -1,11 +1,17 @@
-//! Compiles `proto/**/*.proto` at the workspace root with protox (pure Rust, no system
+//! Compiles the `.proto` files under `proto/` at the workspace root (fluxgate's own API and
+//! the GitLab KAS APIs fluxgate serves) with protox (pure Rust, no system
 //! `protoc`), then generates prost messages and tonic stubs into `OUT_DIR`.
 
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["fluxgate/v1/agent.proto"];
+    let files = [
+        "fluxgate/v1/agent.proto",
+        "gitlab/agent/event/event.proto",
+        "gitlab/agent/notifications/rpc/rpc.proto",
+        "gitlab/agent/flux/rpc/rpc.proto",
+    ];
     let paths: Vec<PathBuf> = files.iter().map(|f| proto_root.join(f)).collect();
     for path in &paths {
         println!("cargo:rerun-if-changed={}", path.display());

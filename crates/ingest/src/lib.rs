@@ -8,8 +8,12 @@
 //! Pipelines notify through `POST /api/v1/notify` ([`notify`]), authenticated by their
 //! GitLab CI ID token (`fluxgate-idtoken`); a notification becomes an artifact event in the
 //! same log, through the same appender.
+//!
+//! [`kas`] takes GitLab's other push notice: the `GitPushEvent` call Rails makes to KAS,
+//! authenticated by Rails' KAS JWT, appended through the same `Appender`.
 
 pub mod hooks;
+pub mod kas;
 pub mod log_field;
 pub mod metric_names;
 pub mod notify;

@@ -13,6 +13,9 @@ pub const HOOK_REFUSALS: &str = "fluxgate_hook_refusals_total";
 pub const HOOKS_IGNORED: &str = "fluxgate_hooks_ignored_total";
 /// Records parsed from accepted hooks, by [`KIND`].
 pub const HOOK_RECORDS: &str = "fluxgate_hook_records_total";
+/// GitLab Rails' `GitPushEvent` calls on the KAS listener, by [`OUTCOME`] (`accepted`,
+/// `duplicate`, `unauthenticated`, `invalid_argument`, `unavailable`).
+pub const KAS_GIT_PUSH_EVENTS: &str = "fluxgate_kas_git_push_events_total";
 /// Time to answer a hook.
 pub const HOOK_SECONDS: &str = "fluxgate_hook_seconds";
 /// Pipeline notifications (`POST /api/v1/notify`), by [`OUTCOME`].
@@ -29,6 +32,7 @@ pub const ALL: &[&str] = &[
     HOOK_SECONDS,
     NOTIFICATIONS,
     NOTIFY_REFUSALS,
+    KAS_GIT_PUSH_EVENTS,
 ];
 
 /// Label of [`HOOKS`] and [`NOTIFICATIONS`]: the answer's status, or the refusal's error
@@ -50,6 +54,7 @@ pub const COUNTERS: &[&str] = &[
     HOOK_RECORDS,
     NOTIFICATIONS,
     NOTIFY_REFUSALS,
+    KAS_GIT_PUSH_EVENTS,
 ];
 /// The histograms above (registered at start-up).
 pub const HISTOGRAMS: &[&str] = &[HOOK_SECONDS];
@@ -75,9 +80,23 @@ pub fn describe() {
         NOTIFY_REFUSALS,
         "Pipeline notifications refused, by reason (every one, also when its log line was rate limited)."
     );
+    describe_counter!(
+        KAS_GIT_PUSH_EVENTS,
+        "GitLab Rails' KAS GitPushEvent calls, by outcome."
+    );
     describe_histogram!(
         HOOK_SECONDS,
         Unit::Seconds,
         "Time to answer a hook, commit included."
     );
+}
+
+/// The [`OUTCOME`] of a refused `GitPushEvent` call: its gRPC code in snake case.
+pub fn kas_outcome(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::Unauthenticated => "unauthenticated",
+        tonic::Code::InvalidArgument => "invalid_argument",
+        tonic::Code::Unavailable => "unavailable",
+        _ => "internal",
+    }
 }

@@ -1,4 +1,5 @@
-//! Wire types for fluxgate's gRPC APIs, generated from `proto/` at build time.
+//! Wire types for fluxgate's gRPC APIs and the GitLab KAS APIs it serves, generated from
+//! `proto/` at build time.
 //!
 //! Client stubs are behind the `client` feature (the agent), server stubs behind `server`
 //! (the broker). Nothing outside the edge of a service should use these types: convert
@@ -14,4 +15,34 @@ pub use tonic;
 pub mod v1 {
     #![allow(clippy::all, missing_docs, rust_2018_idioms)]
     tonic::include_proto!("fluxgate.v1");
+}
+
+/// GitLab KAS's APIs, wire-compatible with GitLab Rails and agentk (package names,
+/// services and field numbers as in gitlab-agent). KAS validates them with
+/// protoc-gen-validate; fluxgate validates by hand where they are received.
+pub mod gitlab {
+    /// `gitlab.agent.*`
+    pub mod agent {
+        /// `gitlab.agent.event`: the push notice Rails sends.
+        pub mod event {
+            #![allow(clippy::all, missing_docs, rust_2018_idioms)]
+            tonic::include_proto!("gitlab.agent.event");
+        }
+        /// `gitlab.agent.notifications.rpc`: `Notifications/GitPushEvent` (Rails → KAS).
+        pub mod notifications {
+            /// The service and its messages.
+            pub mod rpc {
+                #![allow(clippy::all, missing_docs, rust_2018_idioms)]
+                tonic::include_proto!("gitlab.agent.notifications.rpc");
+            }
+        }
+        /// `gitlab.agent.flux.rpc`: `GitLabFlux/ReconcileProjects` (agentk → KAS).
+        pub mod flux {
+            /// The service and its messages.
+            pub mod rpc {
+                #![allow(clippy::all, missing_docs, rust_2018_idioms)]
+                tonic::include_proto!("gitlab.agent.flux.rpc");
+            }
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! order.
 //!
 //! ```text
-//! HTTP hooks ─► ingest ─► Appender (group commit) ─► store
+//! HTTP hooks, KAS GitPushEvent ─► ingest ─► Appender (group commit) ─► store
 //!                              └─► bus ─► Follower ─► Hub ─► agent streams (gRPC)
 //! ```
 //!
@@ -23,10 +23,11 @@ use fluxgate_fanout::{CloseReason, Hub, HubLimits};
 use fluxgate_idtoken::{Verifier, VerifierConfig};
 use fluxgate_ingest::hooks::{HookAuth, HookState, RefusalLog};
 use fluxgate_ingest::notify::NotifyState;
+use fluxgate_ingest::kas::{KasJwtVerifier, KasNotifications, KasSecret};
 use fluxgate_replication::{Bus, Follower, InProcessBus, RedisBus, RedisBusConfig, RedisPresence};
 use fluxgate_routing::RoutingState;
 use fluxgate_store::{Publisher, SqlStore, Store, StoreOptions};
-use fluxgate_stream::{AgentStreams, CursorSaver, StreamContext};
+use fluxgate_stream::{AgentStreams, CursorSaver, GitLabFluxStreams, StreamContext};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -50,6 +51,7 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Names of the essential tasks the drain waits for, in order.
 const AGENT_SERVER: &str = "agent gRPC server";
 const HTTP_SERVER: &str = "HTTP server";
+const KAS_SERVER: &str = "KAS API server";
 const WRITER: &str = "log writer";
 
 /// The listeners, bound before the broker starts (tests bind port 0).
@@ -57,6 +59,8 @@ pub struct Listeners {
     pub http: TcpListener,
     pub agent: TcpListener,
     pub metrics: TcpListener,
+    /// GitLab KAS's internal API: bound only when `kas_secret_file` is set.
+    pub kas: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -71,6 +75,10 @@ impl Listeners {
             http: bind(config.http_listen).await?,
             agent: bind(config.agent_listen).await?,
             metrics: bind(config.metrics_listen).await?,
+            kas: match &config.kas_secret_file {
+                Some(_) => Some(bind(config.kas_listen).await?),
+                None => None,
+            },
         })
     }
 
@@ -81,7 +89,15 @@ impl Listeners {
             http: TcpListener::bind(loopback).await?,
             agent: TcpListener::bind(loopback).await?,
             metrics: TcpListener::bind(loopback).await?,
+            kas: None,
         })
+    }
+
+    /// [`Listeners::ephemeral`] with a KAS listener on port 0 too.
+    pub async fn ephemeral_with_kas() -> std::io::Result<Self> {
+        let mut listeners = Self::ephemeral().await?;
+        listeners.kas = Some(TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?);
+        Ok(listeners)
     }
 
     /// The bound addresses.
@@ -90,6 +106,7 @@ impl Listeners {
             http: self.http.local_addr()?,
             agent: self.agent.local_addr()?,
             metrics: self.metrics.local_addr()?,
+            kas: self.kas.as_ref().map(TcpListener::local_addr).transpose()?,
         })
     }
 }
@@ -146,6 +163,8 @@ pub struct Addresses {
     pub http: SocketAddr,
     pub agent: SocketAddr,
     pub metrics: SocketAddr,
+    /// The KAS internal API, when enabled.
+    pub kas: Option<SocketAddr>,
 }
 
 /// A running broker: its addresses, whether it has started, and its end.
@@ -245,6 +264,8 @@ struct Parts {
     admin_token: Option<String>,
     /// `POST /api/v1/notify`'s verifier, when `gitlab_url` and `ci_audience` are set.
     ci_verifier: Option<VerifierConfig>,
+    kas: Option<KasSecret>,
+    kas_relative_root: Option<fluxgate_core::FullPath>,
     store: Arc<dyn Store>,
     snapshot_summary: SnapshotSummary,
     bus: Arc<dyn Bus>,
@@ -278,6 +299,12 @@ impl Parts {
         let hook_auth = secrets::hook_auth(&config)?;
         let admin_token = secrets::admin_token(&config)?;
         let ci_verifier = config.ci_verifier()?;
+        let kas = config
+            .kas_secret_file
+            .as_deref()
+            .map(KasSecret::load)
+            .transpose()?;
+        let kas_relative_root = config.kas_relative_root()?;
         let store: Arc<dyn Store> = Arc::new(open_store(&config, Duration::from_secs(60)).await?);
         let broker_id = broker_id(&config);
         let stops = Stops::default();
@@ -342,6 +369,8 @@ impl Parts {
             hook_auth,
             admin_token,
             ci_verifier,
+            kas,
+            kas_relative_root,
             store,
             bus,
             follower,
@@ -359,6 +388,8 @@ impl Parts {
             hook_auth,
             admin_token,
             ci_verifier,
+            kas,
+            kas_relative_root,
             store,
             snapshot_summary,
             bus,
@@ -443,6 +474,15 @@ impl Parts {
             }
             None => None,
         };
+        let refusal_log = Arc::new(RefusalLog::new(config.hook_refusal_log_interval));
+        let kas_service = kas.map(|secret| {
+            KasNotifications::new(
+                appender.clone(),
+                KasJwtVerifier::new(secret),
+                config.commit_timeout,
+                refusal_log.clone(),
+            )
+        });
         let notify = match ci_verifier {
             Some(verifier_config) => {
                 tracing::info!(
@@ -454,7 +494,7 @@ impl Parts {
                     appender: appender.clone(),
                     verifier: Verifier::start(verifier_config)?,
                     commit_timeout: config.commit_timeout,
-                    refusal_log: Arc::new(RefusalLog::new(config.hook_refusal_log_interval)),
+                    refusal_log: refusal_log.clone(),
                 })
             }
             None => None,
@@ -464,9 +504,36 @@ impl Parts {
             auth: Arc::new(hook_auth),
             body_limit: config.hook_body_limit,
             commit_timeout: config.commit_timeout,
-            refusal_log: Arc::new(RefusalLog::new(config.hook_refusal_log_interval)),
+            refusal_log,
         };
         let plan = listen::Plan::from_config(&config, stops.background.clone())?;
+        let kas_server = match (kas_service, listeners.kas) {
+            (Some(service), Some(listener)) => {
+                tasks.spawn_until_stopped(
+                    KAS_SERVER,
+                    listen::serve(
+                        listener,
+                        tonic::service::Routes::new(service.into_server()).prepare(),
+                        plan.kas,
+                        stops.http.clone(),
+                    ),
+                );
+                tracing::info!(
+                    kas = %addresses.kas.map_or_else(String::new, |a| a.to_string()),
+                    "KAS internal API on (GitPushEvent from GitLab Rails: point gitlab_kas.internal_url here)"
+                );
+                true
+            }
+            (Some(_), None) => {
+                anyhow::bail!("kas_secret_file is set but no KAS listener was bound")
+            }
+            (None, _) => {
+                tracing::info!(
+                    "KAS internal API off (set kas_secret_file to take GitLab Rails' GitPushEvent calls)"
+                );
+                false
+            }
+        };
         tasks.spawn_until_stopped(
             HTTP_SERVER,
             listen::serve(
@@ -485,6 +552,7 @@ impl Parts {
             max_unacked: config.agent_max_unacked,
             shutdown: stops.streams.clone(),
         });
+        let flux_service = GitLabFluxStreams::new(context.clone(), kas_relative_root).into_server();
         let agent_service = AgentStreams::new(context, HELLO_TIMEOUT)
             .into_server()
             .max_decoding_message_size(MAX_AGENT_MESSAGE);
@@ -492,7 +560,9 @@ impl Parts {
             AGENT_SERVER,
             listen::serve(
                 listeners.agent,
-                tonic::service::Routes::new(agent_service).prepare(),
+                tonic::service::Routes::new(agent_service)
+                    .add_service(flux_service)
+                    .prepare(),
                 plan.agent,
                 stops.streams.clone(),
             ),
@@ -512,6 +582,7 @@ impl Parts {
             http = %addresses.http,
             agent = %addresses.agent,
             metrics = %addresses.metrics,
+            kas = %addresses.kas.filter(|_| kas_server).map_or_else(|| "off".to_owned(), |a| a.to_string()),
             database = %store_label(&config),
             head = %snapshot_summary.head,
             agents = snapshot_summary.agents,
@@ -519,6 +590,7 @@ impl Parts {
             "fluxgate is ready"
         );
         Ok(Running {
+            kas_server,
             tasks,
             hub,
             readiness,
@@ -532,6 +604,8 @@ impl Parts {
 
 /// A started broker: its essential tasks and what the drain needs.
 struct Running {
+    /// Whether the KAS listener runs (the drain waits for it before the writer).
+    kas_server: bool,
     tasks: Supervisor,
     hub: Arc<Hub>,
     readiness: Arc<Readiness>,
@@ -573,12 +647,16 @@ impl Running {
         let grace = self.grace;
         let tasks = &mut self.tasks;
         let stop_http = &self.stops.http;
+        let kas_server = self.kas_server;
         let stopped = tokio::time::timeout(grace, async {
             tasks.wait_for(AGENT_SERVER).await;
             stop_http.cancel();
             tasks.wait_for(HTTP_SERVER).await;
-            // The HTTP server held the last appender; the writer ends once its queue is
-            // empty.
+            if kas_server {
+                tasks.wait_for(KAS_SERVER).await;
+            }
+            // The HTTP and KAS servers held the last appenders; the writer ends once its
+            // queue is empty.
             tasks.wait_for(WRITER).await;
         })
         .await;

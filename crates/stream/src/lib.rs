@@ -6,18 +6,22 @@
 //!   subscription changes, keepalives;
 //! - [`convert`] validates what agents send and builds what they receive;
 //! - [`status`] says, as a `tonic::Status`, why a stream was refused or closed;
-//! - [`CursorSaver`] persists the streams' cursors in batches.
+//! - [`CursorSaver`] persists the streams' cursors in batches;
+//! - [`gitlab_flux`] is KAS's `GitLabFlux/ReconcileProjects` for agentk-style clients:
+//!   the same authentication, access rule and hub, best effort (no backlog, no acks).
 //!
 //! Which stream gets which event is decided by the hub (`fluxgate-fanout`); how the log
 //! reaches the hub is `fluxgate-replication`'s job.
 
 pub mod convert;
 pub mod cursor_saver;
+pub mod gitlab_flux;
 pub mod metric_names;
 pub mod service;
 pub mod session;
 pub mod status;
 
 pub use cursor_saver::CursorSaver;
+pub use gitlab_flux::GitLabFluxStreams;
 pub use service::AgentStreams;
 pub use session::StreamContext;

@@ -22,6 +22,12 @@ pub const CURSOR_SAVE_ERRORS: &str = "fluxgate_cursor_save_errors_total";
 pub const RECEIVER_HEALTH_SAVE_ERRORS: &str = "fluxgate_receiver_health_save_errors_total";
 /// Counter: agent messages of an unknown kind.
 pub const AGENT_MESSAGES_IGNORED: &str = "fluxgate_agent_messages_ignored_total";
+/// Counter: GitLab flux (`ReconcileProjects`) streams opened.
+pub const FLUX_STREAMS_OPENED: &str = "fluxgate_gitlab_flux_streams_opened_total";
+/// Counter: GitLab flux streams closed, by `reason` ([`close_label`], or `closed`).
+pub const FLUX_STREAMS_CLOSED: &str = "fluxgate_gitlab_flux_streams_closed_total";
+/// Counter: `ReconcileProjectsResponse`s sent (one per path a client sent per event).
+pub const FLUX_NOTIFICATIONS_SENT: &str = "fluxgate_gitlab_flux_notifications_total";
 
 /// The `reason` label of [`STREAMS_CLOSED`] for a stream that ended with `code`.
 pub fn close_label(code: tonic::Code) -> &'static str {
@@ -56,6 +62,9 @@ pub const COUNTERS: &[&str] = &[
     CURSOR_SAVE_ERRORS,
     RECEIVER_HEALTH_SAVE_ERRORS,
     AGENT_MESSAGES_IGNORED,
+    FLUX_STREAMS_OPENED,
+    FLUX_STREAMS_CLOSED,
+    FLUX_NOTIFICATIONS_SENT,
 ];
 /// The histograms above (registered at start-up).
 pub const HISTOGRAMS: &[&str] = &[DELIVERY_LATENCY];
@@ -88,5 +97,17 @@ pub fn describe() {
     describe_counter!(
         AGENT_MESSAGES_IGNORED,
         "Agent messages of a kind this broker does not know, ignored."
+    );
+    describe_counter!(
+        FLUX_STREAMS_OPENED,
+        "GitLab flux (KAS ReconcileProjects) streams opened."
+    );
+    describe_counter!(
+        FLUX_STREAMS_CLOSED,
+        "GitLab flux (KAS ReconcileProjects) streams closed, by reason."
+    );
+    describe_counter!(
+        FLUX_NOTIFICATIONS_SENT,
+        "ReconcileProjectsResponse messages sent to GitLab flux clients."
     );
 }

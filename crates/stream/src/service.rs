@@ -54,6 +54,35 @@ pub fn bearer_token(metadata: &MetadataMap) -> Result<AgentToken, Status> {
     Ok(AgentToken::from_presented(token))
 }
 
+/// The agent a stream's bearer token belongs to, once the hub has applied the log up to
+/// the store's head (the agent may have been created or changed a moment ago by another
+/// process, and the hub must know it before deciding what the stream may see). Shared by
+/// `fluxgate.v1` and the KAS flux API.
+pub(crate) async fn authenticate(
+    context: &StreamContext,
+    metadata: &MetadataMap,
+) -> Result<fluxgate_store::AgentRecord, Status> {
+    let token = bearer_token(metadata)?;
+    let agent = context
+        .store
+        .agent_by_token(&token.digest())
+        .await
+        .map_err(|e| e.to_api_error().to_grpc_status())?
+        .ok_or_else(|| Status::unauthenticated("unknown agent token"))?;
+    let head = context
+        .store
+        .log_bounds()
+        .await
+        .map_err(|e| e.to_api_error().to_grpc_status())?
+        .head;
+    if !context.hub.caught_up_to(head, CATCH_UP_TIMEOUT).await {
+        return Err(Status::unavailable(
+            "the broker is behind the log; retry shortly",
+        ));
+    }
+    Ok(agent)
+}
+
 #[tonic::async_trait]
 impl AgentService for AgentStreams {
     type SubscribeStream = ReceiverStream<Result<v1::BrokerMessage, Status>>;
@@ -65,29 +94,7 @@ impl AgentService for AgentStreams {
         if self.context.shutdown.is_cancelled() {
             return Err(status::closed(CloseReason::Shutdown));
         }
-        let token = bearer_token(request.metadata())?;
-        let agent = self
-            .context
-            .store
-            .agent_by_token(&token.digest())
-            .await
-            .map_err(|e| e.to_api_error().to_grpc_status())?
-            .ok_or_else(|| Status::unauthenticated("unknown agent token"))?;
-
-        // The agent may have been created or changed a moment ago by another process: let
-        // the hub apply the log up to now before deciding what this stream may see.
-        let head = self
-            .context
-            .store
-            .log_bounds()
-            .await
-            .map_err(|e| e.to_api_error().to_grpc_status())?
-            .head;
-        if !self.context.hub.caught_up_to(head, CATCH_UP_TIMEOUT).await {
-            return Err(Status::unavailable(
-                "the broker is behind the log; retry shortly",
-            ));
-        }
+        let agent = authenticate(&self.context, request.metadata()).await?;
 
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(self.hello_timeout, inbound.message())

@@ -119,6 +119,8 @@ pub struct Broker {
     pub http: SocketAddr,
     pub agent: SocketAddr,
     pub metrics: SocketAddr,
+    /// The KAS internal API, when `--kas-secret-file` was given.
+    pub kas: Option<SocketAddr>,
     client: reqwest::Client,
 }
 
@@ -244,6 +246,7 @@ impl Broker {
             http: address("http"),
             agent: address("agent"),
             metrics: address("metrics"),
+            kas: ready["kas"].as_str().and_then(|a| a.parse().ok()),
             process,
             options,
             client,

@@ -4,6 +4,7 @@
 mod delivery;
 mod hook_security;
 mod ingest;
+mod kas;
 mod kubernetes;
 mod notify;
 mod receiver_outage;

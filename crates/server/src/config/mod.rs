@@ -174,6 +174,23 @@ pub struct Config {
     /// the admin API is off.
     #[arg(long, value_name = "PATH")]
     pub admin_token_file: Option<PathBuf>,
+    /// GitLab KAS's internal API (`Notifications/GitPushEvent`, what GitLab Rails'
+    /// `gitlab_kas.internal_url` points at): gRPC without TLS, so keep it on a private
+    /// network. Bound only when `kas_secret_file` is set.
+    #[arg(long, value_name = "ADDRESS")]
+    pub kas_listen: SocketAddr,
+    /// GitLab's KAS secret (`.gitlab_kas_secret`: the Base64 of exactly 32 bytes), which
+    /// signs Rails' calls; setting it turns the KAS listener on. Should be 0600.
+    #[arg(long, value_name = "PATH")]
+    pub kas_secret_file: Option<PathBuf>,
+    /// Connections open at once on the KAS listener; more wait in the backlog.
+    #[arg(long, value_name = "COUNT")]
+    pub kas_max_connections: usize,
+    /// The GitLab instance's relative URL root (`/gitlab` for
+    /// `https://example.com/gitlab`): a project path sent to `ReconcileProjects` under it
+    /// also matches without it. Defaults to the path of `gitlab_url`.
+    #[arg(long, value_name = "TEXT")]
+    pub kas_relative_url_root: Option<String>,
     /// How long the log keeps events for agents that are away.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
@@ -286,6 +303,10 @@ impl Default for Config {
             ci_keys_refresh_min_interval:
                 fluxgate_idtoken::VerifierConfig::DEFAULT_REFRESH_MIN_INTERVAL,
             admin_token_file: None,
+            kas_listen: SocketAddr::from(([127, 0, 0, 1], 8153)),
+            kas_secret_file: None,
+            kas_max_connections: 64,
+            kas_relative_url_root: None,
             retention: Duration::from_secs(7 * 24 * 3600),
             retention_check_interval: Duration::from_secs(60),
             dedup_window: Duration::from_secs(24 * 3600),
@@ -347,6 +368,27 @@ impl Config {
         verifier.refresh_min_interval = self.ci_keys_refresh_min_interval;
         Ok(Some(verifier))
     }
+
+    /// The KAS relative URL root as a path (`/gitlab/` → `gitlab`): `kas_relative_url_root`,
+    /// else the path of `gitlab_url`; `None` when neither has one (or it is `/`).
+    pub fn kas_relative_root(&self) -> anyhow::Result<Option<fluxgate_core::FullPath>> {
+        let from_gitlab_url = self.gitlab_url.as_deref().and_then(|url| {
+            let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+            after_scheme.split_once('/').map(|(_, path)| path.to_owned())
+        });
+        let Some(root) = self.kas_relative_url_root.clone().or(from_gitlab_url) else {
+            return Ok(None);
+        };
+        let trimmed = root.trim().trim_matches('/');
+        if trimmed.is_empty() {
+            return Ok(None);
+        }
+        fluxgate_core::FullPath::parse(trimmed)
+            .map(Some)
+            .map_err(|err| {
+                anyhow::anyhow!("kas_relative_url_root {root:?} is not a URL path: {err}")
+            })
+    }
 }
 
 /// Why the pipeline-notification keys cannot be used.
@@ -386,6 +428,21 @@ fn string_or_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kas_relative_root_is_a_path_without_slashes() {
+        let root = |value: Option<&str>| {
+            Config {
+                kas_relative_url_root: value.map(str::to_owned),
+                ..Config::default()
+            }
+            .kas_relative_root()
+        };
+        assert_eq!(root(None).unwrap(), None);
+        assert_eq!(root(Some("/")).unwrap(), None);
+        assert_eq!(root(Some("/gitlab/")).unwrap().unwrap().as_str(), "gitlab");
+        assert!(root(Some("/a b")).is_err());
+    }
 
     #[test]
     fn the_embedded_database_lives_in_the_data_dir() {

@@ -1,5 +1,6 @@
 //! The listeners: one accept loop, built on hyper, for the HTTP port (hooks, admin API),
-//! the agent port (gRPC over HTTP/2) and the operations port.
+//! the agent port (gRPC over HTTP/2), the operations port and, when enabled, GitLab KAS's
+//! internal API port (gRPC over HTTP/2).
 //!
 //! Every accepted socket gets TCP_NODELAY, an optional TLS handshake with a deadline
 //! ([`tls`]), and hyper with the limits of [`limits`]: a cap on connections, a deadline
@@ -102,9 +103,15 @@ const RESERVED_DESCRIPTORS: u64 = 256;
 /// every listener at once (hooks, agents and `/readyz` alike), which the caps exist to
 /// prevent.
 fn check_file_limit(config: &Config) {
+    let kas = if config.kas_secret_file.is_some() {
+        config.kas_max_connections
+    } else {
+        0
+    };
     let wanted = (config.http_max_connections
         + config.agent_max_connections
-        + config.metrics_max_connections) as u64
+        + config.metrics_max_connections
+        + kas) as u64
         + RESERVED_DESCRIPTORS;
     match rlimit::increase_nofile_limit(wanted) {
         Ok(limit) if limit < wanted => tracing::warn!(
@@ -118,11 +125,13 @@ fn check_file_limit(config: &Config) {
     }
 }
 
-/// The settings of the broker's three listeners, from its configuration.
+/// The settings of the broker's listeners, from its configuration.
 pub struct Plan {
     pub http: Settings,
     pub agent: Settings,
     pub metrics: Settings,
+    /// GitLab KAS's internal API (gRPC, no TLS); used only when it is enabled.
+    pub kas: Settings,
 }
 
 impl Plan {
@@ -190,6 +199,15 @@ impl Plan {
                 limits: limits(config.metrics_max_connections),
                 tls: tls(metrics_files, http11)?,
             },
+            kas: Settings {
+                name: "kas",
+                protocol: Protocol::Http2 {
+                    keepalive_interval: AGENT_KEEPALIVE_INTERVAL,
+                    keepalive_timeout: AGENT_KEEPALIVE_TIMEOUT,
+                },
+                limits: limits(config.kas_max_connections),
+                tls: None,
+            },
         })
     }
 }
@@ -200,6 +218,7 @@ fn validate(config: &Config) -> anyhow::Result<()> {
         ("http_max_connections", config.http_max_connections),
         ("agent_max_connections", config.agent_max_connections),
         ("metrics_max_connections", config.metrics_max_connections),
+        ("kas_max_connections", config.kas_max_connections),
     ];
     for (key, value) in counts {
         anyhow::ensure!(value > 0, "{key} must be at least 1");

@@ -15,21 +15,21 @@ use fluxgate_e2e::kube_api::{FluxCrds, KubeApiStandIn, NotificationControllerSta
 use serde_json::{Value, json};
 
 /// The GitLab instance of these tests, served under a relative URL root.
-const GITLAB_URL: &str = "https://GitLab.example.com/gitlab";
+pub(crate) const GITLAB_URL: &str = "https://GitLab.example.com/gitlab";
 /// The agent's config project: every agent is entitled to its pushes.
-const PROJECT: &str = "platform/gitops";
+pub(crate) const PROJECT: &str = "platform/gitops";
 
 /// One cluster: the API stand-in with Flux's CRDs (unless `flux` is false) and the
 /// notification-controller, and a kubeconfig for the agent.
-struct Cluster {
-    api: KubeApiStandIn,
-    controller: NotificationControllerStandIn,
+pub(crate) struct Cluster {
+    pub(crate) api: KubeApiStandIn,
+    pub(crate) controller: NotificationControllerStandIn,
     kubeconfig: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Cluster {
-    async fn start(flux: Option<FluxCrds>) -> Self {
+    pub(crate) async fn start(flux: Option<FluxCrds>) -> Self {
         let api = KubeApiStandIn::start().await;
         if let Some(crds) = flux {
             api.cluster().install_flux_crds(crds);
@@ -62,7 +62,7 @@ impl Cluster {
     }
 
     /// Waits until Flux made `namespace/name` Ready, and returns it.
-    async fn ready_receiver(&self, namespace: &str, name: &str) -> Value {
+    pub(crate) async fn ready_receiver(&self, namespace: &str, name: &str) -> Value {
         let cluster = self.api.cluster();
         cluster
             .wait_for(
@@ -92,7 +92,7 @@ async fn setup(flux: Option<FluxCrds>) -> (Cluster, Broker, String, tempfile::Te
 }
 
 /// An agent in the Kubernetes mode with a short lease and a health listener.
-async fn agent(
+pub(crate) async fn agent(
     broker: &Broker,
     token: &str,
     cluster: &Cluster,
@@ -142,7 +142,7 @@ async fn agent_metric(health: &str, name: &str) -> f64 {
         .sum()
 }
 
-async fn wait_for_served(health: &str, count: f64) {
+pub(crate) async fn wait_for_served(health: &str, count: f64) {
     eventually(
         PATIENCE,
         &format!("the agent serves {count} discovered receivers"),

@@ -7,6 +7,7 @@ mod ingest;
 mod kas;
 mod kubernetes;
 mod notify;
+mod pipeline;
 mod receiver_outage;
 mod recovery;
 mod replicas;

@@ -374,7 +374,9 @@ impl Config {
     pub fn kas_relative_root(&self) -> anyhow::Result<Option<fluxgate_core::FullPath>> {
         let from_gitlab_url = self.gitlab_url.as_deref().and_then(|url| {
             let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
-            after_scheme.split_once('/').map(|(_, path)| path.to_owned())
+            after_scheme
+                .split_once('/')
+                .map(|(_, path)| path.to_owned())
         });
         let Some(root) = self.kas_relative_url_root.clone().or(from_gitlab_url) else {
             return Ok(None);

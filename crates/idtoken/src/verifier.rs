@@ -6,8 +6,8 @@
 //!   nonsense; meanwhile every token gets [`VerifyError::KeysUnavailable`] (a 503, never a
 //!   401: the token may be fine). Once loaded, the keys are fetched again every
 //!   `refresh_interval`; a failed refresh keeps the keys it had.
-//! - A token naming a `kid` the cache does not hold triggers one refresh, unless one was
-//!   made less than `refresh_min_interval` ago. Refreshes are single-flight: callers wait
+//! - A token naming a `kid` the cache does not hold triggers one refresh, unless a token
+//!   triggered one less than `refresh_min_interval` ago. Refreshes are single-flight: callers wait
 //!   for the one running and then look again, so however many bad tokens arrive, GitLab
 //!   gets at most one key-set request per interval from them.
 //! - Requests to GitLab never come from a token before the keys first loaded: until then
@@ -71,7 +71,9 @@ struct KeyState {
 
 #[derive(Default)]
 struct Gate {
-    last_attempt: Option<Instant>,
+    /// When a token last made the verifier refresh. The background loads do not count:
+    /// the first unknown `kid` after them (a rotation right after start) still refreshes.
+    last_token_refresh: Option<Instant>,
 }
 
 /// Aborts the background task when the last [`Verifier`] clone goes.
@@ -259,12 +261,13 @@ impl Inner {
             return Ok(key);
         }
         let recent = gate
-            .last_attempt
+            .last_token_refresh
             .is_some_and(|at| at.elapsed() < self.config.refresh_min_interval);
         if recent {
             return Err(unknown());
         }
         tracing::info!(kid = %shorten(kid, 64), "an ID token names an unknown key; refreshing GitLab's keys");
+        gate.last_token_refresh = Some(Instant::now());
         if let Err(err) = self.refresh(&mut gate).await {
             tracing::warn!(error = %err, "cannot refresh GitLab's keys; keeping the ones loaded");
         }
@@ -273,8 +276,8 @@ impl Inner {
     }
 
     /// Fetches the key set (discovering its URL first if needed) and replaces the cache.
-    async fn refresh(&self, gate: &mut Gate) -> Result<(), KeysError> {
-        gate.last_attempt = Some(Instant::now());
+    /// Taking the gate proves the caller holds it: refreshes are single-flight.
+    async fn refresh(&self, _gate: &mut Gate) -> Result<(), KeysError> {
         let result = self.fetch_keys().await;
         let mut state = self.keys.write();
         match result {

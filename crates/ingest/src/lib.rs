@@ -12,6 +12,7 @@
 //! [`kas`] takes GitLab's other push notice: the `GitPushEvent` call Rails makes to KAS,
 //! authenticated by Rails' KAS JWT, appended through the same `Appender`.
 
+mod commit;
 pub mod hooks;
 pub mod kas;
 pub mod log_field;

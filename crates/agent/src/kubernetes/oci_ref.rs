@@ -15,6 +15,7 @@
 //! given, so such an event moves the sources that follow `latest` (by default or by
 //! `tag: latest`) and no semver source.
 
+use fluxgate_core::artifact::is_valid_tag;
 use regex::Regex;
 use serde::Deserialize;
 
@@ -115,17 +116,6 @@ fn set(value: &Option<String>) -> Option<&str> {
     value.as_deref().map(str::trim).filter(|v| !v.is_empty())
 }
 
-/// True for an OCI tag: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}` (the distribution spec).
-pub fn is_oci_tag(tag: &str) -> bool {
-    let bytes = tag.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 128
-        && (bytes[0].is_ascii_alphanumeric() || bytes[0] == b'_')
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-}
-
 impl OciRepositoryRef {
     /// What the source follows, with Flux's precedence: digest > semver > tag > `latest`.
     pub fn followed(&self) -> Result<OciFollowed, OciRefError> {
@@ -148,7 +138,7 @@ impl OciRepositoryRef {
             }));
         }
         let tag = set(&self.tag).unwrap_or(DEFAULT_TAG);
-        if !is_oci_tag(tag) {
+        if !is_valid_tag(tag) {
             return Err(OciRefError::Tag(tag.to_owned()));
         }
         Ok(OciFollowed::Tags(TagFilter::Exact(tag.to_owned())))
@@ -293,7 +283,7 @@ mod tests {
             followed(serde_json::json!({"tag": "-bad"})).unwrap_err(),
             OciRefError::Tag("-bad".to_owned())
         );
-        assert!(!is_oci_tag(&"a".repeat(129)));
-        assert!(is_oci_tag(&"a".repeat(128)));
+        assert!(!is_valid_tag(&"a".repeat(129)));
+        assert!(is_valid_tag(&"a".repeat(128)));
     }
 }

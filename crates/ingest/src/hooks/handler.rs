@@ -23,7 +23,6 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use fluxgate_core::{ApiError, ErrorCode, HookBatch, NewRecord, Seq, UnixMillis};
 use fluxgate_gitlab::ParsedHook;
-use fluxgate_store::AppendError;
 use http::{HeaderMap, header};
 use tracing::Instrument as _;
 use tracing::field::{Empty, display};
@@ -31,6 +30,7 @@ use tracing::field::{Empty, display};
 use super::HookState;
 use super::auth::{AuthRefusal, Authenticated, unix_seconds_now};
 use super::response::{ErrorAnswer, HookAnswer, HookStatus};
+use crate::commit::CommitFailure;
 use crate::log_field::bounded;
 use crate::metric_names as metric;
 
@@ -253,27 +253,25 @@ async fn commit(
     state: &HookState,
     batch: HookBatch,
 ) -> Result<fluxgate_store::HookOutcome, Refused> {
-    match tokio::time::timeout(state.commit_timeout, state.appender.append(batch)).await {
-        Ok(Ok(outcome)) => Ok(outcome),
-        Ok(Err(AppendError::Store(err))) => {
-            if err.code() == ErrorCode::Internal {
-                tracing::error!(error = %err, "cannot commit a hook");
-            }
-            Err(Refused::new("commit_failed", err.to_api_error()))
-        }
-        Ok(Err(AppendError::Stopped)) => Err(Refused::new(
-            "shutting_down",
-            ApiError::unavailable("the broker is shutting down; retry"),
-        )),
-        Err(_) => Err(Refused::new(
-            "commit_timeout",
-            ApiError::unavailable(format!(
-                "the commit did not finish within {}; the hook may or may not be stored, and resending it is safe \
-                 (duplicates are detected)",
-                humanize(state.commit_timeout)
-            )),
-        )),
-    }
+    crate::commit::commit(&state.appender, state.commit_timeout, batch, "a hook")
+        .await
+        .map_err(|failure| {
+            let reason = failure.reason();
+            Refused::new(
+                reason,
+                match failure {
+                    CommitFailure::Store(err) => err.to_api_error(),
+                    CommitFailure::Stopped => {
+                        ApiError::unavailable("the broker is shutting down; retry")
+                    }
+                    CommitFailure::Timeout(timeout) => ApiError::unavailable(format!(
+                        "the commit did not finish within {}; the hook may or may not be stored, and resending it is safe \
+                         (duplicates are detected)",
+                        humanize(timeout)
+                    )),
+                },
+            )
+        })
 }
 
 fn humanize(duration: Duration) -> String {

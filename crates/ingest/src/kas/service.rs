@@ -21,12 +21,13 @@ use fluxgate_proto::gitlab::agent::notifications::rpc::notifications_server::{
 use fluxgate_proto::gitlab::agent::notifications::rpc::{
     GitPushEventRequest, GitPushEventResponse,
 };
-use fluxgate_store::{AppendError, Appender};
+use fluxgate_store::Appender;
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 use tracing::field::{Empty, display};
 
 use super::jwt::KasJwtVerifier;
+use crate::commit::CommitFailure;
 use crate::hooks::RefusalLog;
 use crate::log_field::bounded;
 use crate::metric_names as metric;
@@ -118,25 +119,25 @@ impl KasNotifications {
             idempotency_key: jti.map(|jti| format!("kas-jti:{jti}")),
             records: vec![NewRecord::Push(event)],
         };
-        let outcome =
-            match tokio::time::timeout(self.commit_timeout, self.appender.append(batch)).await {
-                Ok(Ok(outcome)) => outcome,
-                Ok(Err(AppendError::Store(err))) => {
-                    return Err(unavailable("commit_failed", &err.to_string()));
-                }
-                Ok(Err(AppendError::Stopped)) => {
-                    return Err(unavailable("shutting_down", "the broker is shutting down"));
-                }
-                Err(_) => {
-                    return Err(unavailable(
-                        "commit_timeout",
-                        &format!(
-                            "the commit did not finish within {:.1}s",
-                            self.commit_timeout.as_secs_f64()
-                        ),
-                    ));
-                }
+        let outcome = crate::commit::commit(
+            &self.appender,
+            self.commit_timeout,
+            batch,
+            "a KAS git push event",
+        )
+        .await
+        .map_err(|failure| {
+            let reason = failure.reason();
+            let detail = match failure {
+                CommitFailure::Store(err) => err.to_string(),
+                CommitFailure::Stopped => "the broker is shutting down".to_owned(),
+                CommitFailure::Timeout(timeout) => format!(
+                    "the commit did not finish within {:.1}s",
+                    timeout.as_secs_f64()
+                ),
             };
+            unavailable(reason, &detail)
+        })?;
         let record = outcome.records.first().copied().ok_or_else(|| {
             unavailable(
                 "commit_failed",

@@ -14,7 +14,6 @@ use fluxgate_core::{
     UnixMillis, bearer,
 };
 use fluxgate_idtoken::{PipelineClaims, VerifyError};
-use fluxgate_store::AppendError;
 use http::{HeaderMap, StatusCode, header};
 use serde::Serialize;
 use tracing::Instrument as _;
@@ -22,6 +21,7 @@ use tracing::field::{Empty, display};
 
 use super::body::{BodyError, NotifyBody};
 use super::{JTI_KEY_PREFIX, NOTIFY_BODY_LIMIT, NotifyState};
+use crate::commit::CommitFailure;
 use crate::hooks::{ErrorAnswer, REQUEST_ID_HEADER};
 use crate::log_field::bounded;
 use crate::metric_names as metric;
@@ -288,25 +288,28 @@ async fn commit(
     state: &NotifyState,
     batch: HookBatch,
 ) -> Result<fluxgate_store::HookOutcome, Refused> {
-    match tokio::time::timeout(state.commit_timeout, state.appender.append(batch)).await {
-        Ok(Ok(outcome)) => Ok(outcome),
-        Ok(Err(AppendError::Store(err))) => {
-            if err.code() == ErrorCode::Internal {
-                tracing::error!(error = %err, "cannot commit a pipeline notification");
-            }
-            Err(Refused::new("commit_failed", err.to_api_error()))
-        }
-        Ok(Err(AppendError::Stopped)) => Err(Refused::new(
-            "shutting_down",
-            ApiError::unavailable("the broker is shutting down; retry"),
-        )),
-        Err(_) => Err(Refused::new(
-            "commit_timeout",
-            ApiError::unavailable(format!(
-                "the commit did not finish within {:.1}s; the notification may or may not be stored, \
-                 and sending it again with the same token is safe (its jti makes it a duplicate)",
-                state.commit_timeout.as_secs_f64()
-            )),
-        )),
-    }
+    crate::commit::commit(
+        &state.appender,
+        state.commit_timeout,
+        batch,
+        "a pipeline notification",
+    )
+    .await
+    .map_err(|failure| {
+        let reason = failure.reason();
+        Refused::new(
+            reason,
+            match failure {
+                CommitFailure::Store(err) => err.to_api_error(),
+                CommitFailure::Stopped => {
+                    ApiError::unavailable("the broker is shutting down; retry")
+                }
+                CommitFailure::Timeout(timeout) => ApiError::unavailable(format!(
+                    "the commit did not finish within {:.1}s; the notification may or may not be stored, \
+                     and sending it again with the same token is safe (its jti makes it a duplicate)",
+                    timeout.as_secs_f64()
+                )),
+            },
+        )
+    })
 }

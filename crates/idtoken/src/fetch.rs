@@ -91,7 +91,7 @@ pub(crate) async fn get(
 }
 
 /// A reqwest error with its causes (its own text says little: "error sending request").
-fn describe(err: &reqwest::Error) -> String {
+pub fn describe(err: &reqwest::Error) -> String {
     let mut text = if err.is_timeout() {
         "timed out".to_owned()
     } else {

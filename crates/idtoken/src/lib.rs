@@ -32,6 +32,7 @@ mod verifier;
 pub use claims::{PipelineClaims, RefType};
 pub use config::{ConfigError, Issuer, VerifierConfig};
 pub use error::{KeysError, VerifyError};
+pub use fetch::describe as describe_http_error;
 pub use verifier::{KeysStatus, Verifier};
 
 /// The one signature algorithm GitLab signs ID tokens with, and the only one accepted.

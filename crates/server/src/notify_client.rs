@@ -127,7 +127,7 @@ async fn send(client: &reqwest::Client, url: &str, token: &str, body: &[u8]) -> 
         .await;
     let mut response = match response {
         Ok(response) => response,
-        Err(err) => return Attempt::Retry(describe(&err)),
+        Err(err) => return Attempt::Retry(fluxgate_idtoken::describe_http_error(&err)),
     };
     let status = response.status();
     let mut answer = Vec::new();
@@ -137,7 +137,9 @@ async fn send(client: &reqwest::Client, url: &str, token: &str, body: &[u8]) -> 
                 answer.extend_from_slice(&chunk);
             }
             Ok(Some(_)) | Ok(None) => break,
-            Err(err) if status.is_success() => return Attempt::Retry(describe(&err)),
+            Err(err) if status.is_success() => {
+                return Attempt::Retry(fluxgate_idtoken::describe_http_error(&err));
+            }
             Err(_) => break,
         }
     }
@@ -182,22 +184,6 @@ fn summary(answer: &serde_json::Value) -> String {
         text("project"),
         text("ref")
     )
-}
-
-/// A reqwest error with its causes.
-fn describe(err: &reqwest::Error) -> String {
-    let mut text = if err.is_timeout() {
-        "timed out".to_owned()
-    } else {
-        err.to_string()
-    };
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ use super::HookState;
 use super::auth::{AuthRefusal, Authenticated, unix_seconds_now};
 use super::response::{ErrorAnswer, HookAnswer, HookStatus};
 use crate::commit::CommitFailure;
+use crate::hooks::record_refusal;
 use crate::log_field::bounded;
 use crate::metric_names as metric;
 
@@ -111,20 +112,14 @@ async fn receive_in_span(state: HookState, request: Request) -> Result<HookAnswe
 }
 
 fn log_refusal(state: &HookState, source: Option<IpAddr>, refused: &Refused) {
-    let reason = refused.reason;
-    metrics::counter!(metric::HOOK_REFUSALS, metric::REASON => reason).increment(1);
-    let Some(suppressed) = state.refusal_log.admit(source, reason, Instant::now()) else {
-        return;
-    };
-    let source = source.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-    let err = &refused.error;
-    // `detail`, not `message`: that field is the event's own text.
-    let detail = bounded(&err.message);
-    if matches!(err.code, ErrorCode::Internal | ErrorCode::Unavailable) {
-        tracing::warn!(%source, reason, code = %err.code, %detail, suppressed, "hook refused");
-    } else {
-        tracing::info!(%source, reason, code = %err.code, %detail, suppressed, "hook refused");
-    }
+    record_refusal(
+        &state.refusal_log,
+        metric::HOOK_REFUSALS,
+        "hook",
+        source,
+        refused.reason,
+        &refused.error,
+    );
 }
 
 async fn handle(state: &HookState, request: Request) -> Result<HookAnswer, Refused> {

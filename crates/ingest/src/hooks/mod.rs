@@ -20,7 +20,7 @@ pub use auth::{
 };
 pub use credentials::CredentialError;
 pub use handler::{IDEMPOTENCY_KEY_HEADER, REQUEST_ID_HEADER};
-pub use refusal_log::{DEFAULT_REFUSAL_LOG_INTERVAL, RefusalLog};
+pub use refusal_log::{DEFAULT_REFUSAL_LOG_INTERVAL, RefusalLog, record_refusal};
 pub use response::{ErrorAnswer, HookAnswer, HookStatus};
 pub use signature::{
     SIGNING_TOKEN_PREFIX, SigningKey, WEBHOOK_ID_HEADER, WEBHOOK_SIGNATURE_HEADER,

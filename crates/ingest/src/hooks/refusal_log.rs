@@ -1,5 +1,5 @@
-//! Rate limit for "hook refused" log lines: at most one line per source address and
-//! reason per interval. The next line for that pair says how many were suppressed in
+//! Rate limit for "hook refused" (and "notification refused") log lines: at most one line
+//! per source address and reason per interval. The next line for that pair says how many were suppressed in
 //! between. (Every refusal is still counted in `fluxgate_hook_refusals_total`.)
 //!
 //! Memory is bounded: at most [`MAX_TRACKED`] pairs are remembered; beyond that, pairs
@@ -9,7 +9,10 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use fluxgate_core::{ApiError, ErrorCode};
 use parking_lot::Mutex;
+
+use crate::log_field::bounded;
 
 /// Source/reason pairs remembered at most.
 pub const MAX_TRACKED: usize = 4096;
@@ -73,6 +76,31 @@ impl RefusalLog {
                 Some(0)
             }
         }
+    }
+}
+
+/// Counts one refusal in `counter` (by reason) and logs it, rate limited through `log`:
+/// a warning when the broker is at fault (internal, unavailable), else an info line
+/// "`what` refused". What hooks and pipeline notifications share.
+pub fn record_refusal(
+    log: &RefusalLog,
+    counter: &'static str,
+    what: &'static str,
+    source: Option<IpAddr>,
+    reason: &'static str,
+    err: &ApiError,
+) {
+    metrics::counter!(counter, crate::metric_names::REASON => reason).increment(1);
+    let Some(suppressed) = log.admit(source, reason, Instant::now()) else {
+        return;
+    };
+    let source = source.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+    // `detail`, not `message`: that field is the event's own text.
+    let detail = bounded(&err.message);
+    if matches!(err.code, ErrorCode::Internal | ErrorCode::Unavailable) {
+        tracing::warn!(%source, reason, code = %err.code, %detail, suppressed, "{what} refused");
+    } else {
+        tracing::info!(%source, reason, code = %err.code, %detail, suppressed, "{what} refused");
     }
 }
 

@@ -3,7 +3,6 @@
 //! answer.
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -22,6 +21,7 @@ use tracing::field::{Empty, display};
 use super::body::{BodyError, NotifyBody};
 use super::{JTI_KEY_PREFIX, NOTIFY_BODY_LIMIT, NotifyState};
 use crate::commit::CommitFailure;
+use crate::hooks::record_refusal;
 use crate::hooks::{ErrorAnswer, REQUEST_ID_HEADER};
 use crate::log_field::bounded;
 use crate::metric_names as metric;
@@ -107,19 +107,14 @@ pub(super) async fn receive(
 }
 
 fn log_refusal(state: &NotifyState, source: Option<IpAddr>, refused: &Refused) {
-    let reason = refused.reason;
-    metrics::counter!(metric::NOTIFY_REFUSALS, metric::REASON => reason).increment(1);
-    let Some(suppressed) = state.refusal_log.admit(source, reason, Instant::now()) else {
-        return;
-    };
-    let source = source.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-    let err = &refused.error;
-    let detail = bounded(&err.message);
-    if matches!(err.code, ErrorCode::Internal | ErrorCode::Unavailable) {
-        tracing::warn!(%source, reason, code = %err.code, %detail, suppressed, "notification refused");
-    } else {
-        tracing::info!(%source, reason, code = %err.code, %detail, suppressed, "notification refused");
-    }
+    record_refusal(
+        &state.refusal_log,
+        metric::NOTIFY_REFUSALS,
+        "notification",
+        source,
+        refused.reason,
+        &refused.error,
+    );
 }
 
 async fn handle(state: &NotifyState, request: Request) -> Result<NotifyAnswer, Refused> {

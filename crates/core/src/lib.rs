@@ -9,6 +9,7 @@ pub mod agent;
 pub mod artifact;
 pub mod backoff;
 pub mod bearer;
+pub mod delivery;
 pub mod error;
 pub mod git;
 pub mod hook;
@@ -22,6 +23,9 @@ pub mod token;
 pub use agent::{AgentId, AgentName, AgentNameError, AgentPolicy, Grant};
 pub use artifact::{Artifact, ArtifactError};
 pub use backoff::Backoff;
+pub use delivery::{
+    DeliveryDetail, DeliveryRecord, DeliveryRecordError, DeliveryStage, ReceiverAnswer,
+};
 pub use error::{ApiError, ErrorCode};
 pub use git::{GitError, GitRef, RefPattern, Sha};
 pub use hook::{HookBatch, NewRecord};

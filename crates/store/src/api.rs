@@ -2,7 +2,10 @@
 
 use async_trait::async_trait;
 use fluxgate_core::HookBatch;
-use fluxgate_core::{AgentId, AgentName, LogEntry, ReceiverHealth, Seq, TokenDigest, UnixMillis};
+use fluxgate_core::{
+    AgentId, AgentName, DeliveryRecord, LogEntry, ProjectId, ReceiverHealth, Seq, TokenDigest,
+    UnixMillis,
+};
 
 use crate::error::StoreError;
 use crate::model::{
@@ -94,4 +97,22 @@ pub trait Store: Send + Sync + 'static {
         agent: AgentId,
         health: &ReceiverHealth,
     ) -> Result<(), StoreError>;
+
+    /// Keeps delivery records (the first record of a stage for an object wins). Not a
+    /// routing change, so not logged. Refuses a record over the bounds of
+    /// [`DeliveryRecord::validate`] (`Invalid`), writing none of the batch.
+    async fn save_delivery_records(&self, records: &[DeliveryRecord]) -> Result<(), StoreError>;
+
+    /// Every delivery record of the event at `seq`, oldest first.
+    async fn delivery_records(&self, seq: Seq) -> Result<Vec<DeliveryRecord>, StoreError>;
+
+    /// The log entry at `seq`, if it is still in the log.
+    async fn read_entry(&self, seq: Seq) -> Result<Option<LogEntry>, StoreError>;
+
+    /// Seqs of the newest pushes to `project`, newest first, at most `limit`.
+    async fn recent_pushes_of(
+        &self,
+        project: ProjectId,
+        limit: u32,
+    ) -> Result<Vec<Seq>, StoreError>;
 }

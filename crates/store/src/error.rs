@@ -76,6 +76,9 @@ pub enum InvalidRequest {
     /// A receiver health report over the bounds of `ReceiverHealth::validate`.
     #[error("receiver health: {0}")]
     ReceiverHealth(#[source] ReceiverHealthError),
+    /// A delivery record over the bounds of `DeliveryRecord::validate`.
+    #[error("delivery record: {0}")]
+    DeliveryRecord(#[source] fluxgate_core::DeliveryRecordError),
     #[error("invalid database URL: {0}")]
     DatabaseUrl(#[source] sqlx::Error),
     /// `scheme` is what precedes the first `:` of the URL (never its credentials).
@@ -110,6 +113,8 @@ pub enum CorruptValue {
     Git(#[from] GitError),
     #[error(transparent)]
     Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Stage(#[from] fluxgate_core::delivery::UnknownStage),
 }
 
 impl StoreError {

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fluxgate_core::{
-    AdminAction, AgentId, AgentName, AgentToken, Artifact, CatalogChange, EventKind,
-    FailingReceiver, FullPath, GitRef, Grant, LogEntry, LogRecord, ProjectId, ProjectRef,
-    PushEvent, ReceiverHealth, Seq, Sha, StateCause, StateEffect, UnixMillis, Visibility,
+    AdminAction, AgentId, AgentName, AgentToken, Artifact, CatalogChange, DeliveryDetail,
+    DeliveryRecord, DeliveryStage, EventKind, FailingReceiver, FullPath, GitRef, Grant, LogEntry,
+    LogRecord, ProjectId, ProjectRef, PushEvent, ReceiverAnswer, ReceiverHealth, Seq, Sha,
+    StateCause, StateEffect, UnixMillis, Visibility,
 };
 use fluxgate_core::{HookBatch, NewRecord};
 use fluxgate_store::testing::TestDatabase;
@@ -61,6 +62,7 @@ suite!(
     holds_per_agent_are_bounded,
     streams_within_one_millisecond_never_release_each_other,
     receiver_health_is_replaced_and_bounded,
+    delivery_records_keep_the_first_of_each_stage_and_go_with_their_entries,
     trim_moves_the_floor,
     concurrent_writers_get_unique_gapless_seqs,
     appender_commits_concurrent_hooks_in_order,
@@ -1013,6 +1015,98 @@ async fn holds_per_agent_are_bounded(db: TestDatabase) {
         7,
         "the 64 newest holds are kept (cursors 7 to 70); the 6 oldest were released"
     );
+}
+
+async fn delivery_records_keep_the_first_of_each_stage_and_go_with_their_entries(db: TestDatabase) {
+    let store = db.store().await;
+    let appended = store
+        .append(&[hook(vec![
+            push(3, "a/b", "refs/heads/main", '0', '1'),
+            push(3, "a/b", "refs/heads/main", '1', '2'),
+        ])])
+        .await
+        .unwrap();
+    let seqs: Vec<Seq> = appended
+        .entries
+        .iter()
+        .filter(|e| e.as_push().is_some())
+        .map(|e| e.seq)
+        .collect();
+    let (first, second) = (seqs[0], seqs[1]);
+    let record =
+        |seq: Seq, agent: i64, stage: DeliveryStage, object: &str, at: i64| DeliveryRecord {
+            seq,
+            agent: AgentId(agent),
+            stage,
+            object: object.to_owned(),
+            at: UnixMillis(at),
+            detail: DeliveryDetail {
+                revision: format!("main@sha1:{at}"),
+                receivers: vec![ReceiverAnswer {
+                    receiver: "apps/podinfo".to_owned(),
+                    outcome: "delivered".to_owned(),
+                    http_status: 200,
+                    attempts: 1,
+                    error: String::new(),
+                }],
+                ..DeliveryDetail::default()
+            },
+        };
+    let source = "GitRepository/apps/podinfo";
+    store
+        .save_delivery_records(&[
+            record(first, 1, DeliveryStage::Acked, "", 10),
+            record(first, 1, DeliveryStage::Fetched, source, 20),
+            record(first, 2, DeliveryStage::Acked, "", 11),
+            // The same stage again in one batch: the first wins.
+            record(first, 1, DeliveryStage::Fetched, source, 25),
+            record(second, 1, DeliveryStage::Acked, "", 30),
+        ])
+        .await
+        .unwrap();
+    // Delivered again after a reconnect: the first time stays.
+    store
+        .save_delivery_records(&[record(first, 1, DeliveryStage::Acked, "", 99)])
+        .await
+        .unwrap();
+    let found = store.delivery_records(first).await.unwrap();
+    assert_eq!(
+        found,
+        vec![
+            record(first, 1, DeliveryStage::Acked, "", 10),
+            record(first, 2, DeliveryStage::Acked, "", 11),
+            record(first, 1, DeliveryStage::Fetched, source, 20),
+        ]
+    );
+    // A record over a bound is refused, and none of its batch is written.
+    let mut oversized = record(second, 2, DeliveryStage::Failed, "Kustomization/apps/x", 40);
+    oversized.detail.message = "m".repeat(2000);
+    let err = store
+        .save_delivery_records(&[record(second, 2, DeliveryStage::Acked, "", 41), oversized])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("message"), "{err}");
+    assert_eq!(store.delivery_records(second).await.unwrap().len(), 1);
+    // Found by seq and by project.
+    assert_eq!(
+        store.read_entry(second).await.unwrap().map(|e| e.seq),
+        Some(second)
+    );
+    assert_eq!(
+        store
+            .recent_pushes_of(ProjectId::new(3).unwrap(), 10)
+            .await
+            .unwrap(),
+        vec![second, first]
+    );
+    // Retention removes them with their entries.
+    store
+        .trim(UnixMillis::now().plus(Duration::from_millis(1)))
+        .await
+        .unwrap();
+    assert!(store.delivery_records(first).await.unwrap().is_empty());
+    assert!(store.delivery_records(second).await.unwrap().is_empty());
+    assert_eq!(store.read_entry(second).await.unwrap(), None);
 }
 
 async fn trim_moves_the_floor(db: TestDatabase) {

@@ -245,6 +245,10 @@ pub(super) async fn trim(
             .bind(rows::seq_param(cut))
             .execute(&mut *conn)
             .await?;
+        sqlx::query("DELETE FROM delivery_records WHERE seq <= $1")
+            .bind(rows::seq_param(cut))
+            .execute(&mut *conn)
+            .await?;
         sqlx::query("UPDATE log_state SET floor_seq = $1 WHERE id = 1")
             .bind(rows::seq_param(cut))
             .execute(&mut *conn)

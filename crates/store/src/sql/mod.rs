@@ -11,6 +11,7 @@ mod agents;
 mod batch;
 mod bulk;
 mod catalog;
+mod deliveries;
 mod log;
 pub mod private_file;
 mod rows;
@@ -20,7 +21,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use fluxgate_core::HookBatch;
-use fluxgate_core::{AgentId, AgentName, LogEntry, ReceiverHealth, Seq, TokenDigest, UnixMillis};
+use fluxgate_core::{
+    AgentId, AgentName, DeliveryRecord, LogEntry, ProjectId, ReceiverHealth, Seq, TokenDigest,
+    UnixMillis,
+};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor as _};
 
@@ -274,5 +278,41 @@ impl Store for SqlStore {
     ) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await?;
         agents::save_receiver_health(&mut conn, agent, health).await
+    }
+
+    async fn save_delivery_records(&self, records: &[DeliveryRecord]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        for record in records {
+            record
+                .validate()
+                .map_err(|e| StoreError::Invalid(InvalidRequest::DeliveryRecord(e)))?;
+        }
+        let mut tx = self.pool.begin().await?;
+        deliveries::save(&mut tx, records).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delivery_records(&self, seq: Seq) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        deliveries::for_event(&mut conn, seq).await
+    }
+
+    async fn read_entry(&self, seq: Seq) -> Result<Option<LogEntry>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let before = Seq(seq.get().saturating_sub(1));
+        let mut found = log::read(&mut conn, before, 1).await?;
+        Ok(found.pop().filter(|entry| entry.seq == seq))
+    }
+
+    async fn recent_pushes_of(
+        &self,
+        project: ProjectId,
+        limit: u32,
+    ) -> Result<Vec<Seq>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        deliveries::recent_pushes_of(&mut conn, project, limit).await
     }
 }

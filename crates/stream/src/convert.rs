@@ -2,7 +2,10 @@
 //!
 //! Everything an agent sends is checked here; errors say which field was wrong and why.
 
-use fluxgate_core::{EventKind, FullPath, LogEntry, PushEvent, RefPattern, Seq};
+use fluxgate_core::{
+    DeliveryDetail, DeliveryRecord, DeliveryStage, EventKind, FullPath, LogEntry, PushEvent,
+    ReceiverAnswer, RefPattern, Seq, UnixMillis,
+};
 use fluxgate_proto::prost_types::Timestamp;
 use fluxgate_proto::v1;
 use fluxgate_routing::{AcceptedKinds, Subscription};
@@ -154,7 +157,13 @@ pub struct AckReport {
     pub seq: Seq,
     pub outcomes: Vec<v1::Outcome>,
     pub handling_ms: u64,
+    /// Each receiver's answer, names and errors cut to their bounds, for the delivery
+    /// record.
+    pub receivers: Vec<ReceiverAnswer>,
 }
+
+/// Longest receiver error kept in a delivery record, in bytes.
+const MAX_ANSWER_ERROR: usize = 512;
 
 pub fn ack(message: v1::Ack) -> Result<AckReport, Status> {
     if message.seq == 0 {
@@ -166,16 +175,110 @@ pub fn ack(message: v1::Ack) -> Result<AckReport, Status> {
             message.outcomes.len()
         )));
     }
-    let outcomes = message
+    let outcomes: Vec<v1::Outcome> = message
         .outcomes
         .iter()
         .map(|o| v1::Outcome::try_from(o.outcome).unwrap_or(v1::Outcome::Unspecified))
+        .collect();
+    let receivers = message
+        .outcomes
+        .into_iter()
+        .zip(&outcomes)
+        .map(|(answer, outcome)| ReceiverAnswer {
+            receiver: cut(answer.receiver, MAX_LABEL),
+            outcome: crate::metric_names::outcome_label(*outcome).to_owned(),
+            http_status: u16::try_from(answer.http_status).unwrap_or(0),
+            attempts: answer.attempts,
+            error: cut(answer.error, MAX_ANSWER_ERROR),
+        })
         .collect();
     Ok(AckReport {
         seq: Seq(message.seq),
         outcomes,
         handling_ms: message.handling_ms,
+        receivers,
     })
+}
+
+/// `text` cut to at most `max` bytes on a character boundary, control characters removed.
+fn cut(mut text: String, max: usize) -> String {
+    text.retain(|c| !c.is_control());
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+/// A validated sync report: one stage an agent saw Flux reach for an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncStageReport {
+    pub seq: Seq,
+    pub stage: DeliveryStage,
+    pub object: String,
+    pub revision: String,
+    pub message: String,
+    pub observed_at: Option<UnixMillis>,
+    /// The event's `received_at` as the agent echoed it (broker clock).
+    pub event_received_at: Option<UnixMillis>,
+}
+
+/// Validates a sync report for an event at or below `head` (the broker's log head).
+pub fn sync_report(message: v1::SyncReport, head: Seq) -> Result<SyncStageReport, Status> {
+    if message.seq == 0 || message.seq > head.get() {
+        return Err(Status::invalid_argument(format!(
+            "sync_report.seq {} is not an event of this log (head {head})",
+            message.seq
+        )));
+    }
+    let stage = match v1::SyncStage::try_from(message.stage) {
+        Ok(v1::SyncStage::Fetched) => DeliveryStage::Fetched,
+        Ok(v1::SyncStage::Applied) => DeliveryStage::Applied,
+        Ok(v1::SyncStage::Failed) => DeliveryStage::Failed,
+        Ok(v1::SyncStage::TimedOut) => DeliveryStage::TimedOut,
+        Ok(v1::SyncStage::Unspecified) | Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "sync_report.stage {} is not a known stage",
+                message.stage
+            )));
+        }
+    };
+    let record = DeliveryRecord {
+        seq: Seq(message.seq),
+        agent: fluxgate_core::AgentId(0),
+        stage,
+        object: message.object,
+        at: UnixMillis(0),
+        detail: DeliveryDetail {
+            revision: message.revision,
+            message: message.message,
+            ..DeliveryDetail::default()
+        },
+    };
+    record
+        .validate()
+        .map_err(|e| Status::invalid_argument(format!("sync_report.{e}")))?;
+    Ok(SyncStageReport {
+        seq: record.seq,
+        stage,
+        object: record.object,
+        revision: record.detail.revision,
+        message: record.detail.message,
+        observed_at: message.observed_at.as_ref().map(timestamp_millis),
+        event_received_at: message.event_received_at.as_ref().map(timestamp_millis),
+    })
+}
+
+fn timestamp_millis(timestamp: &Timestamp) -> UnixMillis {
+    UnixMillis(
+        timestamp
+            .seconds
+            .saturating_mul(1000)
+            .saturating_add(i64::from(timestamp.nanos / 1_000_000)),
+    )
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@
 //! - [`convert`] validates what agents send and builds what they receive;
 //! - [`status`] says, as a `tonic::Status`, why a stream was refused or closed;
 //! - [`CursorSaver`] persists the streams' cursors in batches;
+//! - [`DeliveryRecorder`] persists what happened to each event at each agent (acks, and
+//!   the sync stages agents report), in batches, for `fluxgate trace`;
 //! - [`gitlab_flux`] is KAS's `GitLabFlux/ReconcileProjects` for agentk-style clients:
 //!   the same authentication, access rule and hub, best effort (no backlog, no acks).
 //!
@@ -15,6 +17,7 @@
 
 pub mod convert;
 pub mod cursor_saver;
+pub mod delivery_recorder;
 pub mod gitlab_flux;
 pub mod metric_names;
 pub mod service;
@@ -22,6 +25,7 @@ pub mod session;
 pub mod status;
 
 pub use cursor_saver::CursorSaver;
+pub use delivery_recorder::{DeliveryRecorder, DeliveryWriter};
 pub use gitlab_flux::GitLabFluxStreams;
 pub use service::AgentStreams;
 pub use session::StreamContext;

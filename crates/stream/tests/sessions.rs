@@ -17,7 +17,7 @@ use fluxgate_replication::{Bus, Follower, InProcessBus};
 use fluxgate_routing::RoutingState;
 use fluxgate_store::testing::TestDatabase;
 use fluxgate_store::{AgentUpdate, CommitListener, NewAgent, Store};
-use fluxgate_stream::{AgentStreams, CursorSaver, StreamContext};
+use fluxgate_stream::{AgentStreams, CursorSaver, DeliveryRecorder, StreamContext};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_util::sync::CancellationToken;
@@ -73,6 +73,8 @@ impl Broker {
             Duration::from_secs(3600),
         );
         tokio::spawn(follower.run(stop.clone()));
+        let (deliveries, writer) = DeliveryRecorder::new();
+        tokio::spawn(writer.run(store.clone(), stop.clone()));
         let context = Arc::new(StreamContext {
             hub,
             store: store.clone(),
@@ -80,6 +82,7 @@ impl Broker {
             broker_id: "replica-test".to_owned(),
             keepalive: Duration::from_millis(200),
             max_unacked: 1000,
+            deliveries,
             shutdown: stop.clone(),
         });
         let service = AgentStreams::new(context, PATIENCE).into_server();

@@ -12,11 +12,19 @@ use fluxgate_core::{Seq, UnixMillis};
 /// Sent-but-unacked events one stream may hold by default (`agent_max_unacked`).
 pub const MAX_IN_FLIGHT: usize = 100_000;
 
+/// An event sent and not yet acked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InFlight {
+    /// When the hook carrying it was received.
+    pub received_at: UnixMillis,
+    /// When this stream sent it.
+    pub sent_at: UnixMillis,
+}
+
 #[derive(Debug)]
 pub struct CursorTracker {
     position: Seq,
-    /// Unacked events: seq → when the hook carrying it was received.
-    in_flight: BTreeMap<Seq, UnixMillis>,
+    in_flight: BTreeMap<Seq, InFlight>,
 }
 
 impl CursorTracker {
@@ -34,12 +42,27 @@ impl CursorTracker {
 
     pub fn sent(&mut self, seq: Seq, received_at: UnixMillis) {
         self.pass(seq);
-        self.in_flight.insert(seq, received_at);
+        let sent_at = UnixMillis::now();
+        self.in_flight.insert(
+            seq,
+            InFlight {
+                received_at,
+                sent_at,
+            },
+        );
     }
 
-    /// Returns when the acked event's hook was received, if it was in flight.
-    pub fn acked(&mut self, seq: Seq) -> Option<UnixMillis> {
+    /// Returns when the acked event was received and sent, if it was in flight.
+    pub fn acked(&mut self, seq: Seq) -> Option<InFlight> {
         self.in_flight.remove(&seq)
+    }
+
+    /// The oldest `limit` events still unacked.
+    pub fn unacked(&self, limit: usize) -> impl Iterator<Item = (Seq, InFlight)> + '_ {
+        self.in_flight
+            .iter()
+            .take(limit)
+            .map(|(seq, in_flight)| (*seq, *in_flight))
     }
 
     pub fn position(&self) -> Seq {

@@ -17,7 +17,7 @@ pub mod receiver_health;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fluxgate_core::{AgentPolicy, Seq, UnixMillis};
+use fluxgate_core::{AgentPolicy, DeliveryDetail, DeliveryRecord, DeliveryStage, Seq, UnixMillis};
 use fluxgate_proto::v1::{self, agent_message, broker_message};
 use fluxgate_store::Store;
 use tokio::sync::mpsc;
@@ -30,10 +30,49 @@ use crate::convert::{self, AgentHello};
 use fluxgate_routing::Subscription;
 
 use crate::cursor_saver::{CursorSaver, StreamCursor, subscriptions_digest};
+use crate::delivery_recorder::DeliveryRecorder;
 use crate::metric_names as names;
 use crate::status;
 use cursor::CursorTracker;
 use receiver_health::HealthRecorder;
+
+/// Unacked events recorded as `sent` when a stream ends, at most.
+const MAX_UNACKED_RECORDS: usize = 1_000;
+
+/// Sync reports one stream may send per second (a token bucket of [`SYNC_REPORT_BURST`]).
+const SYNC_REPORTS_PER_SECOND: f64 = 200.0;
+const SYNC_REPORT_BURST: f64 = 2_000.0;
+
+/// One stream's allowance of sync reports.
+struct SyncReportBudget {
+    tokens: f64,
+    refilled: std::time::Instant,
+}
+
+impl Default for SyncReportBudget {
+    fn default() -> Self {
+        Self {
+            tokens: SYNC_REPORT_BURST,
+            refilled: std::time::Instant::now(),
+        }
+    }
+}
+
+impl SyncReportBudget {
+    /// Takes one report's token; false if there is none.
+    fn take(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        let earned = now.duration_since(self.refilled).as_secs_f64() * SYNC_REPORTS_PER_SECOND;
+        self.tokens = (self.tokens + earned).min(SYNC_REPORT_BURST);
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
 
 /// Entries read from the store per backlog query.
 const BACKLOG_PAGE: u32 = 500;
@@ -96,6 +135,8 @@ pub struct StreamContext {
     /// Events one stream may have sent and not yet had acked: replay waits for acks at
     /// this many; a live event beyond it closes the stream (it resumes from its cursor).
     pub max_unacked: usize,
+    /// Where acks and sync reports become delivery records.
+    pub deliveries: DeliveryRecorder,
     pub shutdown: CancellationToken,
 }
 
@@ -153,6 +194,8 @@ pub async fn run(
     };
     let id = registration.id;
     metrics::counter!(names::STREAMS_OPENED).increment(1);
+    let agent_label = request.policy.name.to_string();
+    metrics::gauge!(names::AGENT_STREAMS, "agent" => agent_label.clone()).increment(1.0);
     let mut session = Session {
         context: context.clone(),
         health: HealthRecorder::spawn(
@@ -167,6 +210,7 @@ pub async fn run(
         stream_id: request.stream_id.clone(),
         cursor_id: None,
         subscriptions: current_subscriptions,
+        sync_reports: SyncReportBudget::default(),
     };
     let end = session
         .serve(
@@ -178,6 +222,8 @@ pub async fn run(
         )
         .await;
     context.hub.unregister(id).await;
+    metrics::gauge!(names::AGENT_STREAMS, "agent" => agent_label).decrement(1.0);
+    session.record_unacked();
     if let Some(stream) = &session.cursor_id {
         context
             .cursors
@@ -234,6 +280,7 @@ struct Session {
     cursor_id: Option<StreamCursor>,
     /// What the stream subscribes to now (Hello, then every accepted change).
     subscriptions: Vec<Subscription>,
+    sync_reports: SyncReportBudget,
 }
 
 impl Session {
@@ -292,6 +339,7 @@ impl Session {
             head_seq: head.get(),
             keepalive_seconds: u32::try_from(self.context.keepalive.as_secs()).unwrap_or(u32::MAX),
             accepts_receiver_health: true,
+            accepts_sync_reports: true,
         }))
         .await?;
 
@@ -362,6 +410,7 @@ impl Session {
                     let position = self.tracker.position().get();
                     self.send(broker_message::Message::Keepalive(v1::Keepalive { position })).await?;
                     self.record_cursor();
+                    self.record_lag();
                 }
             }
         }
@@ -378,6 +427,8 @@ impl Session {
         let message = convert::event(entry, event, delivery.matched.clone());
         self.last_sent = entry.seq;
         self.tracker.sent(entry.seq, event.received_at);
+        let since_commit = entry.recorded_at.elapsed_until(UnixMillis::now());
+        metrics::histogram!(names::STAGE_COMMITTED_TO_SENT).record(since_commit.as_secs_f64());
         metrics::counter!(names::EVENTS_SENT).increment(1);
         tracing::debug!(seq = %entry.seq, event_id = %event.event_id, project = %event.project.path, r#ref = ?event.git_ref.as_ref().map(|r| r.as_str()), kind = event.kind.as_str(), "event sent");
         Some(v1::BrokerMessage {
@@ -423,6 +474,86 @@ impl Session {
         self.record_cursor();
     }
 
+    /// Records a sync stage the agent saw, and times it from the push on this broker's
+    /// clock. Reports over the stream's budget are dropped (and counted), so one agent
+    /// cannot crowd the others' records out of the writer's queue.
+    fn record_sync(&mut self, report: convert::SyncStageReport) {
+        if !self.sync_reports.take() {
+            metrics::counter!(names::DELIVERY_RECORDS_DROPPED).increment(1);
+            tracing::debug!(seq = %report.seq, "sync report over this stream's budget; dropped");
+            return;
+        }
+        let now = UnixMillis::now();
+        metrics::counter!(names::SYNC_REPORTS, "stage" => report.stage.as_str()).increment(1);
+        if let Some(received_at) = report.event_received_at {
+            let since_push = received_at.elapsed_until(now).as_secs_f64();
+            match report.stage {
+                DeliveryStage::Fetched => {
+                    metrics::histogram!(names::STAGE_PUSH_TO_FETCHED).record(since_push)
+                }
+                DeliveryStage::Applied => {
+                    metrics::histogram!(names::STAGE_PUSH_TO_APPLIED).record(since_push)
+                }
+                _ => {}
+            }
+        }
+        let level_is_warn = matches!(
+            report.stage,
+            DeliveryStage::Failed | DeliveryStage::TimedOut
+        );
+        if level_is_warn {
+            tracing::warn!(seq = %report.seq, stage = report.stage.as_str(), object = %report.object, revision = %report.revision, message = %report.message, "agent reports the sync did not complete");
+        } else {
+            tracing::info!(seq = %report.seq, stage = report.stage.as_str(), object = %report.object, revision = %report.revision, "agent reports a sync stage");
+        }
+        self.context.deliveries.record(DeliveryRecord {
+            seq: report.seq,
+            agent: self.policy.id,
+            stage: report.stage,
+            object: report.object,
+            at: now,
+            detail: DeliveryDetail {
+                replica: self.context.broker_id.clone(),
+                revision: report.revision,
+                message: report.message,
+                observed_at: report.observed_at,
+                ..DeliveryDetail::default()
+            },
+        });
+    }
+
+    /// When the stream ends: the events it sent that were never acked, so that a trace
+    /// shows where they stopped (the oldest [`MAX_UNACKED_RECORDS`]).
+    fn record_unacked(&self) {
+        let now = UnixMillis::now();
+        for (seq, in_flight) in self.tracker.unacked(MAX_UNACKED_RECORDS) {
+            self.context.deliveries.record(DeliveryRecord {
+                seq,
+                agent: self.policy.id,
+                stage: DeliveryStage::Sent,
+                object: String::new(),
+                at: now,
+                detail: DeliveryDetail {
+                    sent_at: Some(in_flight.sent_at),
+                    replica: self.context.broker_id.clone(),
+                    ..DeliveryDetail::default()
+                },
+            });
+        }
+    }
+
+    /// Sets this agent's cursor-lag gauge (on keepalives: not on the ack path).
+    fn record_lag(&self) {
+        let lag = self
+            .context
+            .hub
+            .head()
+            .get()
+            .saturating_sub(self.tracker.cursor().get());
+        metrics::gauge!(names::AGENT_CURSOR_LAG, "agent" => self.policy.name.to_string())
+            .set(lag as f64);
+    }
+
     fn record_cursor(&self) {
         if let Some(stream) = &self.cursor_id {
             self.context
@@ -453,10 +584,27 @@ impl Session {
                     metrics::counter!(names::RECEIVER_OUTCOMES, "outcome" => names::outcome_label(*outcome))
                         .increment(1);
                 }
-                if let Some(received_at) = self.tracker.acked(ack.seq) {
-                    let waited = received_at.elapsed_until(UnixMillis::now());
+                if let Some(in_flight) = self.tracker.acked(ack.seq) {
+                    let now = UnixMillis::now();
+                    let waited = in_flight.received_at.elapsed_until(now);
                     metrics::histogram!(names::DELIVERY_LATENCY).record(waited.as_secs_f64());
+                    metrics::histogram!(names::STAGE_SENT_TO_ACKED)
+                        .record(in_flight.sent_at.elapsed_until(now).as_secs_f64());
                     tracing::debug!(seq = %ack.seq, latency_ms = waited.as_millis(), handling_ms = ack.handling_ms, "event acked");
+                    self.context.deliveries.record(DeliveryRecord {
+                        seq: ack.seq,
+                        agent: self.policy.id,
+                        stage: DeliveryStage::Acked,
+                        object: String::new(),
+                        at: now,
+                        detail: DeliveryDetail {
+                            sent_at: Some(in_flight.sent_at),
+                            handling_ms: Some(ack.handling_ms),
+                            receivers: ack.receivers,
+                            replica: self.context.broker_id.clone(),
+                            ..DeliveryDetail::default()
+                        },
+                    });
                 }
                 self.record_cursor();
                 self.context.hub.record_ack(id, UnixMillis::now()).await;
@@ -477,6 +625,10 @@ impl Session {
             }
             Some(agent_message::Message::ReceiverHealth(report)) => {
                 self.health.record(&self.policy.name, report)?;
+            }
+            Some(agent_message::Message::SyncReport(report)) => {
+                let report = convert::sync_report(report, self.context.hub.head())?;
+                self.record_sync(report);
             }
             Some(agent_message::Message::Hello(_)) => {
                 return Err(Status::invalid_argument(

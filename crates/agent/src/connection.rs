@@ -36,6 +36,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use crate::config::{AgentConfig, BrokerTls};
 use crate::cursor::Cursor;
 use crate::dispatch::Dispatcher;
+use crate::kubernetes::sync_watch::SyncReports;
 use crate::readiness::Readiness;
 use crate::receiver::ReceiverSet;
 use crate::session::{self, EndReason, SessionContext, SessionEnd};
@@ -78,7 +79,12 @@ pub struct Connection {
     cursor: Cursor,
     dispatcher: Dispatcher,
     generation: u64,
+    /// The sync watch's reports, shared by the connections of successive leadership terms.
+    sync_reports: Option<SharedSyncReports>,
 }
+
+/// The sync watch's reports; one connection at a time holds them.
+pub type SharedSyncReports = Arc<tokio::sync::Mutex<SyncReports>>;
 
 impl Connection {
     /// A connection serving the receivers `receivers` holds, now and as they change.
@@ -87,6 +93,7 @@ impl Connection {
         dispatcher: Dispatcher,
         receivers: watch::Receiver<ReceiverSet>,
         readiness: Arc<Readiness>,
+        sync_reports: Option<SharedSyncReports>,
     ) -> Result<Self, ConnectionError> {
         Ok(Self {
             endpoints: config
@@ -107,6 +114,7 @@ impl Connection {
             cursor: Cursor::default(),
             dispatcher,
             generation: 0,
+            sync_reports,
         })
     }
 
@@ -114,6 +122,10 @@ impl Connection {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut state = State::Disconnected {
             retry_in: Duration::ZERO,
+        };
+        let mut sync_reports = match self.sync_reports.clone() {
+            Some(shared) => Some(shared.lock_owned().await),
+            None => None,
         };
         loop {
             state = match state {
@@ -125,7 +137,9 @@ impl Connection {
                     self.connect().await
                 }
                 State::Connected { client } => {
-                    let end = self.stream(client, &shutdown).await;
+                    let end = self
+                        .stream(client, &shutdown, sync_reports.as_deref_mut())
+                        .await;
                     if matches!(end.reason, EndReason::Shutdown) {
                         return;
                     }
@@ -177,6 +191,7 @@ impl Connection {
         &mut self,
         client: AgentServiceClient<Channel>,
         shutdown: &CancellationToken,
+        sync_reports: Option<&mut SyncReports>,
     ) -> SessionEnd {
         self.generation += 1;
         let context = SessionContext {
@@ -187,6 +202,7 @@ impl Connection {
             dispatcher: &mut self.dispatcher,
             cursor: &mut self.cursor,
             readiness: &self.readiness,
+            sync_reports,
             shutdown,
         };
         session::run(client, context).await

@@ -29,6 +29,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::event::TriggerEvent;
+use crate::kubernetes::sync_watch::SyncTriggers;
 use crate::receiver::Receiver;
 use crate::receiver::health::HealthBoard;
 use crate::receiver::retry::{Deliverer, DeliveryReport};
@@ -47,6 +48,7 @@ pub fn same_definition(a: &Receiver, b: &Receiver) -> bool {
         && a.url == b.url
         && a.token.expose() == b.token.expose()
         && a.route == b.route
+        && a.synced_source == b.synced_source
 }
 
 /// Most events the dispatcher holds unacked: the broker's own in-flight cap per stream.
@@ -103,6 +105,7 @@ impl Dispatcher {
     pub fn start(
         receivers: Vec<Receiver>,
         deliverer: &Deliverer,
+        sync: Option<SyncTriggers>,
         cancel: &CancellationToken,
     ) -> Self {
         let (sender, completions) = mpsc::unbounded_channel();
@@ -111,6 +114,7 @@ impl Dispatcher {
             completions: sender.clone(),
             health: Arc::default(),
             generation: Arc::default(),
+            sync,
         };
         let mut dispatcher = Self {
             receivers: Vec::new(),

@@ -6,7 +6,7 @@
 //! empty `before`/`after`, project id `0`, a ref only when the receiver names one exact
 //! ref, and the kind `tag_push` when the receiver's pattern only covers tags.
 
-use fluxgate_core::{Artifact, EventKind, FullPath, GitRef};
+use fluxgate_core::{Artifact, EventKind, FullPath, GitRef, UnixMillis};
 
 use crate::receiver::Receiver;
 
@@ -29,6 +29,8 @@ pub struct TriggerEvent {
     pub kind: EventKind,
     /// What a pipeline published; only for [`EventKind::Artifact`].
     pub artifact: Option<Artifact>,
+    /// When the broker received the push (broker clock); `None` for a resync.
+    pub received_at: Option<UnixMillis>,
 }
 
 impl TriggerEvent {
@@ -56,6 +58,7 @@ impl TriggerEvent {
             after: String::new(),
             kind,
             artifact: None,
+            received_at: None,
         }
     }
 

@@ -41,8 +41,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::AgentConfig;
 
-use connection::{Connection, ConnectionError};
+use connection::{Connection, ConnectionError, SharedSyncReports};
 use dispatch::Dispatcher;
+use kubernetes::sync_watch::SyncTriggers;
 use readiness::{Readiness, Role};
 use receiver::ReceiverSet;
 use receiver::retry::Deliverer;
@@ -95,6 +96,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     // Kept here when no controller takes it, so `acting` never reports closed.
     let mut acting_sender = Some(acting_sender);
     let background = shutdown.child_token();
+    let mut sync = None;
     if let Some(settings) = &config.kubernetes {
         let clients = kubernetes::clients(settings).await?;
         deliverer = deliverer.with_kubernetes(clients.proxy, config.request_timeout);
@@ -113,6 +115,23 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
                 &readiness,
                 &background,
             );
+        }
+        if settings.sync_watch.enabled {
+            let (triggers, triggered, reports, reported) = kubernetes::sync_watch::channels();
+            let watch = kubernetes::sync_watch::SyncWatch::new(
+                client.clone(),
+                &settings.namespaces,
+                settings.sync_watch.deadline,
+                triggered,
+                reports,
+            );
+            supervise(
+                "sync watch",
+                watch.run(background.clone()),
+                &readiness,
+                &background,
+            );
+            sync = Some((triggers, Arc::new(tokio::sync::Mutex::new(reported))));
         }
         let controller = kubernetes::controller::Controller::new(
             client,
@@ -141,7 +160,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         "fluxgate-agent starting"
     );
     serve_while_leading(
-        &config, &deliverer, receivers, acting, &readiness, &shutdown,
+        &config, &deliverer, receivers, acting, sync, &readiness, &shutdown,
     )
     .await?;
     background.cancel();
@@ -156,6 +175,7 @@ async fn serve_while_leading(
     deliverer: &Deliverer,
     receivers: watch::Receiver<ReceiverSet>,
     mut acting: watch::Receiver<bool>,
+    sync: Option<(SyncTriggers, SharedSyncReports)>,
     readiness: &Arc<Readiness>,
     shutdown: &CancellationToken,
 ) -> Result<(), StartError> {
@@ -178,9 +198,19 @@ async fn serve_while_leading(
         let term = shutdown.child_token();
         let workers = term.child_token();
         let current: Vec<receiver::Receiver> = receivers.borrow().to_vec();
-        let dispatcher = Dispatcher::start(current, deliverer, &workers);
-        let connection =
-            Connection::new(config, dispatcher, receivers.clone(), Arc::clone(readiness))?;
+        let dispatcher = Dispatcher::start(
+            current,
+            deliverer,
+            sync.as_ref().map(|(triggers, _)| triggers.clone()),
+            &workers,
+        );
+        let connection = Connection::new(
+            config,
+            dispatcher,
+            receivers.clone(),
+            Arc::clone(readiness),
+            sync.as_ref().map(|(_, reports)| Arc::clone(reports)),
+        )?;
         let mut lost = acting.clone();
         let ended = term.clone();
         tokio::spawn(async move {

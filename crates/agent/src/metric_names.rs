@@ -14,17 +14,42 @@ pub const KUBERNETES_SOURCES: &str = "fluxgate_agent_kubernetes_sources";
 pub const KUBERNETES_RECEIVERS_SERVED: &str = "fluxgate_agent_kubernetes_receivers_served";
 /// Writes to the Kubernetes API, by kind and outcome.
 pub const KUBERNETES_WRITES: &str = "fluxgate_agent_kubernetes_writes_total";
+/// Sync stages the agent saw Flux reach after a trigger, by `stage`.
+pub const SYNC_STAGES: &str = "fluxgate_agent_sync_stages_total";
+/// Triggers whose sync the agent is following.
+pub const SYNC_WATCH_TRACKED: &str = "fluxgate_agent_sync_watch_tracked";
+/// Sync-watch work given up because a bounded queue was full, by `what` (`trigger`,
+/// `tracking`, `report`).
+pub const SYNC_WATCH_DROPPED: &str = "fluxgate_agent_sync_watch_dropped_total";
 /// 1 while this replica holds the leader Lease (or elects no leader), else 0.
 pub const LEADER: &str = "fluxgate_agent_leader";
 
 /// Every counter, for tests that check each is described.
-pub const COUNTERS: &[&str] = &[RECEIVER_FAILED_ATTEMPTS, TRIGGERS, KUBERNETES_WRITES];
+pub const COUNTERS: &[&str] = &[
+    RECEIVER_FAILED_ATTEMPTS,
+    TRIGGERS,
+    KUBERNETES_WRITES,
+    SYNC_STAGES,
+    SYNC_WATCH_DROPPED,
+];
 /// Every histogram.
 pub const HISTOGRAMS: &[&str] = &[TRIGGER_DURATION];
 
 /// Registers descriptions with the installed recorder.
 pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        SYNC_STAGES,
+        "Sync stages seen after a trigger (fetched, applied, failed, timed_out)."
+    );
+    describe_gauge!(
+        SYNC_WATCH_TRACKED,
+        "Triggers whose sync the agent is following."
+    );
+    describe_counter!(
+        SYNC_WATCH_DROPPED,
+        "Sync-watch work given up because a bounded queue was full, by what."
+    );
     describe_gauge!(
         RECEIVERS_FAILING,
         "Receivers failing for longer than retry.report_after (their events stay unacked)."

@@ -30,6 +30,7 @@ use tonic::transport::Channel;
 use crate::cursor::Cursor;
 use crate::dispatch::{AckReport, Dispatcher, MAX_OPEN_EVENTS};
 use crate::event::TriggerEvent;
+use crate::kubernetes::sync_watch::SyncReports;
 use crate::readiness::Readiness;
 use crate::receiver::ReceiverSet;
 use crate::wire::{self, Identity};
@@ -94,6 +95,8 @@ pub struct SessionContext<'a> {
     pub cursor: &'a mut Cursor,
     /// Told when the stream is up (welcomed) and when it ends.
     pub readiness: &'a Readiness,
+    /// What the sync watch saw Flux do, sent when the broker accepts it.
+    pub sync_reports: Option<&'a mut SyncReports>,
     pub shutdown: &'a CancellationToken,
 }
 
@@ -142,6 +145,7 @@ pub async fn run(
         silence_limit: Some(WELCOME_TIMEOUT),
         health,
         reports_health: false,
+        reports_sync: false,
         subscribed,
     };
     let reason = session.pump(inbound).await;
@@ -178,6 +182,8 @@ struct Session<'a> {
     health: watch::Receiver<u64>,
     /// The broker accepts ReceiverHealth messages.
     reports_health: bool,
+    /// The broker accepts SyncReport messages.
+    reports_sync: bool,
     /// The subscriptions this stream has asked for so far.
     subscribed: Vec<proto::Subscription>,
 }
@@ -195,6 +201,12 @@ impl Session<'_> {
                 ack = self.context.dispatcher.next_ack() => self.send_ack(&ack),
                 () = health_changed(&mut self.health, self.reports_health) => self.send_health(),
                 () = set_changed(self.context.receivers) => self.receivers_changed(),
+                report = next_sync_report(&mut self.context.sync_reports, self.reports_sync) => {
+                    // The stream's request half lives as long as this session.
+                    let _ = self.outbound.send(proto::AgentMessage {
+                        message: Some(proto::agent_message::Message::SyncReport(report)),
+                    });
+                }
                 message = inbound.message() => {
                     last_heard = Instant::now();
                     match message {
@@ -251,8 +263,10 @@ impl Session<'_> {
             cursor_expired = welcome.cursor_expired,
             keepalive_seconds = welcome.keepalive_seconds,
             accepts_receiver_health = welcome.accepts_receiver_health,
+            accepts_sync_reports = welcome.accepts_sync_reports,
             "connected to the broker"
         );
+        self.reports_sync = welcome.accepts_sync_reports;
         if welcome.accepts_receiver_health {
             self.reports_health = true;
             self.send_health();
@@ -343,6 +357,17 @@ async fn health_changed(changes: &mut watch::Receiver<u64>, reported: bool) {
     if !reported || changes.changed().await.is_err() {
         // Not reported, or the board is gone (only at shutdown).
         std::future::pending::<()>().await;
+    }
+}
+
+/// The next sync report, if they are sent at all; reports wait while no broker takes them.
+async fn next_sync_report(reports: &mut Option<&mut SyncReports>, sent: bool) -> proto::SyncReport {
+    match reports {
+        Some(reports) if sent => match reports.recv().await {
+            Some(report) => report,
+            None => std::future::pending().await,
+        },
+        _ => std::future::pending().await,
     }
 }
 

@@ -232,6 +232,9 @@ impl TryFrom<proto::Event> for TriggerEvent {
             after: event.after,
             kind,
             artifact,
+            received_at: event.received_at.map(|at| {
+                fluxgate_core::UnixMillis(at.seconds * 1000 + i64::from(at.nanos / 1_000_000))
+            }),
         })
     }
 }
@@ -265,6 +268,7 @@ mod tests {
             url: WebhookUrl::parse("http://flux/hook/x").unwrap(),
             token: Secret::new(""),
             route: crate::receiver::Route::Direct,
+            synced_source: None,
         }
     }
 

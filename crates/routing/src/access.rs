@@ -10,18 +10,84 @@
 //! Paths compare case-insensitively. A project whose visibility is unknown is private.
 //! Grants follow renames because the store rewrites them when a project or group moves.
 
-use fluxgate_core::{AgentPolicy, Grant, Visibility};
+use fluxgate_core::{AgentPolicy, FullPath, Grant, Visibility};
 
 use crate::catalog::ProjectView;
 
 pub fn may_see(policy: &AgentPolicy, project: &ProjectView) -> bool {
-    policy.config_project == project.path
-        || project.visibility == Visibility::Public
-        || (project.visibility == Visibility::Internal && policy.allow_internal)
-        || policy.grants.iter().any(|grant| match grant {
-            Grant::Project(path) => *path == project.path,
-            Grant::Group(group) => project.path.is_within(group),
-        })
+    decide(policy, project).allowed()
+}
+
+/// Which branch of the rule decided, for people (`fluxgate trace`, `explain`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessDecision {
+    ConfigProject,
+    Public,
+    InternalAllowed,
+    GrantedProject(FullPath),
+    GrantedGroup(FullPath),
+    /// Internal, and the agent does not allow internal projects.
+    InternalNotAllowed,
+    /// Private (or of unknown visibility) and neither the config project nor granted.
+    NotGranted(Visibility),
+}
+
+impl AccessDecision {
+    pub fn allowed(&self) -> bool {
+        !matches!(self, Self::InternalNotAllowed | Self::NotGranted(_))
+    }
+}
+
+impl std::fmt::Display for AccessDecision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::ConfigProject => f.write_str("the agent's configuration project"),
+            Self::Public => f.write_str("a public project"),
+            Self::InternalAllowed => {
+                f.write_str("an internal project, and the agent allows internal projects")
+            }
+            Self::GrantedProject(path) => write!(f, "granted project {path}"),
+            Self::GrantedGroup(group) => write!(f, "in granted group {group}"),
+            Self::InternalNotAllowed => f.write_str(
+                "an internal project, and the agent does not allow internal projects \
+                 (fluxgate agent grant --internal)",
+            ),
+            Self::NotGranted(visibility) => write!(
+                f,
+                "a {} project that is neither the agent's configuration project nor granted \
+                 to it (fluxgate agent grant --project or --group)",
+                visibility.as_str()
+            ),
+        }
+    }
+}
+
+/// The access rule, with the branch that decided.
+pub fn decide(policy: &AgentPolicy, project: &ProjectView) -> AccessDecision {
+    if policy.config_project == project.path {
+        return AccessDecision::ConfigProject;
+    }
+    match project.visibility {
+        Visibility::Public => return AccessDecision::Public,
+        Visibility::Internal if policy.allow_internal => return AccessDecision::InternalAllowed,
+        _ => {}
+    }
+    for grant in &policy.grants {
+        match grant {
+            Grant::Project(path) if *path == project.path => {
+                return AccessDecision::GrantedProject(path.clone());
+            }
+            Grant::Group(group) if project.path.is_within(group) => {
+                return AccessDecision::GrantedGroup(group.clone());
+            }
+            _ => {}
+        }
+    }
+    if project.visibility == Visibility::Internal {
+        AccessDecision::InternalNotAllowed
+    } else {
+        AccessDecision::NotGranted(project.visibility)
+    }
 }
 
 #[cfg(test)]
@@ -51,6 +117,58 @@ mod tests {
             allow_internal,
             token_generation: 0,
         }
+    }
+
+    /// Each branch of the rule is named, and only the refusals say how to allow it.
+    #[test]
+    fn the_deciding_branch_is_named() {
+        use Visibility::{Internal, Private, Public};
+        let granted = policy(
+            vec![Grant::Project(p("team/app")), Grant::Group(p("infra"))],
+            false,
+        );
+        let cases = [
+            (
+                project("ops/cluster-config", Private),
+                AccessDecision::ConfigProject,
+            ),
+            (project("oss/lib", Public), AccessDecision::Public),
+            (
+                project("team/app", Private),
+                AccessDecision::GrantedProject(p("team/app")),
+            ),
+            (
+                project("infra/net/dns", Private),
+                AccessDecision::GrantedGroup(p("infra")),
+            ),
+            (
+                project("corp/app", Internal),
+                AccessDecision::InternalNotAllowed,
+            ),
+            (
+                project("team/other", Private),
+                AccessDecision::NotGranted(Private),
+            ),
+        ];
+        for (project, expected) in cases {
+            let decision = decide(&granted, &project);
+            assert_eq!(decision, expected, "{}", project.path);
+            assert_eq!(decision.allowed(), may_see(&granted, &project));
+            assert_eq!(
+                decision.to_string().contains("fluxgate agent grant"),
+                !decision.allowed(),
+                "{decision}"
+            );
+        }
+        assert_eq!(
+            decide(&policy(vec![], true), &project("corp/app", Internal)),
+            AccessDecision::InternalAllowed
+        );
+        assert_eq!(
+            AccessDecision::NotGranted(Private).to_string(),
+            "a private project that is neither the agent's configuration project nor granted \
+             to it (fluxgate agent grant --project or --group)"
+        );
     }
 
     /// Every case of the rule, each with the outcome and the reason.

@@ -11,7 +11,7 @@ pub mod index;
 pub mod state;
 pub mod subscription;
 
-pub use access::may_see;
+pub use access::{AccessDecision, decide, may_see};
 pub use catalog::{Catalog, ProjectView};
 pub use index::{
     AcceptedKinds, Match, SubscriberId, SubscriptionIndex, SubscriptionSet, route_one,

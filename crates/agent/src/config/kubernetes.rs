@@ -17,6 +17,11 @@
 //!                            # OCIRepository URLs on these hosts are followed (host or
 //!                            # host:port; default: registry.<gitlab_url host>; [] turns
 //!                            # OCIRepository discovery off)
+//!   sync_watch:
+//!     enabled: true          # after a trigger, watch the source fetch the revision and the
+//!                            # Kustomizations/HelmReleases using it apply it, and report
+//!                            # each stage to the broker (default: true)
+//!     deadline: 10m          # report timed_out if not applied by then (1s..24h)
 //!   leader_election:
 //!     enabled: true          # replicas elect one leader with a Lease (default: true)
 //!     lease_name: fluxgate-agent
@@ -57,7 +62,34 @@ pub(super) struct KubernetesSection {
     pub namespaces: Vec<String>,
     pub label_selector: Option<String>,
     pub registry_hosts: Option<Vec<String>>,
+    pub sync_watch: SyncWatchSection,
     pub leader_election: LeaderElectionSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct SyncWatchSection {
+    pub enabled: bool,
+    #[serde(with = "humantime_serde")]
+    pub deadline: Duration,
+}
+
+impl Default for SyncWatchSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            deadline: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Watching the sync after a trigger (see [`crate::kubernetes::sync_watch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncWatch {
+    pub enabled: bool,
+    /// How long after the trigger the revision must be applied before it is reported
+    /// `timed_out`.
+    pub deadline: Duration,
 }
 
 #[derive(Debug, Deserialize)]
@@ -105,6 +137,7 @@ pub struct KubernetesSettings {
     /// The instance's container registry: `OCIRepository` sources must point at it.
     pub registry: Registry,
     pub leader: LeaderElection,
+    pub sync_watch: SyncWatch,
     /// Names this agent on the objects it owns (`<lease namespace>/<lease name>`), so two
     /// agents in one cluster never take each other's objects.
     pub agent_id: String,
@@ -186,7 +219,19 @@ pub(super) fn validate(
         .map(|c| c.trim().to_owned())
         .filter(|c| !c.is_empty());
     let leader = leader_election(section.leader_election, env)?;
+    let deadline = section.sync_watch.deadline;
+    if !(Duration::from_secs(1)..=Duration::from_secs(24 * 3600)).contains(&deadline) {
+        return Err(ConfigError::invalid(
+            "kubernetes.sync_watch.deadline",
+            format!("{deadline:?} is outside 1s..24h"),
+        ));
+    }
+    let sync_watch = SyncWatch {
+        enabled: section.sync_watch.enabled,
+        deadline,
+    };
     Ok(KubernetesSettings {
+        sync_watch,
         agent_id: format!("{}/{}", leader.lease_namespace, leader.lease_name),
         gitlab,
         webhook_base,

@@ -129,6 +129,7 @@ fn validate_one(
         url,
         token,
         route: crate::receiver::Route::Direct,
+        synced_source: None,
     })
 }
 

@@ -43,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::flux_api::{self, FluxApis};
 use super::flux_receiver::{Maker, ReceiverView};
+use super::flux_status::ObjectRef;
 use super::names;
 use super::object_cache::ObjectCache;
 use super::owned::{OwnedObjects, receiver_body, receiver_is_current};
@@ -696,6 +697,7 @@ impl Controller {
             url,
             token,
             route,
+            synced_source: None,
         })
     }
 
@@ -778,6 +780,11 @@ impl Controller {
 
 /// Makes `receiver` (made for a managed source's Receiver) follow what moves the source.
 fn follow_source(mut receiver: Receiver, source: &ManagedSource) -> Receiver {
+    receiver.synced_source = Some(ObjectRef::new(
+        source.kind.as_str(),
+        &source.namespace,
+        &source.name,
+    ));
     match &source.follows {
         Follows::Git {
             refs,

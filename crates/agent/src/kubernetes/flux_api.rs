@@ -83,6 +83,20 @@ pub async fn discover_oci_repository(client: &Client) -> Result<Option<ApiResour
     .await
 }
 
+/// The workloads whose sync the agent watches (`Kustomization` `v1`, `HelmRelease` `v2`
+/// or `v2beta2`), each if the cluster serves it.
+pub async fn discover_workloads(client: &Client) -> Result<Vec<ApiResource>, kube::Error> {
+    let kustomization = find(client, "kustomize.toolkit.fluxcd.io", "v1", "Kustomization").await?;
+    let helm_release = find_first(
+        client,
+        "helm.toolkit.fluxcd.io",
+        &["v2", "v2beta2"],
+        "HelmRelease",
+    )
+    .await?;
+    Ok(kustomization.into_iter().chain(helm_release).collect())
+}
+
 /// The resource of `kind` in the first of `versions` the cluster serves.
 async fn find_first(
     client: &Client,

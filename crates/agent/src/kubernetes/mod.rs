@@ -12,6 +12,9 @@
 //! - [`flux_api`]: whether the cluster serves the Flux APIs (checked until it does).
 //! - [`object_cache`], [`controller`]: the watches and the reconcile pass that turn all of
 //!   this into the receiver set the broker stream serves.
+//! - [`sync_watch`], [`flux_status`]: after a trigger, following the source and the
+//!   Kustomizations and HelmReleases using it until the revision is applied, and
+//!   reporting each stage to the broker.
 //! - [`leader`]: the Lease election; only the leader writes and triggers.
 //! - [`webhook_base`]: calling Receivers directly or through the API server's service proxy.
 //!
@@ -21,6 +24,7 @@ pub mod annotations;
 pub mod controller;
 pub mod flux_api;
 pub mod flux_receiver;
+pub mod flux_status;
 pub mod gitlab_instance;
 pub mod leader;
 pub mod names;
@@ -31,6 +35,7 @@ pub mod registry;
 pub mod semver_range;
 pub mod source;
 pub mod source_ref;
+pub mod sync_watch;
 pub mod webhook_base;
 
 use kube::config::{KubeConfigOptions, Kubeconfig};

@@ -17,6 +17,7 @@ use serde::Deserialize;
 
 use crate::event::TriggerEvent;
 use crate::flux_path::WebhookUrl;
+use crate::kubernetes::flux_status::ObjectRef;
 use crate::kubernetes::oci_ref::TagFilter;
 use crate::kubernetes::registry::parse_artifact_url;
 use crate::secret::Secret;
@@ -97,6 +98,9 @@ pub struct Receiver {
     /// The Receiver Secret's `token`, as raw bytes (text).
     pub token: Secret,
     pub route: Route,
+    /// The Flux source whose sync the agent follows after triggering it (its own
+    /// Receivers in the Kubernetes mode); `None`: not followed.
+    pub synced_source: Option<ObjectRef>,
 }
 
 impl Receiver {
@@ -171,6 +175,7 @@ mod tests {
             url: WebhookUrl::parse("http://flux/hook/x").unwrap(),
             token: Secret::new(""),
             route: Route::Direct,
+            synced_source: None,
         }
     }
 
@@ -187,6 +192,7 @@ mod tests {
                 .collect(),
             kind: EventKind::for_ref(&git_ref),
             artifact: None,
+            received_at: None,
             git_ref: Some(git_ref),
             before: String::new(),
             after: String::new(),

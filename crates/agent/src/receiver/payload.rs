@@ -120,6 +120,7 @@ mod tests {
             matched_projects: Vec::new(),
             kind: EventKind::for_ref(&git_ref),
             artifact: None,
+            received_at: None,
             git_ref: Some(git_ref),
             before: "a".repeat(40),
             after: "b".repeat(40),
@@ -137,6 +138,7 @@ mod tests {
             url: WebhookUrl::parse("http://flux/hook/x").unwrap(),
             token: Secret::new(token),
             route: crate::receiver::Route::Direct,
+            synced_source: None,
         }
     }
 

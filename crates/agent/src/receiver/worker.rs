@@ -47,6 +47,8 @@ use super::retry::{
     Deliverer, DeliveryOutcome, DeliveryReport, Verdict, classify, describe, http_status,
 };
 use crate::event::TriggerEvent;
+use crate::kubernetes::flux_status::Wanted;
+use crate::kubernetes::sync_watch::{SyncTriggers, Triggered};
 
 /// Which broker stream an event came from, and its seq, so its ack goes to that stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -81,6 +83,8 @@ pub struct WorkerContext {
     pub health: Arc<HealthBoard>,
     /// The current stream's generation: tickets of older ones are dropped.
     pub generation: Arc<AtomicU64>,
+    /// Where triggers of receivers with a synced source go to be followed.
+    pub sync: Option<SyncTriggers>,
 }
 
 /// One submitted event, and the earlier ones its delivery covers.
@@ -183,6 +187,7 @@ impl WorkerHandle {
             deliverer: context.deliverer,
             slot: Arc::clone(&slot),
             completions: context.completions,
+            sync: context.sync,
         };
         tokio::spawn(async move {
             tokio::select! {
@@ -222,6 +227,7 @@ struct Worker {
     slot: Arc<Slot>,
     completions: mpsc::UnboundedSender<Completion>,
     tracker: FailureTracker,
+    sync: Option<SyncTriggers>,
 }
 
 impl Worker {
@@ -229,7 +235,9 @@ impl Worker {
         loop {
             let job = self.slot.next_job().await;
             let (job, report) = self.deliver(job).await;
-            log_delivery(&self.slot.receiver(), &job, &report);
+            let receiver = self.slot.receiver();
+            log_delivery(&receiver, &job, &report);
+            self.follow_sync(&receiver, &job, &report);
             self.complete(job, report);
         }
     }
@@ -296,6 +304,30 @@ impl Worker {
         }
     }
 
+    /// Hands a delivered broker event to the sync watch, when the receiver has a source.
+    fn follow_sync(&self, receiver: &Receiver, job: &Job, report: &DeliveryReport) {
+        let (Some(sync), Some(source)) = (&self.sync, &receiver.synced_source) else {
+            return;
+        };
+        if report.outcome != DeliveryOutcome::Delivered {
+            return;
+        }
+        let Origin::Event(ticket) = job.origin else {
+            return;
+        };
+        let Some(wanted) = wanted(&job.event) else {
+            return;
+        };
+        sync.triggered(Triggered {
+            source: source.clone(),
+            seqs: std::iter::once(ticket.seq)
+                .chain(job.covers.iter().map(|covered| covered.seq))
+                .collect(),
+            wanted,
+            event_received_at: job.event.received_at,
+        });
+    }
+
     fn complete(&self, job: Job, report: DeliveryReport) {
         metrics::counter!(crate::metric_names::TRIGGERS, "outcome" => report.outcome.as_str())
             .increment(1);
@@ -317,6 +349,21 @@ impl Worker {
             let _ = self.completions.send(completion);
         }
     }
+}
+
+/// What Flux should fetch for `event`; `None` for a deleted ref (nothing to fetch).
+fn wanted(event: &TriggerEvent) -> Option<Wanted> {
+    if let Some(digest) = event.artifact.as_ref().and_then(|a| a.digest.as_deref()) {
+        return Some(Wanted::Digest(digest.to_ascii_lowercase()));
+    }
+    let after = event.after.to_ascii_lowercase();
+    if after.len() == 40 && after.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if after.bytes().all(|b| b == b'0') {
+            return None;
+        }
+        return Some(Wanted::Commit(after));
+    }
+    Some(Wanted::Newer)
 }
 
 /// The report for events that `covering`'s delivery replaced.
@@ -390,6 +437,7 @@ mod tests {
                 matched_projects: Vec::new(),
                 kind: EventKind::for_ref(&git_ref),
                 artifact: None,
+                received_at: None,
                 git_ref: Some(git_ref),
                 before: String::new(),
                 after: String::new(),

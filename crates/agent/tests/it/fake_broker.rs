@@ -126,6 +126,7 @@ impl FakeStream {
             head_seq: 100,
             keepalive_seconds: 15,
             accepts_receiver_health: accepts_health,
+            accepts_sync_reports: false,
         }));
     }
 

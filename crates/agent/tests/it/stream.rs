@@ -361,7 +361,7 @@ async fn a_new_receiver_set_changes_the_subscriptions_on_the_open_stream() {
         tokio::sync::watch::channel::<ReceiverSet>(Arc::new(config.receivers[..1].to_vec()));
     let (dispatcher, _workers) = crate::support::dispatcher(&config);
     let readiness = Arc::new(Readiness::new(false));
-    let connection = Connection::new(&config, dispatcher, receivers, Arc::clone(&readiness))
+    let connection = Connection::new(&config, dispatcher, receivers, Arc::clone(&readiness), None)
         .expect("connection");
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(connection.run(shutdown.clone()));

@@ -42,6 +42,7 @@ pub fn dispatcher(config: &AgentConfig) -> (Dispatcher, tokio_util::sync::DropGu
     let dispatcher = Dispatcher::start(
         config.receivers.clone(),
         &Deliverer::new(client, config.retry),
+        None,
         &cancel,
     );
     (dispatcher, cancel.drop_guard())
@@ -58,6 +59,7 @@ pub fn push(seq: u64, project: &str, git_ref: &str) -> TriggerEvent {
         matched_projects: Vec::new(),
         kind: EventKind::for_ref(&git_ref),
         artifact: None,
+        received_at: None,
         git_ref: Some(git_ref),
         before: "0".repeat(40),
         after: format!("{seq:040}"),

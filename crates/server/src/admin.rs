@@ -140,6 +140,11 @@ pub struct AgentAdmin {
 }
 
 impl AgentAdmin {
+    /// The store the admin works on (for read-only views such as `trace`).
+    pub fn store(&self) -> &std::sync::Arc<dyn fluxgate_store::Store> {
+        self.log.store()
+    }
+
     pub fn new(log: Publisher, presence: PresenceSource) -> Self {
         Self { log, presence }
     }
@@ -314,7 +319,7 @@ fn recently_seen(record: &AgentRecord, within: Duration) -> bool {
         .is_some_and(|seen| seen >= UnixMillis::now().minus(within))
 }
 
-fn rfc3339(at: UnixMillis) -> String {
+pub(crate) fn rfc3339(at: UnixMillis) -> String {
     let since_epoch = Duration::from_millis(u64::try_from(at.get()).unwrap_or(0));
     humantime::format_rfc3339_millis(UNIX_EPOCH + since_epoch).to_string()
 }

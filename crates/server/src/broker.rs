@@ -27,7 +27,9 @@ use fluxgate_ingest::notify::NotifyState;
 use fluxgate_replication::{Bus, Follower, InProcessBus, RedisBus, RedisBusConfig, RedisPresence};
 use fluxgate_routing::RoutingState;
 use fluxgate_store::{Publisher, SqlStore, Store, StoreOptions};
-use fluxgate_stream::{AgentStreams, CursorSaver, GitLabFluxStreams, StreamContext};
+use fluxgate_stream::{
+    AgentStreams, CursorSaver, DeliveryRecorder, GitLabFluxStreams, StreamContext,
+};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -407,6 +409,7 @@ impl Parts {
         }
         let readiness = Arc::new(Readiness::default());
         let cursors = Arc::new(CursorSaver::default());
+        let (deliveries, delivery_writer) = DeliveryRecorder::new();
         let mut tasks = Supervisor::default();
         let log = Publisher::new(store.clone(), bus.clone());
 
@@ -432,6 +435,10 @@ impl Parts {
                 config.cursor_flush_interval,
                 stops.background.clone(),
             ),
+        );
+        tasks.spawn_until_stopped(
+            "delivery record writer",
+            delivery_writer.run(store.clone(), stops.background.clone()),
         );
         tasks.spawn_until_stopped(
             "retention",
@@ -550,6 +557,7 @@ impl Parts {
             broker_id: broker_id.clone(),
             keepalive: config.keepalive_interval,
             max_unacked: config.agent_max_unacked,
+            deliveries,
             shutdown: stops.streams.clone(),
         });
         let flux_service = GitLabFluxStreams::new(context.clone(), kas_relative_root).into_server();

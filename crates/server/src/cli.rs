@@ -47,6 +47,22 @@ pub enum Command {
     /// From a GitLab CI job: tell the broker the pipeline's artifact is ready
     /// (`POST /api/v1/notify` with the job's ID token); prints the event's seq.
     Notify(NotifyArgs),
+    /// Follow one push across the clusters: which agents were entitled to it (and by which
+    /// rule), when each got it, when its Receivers answered, when Flux fetched and applied
+    /// the revision, or where it stopped.
+    Trace(TraceArgs),
+}
+
+/// `fluxgate trace`.
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// The push: its seq (as `fluxgate notify` and the hook answer print it), or
+    /// `<project path>@<sha>` (at least 7 hex digits of the new commit).
+    #[arg(value_name = "SEQ|PROJECT@SHA")]
+    pub push: String,
+    /// Print JSON (as `GET /api/v1/events/{seq}` answers) instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `fluxgate notify`: where to, which token, what was built, how long to retry.

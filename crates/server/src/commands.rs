@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{AgentAdmin, AgentView, AgentWithToken, CreateAgentRequest, PresenceSource};
 use crate::broker::open_store;
-use crate::cli::AgentCommand;
+use crate::cli::{AgentCommand, TraceArgs};
 use crate::config::Config;
 
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
@@ -36,6 +36,45 @@ pub async fn agent(config: &Config, command: AgentCommand) -> anyhow::Result<()>
     drop(admin);
     bus.flush().await;
     result
+}
+
+/// `fluxgate trace`: reads the store (the broker may be running) and prints the push's path.
+pub async fn trace(config: &Config, args: &TraceArgs) -> anyhow::Result<()> {
+    let store = open_store(config, Duration::from_secs(30)).await?;
+    let result = trace_with(&store, args).await;
+    store.close().await;
+    let view = result?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else {
+        print!("{}", crate::trace::render(&view));
+    }
+    Ok(())
+}
+
+async fn trace_with(
+    store: &dyn Store,
+    args: &TraceArgs,
+) -> anyhow::Result<crate::trace::TraceView> {
+    let seq = match args.push.split_once('@') {
+        None => args
+            .push
+            .parse::<u64>()
+            .ok()
+            .filter(|seq| *seq > 0)
+            .map(fluxgate_core::Seq)
+            .with_context(|| format!("{:?} is neither a seq nor <project>@<sha>", args.push))?,
+        Some((project, sha)) => {
+            let project = fluxgate_core::FullPath::parse(project)
+                .with_context(|| format!("{project:?} is not a project path"))?;
+            crate::trace::find_push(store, &project, sha)
+                .await
+                .map_err(|e| anyhow::anyhow!(e.message))?
+        }
+    };
+    crate::trace::trace(store, seq)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.message))
 }
 
 /// Where the CLI publishes what it commits (see [`Publisher`]): with Redis configured, to

@@ -24,6 +24,7 @@ pub mod secrets;
 pub mod shutdown;
 mod supervisor;
 pub mod telemetry;
+pub mod trace;
 
 pub use broker::{Addresses, Handle, Listeners, run};
 pub use config::Config;

@@ -41,6 +41,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => commands::migrate(&config).await,
         Command::Agent(command) => commands::agent(&config, command).await,
         Command::Healthcheck { url } => commands::healthcheck(&url).await,
+        Command::Trace(args) => commands::trace(&config, &args).await,
         Command::Notify(_) => unreachable!("handled before the configuration is loaded"),
     }
 }

@@ -276,6 +276,11 @@ impl Cluster {
             .send_modify(|n| *n += 1);
     }
 
+    /// Wakes everything waiting for a change, without changing anything.
+    pub(crate) fn touch(&self) {
+        self.shared.state.lock().notify();
+    }
+
     /// A receiver that changes on every write and every request.
     pub(crate) fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.shared.state.lock().changes.subscribe()

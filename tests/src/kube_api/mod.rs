@@ -32,6 +32,9 @@
 //!   the defaults and `stringData` folding the API server applies;
 //! - the service proxy (`…/services/<svc>/proxy/<path>`) to addresses tests register.
 //!
+//! [`FluxSyncStandIn`] adds source-controller's fetch and kustomize-controller's apply, as
+//! far as a client that watches a sync reads them (`flux_sync_controllers.rs`).
+//!
 //! # What it leaves out
 //!
 //! RBAC and admission webhooks (any holder of the token may do anything); OpenAPI schema
@@ -53,6 +56,7 @@
 mod apply;
 mod cluster;
 mod discovery;
+pub mod flux_sync_controllers;
 mod kubeconfig;
 pub mod notification_controller;
 mod proxy;
@@ -71,6 +75,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 pub use cluster::Cluster;
+pub use flux_sync_controllers::FluxSyncStandIn;
 pub use kubeconfig::CONTEXT;
 pub use notification_controller::NotificationControllerStandIn;
 pub use resources::{FluxCrds, KUSTOMIZE_GROUP, NOTIFICATION_GROUP, SOURCE_GROUP};

@@ -20,7 +20,7 @@ pub type Permission = (Scope, String, String, String);
 
 /// §5's list, with the Lease in `namespace`.
 pub fn documented_minimum(namespace: &str) -> BTreeSet<Permission> {
-    let cluster: [(&str, &str, &[&str]); 6] = [
+    let cluster: [(&str, &str, &[&str]); 8] = [
         (
             "source.toolkit.fluxcd.io",
             "gitrepositories",
@@ -35,6 +35,16 @@ pub fn documented_minimum(namespace: &str) -> BTreeSet<Permission> {
             "notification.toolkit.fluxcd.io",
             "receivers",
             &["get", "list", "watch", "create", "patch", "delete"],
+        ),
+        (
+            "kustomize.toolkit.fluxcd.io",
+            "kustomizations",
+            &["get", "list", "watch"],
+        ),
+        (
+            "helm.toolkit.fluxcd.io",
+            "helmreleases",
+            &["get", "list", "watch"],
         ),
         ("", "secrets", &["get", "create", "patch"]),
         ("", "events", &["create"]),
@@ -167,6 +177,8 @@ mod tests {
                 json!([
                     {"apiGroups": ["source.toolkit.fluxcd.io"], "resources": ["gitrepositories", "ocirepositories"], "verbs": ["get", "list", "watch"]},
                     {"apiGroups": ["notification.toolkit.fluxcd.io"], "resources": ["receivers"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
+                    {"apiGroups": ["kustomize.toolkit.fluxcd.io"], "resources": ["kustomizations"], "verbs": ["get", "list", "watch"]},
+                    {"apiGroups": ["helm.toolkit.fluxcd.io"], "resources": ["helmreleases"], "verbs": ["get", "list", "watch"]},
                     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "patch", "list"]},
                     {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create"]}
                 ]),

@@ -12,4 +12,5 @@ mod receiver_outage;
 mod recovery;
 mod replicas;
 mod stream;
+mod sync;
 mod tls;

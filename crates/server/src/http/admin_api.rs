@@ -9,6 +9,7 @@
 //! | `POST /api/v1/agents/{name}/grant` | add grants: `{"projects": [], "groups": [], "internal": false}` |
 //! | `POST /api/v1/agents/{name}/revoke` | withdraw grants (same body) |
 //! | `POST /api/v1/agents/{name}/rotate-token` | new token, shown once |
+//! | `GET /api/v1/events/{seq}` | one push's path across the clusters (`fluxgate trace`) |
 
 use std::sync::Arc;
 
@@ -39,6 +40,7 @@ pub fn router(admin: Arc<AgentAdmin>, token: &str) -> Router {
         .route("/api/v1/agents/{name}/grant", post(grant))
         .route("/api/v1/agents/{name}/revoke", post(revoke))
         .route("/api/v1/agents/{name}/rotate-token", post(rotate_token))
+        .route("/api/v1/events/{seq}", get(trace))
         .layer(middleware::from_fn(move |request: Request, next: Next| {
             let digest = digest.clone();
             async move { authorize(&digest, request, next).await }
@@ -84,6 +86,19 @@ async fn show(
     Path(name): Path<String>,
 ) -> Result<Response, ErrorAnswer> {
     Ok(Json(state.admin.show(&name).await?).into_response())
+}
+
+async fn trace(
+    State(state): State<AdminState>,
+    Path(seq): Path<String>,
+) -> Result<Response, ErrorAnswer> {
+    let seq = seq
+        .parse::<u64>()
+        .ok()
+        .filter(|seq| *seq > 0)
+        .ok_or_else(|| ApiError::bad_request(format!("{seq:?} is not a seq")))?;
+    let view = crate::trace::trace(state.admin.store().as_ref(), fluxgate_core::Seq(seq)).await?;
+    Ok(Json(view).into_response())
 }
 
 async fn delete(

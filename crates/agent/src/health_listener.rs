@@ -49,6 +49,9 @@ pub async fn start(
 ) -> Result<SocketAddr, HealthListenerError> {
     let metrics = PrometheusBuilder::new().install_recorder()?;
     crate::metric_names::describe();
+    // Zero until a receiver fails: listed from the start, so that an alert on it can tell
+    // "none failing" from "not exported" (deploy/monitoring/alerts.yaml).
+    metrics::gauge!(crate::metric_names::RECEIVERS_FAILING).set(0.0);
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|source| HealthListenerError::Bind { address, source })?;

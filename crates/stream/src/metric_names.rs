@@ -93,6 +93,9 @@ pub const COUNTERS: &[&str] = &[
     FLUX_STREAMS_CLOSED,
     FLUX_NOTIFICATIONS_SENT,
 ];
+/// The gauges above labelled by agent: they exist once an agent connected (a series
+/// without the label would stand for an agent named "").
+pub const PER_AGENT_GAUGES: &[&str] = &[AGENT_STREAMS, AGENT_CURSOR_LAG];
 /// The histograms above (registered at start-up).
 pub const HISTOGRAMS: &[&str] = &[
     DELIVERY_LATENCY,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use fluxgate_core::{
     AgentName, AgentToken, EventKind, FullPath, GitRef, LogEntry, ProjectId, ProjectRef, PushEvent,
-    Sha, UnixMillis, Visibility,
+    Seq, Sha, UnixMillis, Visibility,
 };
 use fluxgate_core::{HookBatch, NewRecord};
 use fluxgate_fanout::{Hub, HubLimits};
@@ -400,4 +400,120 @@ async fn shutdown_closes_open_streams_as_unavailable() {
             "the broker is shutting down; reconnect to another replica"
         )
     );
+}
+
+/// Waits until the store holds `count` delivery records for `seq`.
+async fn records(broker: &Broker, seq: u64, count: usize) -> Vec<fluxgate_core::DeliveryRecord> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let found = broker.store.delivery_records(Seq(seq)).await.unwrap();
+        if found.len() >= count {
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{count} records of seq {seq}, found {found:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn sync_report(seq: u64, stage: v1::SyncStage, object: &str) -> v1::AgentMessage {
+    agent_message(agent_message::Message::SyncReport(v1::SyncReport {
+        seq,
+        stage: stage as i32,
+        object: object.to_owned(),
+        revision: format!("main@sha1:{}", "a".repeat(40)),
+        message: if stage == v1::SyncStage::Failed {
+            "kustomize build failed".to_owned()
+        } else {
+            String::new()
+        },
+        observed_at: None,
+        event_received_at: None,
+    }))
+}
+
+/// Acks and sync reports become delivery records: the ack with when the event was sent
+/// and each Receiver's answer, each sync stage with its object, revision and message; an
+/// event sent but not acked when the stream ends is recorded as `sent`.
+#[tokio::test]
+async fn acks_sync_reports_and_unacked_sends_become_delivery_records() {
+    use fluxgate_core::DeliveryStage;
+    let broker = Broker::start().await;
+    let mut stream = broker.open(&[PROJECT]).await.unwrap();
+    let seqs = broker.push(0, 2).await;
+    assert_eq!(stream.events(2).await, seqs);
+    stream
+        .outbound
+        .send(agent_message(agent_message::Message::Ack(v1::Ack {
+            seq: seqs[0],
+            outcomes: vec![v1::ReceiverOutcome {
+                receiver: "apps/podinfo".to_owned(),
+                outcome: v1::Outcome::Delivered as i32,
+                http_status: 200,
+                attempts: 2,
+                error: String::new(),
+            }],
+            handling_ms: 15,
+        })))
+        .await
+        .unwrap();
+    for (stage, object) in [
+        (v1::SyncStage::Fetched, "GitRepository/apps/podinfo"),
+        (v1::SyncStage::Applied, "Kustomization/apps/podinfo"),
+        (v1::SyncStage::Failed, "Kustomization/apps/config"),
+    ] {
+        stream
+            .outbound
+            .send(sync_report(seqs[0], stage, object))
+            .await
+            .unwrap();
+    }
+    let found = records(&broker, seqs[0], 4).await;
+    let acked = found
+        .iter()
+        .find(|r| r.stage == DeliveryStage::Acked)
+        .expect("the ack");
+    assert_eq!(acked.detail.handling_ms, Some(15));
+    assert_eq!(acked.detail.replica, "replica-test");
+    assert!(acked.detail.sent_at.is_some_and(|sent| sent <= acked.at));
+    assert_eq!(acked.detail.receivers[0].receiver, "apps/podinfo");
+    assert_eq!(acked.detail.receivers[0].outcome, "delivered");
+    assert_eq!(acked.detail.receivers[0].attempts, 2);
+    let failed = found
+        .iter()
+        .find(|r| r.stage == DeliveryStage::Failed)
+        .expect("the failure");
+    assert_eq!(failed.object, "Kustomization/apps/config");
+    assert_eq!(failed.detail.message, "kustomize build failed");
+    assert!(
+        found
+            .iter()
+            .any(|r| r.stage == DeliveryStage::Fetched && r.object == "GitRepository/apps/podinfo")
+    );
+    // The second event was never acked: the stream's end records it as sent.
+    drop(stream);
+    let unacked = records(&broker, seqs[1], 1).await;
+    assert_eq!(unacked[0].stage, DeliveryStage::Sent);
+}
+
+/// A report for no event of the log, of no known stage, or without its object is refused
+/// with a message that names the field, and closes the stream.
+#[tokio::test]
+async fn a_malformed_sync_report_is_refused_naming_the_field() {
+    let broker = Broker::start().await;
+    let seq = broker.push(0, 1).await[0];
+    let cases = [
+        (sync_report(seq + 100, v1::SyncStage::Fetched, "GitRepository/a/b"), "sync_report.seq"),
+        (sync_report(seq, v1::SyncStage::Unspecified, "GitRepository/a/b"), "sync_report.stage"),
+        (sync_report(seq, v1::SyncStage::Applied, "Kustomization"), "sync_report.object"),
+    ];
+    for (report, field) in cases {
+        let mut stream = broker.open(&[PROJECT]).await.unwrap();
+        stream.outbound.send(report).await.unwrap();
+        let status = stream.end().await;
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().starts_with(field), "{status:?}");
+    }
 }

@@ -22,6 +22,8 @@ struct Setup {
     cluster: Cluster,
     flux: FluxSyncStandIn,
     broker: Broker,
+    /// The agent's health listener (`/metrics`).
+    health: String,
     _agent: fluxgate_e2e::harness::AgentProcess,
     _dir: tempfile::TempDir,
 }
@@ -68,6 +70,7 @@ async fn setup() -> Setup {
         cluster,
         flux,
         broker,
+        health,
         _agent: agent,
         _dir: dir,
     }
@@ -296,4 +299,80 @@ async fn the_events_api_needs_the_admin_token_and_names_a_missing_seq() {
         body.to_string().contains("999999 is not in the log"),
         "{body}"
     );
+}
+
+/// Every `fluxgate_…` series name `text` (a `/metrics` page) exports.
+fn exported(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split(['{', ' ']).next())
+        .filter(|name| name.starts_with("fluxgate_"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The `fluxgate_…` names an expression reads.
+fn series_in(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(start) = rest.find("fluxgate_") {
+        let tail = &rest[start..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.push(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    names
+}
+
+#[tokio::test]
+async fn the_alert_rules_and_the_grafana_dashboard_read_what_the_binaries_export() {
+    let setup = setup().await;
+    let (seq, _) = setup.push_until_triggered(300).await;
+    setup.trace_when(seq, "applied").await;
+    let root = fluxgate_e2e::kustomize::workspace_root();
+    let alerts: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(root.join("deploy/monitoring/alerts.yaml")).unwrap(),
+    )
+    .expect("alerts.yaml is YAML");
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("deploy/monitoring/grafana-dashboard.json")).unwrap(),
+    )
+    .expect("the dashboard is JSON");
+    let mut exprs: Vec<(String, String)> = Vec::new();
+    for rule in alerts["groups"][0]["rules"].as_array().expect("rules") {
+        let name = rule["alert"].as_str().expect("every rule is an alert").to_owned();
+        assert!(rule["labels"]["severity"].is_string(), "{name}: severity");
+        assert!(rule["annotations"]["summary"].is_string(), "{name}: summary");
+        humantime::parse_duration(rule["for"].as_str().expect("for")).expect("for is a duration");
+        exprs.push((name, rule["expr"].as_str().expect("expr").to_owned()));
+    }
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let title = panel["title"].as_str().unwrap_or_default().to_owned();
+            exprs.push((title, target["expr"].as_str().expect("expr").to_owned()));
+        }
+    }
+    assert!(exprs.len() >= 15, "{exprs:?}");
+
+    // Every series must be exported by the broker or the agent, here, after a real push
+    // was applied (names are checked once the series exist: both have seen everything).
+    let scrape = |url: String| async move {
+        http_client().get(url).send().await.unwrap().text().await.unwrap()
+    };
+    let mut names = exported(&scrape(setup.broker.metrics_url("/metrics")).await);
+    names.extend(exported(&scrape(format!("{}/metrics", setup.health)).await));
+    for (what, expr) in &exprs {
+        promql_parser::parser::parse(expr)
+            .unwrap_or_else(|e| panic!("{what}: {expr:?} is not PromQL: {e}"));
+        let read = series_in(expr);
+        assert!(!read.is_empty(), "{what}: {expr}");
+        for series in read {
+            assert!(
+                names.contains(&series),
+                "{what} reads {series}, which neither binary exports: {names:?}"
+            );
+        }
+    }
 }

@@ -342,6 +342,7 @@ impl Session {
             accepts_sync_reports: true,
         }))
         .await?;
+        self.record_lag();
 
         let mut backlog = Backlog::new(start, head);
         let mut keepalive = tokio::time::interval(self.context.keepalive);

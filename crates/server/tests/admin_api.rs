@@ -124,6 +124,53 @@ async fn agents_are_managed_through_the_admin_api() {
     broker.handle.stop().await.unwrap();
 }
 
+/// A stream that ends shows as disconnected within a couple of seconds, far less than the
+/// keepalive interval (15 s) that last-seen times go by, with and without Redis.
+#[tokio::test]
+async fn an_agent_that_leaves_shows_as_disconnected_at_once() {
+    let prefix = format!("fluxgate-presence-test-{}", std::process::id());
+    for redis in [None, Some("redis://127.0.0.1:6379/")] {
+        let broker = TestBroker::start_with(true, |config| {
+            config.redis_url = redis.map(str::to_owned);
+            config.redis_key_prefix = prefix.clone();
+        })
+        .await;
+        let admin = Admin::new(&broker);
+        let (status, created) = admin
+            .ok(
+                "POST",
+                "/api/v1/agents",
+                Some(json!({"name": "leaves", "config_project": "ops/leaves"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{created}");
+        let token = created["token"].as_str().unwrap().to_owned();
+        let connected = || async {
+            let (_, shown) = admin.ok("GET", "/api/v1/agents/leaves", None).await;
+            shown["connected"].as_bool().unwrap()
+        };
+        let stream = RawStream::open(&broker.agent_url(), &token, &[("ops/leaves", "")], None)
+            .await
+            .unwrap();
+        eventually(PATIENCE, "the agent to show as connected", || async {
+            connected().await.then_some(())
+        })
+        .await;
+        drop(stream);
+        let left = std::time::Instant::now();
+        eventually(
+            std::time::Duration::from_secs(5),
+            &format!("the agent to show as disconnected (redis: {redis:?})"),
+            || async { (!connected().await).then_some(()) },
+        )
+        .await;
+        let (_, listed) = admin.ok("GET", "/api/v1/agents", None).await;
+        assert_eq!(listed[0]["connected"], false, "{listed}");
+        assert!(left.elapsed() < std::time::Duration::from_secs(5));
+        broker.handle.stop().await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn admin_api_errors_are_precise() {
     let broker = TestBroker::start(true).await;

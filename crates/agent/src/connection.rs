@@ -62,7 +62,9 @@ pub enum ConnectionError {
 }
 
 enum State {
-    Disconnected { retry_in: Duration },
+    Disconnected {
+        retry_in: Duration,
+    },
     Connected {
         client: AgentServiceClient<Channel>,
         uri: http::Uri,

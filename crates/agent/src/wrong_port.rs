@@ -27,8 +27,7 @@ pub fn advice(broker: &str) -> String {
 pub async fn answers_http1(authority: &str) -> bool {
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(authority).await?;
-        let request =
-            format!("GET / HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+        let request = format!("GET / HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await?;
         let mut head = [0_u8; 8];
         stream.read_exact(&mut head).await?;
@@ -65,8 +64,8 @@ mod tests {
         let http1 = server(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n").await;
         assert!(answers_http1(&http1).await);
         // An HTTP/2 server answers a request it cannot read with a GOAWAY frame.
-        let h2 = server(b"\x00\x00\x08\x07\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01")
-            .await;
+        let h2 =
+            server(b"\x00\x00\x08\x07\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01").await;
         assert!(!answers_http1(&h2).await);
         let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let nobody = closed.local_addr().unwrap().to_string();

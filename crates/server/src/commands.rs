@@ -61,14 +61,12 @@ async fn open_existing_store(config: &Config) -> anyhow::Result<SqlStore> {
                 path.display()
             ))
         }
-        Err(err @ StoreError::Invalid(InvalidRequest::NotMigrated { .. })) => {
-            Err(anyhow::anyhow!(
-                "the database at {} {}: run `fluxgate migrate` (or start `fluxgate serve`) \
+        Err(err @ StoreError::Invalid(InvalidRequest::NotMigrated { .. })) => Err(anyhow::anyhow!(
+            "the database at {} {}: run `fluxgate migrate` (or start `fluxgate serve`) \
                  with the same configuration first",
-                redact_url(&url),
-                err.to_string().trim_start_matches("the database ")
-            ))
-        }
+            redact_url(&url),
+            err.to_string().trim_start_matches("the database ")
+        )),
         Err(err) => Err(anyhow::anyhow!(
             "cannot open the database at {}: {err}",
             redact_url(&url)

@@ -271,7 +271,10 @@ async fn an_agent_whose_network_goes_silent_shows_as_disconnected_within_the_kee
         || async { (!connected().await).then_some(()) },
     )
     .await;
-    eprintln!("a silent agent showed as disconnected after {:?}", lost.elapsed());
+    eprintln!(
+        "a silent agent showed as disconnected after {:?}",
+        lost.elapsed()
+    );
     broker.handle.stop().await.unwrap();
 }
 

@@ -86,7 +86,9 @@ pub enum InvalidRequest {
     #[error("no database file at {}", path.display())]
     NoDatabaseFile { path: PathBuf },
     /// The database lacks migrations this build has (`first` names the first of them).
-    #[error("the database is not migrated: {missing} of {known} migrations not applied, from {first}")]
+    #[error(
+        "the database is not migrated: {missing} of {known} migrations not applied, from {first}"
+    )]
     NotMigrated {
         missing: usize,
         known: usize,

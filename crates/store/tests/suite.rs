@@ -918,7 +918,11 @@ async fn open_stream_seen_at(store: &SqlStore, agent: AgentId) -> Option<i64> {
 async fn an_agent_is_connected_while_a_stream_is_open(db: TestDatabase) {
     let store = db.store().await;
     let agent = agent_ids(&store, &["comes-and-goes"]).await[0];
-    assert_eq!(open_stream_seen_at(&store, agent).await, None, "never connected");
+    assert_eq!(
+        open_stream_seen_at(&store, agent).await,
+        None,
+        "never connected"
+    );
     let a = report(agent, "a", 0, 1, 5, 10);
     store
         .save_cursors(&[a.clone(), report(agent, "b", 0, 2, 5, 20)], NOT_STALE)
@@ -937,7 +941,11 @@ async fn an_agent_is_connected_while_a_stream_is_open(db: TestDatabase) {
         .await
         .unwrap();
     assert_eq!(open_stream_seen_at(&store, agent).await, None);
-    assert_eq!(cursor_of(&store, agent).await.1, Some(40), "last seen stays");
+    assert_eq!(
+        cursor_of(&store, agent).await.1,
+        Some(40),
+        "last seen stays"
+    );
 }
 
 async fn only_a_migrated_database_opens_as_existing(db: TestDatabase) {
@@ -947,7 +955,9 @@ async fn only_a_migrated_database_opens_as_existing(db: TestDatabase) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("typo").join("fluxgate.db");
         let url = format!("sqlite://{}?mode=rwc", path.display());
-        let err = SqlStore::connect_existing(&url, options()).await.unwrap_err();
+        let err = SqlStore::connect_existing(&url, options())
+            .await
+            .unwrap_err();
         assert_eq!(
             err.to_string(),
             format!("no database file at {}", path.display())
@@ -957,17 +967,26 @@ async fn only_a_migrated_database_opens_as_existing(db: TestDatabase) {
     // A database that exists but was never migrated is refused, and left unmigrated.
     let bare = SqlStore::connect(db.url(), options()).await.unwrap();
     bare.close().await;
-    let err = SqlStore::connect_existing(db.url(), options()).await.unwrap_err();
+    let err = SqlStore::connect_existing(db.url(), options())
+        .await
+        .unwrap_err();
     assert!(
         err.to_string()
             .starts_with("the database is not migrated: 3 of 3 migrations not applied, from "),
         "{err}"
     );
-    let err = SqlStore::connect_existing(db.url(), options()).await.unwrap_err();
-    assert!(err.to_string().contains("3 of 3"), "still unmigrated: {err}");
+    let err = SqlStore::connect_existing(db.url(), options())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("3 of 3"),
+        "still unmigrated: {err}"
+    );
     // Once migrated, it opens.
     db.store().await.close().await;
-    let store = SqlStore::connect_existing(db.url(), options()).await.unwrap();
+    let store = SqlStore::connect_existing(db.url(), options())
+        .await
+        .unwrap();
     store.check_migrated().await.unwrap();
     assert!(store.list_agents().await.unwrap().is_empty());
 }

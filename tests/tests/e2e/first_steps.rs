@@ -52,7 +52,11 @@ async fn cli_commands_open_an_existing_store_only() {
     // A mistyped --data-dir next to a real one: no token is printed for a store no broker
     // reads.
     let real = dir.path().join("data");
-    let migrated = fluxgate(dir.path(), &["--data-dir", real.to_str().unwrap(), "migrate"]).await;
+    let migrated = fluxgate(
+        dir.path(),
+        &["--data-dir", real.to_str().unwrap(), "migrate"],
+    )
+    .await;
     assert!(migrated.status.success(), "{}", stderr(&migrated));
     let typo = dir.path().join("dta");
     let created = fluxgate(
@@ -82,14 +86,22 @@ async fn cli_commands_open_an_existing_store_only() {
     let bare = dir.path().join("bare");
     std::fs::create_dir(&bare).unwrap();
     std::fs::write(bare.join("fluxgate.db"), b"").unwrap();
-    let listed = fluxgate(dir.path(), &["--data-dir", bare.to_str().unwrap(), "agent", "list"]).await;
+    let listed = fluxgate(
+        dir.path(),
+        &["--data-dir", bare.to_str().unwrap(), "agent", "list"],
+    )
+    .await;
     assert!(!listed.status.success());
     let message = stderr(&listed);
     assert!(message.contains("is not migrated"), "{message}");
     assert!(message.contains("run `fluxgate migrate`"), "{message}");
 
     // The real one works.
-    let listed = fluxgate(dir.path(), &["--data-dir", real.to_str().unwrap(), "agent", "list"]).await;
+    let listed = fluxgate(
+        dir.path(),
+        &["--data-dir", real.to_str().unwrap(), "agent", "list"],
+    )
+    .await;
     assert!(listed.status.success(), "{}", stderr(&listed));
 }
 
@@ -107,9 +119,21 @@ async fn cli_errors_are_one_sentence_and_output_is_clean() {
     assert!(cli(vec!["migrate"]).await.status.success());
 
     // `agent create` prints its answer on stdout and nothing else anywhere.
-    let created = cli(vec!["agent", "create", "--name", "edge", "--config-project", "ops/edge"]).await;
+    let created = cli(vec![
+        "agent",
+        "create",
+        "--name",
+        "edge",
+        "--config-project",
+        "ops/edge",
+    ])
+    .await;
     assert!(created.status.success(), "{}", stderr(&created));
-    assert!(stdout(&created).starts_with("agent edge created.\n"), "{}", stdout(&created));
+    assert!(
+        stdout(&created).starts_with("agent edge created.\n"),
+        "{}",
+        stdout(&created)
+    );
     assert_eq!(stderr(&created), "", "a log line in a CLI command's output");
 
     let missing = cli(vec!["agent", "show", "nope"]).await;
@@ -127,7 +151,15 @@ async fn cli_errors_are_one_sentence_and_output_is_clean() {
         "{}",
         stderr(&bad_project)
     );
-    let bad_create = cli(vec!["agent", "create", "--name", "x", "--config-project", "/"]).await;
+    let bad_create = cli(vec![
+        "agent",
+        "create",
+        "--name",
+        "x",
+        "--config-project",
+        "/",
+    ])
+    .await;
     assert!(
         stderr(&bad_create).starts_with("Error: --config-project: "),
         "{}",
@@ -138,7 +170,8 @@ async fn cli_errors_are_one_sentence_and_output_is_clean() {
     let zero = cli(vec!["serve", "--poll-interval", "0s"]).await;
     assert!(!zero.status.success());
     assert!(
-        stderr(&zero).contains("invalid poll_interval from flag --poll-interval: must be more than zero"),
+        stderr(&zero)
+            .contains("invalid poll_interval from flag --poll-interval: must be more than zero"),
         "{}",
         stderr(&zero)
     );
@@ -154,7 +187,10 @@ async fn an_agent_at_the_http_port_is_told_which_port_to_use() {
     let mut agent = AgentProcess::start(&http_port, &token, &[receiver]).await;
     let line = agent
         .process()
-        .wait_for_log("the broker address is not fluxgate's agent (gRPC) port", PATIENCE)
+        .wait_for_log(
+            "the broker address is not fluxgate's agent (gRPC) port",
+            PATIENCE,
+        )
         .await;
     let fix = line["fix"].as_str().unwrap_or_default();
     assert!(fix.contains("fluxgate's HTTP port"), "{line}");

@@ -75,7 +75,10 @@ pub enum ConfigError {
     /// The I/O error is part of the message, not a source, so that a chain of causes
     /// (`anyhow`'s `Caused by:`) does not print it twice.
     #[error("cannot read {path}: {error}")]
-    ReadFile { path: PathBuf, error: std::io::Error },
+    ReadFile {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     /// The YAML parser's message, once (it is the message, not also a cause).
     #[error(transparent)]
     Parse(#[from] serde_yaml_ng::Error),

@@ -521,7 +521,9 @@ fn errors_say_each_thing_once() {
         let messages = chain(&error);
         for (i, message) in messages.iter().enumerate() {
             assert!(
-                !messages[i + 1..].iter().any(|later| message.contains(later.as_str())),
+                !messages[i + 1..]
+                    .iter()
+                    .any(|later| message.contains(later.as_str())),
                 "a cause repeats its error: {messages:?}"
             );
         }

@@ -126,8 +126,14 @@ impl Config {
             ("agent_queue_capacity", self.agent_queue_capacity),
             ("agent_max_unacked", self.agent_max_unacked),
             ("max_streams_per_agent", self.max_streams_per_agent),
-            ("max_subscriptions_per_stream", self.max_subscriptions_per_stream),
-            ("max_subscriptions_per_agent", self.max_subscriptions_per_agent),
+            (
+                "max_subscriptions_per_stream",
+                self.max_subscriptions_per_stream,
+            ),
+            (
+                "max_subscriptions_per_agent",
+                self.max_subscriptions_per_agent,
+            ),
         ];
         let mut problems: Vec<_> = durations
             .into_iter()

@@ -67,7 +67,8 @@ enum State {
     },
     Connected {
         client: AgentServiceClient<Channel>,
-        uri: http::Uri,
+        /// Boxed: the state stays small while disconnected.
+        uri: Box<http::Uri>,
     },
 }
 
@@ -165,7 +166,7 @@ impl Connection {
                 tracing::debug!(broker = %uri, "connection established");
                 State::Connected {
                     client: AgentServiceClient::new(channel),
-                    uri,
+                    uri: Box::new(uri),
                 }
             }
             Err(error) => {

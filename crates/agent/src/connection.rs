@@ -63,8 +63,14 @@ pub enum ConnectionError {
 }
 
 enum State {
-    Disconnected { retry_in: Duration },
-    Connected { client: AgentServiceClient<Channel> },
+    Disconnected {
+        retry_in: Duration,
+    },
+    Connected {
+        client: AgentServiceClient<Channel>,
+        /// Boxed: the state stays small while disconnected.
+        uri: Box<http::Uri>,
+    },
 }
 
 pub struct Connection {
@@ -136,16 +142,29 @@ impl Connection {
                     }
                     self.connect().await
                 }
-                State::Connected { client } => {
+                State::Connected { client, uri } => {
                     let end = self
                         .stream(client, &shutdown, sync_reports.as_deref_mut())
                         .await;
                     if matches!(end.reason, EndReason::Shutdown) {
                         return;
                     }
-                    State::Disconnected {
-                        retry_in: self.delay_after(&end),
-                    }
+                    let retry_in = match misdialled(&uri, &end).await {
+                        Some(advice) => {
+                            let retry_in = self.backoff.next_delay();
+                            tracing::error!(
+                                broker = %uri,
+                                reason = %end.reason,
+                                fix = %advice,
+                                ?retry_in,
+                                "the broker address is not fluxgate's agent (gRPC) port"
+                            );
+                            self.readiness.set_broker_problem(advice);
+                            retry_in
+                        }
+                        None => self.delay_after(&end),
+                    };
+                    State::Disconnected { retry_in }
                 }
             };
         }
@@ -161,6 +180,7 @@ impl Connection {
                 tracing::debug!(broker = %uri, "connection established");
                 State::Connected {
                     client: AgentServiceClient::new(channel),
+                    uri: Box::new(uri),
                 }
             }
             Err(error) => {
@@ -241,6 +261,24 @@ impl Connection {
         }
         retry_in
     }
+}
+
+/// What to tell the operator if the stream to `uri` failed before a Welcome because the
+/// address is an HTTP/1 server (fluxgate's HTTP port) rather than a gRPC listener; `None`
+/// for any other failure, and for `https://` addresses (not probed).
+async fn misdialled(uri: &http::Uri, end: &SessionEnd) -> Option<String> {
+    let protocol_failure = matches!(
+        &end.reason,
+        EndReason::Status(status)
+            if matches!(status.code(), Code::Unknown | Code::Internal | Code::Unavailable | Code::Cancelled)
+    );
+    if end.welcomed || !protocol_failure || uri.scheme_str() != Some("http") {
+        return None;
+    }
+    let authority = uri.authority()?.as_str();
+    crate::wrong_port::answers_http1(authority)
+        .await
+        .then(|| crate::wrong_port::advice(&uri.to_string()))
 }
 
 /// How a session's end is treated.

@@ -32,6 +32,7 @@ pub mod shutdown;
 pub mod telemetry;
 mod tls_error;
 pub mod wire;
+mod wrong_port;
 
 use std::future::Future;
 use std::sync::Arc;

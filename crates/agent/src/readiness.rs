@@ -24,6 +24,10 @@ pub enum Role {
 struct State {
     role: Role,
     broker_stream_up: bool,
+    /// Why the broker stream cannot come up, when the agent knows it is not a passing
+    /// outage (a wrong address); cleared once a stream is up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    broker_problem: Option<String>,
     /// `None`: the Kubernetes mode is off.
     kubernetes: Option<KubernetesState>,
 }
@@ -63,6 +67,7 @@ impl Readiness {
             state: Mutex::new(State {
                 role: Role::Single,
                 broker_stream_up: false,
+                broker_problem: None,
                 kubernetes: kubernetes.then(KubernetesState::default),
             }),
         }
@@ -73,7 +78,17 @@ impl Readiness {
     }
 
     pub fn set_broker_stream(&self, up: bool) {
-        self.state.lock().broker_stream_up = up;
+        let mut state = self.state.lock();
+        state.broker_stream_up = up;
+        if up {
+            state.broker_problem = None;
+        }
+    }
+
+    /// The broker stream is down for a reason retrying will not fix (named in `/readyz`
+    /// until a stream is up).
+    pub fn set_broker_problem(&self, problem: String) {
+        self.state.lock().broker_problem = Some(problem);
     }
 
     pub fn set_flux_apis_missing(&self, missing: Vec<String>) {
@@ -104,7 +119,10 @@ impl Readiness {
         let state = self.state.lock().clone();
         let mut reasons = Vec::new();
         if state.role != Role::Standby && !state.broker_stream_up {
-            reasons.push("the broker stream is not up".to_owned());
+            reasons.push(match &state.broker_problem {
+                Some(problem) => format!("the broker stream is not up: {problem}"),
+                None => "the broker stream is not up".to_owned(),
+            });
         }
         if let Some(k) = &state.kubernetes {
             for missing in &k.flux_apis_missing {
@@ -139,6 +157,20 @@ mod tests {
         assert!(!readiness.report().ready);
         readiness.set_broker_stream(true);
         assert!(readiness.report().ready);
+    }
+
+    #[test]
+    fn a_known_broker_problem_is_named_until_the_stream_is_up() {
+        let readiness = Readiness::new(false);
+        readiness.set_broker_problem("wrong port".to_owned());
+        assert_eq!(
+            readiness.report().reasons,
+            ["the broker stream is not up: wrong port"]
+        );
+        readiness.set_broker_stream(true);
+        assert!(readiness.report().ready);
+        readiness.set_broker_stream(false);
+        assert_eq!(readiness.report().reasons, ["the broker stream is not up"]);
     }
 
     #[test]

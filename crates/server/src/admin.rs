@@ -13,9 +13,13 @@ use serde::{Deserialize, Serialize};
 
 /// Where the "connected" column comes from.
 pub enum PresenceSource {
-    /// Connected if seen (connect, ack or keepalive) within `within`, by any replica.
+    /// Connected while a stream of the agent is open in the store (a stream that ends is
+    /// marked closed within the cursor saver's interval, a second by default) and was
+    /// heard of (opened, acked, keepalive) within `within`, by any replica: a stream whose
+    /// replica died without closing it stops counting after `within`.
     LastSeen { within: Duration },
-    /// Every replica's open streams, from Redis; the last-seen rule if Redis is unreachable.
+    /// Every replica's open streams, from Redis; the store's open streams (as for
+    /// `LastSeen`) if Redis is unreachable.
     Redis {
         presence: RedisPresence,
         within: Duration,
@@ -285,7 +289,7 @@ impl AgentAdmin {
             cursor: record.cursor.get(),
             connected: match &connections {
                 Some(open) => !open.is_empty(),
-                None => recently_seen(record, self.presence.within()),
+                None => has_live_stream(record, self.presence.within()),
             },
             connections: connections.unwrap_or_default(),
             last_seen_at: record.last_seen_at.map(rfc3339),
@@ -313,9 +317,10 @@ impl AgentAdmin {
     }
 }
 
-fn recently_seen(record: &AgentRecord, within: Duration) -> bool {
+/// A stream of the agent is open in the store and was heard of within `within`.
+fn has_live_stream(record: &AgentRecord, within: Duration) -> bool {
     record
-        .last_seen_at
+        .open_stream_seen_at
         .is_some_and(|seen| seen >= UnixMillis::now().minus(within))
 }
 

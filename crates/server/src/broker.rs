@@ -118,11 +118,7 @@ pub async fn open_store(config: &Config, patience: Duration) -> anyhow::Result<S
     if config.uses_embedded_database() {
         crate::data_dir::create_private_dir(&config.data_dir)?;
     }
-    let options = StoreOptions {
-        dedup_window: config.dedup_window,
-        max_connections: config.database_max_connections,
-        ..StoreOptions::default()
-    };
+    let options = store_options(config);
     let url = config.database_url();
     let deadline = tokio::time::Instant::now() + patience;
     let mut wait = Duration::from_millis(200);
@@ -144,6 +140,15 @@ pub async fn open_store(config: &Config, patience: Duration) -> anyhow::Result<S
             }
             Err(err) => return Err(err).context("cannot open the database"),
         }
+    }
+}
+
+/// How the broker and the CLI use the store.
+pub(crate) fn store_options(config: &Config) -> StoreOptions {
+    StoreOptions {
+        dedup_window: config.dedup_window,
+        max_connections: config.database_max_connections,
+        ..StoreOptions::default()
     }
 }
 

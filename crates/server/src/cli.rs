@@ -122,6 +122,7 @@ pub struct Output {
 
 #[derive(Debug, Args)]
 pub struct CreateAgent {
+    /// The agent's name: 1 to 63 lower-case letters, digits, `-`, `_` or `.`.
     #[arg(long)]
     pub name: String,
     /// The agent's configuration project (it always sees pushes to it).
@@ -142,6 +143,7 @@ pub struct CreateAgent {
 
 #[derive(Debug, Args)]
 pub struct NamedAgent {
+    /// The agent's name.
     pub name: String,
     #[command(flatten)]
     pub output: Output,
@@ -150,6 +152,7 @@ pub struct NamedAgent {
 /// Access to add (`grant`) or withdraw (`revoke`).
 #[derive(Debug, Args)]
 pub struct AccessFlags {
+    /// The agent's name.
     pub name: String,
     /// A project (repeatable).
     #[arg(long = "project")]
@@ -165,6 +168,15 @@ pub struct AccessFlags {
 }
 
 impl AccessFlags {
+    /// Fails, naming the flags, unless at least one of them was given.
+    pub fn ensure_some(&self, verb: &str) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !self.projects.is_empty() || !self.groups.is_empty() || self.internal,
+            "nothing to {verb}: give --project, --group or --internal"
+        );
+        Ok(())
+    }
+
     pub fn request(&self) -> GrantsRequest {
         GrantsRequest {
             projects: self.projects.clone(),
@@ -208,6 +220,27 @@ mod tests {
     #[test]
     fn the_cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_flag_and_argument_has_help() {
+        fn check(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" && arg.get_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                if sub.get_about().is_none() {
+                    missing.push(format!("{path} {} (the command)", sub.get_name()));
+                }
+                check(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        check(&Cli::command(), "fluxgate", &mut missing);
+        assert!(missing.is_empty(), "without help text: {missing:?}");
     }
 
     #[test]

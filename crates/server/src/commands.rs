@@ -1,5 +1,6 @@
 //! The `migrate` and `agent …` commands: they open the same store as the server (the
-//! server may be running) and print text or JSON.
+//! server may be running) and print text or JSON. Only `migrate` (and `serve`) may create
+//! the store; `agent …` opens an existing, migrated one or says how to make it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,11 +8,13 @@ use std::time::Duration;
 use anyhow::Context as _;
 use fluxgate_core::ApiError;
 use fluxgate_replication::{RedisBus, RedisBusConfig};
-use fluxgate_store::{CommitListener, NoListener, Publisher, Store};
+use fluxgate_store::{
+    CommitListener, InvalidRequest, NoListener, Publisher, SqlStore, Store, StoreError,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{AgentAdmin, AgentView, AgentWithToken, CreateAgentRequest, PresenceSource};
-use crate::broker::open_store;
+use crate::broker::{open_store, store_options};
 use crate::cli::{AgentCommand, TraceArgs};
 use crate::config::Config;
 
@@ -26,7 +29,7 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
 }
 
 pub async fn agent(config: &Config, command: AgentCommand) -> anyhow::Result<()> {
-    let store: Arc<dyn Store> = Arc::new(open_store(config, Duration::from_secs(30)).await?);
+    let store: Arc<dyn Store> = Arc::new(open_existing_store(config).await?);
     let bus = CliBus::start(config)?;
     let admin = AgentAdmin::new(
         Publisher::new(store, bus.listener.clone()),
@@ -40,7 +43,7 @@ pub async fn agent(config: &Config, command: AgentCommand) -> anyhow::Result<()>
 
 /// `fluxgate trace`: reads the store (the broker may be running) and prints the push's path.
 pub async fn trace(config: &Config, args: &TraceArgs) -> anyhow::Result<()> {
-    let store = open_store(config, Duration::from_secs(30)).await?;
+    let store = open_existing_store(config).await?;
     let result = trace_with(&store, args).await;
     store.close().await;
     let view = result?;
@@ -75,6 +78,39 @@ async fn trace_with(
     crate::trace::trace(store, seq)
         .await
         .map_err(|e| anyhow::anyhow!(e.message))
+}
+
+/// Opens the store a broker uses, never creating one: a mistyped `--data-dir` or URL must
+/// not become a new, empty store (with agents and tokens no broker knows).
+async fn open_existing_store(config: &Config) -> anyhow::Result<SqlStore> {
+    let url = config.database_url();
+    match SqlStore::connect_existing(&url, store_options(config)).await {
+        Ok(store) => Ok(store),
+        Err(StoreError::Invalid(InvalidRequest::NoDatabaseFile { path })) => {
+            let from = if config.uses_embedded_database() {
+                format!("--data-dir {}", config.data_dir.display())
+            } else {
+                format!("--database-url {}", redact_url(&url))
+            };
+            let path = std::path::absolute(&path).unwrap_or(path);
+            Err(anyhow::anyhow!(
+                "no fluxgate database at {} (from {from}): pass the --data-dir (or \
+                 --database-url) the broker uses, or create the database first with \
+                 `fluxgate migrate` or `fluxgate serve`",
+                path.display()
+            ))
+        }
+        Err(err @ StoreError::Invalid(InvalidRequest::NotMigrated { .. })) => Err(anyhow::anyhow!(
+            "the database at {} {}: run `fluxgate migrate` (or start `fluxgate serve`) \
+                 with the same configuration first",
+            redact_url(&url),
+            err.to_string().trim_start_matches("the database ")
+        )),
+        Err(err) => Err(anyhow::anyhow!(
+            "cannot open the database at {}: {err}",
+            redact_url(&url)
+        )),
+    }
 }
 
 /// Where the CLI publishes what it commits (see [`Publisher`]): with Redis configured, to
@@ -149,7 +185,10 @@ async fn run_agent_command(admin: &AgentAdmin, command: AgentCommand) -> anyhow:
                 grant_groups: create.grant_group,
                 allow_internal: create.allow_internal,
             };
-            let created = admin.create(request).await.map_err(fail)?;
+            let created = admin
+                .create(request)
+                .await
+                .map_err(|err| fail_naming(err, CREATE_FLAGS))?;
             print_with_token(&created, create.output.json, "created")?;
         }
         AgentCommand::List(output) => {
@@ -165,17 +204,19 @@ async fn run_agent_command(admin: &AgentAdmin, command: AgentCommand) -> anyhow:
             print_agent(&agent, named.output.json)?;
         }
         AgentCommand::Grant(flags) => {
+            flags.ensure_some("grant")?;
             let agent = admin
                 .grant(&flags.name, flags.request())
                 .await
-                .map_err(fail)?;
+                .map_err(|err| fail_naming(err, ACCESS_FLAGS))?;
             print_agent(&agent, flags.output.json)?;
         }
         AgentCommand::Revoke(flags) => {
+            flags.ensure_some("revoke")?;
             let agent = admin
                 .revoke(&flags.name, flags.request())
                 .await
-                .map_err(fail)?;
+                .map_err(|err| fail_naming(err, ACCESS_FLAGS))?;
             print_agent(&agent, flags.output.json)?;
         }
         AgentCommand::RotateToken(named) => {
@@ -207,8 +248,29 @@ pub fn presence_source(config: &Config) -> anyhow::Result<PresenceSource> {
     })
 }
 
+/// An admin error as the CLI prints it: its message, one sentence (`Error: no agent named
+/// "x"`), without the API's error code.
 fn fail(err: ApiError) -> anyhow::Error {
-    anyhow::anyhow!(err.message).context(format!("{} failed", err.code))
+    anyhow::anyhow!(err.message)
+}
+
+/// The admin API's field names (`config_project: …`) and the flags that set them.
+const CREATE_FLAGS: &[(&str, &str)] = &[
+    ("config_project", "--config-project"),
+    ("project", "--grant-project"),
+    ("group", "--grant-group"),
+];
+const ACCESS_FLAGS: &[(&str, &str)] = &[("project", "--project"), ("group", "--group")];
+
+/// Like [`fail`], with a message that starts with an API field's name (`project: …`)
+/// naming the command's flag instead (`--project: …`).
+fn fail_naming(err: ApiError, flags: &[(&str, &str)]) -> anyhow::Error {
+    for (field, flag) in flags {
+        if let Some(rest) = err.message.strip_prefix(&format!("{field}: ")) {
+            return anyhow::anyhow!("{flag}: {rest}");
+        }
+    }
+    fail(err)
 }
 
 fn print_with_token(agent: &AgentWithToken, json: bool, what: &str) -> anyhow::Result<()> {

@@ -25,7 +25,15 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let config = Config::load(cli.config.as_deref(), std::env::vars(), cli.overrides())?;
-    let _logging = telemetry::init_logging(config.log_format, &config.log_level)?;
+    // A command's output is its answer: the broker's info lines (such as "agent created")
+    // are not part of it. Commands other than `serve` log warnings and errors only, unless
+    // a level other than the default was asked for (or RUST_LOG is set).
+    let level = match cli.command {
+        Command::Serve(_) => config.log_level.as_str(),
+        _ if config.log_level == Config::default().log_level => "warn",
+        _ => config.log_level.as_str(),
+    };
+    let _logging = telemetry::init_logging(config.log_format, level)?;
     if let Err(err) = tikv_jemalloc_ctl::background_thread::write(true) {
         tracing::warn!(error = %err, "cannot start jemalloc's background thread; freed memory returns more slowly");
     }

@@ -124,6 +124,160 @@ async fn agents_are_managed_through_the_admin_api() {
     broker.handle.stop().await.unwrap();
 }
 
+/// A stream that ends shows as disconnected within a couple of seconds, far less than the
+/// keepalive interval (15 s) that last-seen times go by, with and without Redis.
+#[tokio::test]
+async fn an_agent_that_leaves_shows_as_disconnected_at_once() {
+    let prefix = format!("fluxgate-presence-test-{}", std::process::id());
+    for redis in [None, Some("redis://127.0.0.1:6379/")] {
+        let broker = TestBroker::start_with(true, |config| {
+            config.redis_url = redis.map(str::to_owned);
+            config.redis_key_prefix = prefix.clone();
+        })
+        .await;
+        let admin = Admin::new(&broker);
+        let (status, created) = admin
+            .ok(
+                "POST",
+                "/api/v1/agents",
+                Some(json!({"name": "leaves", "config_project": "ops/leaves"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{created}");
+        let token = created["token"].as_str().unwrap().to_owned();
+        let connected = || async {
+            let (_, shown) = admin.ok("GET", "/api/v1/agents/leaves", None).await;
+            shown["connected"].as_bool().unwrap()
+        };
+        let stream = RawStream::open(&broker.agent_url(), &token, &[("ops/leaves", "")], None)
+            .await
+            .unwrap();
+        eventually(PATIENCE, "the agent to show as connected", || async {
+            connected().await.then_some(())
+        })
+        .await;
+        drop(stream);
+        let left = std::time::Instant::now();
+        eventually(
+            std::time::Duration::from_secs(5),
+            &format!("the agent to show as disconnected (redis: {redis:?})"),
+            || async { (!connected().await).then_some(()) },
+        )
+        .await;
+        let (_, listed) = admin.ok("GET", "/api/v1/agents", None).await;
+        assert_eq!(listed[0]["connected"], false, "{listed}");
+        assert!(left.elapsed() < std::time::Duration::from_secs(5));
+        broker.handle.stop().await.unwrap();
+    }
+}
+
+/// A TCP proxy that can go silent: it stops passing bytes either way but keeps both
+/// sockets open, as a network that drops packets does (no FIN, no RST).
+struct SilentProxy {
+    address: std::net::SocketAddr,
+    silent: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SilentProxy {
+    async fn start(upstream: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let silent = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = silent.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = tokio::net::TcpStream::connect(upstream).await.unwrap();
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(Self::pump(client_read, server_write, flag.clone()));
+                tokio::spawn(Self::pump(server_read, client_write, flag.clone()));
+            }
+        });
+        Self { address, silent }
+    }
+
+    async fn pump(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        silent: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut buffer = vec![0_u8; 16 * 1024];
+        loop {
+            let Ok(read) = from.read(&mut buffer).await else {
+                return;
+            };
+            if read == 0 {
+                return;
+            }
+            if silent.load(std::sync::atomic::Ordering::SeqCst) {
+                // Hold both sockets open and pass nothing, ever.
+                let _held = (from, to);
+                std::future::pending::<()>().await;
+                return;
+            }
+            if to.write_all(&buffer[..read]).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn go_silent(&self) {
+        self.silent.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A connection lost without a close (the network goes silent) ends the agent's stream at
+/// the agent listener's HTTP/2 PING, sent every keepalive (here 1 s) and answered within
+/// 10 s: the agent shows as disconnected well before the 30 s PING interval of before.
+#[tokio::test]
+async fn an_agent_whose_network_goes_silent_shows_as_disconnected_within_the_keepalive_window() {
+    let broker = TestBroker::start_with(true, |config| {
+        config.keepalive_interval = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let admin = Admin::new(&broker);
+    let (status, created) = admin
+        .ok(
+            "POST",
+            "/api/v1/agents",
+            Some(json!({"name": "unplugged", "config_project": "ops/unplugged"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let token = created["token"].as_str().unwrap().to_owned();
+    let proxy = SilentProxy::start(broker.handle.addresses().agent).await;
+    let _stream = RawStream::open(
+        &format!("http://{}", proxy.address),
+        &token,
+        &[("ops/unplugged", "")],
+        None,
+    )
+    .await
+    .unwrap();
+    let connected = || async {
+        let (_, shown) = admin.ok("GET", "/api/v1/agents/unplugged", None).await;
+        shown["connected"].as_bool().unwrap()
+    };
+    eventually(PATIENCE, "the agent to show as connected", || async {
+        connected().await.then_some(())
+    })
+    .await;
+    proxy.go_silent();
+    let lost = std::time::Instant::now();
+    eventually(
+        std::time::Duration::from_secs(20),
+        "the silent agent to show as disconnected",
+        || async { (!connected().await).then_some(()) },
+    )
+    .await;
+    eprintln!(
+        "a silent agent showed as disconnected after {:?}",
+        lost.elapsed()
+    );
+    broker.handle.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn admin_api_errors_are_precise() {
     let broker = TestBroker::start(true).await;

@@ -84,6 +84,19 @@ pub enum InvalidRequest {
     /// `scheme` is what precedes the first `:` of the URL (never its credentials).
     #[error("unsupported database URL {scheme:?}: use sqlite://… or postgres://…")]
     UnsupportedUrl { scheme: String },
+    /// The SQLite database file does not exist (and was not created: see
+    /// `SqlStore::connect_existing`).
+    #[error("no database file at {}", path.display())]
+    NoDatabaseFile { path: PathBuf },
+    /// The database lacks migrations this build has (`first` names the first of them).
+    #[error(
+        "the database is not migrated: {missing} of {known} migrations not applied, from {first}"
+    )]
+    NotMigrated {
+        missing: usize,
+        known: usize,
+        first: String,
+    },
     /// The SQLite database's files cannot be created or made private.
     #[error("cannot {action} {}: {source}", path.display())]
     DatabaseFile {

@@ -100,6 +100,11 @@ pub struct AgentRecord {
     pub last_seen_at: Option<UnixMillis>,
     /// The receivers the agent last reported as failing; `None` before its first report.
     pub receiver_health: Option<ReceiverHealth>,
+    /// The latest report (open, ack, keepalive) of this agent's streams that have not
+    /// closed, from any replica; `None` when every stream it opened has closed. A stream
+    /// that ends is marked closed within the cursor saver's interval, so an agent that
+    /// leaves shows as gone at once; one whose replica died stops being refreshed.
+    pub open_stream_seen_at: Option<UnixMillis>,
 }
 
 /// One agent stream's cursor to persist. A stream's cursor only moves forward; the agent's

@@ -59,6 +59,8 @@ suite!(
     a_closed_stream_holds_until_a_later_stream_passes_it,
     a_hold_follows_the_subscriptions_a_stream_changed_to,
     a_stream_of_a_dead_replica_holds_until_taken_over,
+    an_agent_is_connected_while_a_stream_is_open,
+    only_a_migrated_database_opens_as_existing,
     holds_per_agent_are_bounded,
     streams_within_one_millisecond_never_release_each_other,
     receiver_health_is_replaced_and_bounded,
@@ -899,6 +901,96 @@ async fn a_stream_of_a_dead_replica_holds_until_taken_over(db: TestDatabase) {
         60,
         "a was stale and taken over"
     );
+}
+
+async fn open_stream_seen_at(store: &SqlStore, agent: AgentId) -> Option<i64> {
+    let name = store
+        .list_agents()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| a.policy.id == agent)
+        .unwrap()
+        .policy
+        .name;
+    let by_name = store.agent(&name).await.unwrap().unwrap();
+    by_name.open_stream_seen_at.map(UnixMillis::get)
+}
+
+async fn an_agent_is_connected_while_a_stream_is_open(db: TestDatabase) {
+    let store = db.store().await;
+    let agent = agent_ids(&store, &["comes-and-goes"]).await[0];
+    assert_eq!(
+        open_stream_seen_at(&store, agent).await,
+        None,
+        "never connected"
+    );
+    let a = report(agent, "a", 0, 1, 5, 10);
+    store
+        .save_cursors(&[a.clone(), report(agent, "b", 0, 2, 5, 20)], NOT_STALE)
+        .await
+        .unwrap();
+    assert_eq!(open_stream_seen_at(&store, agent).await, Some(20));
+    // b closes: a, last heard of at 10, is still open.
+    store
+        .save_cursors(&[closed(report(agent, "b", 0, 2, 5, 30), 30)], NOT_STALE)
+        .await
+        .unwrap();
+    assert_eq!(open_stream_seen_at(&store, agent).await, Some(10));
+    // a closes too: the agent is gone at once, though it was seen a moment ago.
+    store
+        .save_cursors(&[closed(report(agent, "a", 0, 1, 5, 40), 40)], NOT_STALE)
+        .await
+        .unwrap();
+    assert_eq!(open_stream_seen_at(&store, agent).await, None);
+    assert_eq!(
+        cursor_of(&store, agent).await.1,
+        Some(40),
+        "last seen stays"
+    );
+}
+
+async fn only_a_migrated_database_opens_as_existing(db: TestDatabase) {
+    let options = StoreOptions::default;
+    if db.postgres_name().is_none() {
+        // A SQLite file that is not there is refused, and not created.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("typo").join("fluxgate.db");
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let err = SqlStore::connect_existing(&url, options())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("no database file at {}", path.display())
+        );
+        assert!(!path.exists() && !path.parent().unwrap().exists());
+    }
+    // A database that exists but was never migrated is refused, and left unmigrated.
+    let bare = SqlStore::connect(db.url(), options()).await.unwrap();
+    bare.close().await;
+    let err = SqlStore::connect_existing(db.url(), options())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("the database is not migrated: 3 of 3 migrations not applied, from "),
+        "{err}"
+    );
+    let err = SqlStore::connect_existing(db.url(), options())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("3 of 3"),
+        "still unmigrated: {err}"
+    );
+    // Once migrated, it opens.
+    db.store().await.close().await;
+    let store = SqlStore::connect_existing(db.url(), options())
+        .await
+        .unwrap();
+    store.check_migrated().await.unwrap();
+    assert!(store.list_agents().await.unwrap().is_empty());
 }
 
 async fn receiver_health_is_replaced_and_bounded(db: TestDatabase) {

@@ -2,6 +2,7 @@
 //! with a Flux Receiver stand-in.
 
 mod delivery;
+mod first_steps;
 mod hook_security;
 mod ingest;
 mod kas;

@@ -72,13 +72,15 @@ pub const DEFAULT_TOKEN_ENV: &str = "FLUXGATE_AGENT_TOKEN";
 /// Why the configuration cannot be used. The message names the offending key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
+    /// The I/O error is part of the message, not a source, so that a chain of causes
+    /// (`anyhow`'s `Caused by:`) does not print it twice.
+    #[error("cannot read {path}: {error}")]
     ReadFile {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("{0}")]
+    /// The YAML parser's message, once (it is the message, not also a cause).
+    #[error(transparent)]
     Parse(#[from] serde_yaml_ng::Error),
     #[error("{field}: {reason}")]
     Invalid { field: String, reason: String },
@@ -126,9 +128,9 @@ pub struct AgentConfig {
 impl AgentConfig {
     /// Reads the file at `path`, taking secrets from files and the process environment.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::ReadFile {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         let base_dir = path.parent().unwrap_or_else(|| Path::new("."));
         Self::from_yaml(&text, base_dir, &|name| std::env::var(name).ok())
@@ -213,8 +215,21 @@ fn brokers(raw: Vec<String>) -> Result<Vec<String>, ConfigError> {
     raw.iter().map(|address| broker(address)).collect()
 }
 
+/// A broker address: an `http://` or `https://` URL with a host. An address without a
+/// scheme (`127.0.0.1:8150`, `broker:8150`) is refused with the URL it probably meant.
 fn broker(raw: &str) -> Result<String, ConfigError> {
-    let url = Url::parse(raw.trim()).map_err(|e| ConfigError::invalid("broker", e.to_string()))?;
+    let raw = raw.trim();
+    if !raw.contains("://") {
+        return Err(ConfigError::invalid(
+            "broker",
+            format!(
+                "{raw:?} has no scheme: give the agent (gRPC) listener's URL with http:// or \
+                 https://; did you mean \"http://{raw}\"?"
+            ),
+        ));
+    }
+    let url = Url::parse(raw)
+        .map_err(|e| ConfigError::invalid("broker", format!("{raw:?} is not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(ConfigError::invalid(
             "broker",
@@ -224,7 +239,7 @@ fn broker(raw: &str) -> Result<String, ConfigError> {
     if url.host_str().is_none_or(str::is_empty) {
         return Err(ConfigError::invalid("broker", "the URL has no host"));
     }
-    Ok(raw.trim().to_owned())
+    Ok(raw.to_owned())
 }
 
 fn agent_token(

@@ -170,7 +170,20 @@ fn missing_and_malformed_values() {
     );
     assert_error(
         &MINIMAL.replace("http://127.0.0.1:8150", "nope"),
-        "broker: ",
+        "broker: \"nope\" has no scheme",
+    );
+    assert_error(
+        &MINIMAL.replace("http://127.0.0.1:8150", "127.0.0.1:8150"),
+        "broker: \"127.0.0.1:8150\" has no scheme: give the agent (gRPC) listener's URL with \
+         http:// or https://; did you mean \"http://127.0.0.1:8150\"?",
+    );
+    assert_error(
+        &MINIMAL.replace("http://127.0.0.1:8150", "fluxgate:8150"),
+        "did you mean \"http://fluxgate:8150\"?",
+    );
+    assert_error(
+        &MINIMAL.replace("http://127.0.0.1:8150", "http://"),
+        "broker: \"http://\" is not a URL: empty host",
     );
     assert_error(
         &MINIMAL.replace("generic", "github"),
@@ -486,5 +499,40 @@ fn the_former_metrics_listen_still_works_with_a_warning() {
     assert_error(
         &format!("{MINIMAL}metrics_listen: 127.0.0.1:1\nhealth_listen: 127.0.0.1:2\n"),
         "metrics_listen: is the former name of health_listen",
+    );
+}
+
+/// Every message of an error and its causes, outermost first.
+fn chain(error: &ConfigError) -> Vec<String> {
+    let mut messages = vec![error.to_string()];
+    let mut cause = std::error::Error::source(error);
+    while let Some(next) = cause {
+        messages.push(next.to_string());
+        cause = next.source();
+    }
+    messages
+}
+
+#[test]
+fn errors_say_each_thing_once() {
+    let yaml = parse("broker: [unclosed\n").unwrap_err();
+    let missing = AgentConfig::load(Path::new("/nonexistent/agent.yaml")).unwrap_err();
+    for error in [yaml, missing] {
+        let messages = chain(&error);
+        for (i, message) in messages.iter().enumerate() {
+            assert!(
+                !messages[i + 1..]
+                    .iter()
+                    .any(|later| message.contains(later.as_str())),
+                "a cause repeats its error: {messages:?}"
+            );
+        }
+    }
+    let missing = AgentConfig::load(Path::new("/nonexistent/agent.yaml")).unwrap_err();
+    assert!(
+        missing
+            .to_string()
+            .starts_with("cannot read /nonexistent/agent.yaml: No such file"),
+        "{missing}"
     );
 }

@@ -8,6 +8,17 @@
 //!  "project":{"id":42,"path_with_namespace":"group/app"},"ref":"refs/heads/main","seq":17}
 //! ```
 //!
+//! A resync (the broker no longer held every event after the agent's cursor, so every
+//! receiver is triggered once: `cursor_expired`) names no commit: it has no `before` and
+//! `after`, `seq` is 0, `ref` is the receiver's ref when it follows exactly one (else
+//! empty: kept so that a CEL filter on `req.ref` evaluates to false instead of failing),
+//! and `resync` says why:
+//!
+//! ```json
+//! {"event_id":"…","object_kind":"push","project":{"id":0,"path_with_namespace":"group/app"},
+//!  "ref":"refs/heads/main","resync":{"reason":"cursor_expired","message":"…"},"seq":0}
+//! ```
+//!
 //! Flux caps bodies at 3 MiB; this one stays under a kilobyte. For `generic-hmac` the
 //! signature covers these exact bytes, so the body is built once and sent as is.
 
@@ -80,8 +91,23 @@ pub fn body(event: &TriggerEvent) -> Vec<u8> {
     if let Some(artifact) = &event.artifact {
         body["artifact"] = serde_json::to_value(artifact).unwrap_or_default();
     }
+    if event.is_resync()
+        && let Some(fields) = body.as_object_mut()
+    {
+        fields.remove("before");
+        fields.remove("after");
+        fields.insert(
+            "resync".to_owned(),
+            serde_json::json!({"reason": "cursor_expired", "message": RESYNC_MESSAGE}),
+        );
+    }
     body.to_string().into_bytes()
 }
+
+/// Why a resync body names no commit.
+pub const RESYNC_MESSAGE: &str = "the broker no longer holds every event after this agent's \
+     cursor (its retention removed them), so pushes may have been missed: every receiver is \
+     triggered once to reconcile its sources";
 
 /// `sha256=<hex HMAC-SHA256(key, body)>`, the `X-Signature` Flux's `generic-hmac` checks.
 pub fn sha256_signature(key: &[u8], body: &[u8]) -> String {
@@ -169,6 +195,32 @@ mod tests {
         let tag: serde_json::Value =
             serde_json::from_slice(&body(&event("refs/tags/v1"))).expect("body is JSON");
         assert_eq!(tag["object_kind"], "tag_push");
+    }
+
+    #[test]
+    fn a_resync_says_why_and_names_no_commit() {
+        let mut on_main = receiver(ReceiverKind::Generic, "t");
+        on_main.ref_pattern = Some(RefPattern::parse("refs/heads/main").unwrap());
+        let json: serde_json::Value =
+            serde_json::from_slice(&body(&TriggerEvent::resync(&on_main))).expect("body is JSON");
+        let event_id = json["event_id"].clone();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "object_kind": "push",
+                "ref": "refs/heads/main",
+                "project": {"id": 0, "path_with_namespace": "group/app"},
+                "seq": 0,
+                "event_id": event_id,
+                "resync": {"reason": "cursor_expired", "message": RESYNC_MESSAGE},
+            })
+        );
+        let mut any_ref = on_main;
+        any_ref.ref_pattern = None;
+        let json: serde_json::Value =
+            serde_json::from_slice(&body(&TriggerEvent::resync(&any_ref))).expect("body is JSON");
+        assert_eq!(json["ref"], "", "kept for CEL filters on req.ref");
+        assert!(json.get("after").is_none() && json.get("before").is_none());
     }
 
     #[test]

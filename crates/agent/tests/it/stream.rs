@@ -214,6 +214,12 @@ async fn an_expired_cursor_triggers_every_receiver_once() {
         let hits = flux.wait_for_hits(name, 1, PATIENCE).await;
         assert_eq!(hits[0].status, 200, "{name} accepts the resync");
         assert_eq!(hits[0].json()["seq"], 0, "{name}: a resync has seq 0");
+        let body = hits[0].json();
+        assert_eq!(body["resync"]["reason"], "cursor_expired", "{name}: {body}");
+        assert!(
+            body.get("after").is_none(),
+            "{name}: no commit to name: {body}"
+        );
     }
     assert_eq!(
         flux.hits("tags")[0].header("x-gitlab-event"),

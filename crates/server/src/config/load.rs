@@ -59,7 +59,18 @@ impl Config {
             figment = figment.merge(Toml::file_exact(file));
         }
         let env = env_layer(env);
-        figment
+        let origin_of = |key: &str| {
+            if flags.contains_key(key) {
+                Origin::Flag
+            } else if env.contains_key(key) {
+                Origin::Env
+            } else if let Some(file) = file {
+                Origin::File(file)
+            } else {
+                Origin::Default
+            }
+        };
+        let config: Config = figment
             .merge(Serialized::defaults(&env))
             .merge(Serialized::defaults(&flags))
             .extract_lossy()
@@ -68,20 +79,86 @@ impl Config {
                     .into_iter()
                     .map(|problem| {
                         let key = problem.path.join(".");
-                        let origin = if flags.contains_key(&key) {
-                            Origin::Flag
-                        } else if env.contains_key(&key) {
-                            Origin::Env
-                        } else if let Some(file) = file {
-                            Origin::File(file)
-                        } else {
-                            Origin::Default
-                        };
-                        describe(&key, &origin, &problem.kind)
+                        describe(&key, &origin_of(&key), &problem.kind)
                     })
                     .collect();
                 ConfigError::Invalid { problems }
-            })
+            })?;
+        let problems: Vec<String> = config
+            .nonsense()
+            .into_iter()
+            .map(|(key, reason)| format!("invalid {key}{}: {reason}", origin_of(key).words(key)))
+            .collect();
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid { problems });
+        }
+        Ok(config)
+    }
+
+    /// Values that parse but cannot work, each with its key and why: an interval of zero
+    /// spins (a database poll of zero is hundreds of reads a second), a timeout of zero
+    /// fails everything, a capacity of zero holds nothing.
+    fn nonsense(&self) -> Vec<(&'static str, &'static str)> {
+        let durations = [
+            ("presence_refresh", self.presence_refresh),
+            ("header_read_timeout", self.header_read_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("tls_handshake_timeout", self.tls_handshake_timeout),
+            ("tls_reload_interval", self.tls_reload_interval),
+            ("hook_signature_tolerance", self.hook_signature_tolerance),
+            ("retention", self.retention),
+            ("retention_check_interval", self.retention_check_interval),
+            ("poll_interval", self.poll_interval),
+            ("keepalive_interval", self.keepalive_interval),
+            ("cursor_flush_interval", self.cursor_flush_interval),
+            ("commit_timeout", self.commit_timeout),
+        ];
+        let counts = [
+            (
+                "database_max_connections",
+                usize::try_from(self.database_max_connections).unwrap_or(usize::MAX),
+            ),
+            ("http_max_connections", self.http_max_connections),
+            ("agent_max_connections", self.agent_max_connections),
+            ("metrics_max_connections", self.metrics_max_connections),
+            ("kas_max_connections", self.kas_max_connections),
+            ("hook_body_limit", self.hook_body_limit),
+            ("agent_queue_capacity", self.agent_queue_capacity),
+            ("agent_max_unacked", self.agent_max_unacked),
+            ("max_streams_per_agent", self.max_streams_per_agent),
+            (
+                "max_subscriptions_per_stream",
+                self.max_subscriptions_per_stream,
+            ),
+            (
+                "max_subscriptions_per_agent",
+                self.max_subscriptions_per_agent,
+            ),
+        ];
+        let mut problems: Vec<_> = durations
+            .into_iter()
+            .filter(|(_, value)| value.is_zero())
+            .map(|(key, _)| (key, "must be more than zero"))
+            .collect();
+        problems.extend(
+            counts
+                .into_iter()
+                .filter(|(_, value)| *value == 0)
+                .map(|(key, _)| (key, "must be at least 1")),
+        );
+        problems
+    }
+}
+
+impl Origin<'_> {
+    /// Where `key`'s value came from, as the end of a phrase (empty for the default).
+    fn words(&self, key: &str) -> String {
+        match self {
+            Origin::Flag => format!(" from flag --{}", key.replace('_', "-")),
+            Origin::Env => format!(" from env {}", env_var(key)),
+            Origin::File(path) => format!(" in file {}", path.display()),
+            Origin::Default => String::new(),
+        }
     }
 }
 
@@ -104,12 +181,7 @@ fn env_layer(env: impl IntoIterator<Item = (String, String)>) -> Dict {
 
 /// One problem, in words.
 fn describe(key: &str, origin: &Origin<'_>, kind: &Kind) -> String {
-    let source = match origin {
-        Origin::Flag => format!(" from flag --{}", key.replace('_', "-")),
-        Origin::Env => format!(" from env {}", env_var(key)),
-        Origin::File(path) => format!(" in file {}", path.display()),
-        Origin::Default => String::new(),
-    };
+    let source = origin.words(key);
     match kind {
         Kind::UnknownField(field, _) => {
             format!("unknown key {field}{source} (see docs/configuration.md)")
@@ -235,6 +307,33 @@ mod tests {
         );
         assert_eq!(config.hook_signing_token, vec!["whsec_a+b/c=", "whsec_d"]);
         assert_eq!(config.hook_signature_tolerance, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn zero_intervals_timeouts_and_capacities_are_refused() {
+        let mut flags = Overrides::new();
+        flags.insert("poll_interval".into(), "0s".into());
+        assert_eq!(
+            error(None, &[("FLUXGATE_AGENT_QUEUE_CAPACITY", "0")], flags),
+            "invalid poll_interval from flag --poll-interval: must be more than zero; \
+             invalid agent_queue_capacity from env FLUXGATE_AGENT_QUEUE_CAPACITY: must be at \
+             least 1"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("fluxgate.toml");
+        std::fs::write(&file, "keepalive_interval = \"0ms\"\n").unwrap();
+        assert_eq!(
+            error(Some(&file), &[], Overrides::new()),
+            format!(
+                "invalid keepalive_interval in file {}: must be more than zero",
+                file.display()
+            )
+        );
+        // Zero where it means something stays allowed: no leeway, no grace.
+        let mut flags = Overrides::new();
+        flags.insert("ci_token_leeway".into(), "0s".into());
+        flags.insert("shutdown_grace".into(), "0s".into());
+        Config::load(None, Vec::new(), flags).unwrap();
     }
 
     #[test]

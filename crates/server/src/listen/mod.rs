@@ -38,7 +38,10 @@ pub use tls::{ReloadingTls, TlsFiles};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// HTTP/2 PING interval on agent connections.
+/// HTTP/2 PING interval on agent connections, at most: the agent listener pings at the
+/// stream keepalive interval when that is shorter, so that a connection lost without a
+/// close (a cable, a dead node) ends its stream, and the agent shows as disconnected,
+/// within one keepalive and a PING timeout.
 const AGENT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a PING may go unanswered before the connection is closed.
 const AGENT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -187,7 +190,7 @@ impl Plan {
             agent: Settings {
                 name: "agent",
                 protocol: Protocol::Http2 {
-                    keepalive_interval: AGENT_KEEPALIVE_INTERVAL,
+                    keepalive_interval: AGENT_KEEPALIVE_INTERVAL.min(config.keepalive_interval),
                     keepalive_timeout: AGENT_KEEPALIVE_TIMEOUT,
                 },
                 limits: limits(config.agent_max_connections),

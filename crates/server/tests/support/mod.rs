@@ -18,8 +18,14 @@ impl TestBroker {
     /// Starts a broker on the embedded database, with the admin API on if `admin`, and
     /// waits until it is ready.
     pub async fn start(admin: bool) -> Self {
+        Self::start_with(admin, |_| {}).await
+    }
+
+    /// Like [`TestBroker::start`], with `change` applied to the configuration first.
+    pub async fn start_with(admin: bool, change: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let config = config(dir.path(), admin);
+        let mut config = config(dir.path(), admin);
+        change(&mut config);
         let listeners = Listeners::ephemeral().await.unwrap();
         let mut handle = fluxgate_server::run(config, listeners, Default::default()).unwrap();
         handle.ready().await.unwrap();

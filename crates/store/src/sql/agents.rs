@@ -15,8 +15,12 @@ use super::{bulk, rows};
 use crate::error::{CorruptValue, ExistingEntity, InvalidRequest, MissingEntity, StoreError};
 use crate::model::{AgentRecord, AgentUpdate, CursorUpdate, NewAgent};
 
+/// The agent's columns, and the latest report of its streams that have not closed (from
+/// any replica), which says whether it is connected now.
 const COLUMNS: &str = "id, name, config_project, grants, allow_internal, token_digest, token_generation, \
-                       cursor_seq, created_at, updated_at, last_seen_at, receiver_health";
+                       cursor_seq, created_at, updated_at, last_seen_at, receiver_health, \
+                       (SELECT MAX(s.updated_at) FROM agent_stream_cursors s \
+                        WHERE s.agent_id = agents.id AND s.closed_at IS NULL) AS open_stream_seen_at";
 
 fn record_from_row(row: &AnyRow) -> Result<AgentRecord, StoreError> {
     let name = rows::text(row, "name")?;
@@ -38,6 +42,7 @@ fn record_from_row(row: &AnyRow) -> Result<AgentRecord, StoreError> {
         updated_at: rows::millis(row, "updated_at")?,
         last_seen_at: rows::opt_int(row, "last_seen_at")?.map(UnixMillis),
         receiver_health: rows::opt_json(row, "receiver_health")?,
+        open_stream_seen_at: rows::opt_int(row, "open_stream_seen_at")?.map(UnixMillis),
     })
 }
 

@@ -102,25 +102,81 @@ impl SqlStore {
         })
     }
 
+    /// Connects to a database that already exists and has every migration of this build:
+    /// what the CLI opens, so that a mistyped data directory or URL is refused instead of
+    /// silently becoming a new, empty database. A SQLite file that does not exist is
+    /// [`InvalidRequest::NoDatabaseFile`] (and is not created); a database without all
+    /// migrations is [`InvalidRequest::NotMigrated`].
+    pub async fn connect_existing(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        if backend_of(url)? == Backend::Sqlite
+            && let Some(path) = private_file::database_file(url)?
+            && !path.exists()
+        {
+            return Err(StoreError::Invalid(InvalidRequest::NoDatabaseFile { path }));
+        }
+        let store = Self::connect(url, options).await?;
+        if let Err(err) = store.check_migrated().await {
+            store.close().await;
+            return Err(err);
+        }
+        Ok(store)
+    }
+
     /// Applies the migrations for this backend that have not run yet.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        match self.backend {
+        migrator(self.backend).run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Fails with [`InvalidRequest::NotMigrated`] unless every migration of this build has
+    /// been applied. Writes nothing.
+    pub async fn check_migrated(&self) -> Result<(), StoreError> {
+        let table_count = match self.backend {
             Backend::Sqlite => {
-                sqlx::migrate!("../../migrations/sqlite")
-                    .run(&self.pool)
-                    .await?
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' \
+                 AND name = '_sqlx_migrations'"
             }
             Backend::Postgres => {
-                sqlx::migrate!("../../migrations/postgres")
-                    .run(&self.pool)
-                    .await?
+                "SELECT COUNT(*) FROM information_schema.tables \
+                 WHERE table_schema = current_schema() AND table_name = '_sqlx_migrations'"
             }
+        };
+        let tables: i64 = sqlx::query_scalar(table_count)
+            .fetch_one(&self.pool)
+            .await?;
+        let applied: Vec<i64> = if tables == 0 {
+            Vec::new()
+        } else {
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await?
+        };
+        let migrator = migrator(self.backend);
+        let missing: Vec<_> = migrator
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
+            .collect();
+        match missing.first() {
+            None => Ok(()),
+            Some(first) => Err(StoreError::Invalid(InvalidRequest::NotMigrated {
+                missing: missing.len(),
+                known: migrator.iter().count(),
+                first: format!("{} {}", first.version, first.description),
+            })),
         }
-        Ok(())
     }
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// This build's migrations for `backend`.
+fn migrator(backend: Backend) -> sqlx::migrate::Migrator {
+    match backend {
+        Backend::Sqlite => sqlx::migrate!("../../migrations/sqlite"),
+        Backend::Postgres => sqlx::migrate!("../../migrations/postgres"),
     }
 }
 

@@ -36,7 +36,7 @@ pub(super) fn make_private(url: &str) -> Result<(), StoreError> {
 }
 
 /// The database file a SQLite URL names, if it is one that may be created on disk.
-fn database_file(url: &str) -> Result<Option<PathBuf>, StoreError> {
+pub(super) fn database_file(url: &str) -> Result<Option<PathBuf>, StoreError> {
     let options = SqliteConnectOptions::from_str(url)
         .map_err(|e| StoreError::Invalid(InvalidRequest::DatabaseUrl(e)))?;
     let query = url.split_once('?').map_or("", |(_, q)| q);

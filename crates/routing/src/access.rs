@@ -10,18 +10,84 @@
 //! Paths compare case-insensitively. A project whose visibility is unknown is private.
 //! Grants follow renames because the store rewrites them when a project or group moves.
 
-use fluxgate_core::{AgentPolicy, Grant, Visibility};
+use fluxgate_core::{AgentPolicy, FullPath, Grant, Visibility};
 
 use crate::catalog::ProjectView;
 
 pub fn may_see(policy: &AgentPolicy, project: &ProjectView) -> bool {
-    policy.config_project == project.path
-        || project.visibility == Visibility::Public
-        || (project.visibility == Visibility::Internal && policy.allow_internal)
-        || policy.grants.iter().any(|grant| match grant {
-            Grant::Project(path) => *path == project.path,
-            Grant::Group(group) => project.path.is_within(group),
-        })
+    decide(policy, project).allowed()
+}
+
+/// Which branch of the rule decided, for people (`fluxgate trace`, `explain`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessDecision {
+    ConfigProject,
+    Public,
+    InternalAllowed,
+    GrantedProject(FullPath),
+    GrantedGroup(FullPath),
+    /// Internal, and the agent does not allow internal projects.
+    InternalNotAllowed,
+    /// Private (or of unknown visibility) and neither the config project nor granted.
+    NotGranted(Visibility),
+}
+
+impl AccessDecision {
+    pub fn allowed(&self) -> bool {
+        !matches!(self, Self::InternalNotAllowed | Self::NotGranted(_))
+    }
+}
+
+impl std::fmt::Display for AccessDecision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::ConfigProject => f.write_str("the agent's configuration project"),
+            Self::Public => f.write_str("a public project"),
+            Self::InternalAllowed => {
+                f.write_str("an internal project, and the agent allows internal projects")
+            }
+            Self::GrantedProject(path) => write!(f, "granted project {path}"),
+            Self::GrantedGroup(group) => write!(f, "in granted group {group}"),
+            Self::InternalNotAllowed => f.write_str(
+                "an internal project, and the agent does not allow internal projects \
+                 (fluxgate agent grant --internal)",
+            ),
+            Self::NotGranted(visibility) => write!(
+                f,
+                "a {} project that is neither the agent's configuration project nor granted \
+                 to it (fluxgate agent grant --project or --group)",
+                visibility.as_str()
+            ),
+        }
+    }
+}
+
+/// The access rule, with the branch that decided.
+pub fn decide(policy: &AgentPolicy, project: &ProjectView) -> AccessDecision {
+    if policy.config_project == project.path {
+        return AccessDecision::ConfigProject;
+    }
+    match project.visibility {
+        Visibility::Public => return AccessDecision::Public,
+        Visibility::Internal if policy.allow_internal => return AccessDecision::InternalAllowed,
+        _ => {}
+    }
+    for grant in &policy.grants {
+        match grant {
+            Grant::Project(path) if *path == project.path => {
+                return AccessDecision::GrantedProject(path.clone());
+            }
+            Grant::Group(group) if project.path.is_within(group) => {
+                return AccessDecision::GrantedGroup(group.clone());
+            }
+            _ => {}
+        }
+    }
+    if project.visibility == Visibility::Internal {
+        AccessDecision::InternalNotAllowed
+    } else {
+        AccessDecision::NotGranted(project.visibility)
+    }
 }
 
 #[cfg(test)]

@@ -76,6 +76,9 @@ pub enum InvalidRequest {
     /// A receiver health report over the bounds of `ReceiverHealth::validate`.
     #[error("receiver health: {0}")]
     ReceiverHealth(#[source] ReceiverHealthError),
+    /// A subscription status report over the bounds of `SubscriptionReport::validate`.
+    #[error("subscription status: {0}")]
+    SubscriptionStatus(#[source] fluxgate_core::SubscriptionReportError),
     #[error("invalid database URL: {0}")]
     DatabaseUrl(#[source] sqlx::Error),
     /// `scheme` is what precedes the first `:` of the URL (never its credentials).

@@ -100,6 +100,8 @@ pub struct AgentRecord {
     pub last_seen_at: Option<UnixMillis>,
     /// The receivers the agent last reported as failing; `None` before its first report.
     pub receiver_health: Option<ReceiverHealth>,
+    /// The agent's latest subscriptions with their status; `None` before its first stream.
+    pub subscription_status: Option<fluxgate_core::SubscriptionReport>,
 }
 
 /// One agent stream's cursor to persist. A stream's cursor only moves forward; the agent's

@@ -99,7 +99,11 @@ impl SubscriptionReport {
         for (index, status) in self.subscriptions.iter().enumerate() {
             let over = [
                 ("project", &status.project, MAX_SUBSCRIPTION_TEXT_BYTES),
-                ("ref_pattern", &status.ref_pattern, MAX_SUBSCRIPTION_TEXT_BYTES),
+                (
+                    "ref_pattern",
+                    &status.ref_pattern,
+                    MAX_SUBSCRIPTION_TEXT_BYTES,
+                ),
                 ("reason", &status.reason, MAX_SUBSCRIPTION_REASON_BYTES),
             ]
             .into_iter()

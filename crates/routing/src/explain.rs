@@ -124,32 +124,31 @@ pub fn check_subscription(
 ) -> SubscriptionCheck {
     let resolved = resolve(state, &subscription.project);
     let access = resolved.as_ref().map(|view| decide(policy, view));
-    let (state, reason) = if let Some(problem) =
-        subscription.refs.as_ref().and_then(ref_pattern_problem)
-    {
-        (SubscriptionState::UnmatchableRef, problem)
-    } else {
-        match (&resolved, &access) {
-            (None, _) | (_, None) => (
-                SubscriptionState::NoSuchProject,
-                no_such_project(&subscription.project),
-            ),
-            (Some(view), Some(access)) => {
-                let named = naming(&subscription.project, view);
-                if access.allowed() {
-                    (
-                        SubscriptionState::Matchable,
-                        format!("{named} may be seen: {access}"),
-                    )
-                } else {
-                    (
-                        SubscriptionState::NotAllowed,
-                        format!("{named} may not be seen: {access}"),
-                    )
+    let (state, reason) =
+        if let Some(problem) = subscription.refs.as_ref().and_then(ref_pattern_problem) {
+            (SubscriptionState::UnmatchableRef, problem)
+        } else {
+            match (&resolved, &access) {
+                (None, _) | (_, None) => (
+                    SubscriptionState::NoSuchProject,
+                    no_such_project(&subscription.project),
+                ),
+                (Some(view), Some(access)) => {
+                    let named = naming(&subscription.project, view);
+                    if access.allowed() {
+                        (
+                            SubscriptionState::Matchable,
+                            format!("{named} may be seen: {access}"),
+                        )
+                    } else {
+                        (
+                            SubscriptionState::NotAllowed,
+                            format!("{named} may not be seen: {access}"),
+                        )
+                    }
                 }
             }
-        }
-    };
+        };
     SubscriptionCheck {
         state,
         project: resolved,

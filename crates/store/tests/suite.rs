@@ -994,7 +994,11 @@ async fn subscription_status_is_replaced_and_bounded(db: TestDatabase) {
                 .subscription_status
         }
     };
-    assert_eq!(stored(&store).await, None, "nothing before the first stream");
+    assert_eq!(
+        stored(&store).await,
+        None,
+        "nothing before the first stream"
+    );
     let status = |project: &str, state, reason: &str| SubscriptionStatus {
         project: project.to_owned(),
         ref_pattern: "refs/heads/*".to_owned(),
@@ -1013,7 +1017,10 @@ async fn subscription_status_is_replaced_and_bounded(db: TestDatabase) {
     assert_eq!(stored(&store).await, Some(report.clone()));
     let listed = store.list_agents().await.unwrap();
     assert_eq!(listed[0].subscription_status, Some(report));
-    assert_eq!(listed[1].subscription_status, None, "other agents untouched");
+    assert_eq!(
+        listed[1].subscription_status, None,
+        "other agents untouched"
+    );
 
     let later = SubscriptionReport {
         reported_at: UnixMillis(6_000),
@@ -1025,7 +1032,11 @@ async fn subscription_status_is_replaced_and_bounded(db: TestDatabase) {
     // Over a bound: refused, nothing written.
     let oversized = SubscriptionReport {
         reported_at: UnixMillis(7_000),
-        subscriptions: vec![status("a/b", SubscriptionState::Matchable, &"x".repeat(1025))],
+        subscriptions: vec![status(
+            "a/b",
+            SubscriptionState::Matchable,
+            &"x".repeat(1025),
+        )],
     };
     let err = store
         .save_subscription_status(id, &oversized)
@@ -1039,7 +1050,11 @@ async fn subscription_status_is_replaced_and_bounded(db: TestDatabase) {
         .await
         .unwrap_err();
     assert!(matches!(missing, StoreError::NotFound(_)), "{missing:?}");
-    assert_eq!(all_entries(&store).await.len(), 2, "not logged: two creations");
+    assert_eq!(
+        all_entries(&store).await.len(),
+        2,
+        "not logged: two creations"
+    );
 }
 
 async fn streams_within_one_millisecond_never_release_each_other(db: TestDatabase) {

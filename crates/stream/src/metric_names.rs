@@ -20,6 +20,8 @@ pub const DELIVERY_LATENCY: &str = "fluxgate_delivery_latency_seconds";
 pub const CURSOR_SAVE_ERRORS: &str = "fluxgate_cursor_save_errors_total";
 /// Counter: failed writes of receiver health reports.
 pub const RECEIVER_HEALTH_SAVE_ERRORS: &str = "fluxgate_receiver_health_save_errors_total";
+/// Counter: failed writes of subscription status reports.
+pub const SUBSCRIPTION_STATUS_SAVE_ERRORS: &str = "fluxgate_subscription_status_save_errors_total";
 /// Counter: agent messages of an unknown kind.
 pub const AGENT_MESSAGES_IGNORED: &str = "fluxgate_agent_messages_ignored_total";
 /// Counter: GitLab flux (`ReconcileProjects`) streams opened.
@@ -61,6 +63,7 @@ pub const COUNTERS: &[&str] = &[
     RECEIVER_OUTCOMES,
     CURSOR_SAVE_ERRORS,
     RECEIVER_HEALTH_SAVE_ERRORS,
+    SUBSCRIPTION_STATUS_SAVE_ERRORS,
     AGENT_MESSAGES_IGNORED,
     FLUX_STREAMS_OPENED,
     FLUX_STREAMS_CLOSED,
@@ -93,6 +96,10 @@ pub fn describe() {
     describe_counter!(
         RECEIVER_HEALTH_SAVE_ERRORS,
         "Failed writes of an agent's receiver health report."
+    );
+    describe_counter!(
+        SUBSCRIPTION_STATUS_SAVE_ERRORS,
+        "Failed writes of an agent's subscription status report."
     );
     describe_counter!(
         AGENT_MESSAGES_IGNORED,

@@ -305,9 +305,14 @@ impl AgentStream {
         }
     }
 
-    /// The next subscription status update (other messages skipped).
+    /// The next subscription status update (other messages skipped), within `PATIENCE`.
     async fn status_update(&mut self) -> Vec<(String, String, v1::SubscriptionState)> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no subscription status update within {PATIENCE:?}"
+            );
             match self.next().await {
                 Ok(broker_message::Message::SubscriptionStatus(update)) => {
                     return states(&update.subscriptions);

@@ -143,6 +143,7 @@ pub async fn run(
         health,
         reports_health: false,
         subscribed,
+        subscription_status: Default::default(),
     };
     let reason = session.pump(inbound).await;
     session.context.readiness.set_broker_stream(false);
@@ -180,6 +181,8 @@ struct Session<'a> {
     reports_health: bool,
     /// The subscriptions this stream has asked for so far.
     subscribed: Vec<proto::Subscription>,
+    /// What the broker said about them.
+    subscription_status: crate::subscription_status::SubscriptionStatusLog,
 }
 
 impl Session<'_> {
@@ -235,6 +238,10 @@ impl Session<'_> {
                 self.context.cursor.keepalive(keepalive.position);
                 Ok(())
             }
+            Message::SubscriptionStatus(update) => {
+                self.subscription_status.update(&update.subscriptions);
+                Ok(())
+            }
         }
     }
 
@@ -253,6 +260,8 @@ impl Session<'_> {
             accepts_receiver_health = welcome.accepts_receiver_health,
             "connected to the broker"
         );
+        self.subscription_status
+            .welcome(&welcome.subscription_status);
         if welcome.accepts_receiver_health {
             self.reports_health = true;
             self.send_health();

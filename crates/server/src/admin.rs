@@ -88,6 +88,18 @@ pub struct AgentView {
     pub updated_at: String,
     /// The receivers the agent last reported failing; `None` if it never reported.
     pub receiver_health: Option<ReceiverHealthView>,
+    /// The subscriptions of the agent's latest stream and whether each can match a push;
+    /// `None` if it has not connected to a broker that records them.
+    pub subscriptions: Option<SubscriptionsView>,
+}
+
+/// The agent's latest subscriptions, as the broker judged them.
+#[derive(Debug, Clone, Serialize)]
+pub struct SubscriptionsView {
+    /// When the broker worked the status out (a stream opened, its subscriptions or the
+    /// routing state changed).
+    pub reported_at: String,
+    pub subscriptions: Vec<fluxgate_core::SubscriptionStatus>,
 }
 
 /// An agent's last receiver health report.
@@ -304,6 +316,13 @@ impl AgentAdmin {
                         })
                         .collect(),
                 }),
+            subscriptions: record
+                .subscription_status
+                .as_ref()
+                .map(|report| SubscriptionsView {
+                    reported_at: rfc3339(report.reported_at),
+                    subscriptions: report.subscriptions.clone(),
+                }),
         }
     }
 }
@@ -314,7 +333,7 @@ fn recently_seen(record: &AgentRecord, within: Duration) -> bool {
         .is_some_and(|seen| seen >= UnixMillis::now().minus(within))
 }
 
-fn rfc3339(at: UnixMillis) -> String {
+pub(crate) fn rfc3339(at: UnixMillis) -> String {
     let since_epoch = Duration::from_millis(u64::try_from(at.get()).unwrap_or(0));
     humantime::format_rfc3339_millis(UNIX_EPOCH + since_epoch).to_string()
 }

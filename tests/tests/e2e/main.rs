@@ -2,6 +2,7 @@
 //! with a Flux Receiver stand-in.
 
 mod delivery;
+mod explain;
 mod hook_security;
 mod ingest;
 mod kas;

@@ -203,7 +203,12 @@ pub fn render(view: &ExplainView) -> String {
         view.project,
         if view.would_receive { "yes" } else { "no" }
     );
-    let _ = writeln!(out, "  {}", view.verdict);
+    let because = view
+        .verdict
+        .strip_prefix("yes: ")
+        .or_else(|| view.verdict.strip_prefix("no: "))
+        .unwrap_or(&view.verdict);
+    let _ = writeln!(out, "  {because}");
     match &view.resolved {
         Some(project) => {
             let _ = writeln!(
@@ -244,7 +249,10 @@ pub fn render(view: &ExplainView) -> String {
         }
     }
     for s in &view.subscriptions {
-        let refs = s.ref_pattern.as_deref().unwrap_or("every ref");
+        let refs = s
+            .ref_pattern
+            .as_deref()
+            .map_or_else(|| "every ref".to_owned(), |p| format!("refs {p}"));
         let former = if s.via_former_path {
             " (a former path)"
         } else {
@@ -252,12 +260,12 @@ pub fn render(view: &ExplainView) -> String {
         };
         let verdict = match (s.ref_match, &s.ref_problem) {
             (_, Some(problem)) => format!("can never match: {problem}"),
-            ("every_ref", _) => "every ref".to_owned(),
+            ("every_ref", _) => "any ref passes".to_owned(),
             ("matches", _) => format!("matches {at}"),
             ("does_not_match", _) => format!("does not match {at}"),
             _ => "can match some ref".to_owned(),
         };
-        let _ = writeln!(out, "  {}{former}, refs {refs}: {verdict}", s.project);
+        let _ = writeln!(out, "  {}{former} ({refs}): {verdict}", s.project);
     }
     out
 }

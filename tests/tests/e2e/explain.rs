@@ -106,7 +106,7 @@ async fn agent_show_and_explain_say_why_a_push_would_or_would_not_arrive() {
         "{text}"
     );
     assert!(
-        text.contains("  team/lib, refs main: matches refs/heads/main"),
+        text.contains("  team/lib (refs main): matches refs/heads/main"),
         "{text}"
     );
 

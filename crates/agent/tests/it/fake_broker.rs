@@ -126,6 +126,7 @@ impl FakeStream {
             head_seq: 100,
             keepalive_seconds: 15,
             accepts_receiver_health: accepts_health,
+            subscription_status: Vec::new(),
         }));
     }
 

@@ -29,6 +29,7 @@ pub mod receiver;
 pub mod secret;
 pub mod session;
 pub mod shutdown;
+pub mod subscription_status;
 pub mod telemetry;
 mod tls_error;
 pub mod wire;

@@ -147,6 +147,7 @@ pub async fn run(
         reports_health: false,
         reports_sync: false,
         subscribed,
+        subscription_status: Default::default(),
     };
     let reason = session.pump(inbound).await;
     session.context.readiness.set_broker_stream(false);
@@ -186,6 +187,8 @@ struct Session<'a> {
     reports_sync: bool,
     /// The subscriptions this stream has asked for so far.
     subscribed: Vec<proto::Subscription>,
+    /// What the broker said about them.
+    subscription_status: crate::subscription_status::SubscriptionStatusLog,
 }
 
 impl Session<'_> {
@@ -247,6 +250,10 @@ impl Session<'_> {
                 self.context.cursor.keepalive(keepalive.position);
                 Ok(())
             }
+            Message::SubscriptionStatus(update) => {
+                self.subscription_status.update(&update.subscriptions);
+                Ok(())
+            }
         }
     }
 
@@ -267,6 +274,8 @@ impl Session<'_> {
             "connected to the broker"
         );
         self.reports_sync = welcome.accepts_sync_reports;
+        self.subscription_status
+            .welcome(&welcome.subscription_status);
         if welcome.accepts_receiver_health {
             self.reports_health = true;
             self.send_health();

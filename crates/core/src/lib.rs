@@ -17,6 +17,7 @@ pub mod log;
 pub mod path;
 pub mod project;
 pub mod receiver_health;
+pub mod subscription_status;
 pub mod time;
 pub mod token;
 
@@ -36,5 +37,8 @@ pub use log::{
 pub use path::{FullPath, PathError};
 pub use project::{ProjectId, ProjectRef, Visibility};
 pub use receiver_health::{FailingReceiver, ReceiverHealth, ReceiverHealthError};
+pub use subscription_status::{
+    SubscriptionReport, SubscriptionReportError, SubscriptionState, SubscriptionStatus,
+};
 pub use time::UnixMillis;
 pub use token::{AgentToken, TokenDigest};

@@ -12,14 +12,16 @@
 //! and registration takes the same lock: a stream registered at head H gets every entry after
 //! H in its queue, and reads everything up to H from the store.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use fluxgate_core::{AgentId, LogEntry, LogRecord, Seq, UnixMillis};
+use fluxgate_core::{
+    AgentId, LogEntry, LogRecord, Seq, StateChange, StateEffect, SubscriptionStatus, UnixMillis,
+};
 use fluxgate_routing::{
     AcceptedKinds, AgentEffect, RoutingState, SubscriberId, Subscription, SubscriptionIndex,
-    route_one,
+    explain, route_one,
 };
 use tokio::sync::{Notify, RwLock, RwLockWriteGuard, mpsc, watch};
 
@@ -50,6 +52,7 @@ struct RegisteredStream {
     info: StreamInfo,
     queue: mpsc::Sender<Delivery>,
     close: Arc<CloseSignal>,
+    status_changed: Arc<Notify>,
 }
 
 struct State {
@@ -74,6 +77,9 @@ pub struct Registration {
     pub close: Arc<CloseSignal>,
     /// The hub's head at registration: the stream reads up to here from the store.
     pub head: Seq,
+    /// Notified when a state change may have changed whether the stream's subscriptions
+    /// can match (see [`Hub::subscription_status`]).
+    pub status_changed: Arc<Notify>,
 }
 
 /// Why a stream could not register.
@@ -200,6 +206,7 @@ impl Hub {
         entry.subscriptions += count;
         let (queue, receiver) = mpsc::channel(limits.queue_capacity);
         let close = Arc::new(CloseSignal::default());
+        let status_changed = Arc::new(Notify::new());
         state.streams.insert(
             id,
             RegisteredStream {
@@ -208,6 +215,7 @@ impl Hub {
                 info,
                 queue,
                 close: close.clone(),
+                status_changed: status_changed.clone(),
             },
         );
         metrics::gauge!(names::STREAMS_OPEN).set(state.streams.len() as f64);
@@ -217,7 +225,25 @@ impl Hub {
             queue: receiver,
             close,
             head: self.head(),
+            status_changed,
         })
+    }
+
+    /// Whether each of `subscriptions` of `agent` can match a push on the current routing
+    /// state, and why not (`routing::explain`); `None` if the agent is unknown. Costs what
+    /// it checks.
+    pub async fn subscription_status(
+        &self,
+        agent: AgentId,
+        subscriptions: &[Subscription],
+    ) -> Option<Vec<SubscriptionStatus>> {
+        let state = self.state.read().await;
+        let policy = state.routing.policy(agent)?;
+        Some(explain::subscription_statuses(
+            &state.routing,
+            policy,
+            subscriptions,
+        ))
     }
 
     pub async fn unregister(&self, id: SubscriberId) {
@@ -329,8 +355,11 @@ impl Hub {
         let mut state = self.write().await;
         let matches = match &entry.record {
             LogRecord::State(change) => {
+                let mut touched = touched_paths(&state.routing, change);
                 let effects = state.routing.apply(change);
+                touched.extend(touched_paths(&state.routing, change));
                 close_streams_of_changed_agents(&mut state, &effects);
+                notify_status_changes(&state, &touched, &effects);
                 Vec::new()
             }
             LogRecord::Push(event) => state.index.route(&state.routing, event),
@@ -388,6 +417,62 @@ fn forget_stream(state: &mut State, id: SubscriberId) -> Option<RegisteredStream
         }
     }
     Some(stream)
+}
+
+/// Every path key a state change may change the meaning of: the paths it names, and every
+/// path of the projects it names (read before and after applying it).
+fn touched_paths(routing: &RoutingState, change: &StateChange) -> HashSet<String> {
+    let mut keys = HashSet::new();
+    let mut names_of = |id| {
+        keys.extend(routing.catalog().names_of(id).iter().cloned());
+    };
+    for effect in &change.effects {
+        match effect {
+            StateEffect::Project { id, .. } | StateEffect::ProjectRemoved { id } => names_of(*id),
+            StateEffect::Alias { project, .. } => names_of(*project),
+            StateEffect::Agent { .. } | StateEffect::AgentRemoved { .. } => {}
+        }
+    }
+    for effect in &change.effects {
+        match effect {
+            StateEffect::Project { path, .. } | StateEffect::Alias { path, .. } => {
+                keys.insert(path.key().to_owned());
+            }
+            _ => {}
+        }
+    }
+    keys
+}
+
+/// Tells each open stream whose subscriptions' status a state change may have changed:
+/// those with a subscription on a touched path, and every stream of an agent whose policy
+/// changed. Each stream works its status out again and sends it if it differs.
+fn notify_status_changes(state: &State, touched: &HashSet<String>, effects: &[AgentEffect]) {
+    let mut streams: HashSet<SubscriberId> = touched
+        .iter()
+        .flat_map(|key| state.index.subscribers_on(key))
+        .collect();
+    let agents: HashSet<AgentId> = effects
+        .iter()
+        .filter_map(|effect| match effect {
+            AgentEffect::Updated { id, .. } => Some(*id),
+            AgentEffect::Removed { .. } => None,
+        })
+        .collect();
+    if !agents.is_empty() {
+        streams.extend(
+            state
+                .streams
+                .iter()
+                .filter(|(_, s)| agents.contains(&s.agent))
+                .map(|(id, _)| *id),
+        );
+    }
+    for id in streams {
+        if let Some(stream) = state.streams.get(&id) {
+            stream.status_changed.notify_one();
+        }
+    }
 }
 
 fn close_streams_of_changed_agents(state: &mut State, effects: &[AgentEffect]) {

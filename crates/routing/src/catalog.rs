@@ -16,7 +16,7 @@ struct Project {
 }
 
 /// What routing needs to know about an event's project.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProjectView {
     pub id: ProjectId,
     /// The current path (the catalog's, or the event's if the catalog does not know it).

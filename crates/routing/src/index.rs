@@ -223,6 +223,11 @@ impl SubscriptionIndex {
         }
     }
 
+    /// The subscribers with a subscription on the path `key`.
+    pub fn subscribers_on(&self, key: &str) -> impl Iterator<Item = SubscriberId> + '_ {
+        self.by_path.get(key).into_iter().flatten().copied()
+    }
+
     /// The subscriptions a subscriber has now.
     pub fn subscriptions(&self, id: SubscriberId) -> &SubscriptionSet {
         self.subscribers

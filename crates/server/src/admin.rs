@@ -92,6 +92,18 @@ pub struct AgentView {
     pub updated_at: String,
     /// The receivers the agent last reported failing; `None` if it never reported.
     pub receiver_health: Option<ReceiverHealthView>,
+    /// The subscriptions of the agent's latest stream and whether each can match a push;
+    /// `None` if it has not connected to a broker that records them.
+    pub subscriptions: Option<SubscriptionsView>,
+}
+
+/// The agent's latest subscriptions, as the broker judged them.
+#[derive(Debug, Clone, Serialize)]
+pub struct SubscriptionsView {
+    /// When the broker worked the status out (a stream opened, its subscriptions or the
+    /// routing state changed).
+    pub reported_at: String,
+    pub subscriptions: Vec<fluxgate_core::SubscriptionStatus>,
 }
 
 /// An agent's last receiver health report.
@@ -312,6 +324,13 @@ impl AgentAdmin {
                             oldest_unacked_seq: f.oldest_unacked_seq.map(|seq| seq.get()),
                         })
                         .collect(),
+                }),
+            subscriptions: record
+                .subscription_status
+                .as_ref()
+                .map(|report| SubscriptionsView {
+                    reported_at: rfc3339(report.reported_at),
+                    subscriptions: report.subscriptions.clone(),
                 }),
         }
     }

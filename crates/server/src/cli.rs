@@ -44,6 +44,11 @@ pub enum Command {
         /// Such as http://127.0.0.1:8151/readyz.
         url: String,
     },
+    /// Would this agent get a push to this project (and ref), and why or why not: the
+    /// access rule's branch, the agent's subscriptions that name the project (also by a
+    /// former path), their ref patterns. Exit status 0: it would; 1: it would not; 2: no
+    /// answer (an error).
+    Explain(ExplainArgs),
     /// From a GitLab CI job: tell the broker the pipeline's artifact is ready
     /// (`POST /api/v1/notify` with the job's ID token); prints the event's seq.
     Notify(NotifyArgs),
@@ -61,6 +66,23 @@ pub struct TraceArgs {
     #[arg(value_name = "SEQ|PROJECT@SHA")]
     pub push: String,
     /// Print JSON (as `GET /api/v1/events/{seq}` answers) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `fluxgate explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The agent's name.
+    #[arg(long, value_name = "NAME")]
+    pub agent: String,
+    /// The project's full path (`group/project`).
+    #[arg(long, value_name = "PATH")]
+    pub project: String,
+    /// A full ref such as refs/heads/main; without it, any ref.
+    #[arg(long = "ref", value_name = "REF")]
+    pub git_ref: Option<String>,
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }

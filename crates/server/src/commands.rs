@@ -324,7 +324,57 @@ fn print_agent(agent: &AgentView, json: bool) -> anyhow::Result<()> {
     println!("cursor:          {}", agent.cursor);
     println!("created:         {}", agent.created_at);
     print_receiver_health(agent);
+    print_subscriptions(agent);
     Ok(())
+}
+
+fn print_subscriptions(agent: &AgentView) {
+    let Some(report) = &agent.subscriptions else {
+        println!(
+            "subscriptions:   not reported (the agent has not connected since the broker records them)"
+        );
+        return;
+    };
+    let cannot = report
+        .subscriptions
+        .iter()
+        .filter(|s| !s.state.can_match())
+        .count();
+    println!(
+        "subscriptions:   {} ({cannot} cannot match; as of {})",
+        report.subscriptions.len(),
+        report.reported_at
+    );
+    for s in &report.subscriptions {
+        let refs = if s.ref_pattern.is_empty() {
+            "every ref"
+        } else {
+            s.ref_pattern.as_str()
+        };
+        println!(
+            "  {} ({refs}): {}: {}",
+            s.project,
+            s.state.as_str(),
+            s.reason
+        );
+    }
+}
+
+/// `fluxgate explain`: reads the store (the broker may be running) and prints whether the
+/// agent would get the push and why. Returns whether it would.
+pub async fn explain(config: &Config, args: &crate::cli::ExplainArgs) -> anyhow::Result<bool> {
+    let store = open_store(config, Duration::from_secs(30)).await?;
+    let result =
+        crate::explain::explain_with(&store, &args.agent, &args.project, args.git_ref.as_deref())
+            .await;
+    store.close().await;
+    let view = result?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else {
+        print!("{}", crate::explain::render(&view));
+    }
+    Ok(view.would_receive)
 }
 
 fn print_receiver_health(agent: &AgentView) {

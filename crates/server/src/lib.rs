@@ -14,6 +14,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 mod data_dir;
+pub mod explain;
 mod health;
 mod http;
 mod listen;

@@ -50,6 +50,15 @@ async fn main() -> anyhow::Result<()> {
         Command::Agent(command) => commands::agent(&config, command).await,
         Command::Healthcheck { url } => commands::healthcheck(&url).await,
         Command::Trace(args) => commands::trace(&config, &args).await,
+        // 0: it would get the push; 1: it would not; 2: no answer.
+        Command::Explain(args) => match commands::explain(&config, &args).await {
+            Ok(true) => Ok(()),
+            Ok(false) => std::process::exit(1),
+            Err(err) => {
+                eprintln!("Error: {err:#}");
+                std::process::exit(2);
+            }
+        },
         Command::Notify(_) => unreachable!("handled before the configuration is loaded"),
     }
 }

@@ -73,6 +73,16 @@ pub trait Store: Send + Sync + 'static {
 
     async fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError>;
 
+    /// Replaces the agent's subscription status report (its latest subscriptions and
+    /// whether each can match). Not a routing change, so not logged. Refuses a report over
+    /// the bounds of [`fluxgate_core::SubscriptionReport::validate`] (`Invalid`) and an
+    /// unknown agent (`NotFound`).
+    async fn save_subscription_status(
+        &self,
+        agent: AgentId,
+        report: &fluxgate_core::SubscriptionReport,
+    ) -> Result<(), StoreError>;
+
     /// Records streams' cursors (each only moves forward) and when each agent was last
     /// seen, then sets each agent's cursor to the lowest of its streams', so that no stream
     /// moves it past an event another stream still holds unacked.

@@ -79,6 +79,9 @@ pub enum InvalidRequest {
     /// A delivery record over the bounds of `DeliveryRecord::validate`.
     #[error("delivery record: {0}")]
     DeliveryRecord(#[source] fluxgate_core::DeliveryRecordError),
+    /// A subscription status report over the bounds of `SubscriptionReport::validate`.
+    #[error("subscription status: {0}")]
+    SubscriptionStatus(#[source] fluxgate_core::SubscriptionReportError),
     #[error("invalid database URL: {0}")]
     DatabaseUrl(#[source] sqlx::Error),
     /// `scheme` is what precedes the first `:` of the URL (never its credentials).

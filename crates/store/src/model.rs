@@ -105,6 +105,8 @@ pub struct AgentRecord {
     /// that ends is marked closed within the cursor saver's interval, so an agent that
     /// leaves shows as gone at once; one whose replica died stops being refreshed.
     pub open_stream_seen_at: Option<UnixMillis>,
+    /// The agent's latest subscriptions with their status; `None` before its first stream.
+    pub subscription_status: Option<fluxgate_core::SubscriptionReport>,
 }
 
 /// One agent stream's cursor to persist. A stream's cursor only moves forward; the agent's

@@ -11,7 +11,8 @@ use fluxgate_core::{
     AdminAction, AgentId, AgentName, AgentToken, Artifact, CatalogChange, DeliveryDetail,
     DeliveryRecord, DeliveryStage, EventKind, FailingReceiver, FullPath, GitRef, Grant, LogEntry,
     LogRecord, ProjectId, ProjectRef, PushEvent, ReceiverAnswer, ReceiverHealth, Seq, Sha,
-    StateCause, StateEffect, UnixMillis, Visibility,
+    StateCause, StateEffect, SubscriptionReport, SubscriptionState, SubscriptionStatus,
+    UnixMillis, Visibility,
 };
 use fluxgate_core::{HookBatch, NewRecord};
 use fluxgate_store::testing::TestDatabase;
@@ -65,6 +66,7 @@ suite!(
     streams_within_one_millisecond_never_release_each_other,
     receiver_health_is_replaced_and_bounded,
     delivery_records_keep_the_first_of_each_stage_and_go_with_their_entries,
+    subscription_status_is_replaced_and_bounded,
     trim_moves_the_floor,
     concurrent_writers_get_unique_gapless_seqs,
     appender_commits_concurrent_hooks_in_order,
@@ -1065,6 +1067,88 @@ async fn receiver_health_is_replaced_and_bounded(db: TestDatabase) {
     assert!(matches!(missing, StoreError::NotFound(_)), "{missing:?}");
     // The report is not a routing change: nothing was logged for it.
     assert_eq!(all_entries(&store).await.len(), 2, "two creations");
+}
+
+async fn subscription_status_is_replaced_and_bounded(db: TestDatabase) {
+    let store = db.store().await;
+    let (agent, _) = new_agent("s1", "a/b", vec![]);
+    let id = store.create_agent(agent).await.unwrap().0.policy.id;
+    let (other, _) = new_agent("s2", "a/b", vec![]);
+    store.create_agent(other).await.unwrap();
+    let name = AgentName::parse("s1").unwrap();
+    let stored = |store: &SqlStore| {
+        let name = name.clone();
+        let store = store.clone();
+        async move {
+            store
+                .agent(&name)
+                .await
+                .unwrap()
+                .unwrap()
+                .subscription_status
+        }
+    };
+    assert_eq!(
+        stored(&store).await,
+        None,
+        "nothing before the first stream"
+    );
+    let status = |project: &str, state, reason: &str| SubscriptionStatus {
+        project: project.to_owned(),
+        ref_pattern: "refs/heads/*".to_owned(),
+        state,
+        reason: reason.to_owned(),
+        project_path: Some("team/renamed".to_owned()),
+    };
+    let report = SubscriptionReport {
+        reported_at: UnixMillis(5_000),
+        subscriptions: vec![
+            status("team/app", SubscriptionState::Matchable, "public"),
+            status("team/ap", SubscriptionState::NoSuchProject, "é mistyped?"),
+        ],
+    };
+    store.save_subscription_status(id, &report).await.unwrap();
+    assert_eq!(stored(&store).await, Some(report.clone()));
+    let listed = store.list_agents().await.unwrap();
+    assert_eq!(listed[0].subscription_status, Some(report));
+    assert_eq!(
+        listed[1].subscription_status, None,
+        "other agents untouched"
+    );
+
+    let later = SubscriptionReport {
+        reported_at: UnixMillis(6_000),
+        subscriptions: vec![status("team/app", SubscriptionState::NotAllowed, "revoked")],
+    };
+    store.save_subscription_status(id, &later).await.unwrap();
+    assert_eq!(stored(&store).await, Some(later.clone()), "replaced");
+
+    // Over a bound: refused, nothing written.
+    let oversized = SubscriptionReport {
+        reported_at: UnixMillis(7_000),
+        subscriptions: vec![status(
+            "a/b",
+            SubscriptionState::Matchable,
+            &"x".repeat(1025),
+        )],
+    };
+    let err = store
+        .save_subscription_status(id, &oversized)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+    assert!(err.to_string().contains("subscriptions[0].reason"), "{err}");
+    assert_eq!(stored(&store).await, Some(later.clone()));
+    let missing = store
+        .save_subscription_status(AgentId(id.0 + 1000), &later)
+        .await
+        .unwrap_err();
+    assert!(matches!(missing, StoreError::NotFound(_)), "{missing:?}");
+    assert_eq!(
+        all_entries(&store).await.len(),
+        2,
+        "not logged: two creations"
+    );
 }
 
 async fn streams_within_one_millisecond_never_release_each_other(db: TestDatabase) {

@@ -43,6 +43,8 @@ pub const AGENT_CURSOR_LAG: &str = "fluxgate_agent_cursor_lag";
 /// Counter: sync stages agents reported, by `stage` (`fetched`, `applied`, `failed`,
 /// `timed_out`).
 pub const SYNC_REPORTS: &str = "fluxgate_sync_reports_total";
+/// Counter: failed writes of subscription status reports.
+pub const SUBSCRIPTION_STATUS_SAVE_ERRORS: &str = "fluxgate_subscription_status_save_errors_total";
 /// Counter: agent messages of an unknown kind.
 pub const AGENT_MESSAGES_IGNORED: &str = "fluxgate_agent_messages_ignored_total";
 /// Counter: GitLab flux (`ReconcileProjects`) streams opened.
@@ -84,6 +86,7 @@ pub const COUNTERS: &[&str] = &[
     RECEIVER_OUTCOMES,
     CURSOR_SAVE_ERRORS,
     RECEIVER_HEALTH_SAVE_ERRORS,
+    SUBSCRIPTION_STATUS_SAVE_ERRORS,
     AGENT_MESSAGES_IGNORED,
     DELIVERY_RECORDS,
     DELIVERY_RECORDS_DROPPED,
@@ -170,6 +173,10 @@ pub fn describe() {
     describe_counter!(
         RECEIVER_HEALTH_SAVE_ERRORS,
         "Failed writes of an agent's receiver health report."
+    );
+    describe_counter!(
+        SUBSCRIPTION_STATUS_SAVE_ERRORS,
+        "Failed writes of an agent's subscription status report."
     );
     describe_counter!(
         AGENT_MESSAGES_IGNORED,

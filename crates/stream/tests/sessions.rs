@@ -177,6 +177,41 @@ impl Broker {
         projects: &[&str],
         kinds: &[v1::EventKind],
     ) -> Result<AgentStream, Status> {
+        self.open_with(subscriptions(projects), kinds).await
+    }
+
+    /// Commits and publishes one push to project `id` at `path` with `visibility` (the
+    /// catalog learns the project from it).
+    async fn push_to(&self, id: i64, path: &str, visibility: Visibility) -> u64 {
+        let record = NewRecord::Push(PushEvent {
+            event_id: uuid::Uuid::new_v4(),
+            project: ProjectRef {
+                id: ProjectId::new(id).unwrap(),
+                path: FullPath::parse(path).unwrap(),
+                visibility: Some(visibility),
+            },
+            git_ref: Some(GitRef::parse("refs/heads/main").unwrap()),
+            before: Sha::zero(),
+            after: Sha::parse(&format!("{id:040x}")).unwrap(),
+            kind: EventKind::Push,
+            artifact: None,
+            received_at: UnixMillis(0),
+        });
+        let hook = HookBatch {
+            idempotency_key: None,
+            records: vec![record],
+        };
+        let entries = self.store.append(&[hook]).await.unwrap().entries;
+        self.bus.committed(&entries);
+        push_seqs(&entries)[0]
+    }
+
+    /// Opens a stream with these subscriptions; its Welcome is kept in the stream.
+    async fn open_with(
+        &self,
+        subscriptions: Vec<v1::Subscription>,
+        kinds: &[v1::EventKind],
+    ) -> Result<AgentStream, Status> {
         let mut client = AgentServiceClient::connect(self.url.clone())
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
@@ -184,7 +219,7 @@ impl Broker {
         let hello = v1::Hello {
             agent_version: "test".to_owned(),
             cluster_name: String::new(),
-            subscriptions: subscriptions(projects),
+            subscriptions,
             resume_after: None,
             accepted_kinds: kinds.iter().map(|&kind| kind as i32).collect(),
         };
@@ -198,11 +233,15 @@ impl Broker {
             format!("Bearer {}", self.token.reveal()).parse().unwrap(),
         );
         let mut inbound = client.subscribe(request).await?.into_inner();
-        match inbound.message().await?.and_then(|m| m.message) {
-            Some(broker_message::Message::Welcome(_)) => {}
+        let welcome = match inbound.message().await?.and_then(|m| m.message) {
+            Some(broker_message::Message::Welcome(welcome)) => welcome,
             other => panic!("expected a Welcome, got {other:?}"),
-        }
-        Ok(AgentStream { outbound, inbound })
+        };
+        Ok(AgentStream {
+            outbound,
+            inbound,
+            welcome,
+        })
     }
 }
 
@@ -233,6 +272,7 @@ fn agent_message(message: agent_message::Message) -> v1::AgentMessage {
 struct AgentStream {
     outbound: mpsc::Sender<v1::AgentMessage>,
     inbound: Streaming<v1::BrokerMessage>,
+    welcome: v1::Welcome,
 }
 
 impl AgentStream {
@@ -264,6 +304,24 @@ impl AgentStream {
         loop {
             if let Err(status) = self.next().await {
                 return status;
+            }
+        }
+    }
+
+    /// The next subscription status update (other messages skipped), within `PATIENCE`.
+    async fn status_update(&mut self) -> Vec<(String, String, v1::SubscriptionState)> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no subscription status update within {PATIENCE:?}"
+            );
+            match self.next().await {
+                Ok(broker_message::Message::SubscriptionStatus(update)) => {
+                    return states(&update.subscriptions);
+                }
+                Ok(_) => {}
+                Err(status) => panic!("closed before a status update: {status:?}"),
             }
         }
     }
@@ -400,6 +458,205 @@ async fn shutdown_closes_open_streams_as_unavailable() {
             "the broker is shutting down; reconnect to another replica"
         )
     );
+}
+
+fn subscription(project: &str, ref_pattern: &str) -> v1::Subscription {
+    v1::Subscription {
+        project: project.to_owned(),
+        ref_pattern: ref_pattern.to_owned(),
+    }
+}
+
+/// (project, ref pattern, state) of each status.
+fn states(statuses: &[v1::SubscriptionStatus]) -> Vec<(String, String, v1::SubscriptionState)> {
+    statuses
+        .iter()
+        .map(|status| {
+            let subscription = status.subscription.clone().unwrap_or_default();
+            (
+                subscription.project,
+                subscription.ref_pattern,
+                status.state(),
+            )
+        })
+        .collect()
+}
+
+fn state(
+    project: &str,
+    ref_pattern: &str,
+    state: v1::SubscriptionState,
+) -> (String, String, v1::SubscriptionState) {
+    (project.to_owned(), ref_pattern.to_owned(), state)
+}
+
+/// Waits until the hub has applied everything committed so far.
+async fn settle(broker: &Broker, mut stream: AgentStream) -> AgentStream {
+    let head = broker.store.log_bounds().await.unwrap().head.get();
+    stream.events_until_position(head).await;
+    stream
+}
+
+/// The Welcome says, per subscription in the Hello's order (repeats once), whether it can
+/// match and why not, naming the rule.
+#[tokio::test]
+async fn the_welcome_states_whether_each_subscription_can_match() {
+    use v1::SubscriptionState::{Matchable, NoSuchProject, NotAllowed, UnmatchableRef};
+    let broker = Broker::start().await;
+    broker.push_to(1, PROJECT, Visibility::Public).await;
+    broker.push_to(2, "team/app", Visibility::Private).await;
+    broker.push_to(3, "corp/tool", Visibility::Internal).await;
+    settle(&broker, broker.open(&[]).await.unwrap()).await;
+
+    let stream = broker
+        .open_with(
+            vec![
+                subscription(PROJECT, "main"),
+                subscription("team/app", ""),
+                subscription("corp/tool", ""),
+                subscription("oss/lbi", ""),
+                subscription(PROJECT, "refs/heads/*.lock"),
+                subscription(PROJECT, "main"),
+            ],
+            &[],
+        )
+        .await
+        .unwrap();
+    let statuses = &stream.welcome.subscription_status;
+    assert_eq!(
+        states(statuses),
+        [
+            state(PROJECT, "main", Matchable),
+            state("team/app", "", NotAllowed),
+            state("corp/tool", "", NotAllowed),
+            state("oss/lbi", "", NoSuchProject),
+            state(PROJECT, "refs/heads/*.lock", UnmatchableRef),
+        ]
+    );
+    for (index, expected) in [
+        "a public project",
+        "neither the agent's configuration project nor granted",
+        "does not allow internal projects",
+        "no project oss/lbi is known to the broker",
+        "a component ends with `.lock`",
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert!(
+            statuses[index].reason.contains(expected),
+            "{index}: {:?} does not say {expected:?}",
+            statuses[index].reason
+        );
+    }
+    assert_eq!(statuses[0].project_path, PROJECT);
+    assert_eq!(statuses[3].project_path, "");
+}
+
+/// After a subscription change the broker answers with every subscription's status; a
+/// grant and a new project each change it, and it reaches the store for `agent show`.
+#[tokio::test]
+async fn status_updates_follow_changes_and_the_routing_state() {
+    use v1::SubscriptionState::{Matchable, NoSuchProject, NotAllowed};
+    let broker = Broker::start().await;
+    broker.push_to(2, "team/app", Visibility::Private).await;
+    settle(&broker, broker.open(&[]).await.unwrap()).await;
+    let mut stream = broker.open(&["team/app"]).await.unwrap();
+    assert_eq!(
+        states(&stream.welcome.subscription_status),
+        [state("team/app", "", NotAllowed)]
+    );
+
+    let change = v1::SubscriptionChange {
+        add: subscriptions(&["new/project"]),
+        remove: Vec::new(),
+    };
+    stream
+        .outbound
+        .send(agent_message(agent_message::Message::SubscriptionChange(
+            change,
+        )))
+        .await
+        .unwrap();
+    assert_eq!(
+        stream.status_update().await,
+        [
+            state("team/app", "", NotAllowed),
+            state("new/project", "", NoSuchProject)
+        ],
+        "the answer to the change"
+    );
+
+    let (_, granted) = broker
+        .store
+        .update_agent(
+            &AgentName::parse("edge").unwrap(),
+            AgentUpdate::Grant {
+                grants: vec![fluxgate_core::Grant::Group(
+                    FullPath::parse("team").unwrap(),
+                )],
+                allow_internal: false,
+            },
+        )
+        .await
+        .unwrap();
+    broker.bus.committed(&[granted]);
+    assert_eq!(
+        stream.status_update().await,
+        [
+            state("team/app", "", Matchable),
+            state("new/project", "", NoSuchProject)
+        ],
+        "after the grant"
+    );
+
+    broker.push_to(9, "new/project", Visibility::Public).await;
+    let expected = [
+        state("team/app", "", Matchable),
+        state("new/project", "", Matchable),
+    ];
+    assert_eq!(
+        stream.status_update().await,
+        expected,
+        "after the project appeared"
+    );
+
+    // The writer runs in the background: poll the store until the last report is there.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let stored = broker
+            .store
+            .agent(&AgentName::parse("edge").unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .subscription_status;
+        let found: Option<Vec<(String, fluxgate_core::SubscriptionState)>> = stored.map(|r| {
+            r.subscriptions
+                .into_iter()
+                .map(|s| (s.project, s.state))
+                .collect()
+        });
+        if found
+            == Some(vec![
+                (
+                    "team/app".to_owned(),
+                    fluxgate_core::SubscriptionState::Matchable,
+                ),
+                (
+                    "new/project".to_owned(),
+                    fluxgate_core::SubscriptionState::Matchable,
+                ),
+            ])
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the store never got the last report: {found:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Waits until the store holds `count` delivery records for `seq`.

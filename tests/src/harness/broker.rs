@@ -340,6 +340,20 @@ impl Broker {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// Runs the CLI and returns its exit code and standard output, whatever the code.
+    pub async fn cli_status(&self, args: &[&str]) -> (Option<i32>, String) {
+        let output = Command::new(binary("fluxgate"))
+            .args(self.options.args())
+            .args(args)
+            .output()
+            .await
+            .expect("run the fluxgate CLI");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    }
+
     /// Creates an agent with the CLI and returns its token.
     pub async fn create_agent(&self, name: &str, config_project: &str, extra: &[&str]) -> String {
         let mut args = vec![

@@ -3,6 +3,7 @@
 
 mod delivery;
 mod first_steps;
+mod explain;
 mod hook_security;
 mod ingest;
 mod kas;

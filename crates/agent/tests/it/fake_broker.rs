@@ -127,6 +127,7 @@ impl FakeStream {
             keepalive_seconds: 15,
             accepts_receiver_health: accepts_health,
             accepts_sync_reports: false,
+            subscription_status: Vec::new(),
         }));
     }
 

@@ -5,7 +5,7 @@
 
 use fluxgate_core::{
     AdminAction, AgentId, AgentName, AgentPolicy, LogEntry, LogRecord, ReceiverHealth, StateCause,
-    StateChange, StateEffect, TokenDigest, UnixMillis,
+    StateChange, StateEffect, SubscriptionReport, TokenDigest, UnixMillis,
 };
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
@@ -20,7 +20,8 @@ use crate::model::{AgentRecord, AgentUpdate, CursorUpdate, NewAgent};
 const COLUMNS: &str = "id, name, config_project, grants, allow_internal, token_digest, token_generation, \
                        cursor_seq, created_at, updated_at, last_seen_at, receiver_health, \
                        (SELECT MAX(s.updated_at) FROM agent_stream_cursors s \
-                        WHERE s.agent_id = agents.id AND s.closed_at IS NULL) AS open_stream_seen_at";
+                        WHERE s.agent_id = agents.id AND s.closed_at IS NULL) AS open_stream_seen_at, \
+                       subscription_status";
 
 fn record_from_row(row: &AnyRow) -> Result<AgentRecord, StoreError> {
     let name = rows::text(row, "name")?;
@@ -43,6 +44,7 @@ fn record_from_row(row: &AnyRow) -> Result<AgentRecord, StoreError> {
         last_seen_at: rows::opt_int(row, "last_seen_at")?.map(UnixMillis),
         receiver_health: rows::opt_json(row, "receiver_health")?,
         open_stream_seen_at: rows::opt_int(row, "open_stream_seen_at")?.map(UnixMillis),
+        subscription_status: rows::opt_json(row, "subscription_status")?,
     })
 }
 
@@ -375,6 +377,26 @@ pub(super) async fn save_receiver_health(
         .map_err(|e| StoreError::Invalid(InvalidRequest::ReceiverHealth(e)))?;
     let updated = sqlx::query("UPDATE agents SET receiver_health = $1 WHERE id = $2")
         .bind(rows::to_json(health))
+        .bind(agent.0)
+        .execute(&mut *conn)
+        .await?;
+    if updated.rows_affected() == 0 {
+        return Err(StoreError::NotFound(MissingEntity::AgentWithId(agent)));
+    }
+    Ok(())
+}
+
+/// Replaces one agent's subscription status report.
+pub(super) async fn save_subscription_status(
+    conn: &mut AnyConnection,
+    agent: AgentId,
+    report: &SubscriptionReport,
+) -> Result<(), StoreError> {
+    report
+        .validate()
+        .map_err(|e| StoreError::Invalid(InvalidRequest::SubscriptionStatus(e)))?;
+    let updated = sqlx::query("UPDATE agents SET subscription_status = $1 WHERE id = $2")
+        .bind(rows::to_json(report))
         .bind(agent.0)
         .execute(&mut *conn)
         .await?;

@@ -313,6 +313,15 @@ impl Store for SqlStore {
         agents::load_all(&mut conn).await
     }
 
+    async fn save_subscription_status(
+        &self,
+        agent: AgentId,
+        report: &fluxgate_core::SubscriptionReport,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        agents::save_subscription_status(&mut conn, agent, report).await
+    }
+
     async fn save_cursors(
         &self,
         updates: &[CursorUpdate],

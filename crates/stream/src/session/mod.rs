@@ -13,6 +13,7 @@
 
 pub mod cursor;
 pub mod receiver_health;
+pub mod subscription_status;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +36,7 @@ use crate::metric_names as names;
 use crate::status;
 use cursor::CursorTracker;
 use receiver_health::HealthRecorder;
+use subscription_status::StatusRecorder;
 
 /// Unacked events recorded as `sent` when a stream ends, at most.
 const MAX_UNACKED_RECORDS: usize = 1_000;
@@ -203,6 +205,11 @@ pub async fn run(
             request.policy.id,
             request.policy.name.clone(),
         ),
+        subscription_status: StatusRecorder::spawn(
+            Arc::clone(&context.store),
+            request.policy.id,
+            request.policy.name.clone(),
+        ),
         policy: request.policy,
         outbound,
         tracker: CursorTracker::new(Seq::ZERO),
@@ -271,6 +278,7 @@ struct OpenedWith {
 struct Session {
     context: Arc<StreamContext>,
     health: HealthRecorder,
+    subscription_status: StatusRecorder,
     policy: AgentPolicy,
     outbound: Outbound,
     tracker: CursorTracker,
@@ -297,6 +305,7 @@ impl Session {
             mut queue,
             close,
             head,
+            status_changed,
         } = registration;
         let bounds = self
             .context
@@ -331,6 +340,8 @@ impl Session {
             cursor_expired,
             "agent stream opened"
         );
+        let statuses = self.current_status().await;
+        self.subscription_status.record(&statuses, true);
         self.send(broker_message::Message::Welcome(v1::Welcome {
             agent_name: self.policy.name.to_string(),
             broker_id: self.context.broker_id.clone(),
@@ -340,6 +351,7 @@ impl Session {
             keepalive_seconds: u32::try_from(self.context.keepalive.as_secs()).unwrap_or(u32::MAX),
             accepts_receiver_health: true,
             accepts_sync_reports: true,
+            subscription_status: subscription_status::to_wire(&statuses),
         }))
         .await?;
         self.record_lag();
@@ -402,6 +414,9 @@ impl Session {
                     }
                     None => return Err(close_status(close.reason())),
                 },
+                () = status_changed.notified() => {
+                    self.send_status(false).await?;
+                }
                 _ = keepalive.tick() => {
                     // Everything the hub dispatched up to its head is in the queue; if the
                     // backlog is done and the queue is empty, this stream has passed the head.
@@ -555,6 +570,31 @@ impl Session {
             .set(lag as f64);
     }
 
+    /// Whether each subscription can match now, in order, without repeats.
+    async fn current_status(&self) -> Vec<fluxgate_core::SubscriptionStatus> {
+        let subscriptions = subscription_status::distinct(&self.subscriptions);
+        self.context
+            .hub
+            .subscription_status(self.policy.id, &subscriptions)
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Sends the subscriptions' status: `always` (the answer to a subscription change), or
+    /// only if it differs from what the agent last got.
+    async fn send_status(&mut self, always: bool) -> Result<(), Status> {
+        let statuses = self.current_status().await;
+        if !self.subscription_status.record(&statuses, always) {
+            return Ok(());
+        }
+        self.send(broker_message::Message::SubscriptionStatus(
+            v1::SubscriptionStatusUpdate {
+                subscriptions: subscription_status::to_wire(&statuses),
+            },
+        ))
+        .await
+    }
+
     fn record_cursor(&self) {
         if let Some(stream) = &self.cursor_id {
             self.context
@@ -623,6 +663,7 @@ impl Session {
                     .await
                     .map_err(|limit| status::over_limit(&limit))?;
                 self.subscriptions_changed(add, &remove);
+                self.send_status(true).await?;
             }
             Some(agent_message::Message::ReceiverHealth(report)) => {
                 self.health.record(&self.policy.name, report)?;

@@ -1,8 +1,8 @@
 //! What goes into the store and what comes out of it.
 
 use fluxgate_core::{
-    AgentName, AgentPolicy, DeliveryRecord, FullPath, Grant, LogEntry, ProjectId, ReceiverHealth, Seq, TokenDigest,
-    UnixMillis, Visibility,
+    AgentName, AgentPolicy, DeliveryRecord, FullPath, Grant, LogEntry, ProjectId, ReceiverHealth,
+    Seq, TokenDigest, UnixMillis, Visibility,
 };
 
 /// Where one record of a hook ended up.

@@ -1173,7 +1173,11 @@ async fn recent_pushes_come_with_their_records(db: TestDatabase) {
     let recent = store.recent_pushes(10, 100).await.unwrap();
     assert!(!recent.records_truncated);
     let seqs: Vec<Seq> = recent.pushes.iter().map(|p| p.entry.seq).collect();
-    assert_eq!(seqs, vec![third, second, first], "newest first, pushes only");
+    assert_eq!(
+        seqs,
+        vec![third, second, first],
+        "newest first, pushes only"
+    );
     assert!(recent.pushes[0].records.is_empty());
     assert_eq!(
         recent.pushes[1].records,

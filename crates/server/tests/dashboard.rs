@@ -207,7 +207,10 @@ async fn the_event_stream_sends_a_snapshot_and_ends_at_shutdown() {
 
     // An open stream does not hold the drain up: it ends with the HTTP listener.
     let started = Instant::now();
-    broker.handle.stop().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), broker.handle.stop())
+        .await
+        .expect("the broker stops with an event stream open")
+        .unwrap();
     assert!(
         started.elapsed() < Duration::from_secs(4),
         "shutdown waited {:?} for the event stream",

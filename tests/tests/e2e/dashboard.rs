@@ -4,13 +4,21 @@
 //! then, without a reload, a push appearing with its stages up to applied, a failing
 //! Kustomization in red with Flux's message, and the agent's disconnect within seconds.
 //!
+//! Across replicas (without a browser): a session opened on one replica is valid on the
+//! other, and each shows what happened on the other, from the database and Redis.
+//!
 //! `FLUXGATE_UPDATE_DOCS=1` saves the screenshot to `docs/dashboard.png`.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use fluxgate_e2e::cdp::Browser;
-use fluxgate_e2e::harness::PATIENCE;
+use fluxgate_e2e::harness::payloads::{push, sha};
+use fluxgate_e2e::harness::{
+    Broker, BrokerOptions, PATIENCE, Project, RawStream, eventually, http_client,
+};
+use fluxgate_store::testing::TestDatabase;
+use serde_json::Value;
 
 use crate::sync::{ADMIN_TOKEN, setup};
 
@@ -190,4 +198,123 @@ async fn the_dashboard_shows_pushes_live_and_an_agent_leaving() {
     assert!(took < Duration::from_secs(10), "{took:?}");
     assert_eq!(page.eval("window.fluxgateNoReload === true").await, true);
     browser.close().await;
+}
+
+/// The dashboard snapshot of `broker` with `cookie`.
+async fn snapshot(broker: &Broker, cookie: &str) -> Value {
+    let response = http_client()
+        .get(broker.http_url("/dashboard/snapshot"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "a session from the other replica");
+    response.json().await.unwrap()
+}
+
+fn agent_row<'a>(snapshot: &'a Value, name: &str) -> Option<&'a Value> {
+    snapshot["agents"]
+        .as_array()?
+        .iter()
+        .find(|agent| agent["name"] == name)
+}
+
+#[tokio::test]
+async fn every_replica_shows_the_same_dashboard_and_takes_the_same_session() {
+    let database = TestDatabase::postgres().await;
+    let dirs = tempfile::tempdir().unwrap();
+    let token_file = dirs.path().join("admin-token");
+    std::fs::write(&token_file, ADMIN_TOKEN).unwrap();
+    let prefix = format!("e2e-{}", uuid::Uuid::new_v4().simple());
+    let replica = |name: &str| {
+        let mut options = BrokerOptions::replica(
+            dirs.path().join(name),
+            database.url(),
+            "redis://127.0.0.1:6379",
+            &prefix,
+        );
+        options.admin_token_file = Some(token_file.clone());
+        options
+            .extra_args
+            .extend(["--broker-id".to_owned(), format!("replica-{name}")]);
+        options
+    };
+    let a = Broker::start(replica("a")).await;
+    let b = Broker::start(replica("b")).await;
+
+    // Logged in on a, the cookie opens b's dashboard.
+    let login = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(a.http_url("/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={ADMIN_TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 303);
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+
+    // An agent on b shows as connected to b on a's dashboard.
+    let token = a.create_agent("edge", "team/app", &[]).await;
+    let mut stream = RawStream::open(&b.agent_url(), &token, &[("team/app", "")], None)
+        .await
+        .unwrap();
+    eventually(PATIENCE, "a shows the agent on b", || async {
+        let snapshot = snapshot(&a, &cookie).await;
+        let edge = agent_row(&snapshot, "edge")?;
+        (edge["connected"] == true && edge["replicas"][0] == "replica-b").then_some(())
+    })
+    .await;
+
+    // A push to a, acked on b: both dashboards show it delivered.
+    let project = Project::private(1, "team/app");
+    let seq = a
+        .hooks()
+        .accepted_seq(&push(&project, "refs/heads/main", &sha(0), &sha(1)))
+        .await;
+    let event = stream
+        .next_event(PATIENCE)
+        .await
+        .unwrap()
+        .expect("the push on b");
+    stream.ack(event.seq).await;
+    for broker in [&a, &b] {
+        eventually(PATIENCE, "the push delivered on the dashboard", || async {
+            let snapshot = snapshot(broker, &cookie).await;
+            let push = snapshot["pushes"]
+                .as_array()?
+                .iter()
+                .find(|p| p["seq"] == seq)?
+                .clone();
+            let cluster = push["clusters"]
+                .as_array()?
+                .iter()
+                .find(|c| c["agent"] == "edge")?
+                .clone();
+            (cluster["stages"][0]["state"] == "done").then_some(())
+        })
+        .await;
+    }
+
+    // The stream closes on b: a says so within seconds.
+    drop(stream);
+    let closed = Instant::now();
+    eventually(
+        Duration::from_secs(10),
+        "a shows the agent gone",
+        || async {
+            let snapshot = snapshot(&a, &cookie).await;
+            (agent_row(&snapshot, "edge")?["connected"] == false).then_some(())
+        },
+    )
+    .await;
+    assert!(closed.elapsed() < Duration::from_secs(10));
 }

@@ -41,12 +41,16 @@ impl LoginLimiter {
 
     /// Takes one attempt, or says how long until the next one is allowed.
     pub fn take(&self) -> Result<(), Duration> {
+        self.take_at(Instant::now())
+    }
+
+    fn take_at(&self, now: Instant) -> Result<(), Duration> {
         let mut state = self.state.lock();
         let (tokens, since) = &mut *state;
-        let now = Instant::now();
-        let earned = now.duration_since(*since).as_secs_f64() / self.refill.as_secs_f64();
+        let earned =
+            now.saturating_duration_since(*since).as_secs_f64() / self.refill.as_secs_f64();
         *tokens = (*tokens + earned).min(f64::from(self.burst));
-        *since = now;
+        *since = (*since).max(now);
         if *tokens >= 1.0 {
             *tokens -= 1.0;
             Ok(())
@@ -116,13 +120,20 @@ mod tests {
     #[test]
     fn the_limiter_allows_a_burst_then_one_per_refill() {
         let limiter = LoginLimiter::new(3, Duration::from_millis(200));
+        let start = Instant::now();
         for _ in 0..3 {
-            assert!(limiter.take().is_ok());
+            assert!(limiter.take_at(start).is_ok());
         }
-        let wait = limiter.take().unwrap_err();
+        let wait = limiter.take_at(start).unwrap_err();
         assert!(wait <= Duration::from_millis(200), "{wait:?}");
-        std::thread::sleep(Duration::from_millis(220));
-        assert!(limiter.take().is_ok());
-        assert!(limiter.take().is_err());
+        let later = start + Duration::from_millis(210);
+        assert!(limiter.take_at(later).is_ok());
+        assert!(limiter.take_at(later).is_err());
+        // Never more than the burst, however long it was quiet.
+        let much_later = start + Duration::from_secs(3600);
+        for _ in 0..3 {
+            assert!(limiter.take_at(much_later).is_ok());
+        }
+        assert!(limiter.take_at(much_later).is_err());
     }
 }

@@ -86,7 +86,7 @@ async fn nothing_but_the_login_page_without_a_session() {
             .status(),
         401
     );
-    let other = format!("fluxgate_session={ADMIN_TOKEN}");
+    let other = format!("fluxgate-session={ADMIN_TOKEN}");
     assert_eq!(
         get(&broker, "/dashboard/snapshot", Some(&other))
             .await
@@ -159,7 +159,7 @@ async fn the_admin_token_opens_a_session_and_logout_ends_it() {
     assert_eq!(logout.status(), 303);
     let cleared = logout.headers()["set-cookie"].to_str().unwrap();
     assert!(
-        cleared.starts_with("fluxgate_session=;") && cleared.contains("Max-Age=0"),
+        cleared.starts_with("fluxgate-session=;") && cleared.contains("Max-Age=0"),
         "{cleared}"
     );
     broker.handle.stop().await.unwrap();

@@ -47,7 +47,8 @@ pub struct Versioned {
 
 struct Cache {
     read_at: Option<Instant>,
-    watermark: Option<DeliveryWatermark>,
+    /// The watermark read before the pushes were, and the seq it was read from.
+    watermark: Option<(Seq, DeliveryWatermark)>,
     recent: Arc<RecentPushes>,
     snapshot: Option<Snapshot>,
     current: Versioned,
@@ -96,7 +97,8 @@ impl Live {
         }
         let store = self.admin.store().clone();
         let agents = self.agents().await?;
-        // The records of the pushes shown: from the oldest one on.
+        // The records of the pushes shown: from the oldest one on. The watermark is read
+        // before the pushes, so a record written in between moves the next one.
         let from = cache
             .recent
             .pushes
@@ -106,27 +108,15 @@ impl Live {
             .delivery_watermark(from)
             .await
             .map_err(|e| e.to_api_error())?;
-        if cache.watermark != Some(watermark) {
+        if cache.watermark != Some((from, watermark)) {
             cache.recent = Arc::new(
                 store
                     .recent_pushes(RECENT_PUSHES, MAX_RECORDS)
                     .await
                     .map_err(|e| e.to_api_error())?,
             );
-            // The watermark over the pushes now shown.
-            let from = cache
-                .recent
-                .pushes
-                .last()
-                .map_or(Seq(0), |push| push.entry.seq);
-            cache.watermark = Some(if from == Seq(0) || cache.recent.pushes.is_empty() {
-                watermark
-            } else {
-                store
-                    .delivery_watermark(from)
-                    .await
-                    .map_err(|e| e.to_api_error())?
-            });
+            // A new push moves `from`, so the next reading reads the pushes once more.
+            cache.watermark = Some((from, watermark));
         }
         let snapshot = view::build(watermark.head, &agents, &cache.recent);
         if cache.snapshot.as_ref() != Some(&snapshot) {

@@ -15,7 +15,7 @@ use rand::RngExt as _;
 use sha2::{Digest as _, Sha256};
 
 /// The cookie's name.
-pub const COOKIE_NAME: &str = "fluxgate_session";
+pub const COOKIE_NAME: &str = "fluxgate-session";
 /// How long a session lasts after login.
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// Longest cookie value looked at (`<expiry>.<nonce>.<mac>` is about 100 bytes).
@@ -163,7 +163,7 @@ mod tests {
         let plain = Sessions::new("admin-token-0123456789", false).set_cookie("v");
         assert_eq!(
             plain,
-            "fluxgate_session=v; Max-Age=43200; Path=/; HttpOnly; SameSite=Strict"
+            "fluxgate-session=v; Max-Age=43200; Path=/; HttpOnly; SameSite=Strict"
         );
         let tls = Sessions::new("admin-token-0123456789", true);
         assert!(tls.set_cookie("v").ends_with("; Secure"));

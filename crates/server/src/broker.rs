@@ -37,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::AgentAdmin;
 use crate::config::Config;
+use crate::dashboard::{Dashboard, DashboardOptions};
 use crate::health::Readiness;
 use crate::supervisor::{Supervisor, TaskExit};
 use crate::{commands, http, listen, metric_names, retention, secrets, telemetry};
@@ -486,6 +487,19 @@ impl Parts {
             }
             None => None,
         };
+        let dashboard = admin.as_ref().map(|(admin, token)| {
+            Arc::new(Dashboard::new(DashboardOptions {
+                admin: admin.clone(),
+                admin_token: token.clone(),
+                secure_cookie: config.http_tls_cert_file.is_some(),
+                // Without Redis there is one replica: its own streams are every stream.
+                local_streams: config
+                    .redis_url
+                    .is_none()
+                    .then(|| (hub.clone(), broker_id.clone())),
+                shutdown: stops.http.clone(),
+            }))
+        });
         let refusal_log = Arc::new(RefusalLog::new(config.hook_refusal_log_interval));
         let kas_service = kas.map(|secret| {
             KasNotifications::new(
@@ -550,7 +564,7 @@ impl Parts {
             HTTP_SERVER,
             listen::serve(
                 listeners.http,
-                http::public_router(hooks, notify, admin),
+                http::public_router(hooks, notify, admin, dashboard),
                 plan.http,
                 stops.http.clone(),
             ),

@@ -13,6 +13,7 @@ mod broker;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod dashboard;
 mod data_dir;
 pub mod explain;
 mod health;

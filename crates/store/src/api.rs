@@ -9,7 +9,8 @@ use fluxgate_core::{
 
 use crate::error::StoreError;
 use crate::model::{
-    AgentRecord, AgentUpdate, AppendResult, CursorUpdate, LogBounds, NewAgent, Snapshot,
+    AgentRecord, AgentUpdate, AppendResult, CursorUpdate, DeliveryWatermark, LogBounds, NewAgent,
+    RecentPushes, Snapshot,
 };
 
 /// Which database a store runs on.
@@ -125,4 +126,14 @@ pub trait Store: Send + Sync + 'static {
         project: ProjectId,
         limit: u32,
     ) -> Result<Vec<Seq>, StoreError>;
+
+    /// The newest `limit` pushes (not routing changes), newest first, each with its
+    /// delivery records; at most `max_records` records in all, the newest pushes' first.
+    /// Two queries, whatever the number of pushes.
+    async fn recent_pushes(&self, limit: u32, max_records: u32)
+    -> Result<RecentPushes, StoreError>;
+
+    /// The log's head, and the count and newest time of the delivery records of events at
+    /// or after `from` (a range read on the records' key).
+    async fn delivery_watermark(&self, from: Seq) -> Result<DeliveryWatermark, StoreError>;
 }

@@ -20,8 +20,8 @@ pub use appender::{AppendError, Appender, CommitListener, NoListener};
 pub use clock::{Clock, ManualClock};
 pub use error::{CorruptValue, ExistingEntity, InvalidRequest, MissingEntity, StoreError};
 pub use model::{
-    AgentRecord, AgentUpdate, AppendResult, CatalogProject, CursorUpdate, HookOutcome, LogBounds,
-    NewAgent, RecordOutcome, Snapshot,
+    AgentRecord, AgentUpdate, AppendResult, CatalogProject, CursorUpdate, DeliveryWatermark,
+    HookOutcome, LogBounds, NewAgent, PushWithRecords, RecentPushes, RecordOutcome, Snapshot,
 };
 pub use publisher::Publisher;
 pub use sql::private_file::restrict_mode;

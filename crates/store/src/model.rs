@@ -1,8 +1,8 @@
 //! What goes into the store and what comes out of it.
 
 use fluxgate_core::{
-    AgentName, AgentPolicy, FullPath, Grant, LogEntry, ProjectId, ReceiverHealth, Seq, TokenDigest,
-    UnixMillis, Visibility,
+    AgentName, AgentPolicy, DeliveryRecord, FullPath, Grant, LogEntry, ProjectId, ReceiverHealth,
+    Seq, TokenDigest, UnixMillis, Visibility,
 };
 
 /// Where one record of a hook ended up.
@@ -33,6 +33,36 @@ pub struct AppendResult {
     pub outcomes: Vec<HookOutcome>,
     /// Every entry the transaction committed, in seq order.
     pub entries: Vec<LogEntry>,
+}
+
+/// One push with what is known of its delivery (the dashboard's recent pushes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushWithRecords {
+    pub entry: LogEntry,
+    /// Its delivery records, oldest first.
+    pub records: Vec<DeliveryRecord>,
+}
+
+/// The newest pushes with their delivery records, read in a fixed number of queries.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RecentPushes {
+    /// Newest first.
+    pub pushes: Vec<PushWithRecords>,
+    /// True if records were left out to stay within the caller's bound (those of the
+    /// oldest pushes go first).
+    pub records_truncated: bool,
+}
+
+/// What changes whenever the log or the delivery records of recent events change: cheap to
+/// read, so that a dashboard can poll it and read the rest only after a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DeliveryWatermark {
+    /// The log's head.
+    pub head: Seq,
+    /// Delivery records of events at or after the `from` seq asked for.
+    pub records: u64,
+    /// The newest `at` among those records.
+    pub latest_at: Option<UnixMillis>,
 }
 
 /// The log's extent.

@@ -67,6 +67,7 @@ suite!(
     receiver_health_is_replaced_and_bounded,
     delivery_records_keep_the_first_of_each_stage_and_go_with_their_entries,
     subscription_status_is_replaced_and_bounded,
+    recent_pushes_come_with_their_records,
     trim_moves_the_floor,
     concurrent_writers_get_unique_gapless_seqs,
     appender_commits_concurrent_hooks_in_order,
@@ -1283,6 +1284,121 @@ async fn delivery_records_keep_the_first_of_each_stage_and_go_with_their_entries
     assert!(store.delivery_records(first).await.unwrap().is_empty());
     assert!(store.delivery_records(second).await.unwrap().is_empty());
     assert_eq!(store.read_entry(second).await.unwrap(), None);
+}
+
+async fn recent_pushes_come_with_their_records(db: TestDatabase) {
+    let store = db.store().await;
+    assert_eq!(
+        store.recent_pushes(10, 100).await.unwrap(),
+        fluxgate_store::RecentPushes::default()
+    );
+    let first = store
+        .append(&[hook(vec![push(3, "a/b", "refs/heads/main", '0', '1')])])
+        .await
+        .unwrap()
+        .entries
+        .iter()
+        .find(|e| e.as_push().is_some())
+        .unwrap()
+        .seq;
+    // Routing changes between the pushes (the catalog learning a project, an agent) are
+    // not pushes.
+    let (agent, _) = new_agent("dash", "a/config", vec![]);
+    store.create_agent(agent).await.unwrap();
+    let appended = store
+        .append(&[hook(vec![
+            push(3, "a/b", "refs/heads/main", '1', '2'),
+            push(4, "a/c", "refs/heads/main", '0', '3'),
+        ])])
+        .await
+        .unwrap();
+    let pushes: Vec<Seq> = appended
+        .entries
+        .iter()
+        .filter(|e| e.as_push().is_some())
+        .map(|e| e.seq)
+        .collect();
+    let (second, third) = (pushes[0], pushes[1]);
+    let record = |seq: Seq, agent: i64, stage: DeliveryStage, at: i64| DeliveryRecord {
+        seq,
+        agent: AgentId(agent),
+        stage,
+        object: if stage == DeliveryStage::Acked {
+            String::new()
+        } else {
+            "Kustomization/apps/podinfo".to_owned()
+        },
+        at: UnixMillis(at),
+        detail: DeliveryDetail::default(),
+    };
+    store
+        .save_delivery_records(&[
+            record(first, 1, DeliveryStage::Acked, 10),
+            record(first, 1, DeliveryStage::Applied, 15),
+            record(second, 1, DeliveryStage::Applied, 22),
+            record(second, 1, DeliveryStage::Acked, 20),
+            record(second, 2, DeliveryStage::Acked, 21),
+        ])
+        .await
+        .unwrap();
+    let watermark = store.delivery_watermark(second).await.unwrap();
+    assert_eq!(watermark.head, third);
+    assert_eq!(watermark.records, 3);
+    assert_eq!(watermark.latest_at, Some(UnixMillis(22)));
+
+    let recent = store.recent_pushes(10, 100).await.unwrap();
+    assert!(!recent.records_truncated);
+    let seqs: Vec<Seq> = recent.pushes.iter().map(|p| p.entry.seq).collect();
+    assert_eq!(
+        seqs,
+        vec![third, second, first],
+        "newest first, pushes only"
+    );
+    assert!(recent.pushes[0].records.is_empty());
+    assert_eq!(
+        recent.pushes[1].records,
+        vec![
+            record(second, 1, DeliveryStage::Acked, 20),
+            record(second, 2, DeliveryStage::Acked, 21),
+            record(second, 1, DeliveryStage::Applied, 22),
+        ],
+        "oldest first within a push"
+    );
+    assert_eq!(
+        recent.pushes[2].records,
+        vec![
+            record(first, 1, DeliveryStage::Acked, 10),
+            record(first, 1, DeliveryStage::Applied, 15),
+        ]
+    );
+    // The limit keeps the newest pushes.
+    let newest: Vec<Seq> = store
+        .recent_pushes(2, 100)
+        .await
+        .unwrap()
+        .pushes
+        .iter()
+        .map(|p| p.entry.seq)
+        .collect();
+    assert_eq!(newest, vec![third, second]);
+    // The record bound drops the oldest pushes' records first, and says so.
+    let bounded = store.recent_pushes(10, 3).await.unwrap();
+    assert!(bounded.records_truncated);
+    assert_eq!(bounded.pushes[1].records.len(), 3);
+    assert!(bounded.pushes[2].records.is_empty());
+
+    // A new record of a recent push moves the watermark; one of an older push does not.
+    store
+        .save_delivery_records(&[record(first, 2, DeliveryStage::Acked, 30)])
+        .await
+        .unwrap();
+    assert_eq!(store.delivery_watermark(second).await.unwrap(), watermark);
+    store
+        .save_delivery_records(&[record(third, 1, DeliveryStage::Acked, 31)])
+        .await
+        .unwrap();
+    let moved = store.delivery_watermark(second).await.unwrap();
+    assert_eq!((moved.records, moved.latest_at), (4, Some(UnixMillis(31))));
 }
 
 async fn trim_moves_the_floor(db: TestDatabase) {

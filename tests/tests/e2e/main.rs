@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `fluxgate` and `fluxgate-agent` binaries over real TCP,
 //! with a Flux Receiver stand-in.
 
+mod dashboard;
 mod delivery;
 mod first_steps;
 mod explain;

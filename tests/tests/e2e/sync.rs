@@ -14,24 +14,24 @@ use serde_json::{Value, json};
 
 use crate::kubernetes::{Cluster, PROJECT, agent, wait_for_served};
 
-const ADMIN_TOKEN: &str = "trace-admin-token-0123456789";
+pub(crate) const ADMIN_TOKEN: &str = "trace-admin-token-0123456789";
 /// The project's id in GitLab.
 const PROJECT_ID: i64 = 41;
 
-struct Setup {
-    cluster: Cluster,
-    flux: FluxSyncStandIn,
-    broker: Broker,
+pub(crate) struct Setup {
+    pub(crate) cluster: Cluster,
+    pub(crate) flux: FluxSyncStandIn,
+    pub(crate) broker: Broker,
     /// The agent's health listener (`/metrics`).
-    health: String,
-    _agent: fluxgate_e2e::harness::AgentProcess,
+    pub(crate) health: String,
+    pub(crate) agent: fluxgate_e2e::harness::AgentProcess,
     _dir: tempfile::TempDir,
 }
 
 /// A GitRepository `apps/podinfo` on `main` of [`PROJECT`], two Kustomizations using it,
 /// the agent `cluster` serving its Receiver, and an agent `stranger` that may not see the
 /// (private) project.
-async fn setup() -> Setup {
+pub(crate) async fn setup() -> Setup {
     let cluster = Cluster::start(Some(FluxCrds::CURRENT)).await;
     let flux = FluxSyncStandIn::start(&cluster.api, Duration::from_millis(100));
     let dir = tempfile::tempdir().unwrap();
@@ -71,7 +71,7 @@ async fn setup() -> Setup {
         flux,
         broker,
         health,
-        _agent: agent,
+        agent,
         _dir: dir,
     }
 }
@@ -80,7 +80,7 @@ impl Setup {
     /// Pushes `after` to main (the remote has it) until the agent's Receiver was called for
     /// a push (a subscription added on a live stream applies from the moment the broker
     /// reads it); returns the seq of the push that called it.
-    async fn push_until_triggered(&self, first: u64) -> (u64, String) {
+    pub(crate) async fn push_until_triggered(&self, first: u64) -> (u64, String) {
         let project = Project::new(PROJECT_ID, PROJECT, 0);
         let mut n = first;
         eventually(PATIENCE, "a push reaches the Receiver", || {

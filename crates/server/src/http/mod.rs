@@ -1,4 +1,5 @@
-//! The public HTTP listener: GitLab hooks, pipeline notifications and the admin API, with request ids, tracing,
+//! The public HTTP listener: GitLab hooks, pipeline notifications, the admin API and the
+//! dashboard, with request ids, tracing,
 //! timeouts and JSON answers for unknown routes.
 
 pub mod admin_api;
@@ -20,15 +21,19 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::admin::AgentAdmin;
+use crate::dashboard::Dashboard;
 use json::ErrorAnswer;
 
 /// No HTTP request may take longer than this (GitLab gives up after 10 s by default).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The HTTP listener's routes. The dashboard is on when the admin API is (it needs the
+/// admin token); without it `/` says how to turn it on.
 pub fn public_router(
     hooks: HookState,
     notify: Option<NotifyState>,
     admin: Option<(Arc<AgentAdmin>, String)>,
+    dashboard: Option<Arc<Dashboard>>,
 ) -> Router {
     let mut router = hooks::router(hooks).merge(match notify {
         Some(state) => notify::router(state),
@@ -38,6 +43,10 @@ pub fn public_router(
         Some((admin, token)) => router.merge(admin_api::router(admin, &token)),
         None => router.route("/api/v1/{*rest}", axum::routing::any(admin_api_off)),
     };
+    router = router.merge(match dashboard {
+        Some(dashboard) => crate::dashboard::router(dashboard),
+        None => crate::dashboard::disabled_router(),
+    });
     let request_id = http::HeaderName::from_static("x-request-id");
     router
         .fallback(not_found)

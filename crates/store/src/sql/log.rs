@@ -214,16 +214,16 @@ pub(super) async fn read(
     .bind(i64::from(limit))
     .fetch_all(&mut *conn)
     .await?;
-    found
-        .iter()
-        .map(|row| {
-            Ok(LogEntry {
-                seq: rows::seq(row, "seq")?,
-                recorded_at: rows::millis(row, "recorded_at")?,
-                record: rows::json(row, "body")?,
-            })
-        })
-        .collect()
+    found.iter().map(entry).collect()
+}
+
+/// A log entry from a row with `seq`, `recorded_at` and `body`.
+pub(super) fn entry(row: &sqlx::any::AnyRow) -> Result<LogEntry, StoreError> {
+    Ok(LogEntry {
+        seq: rows::seq(row, "seq")?,
+        recorded_at: rows::millis(row, "recorded_at")?,
+        record: rows::json(row, "body")?,
+    })
 }
 
 /// Removes entries recorded before `older_than` (moving the floor) and dedup state

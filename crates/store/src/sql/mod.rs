@@ -32,7 +32,8 @@ use crate::api::{Backend, Store};
 use crate::clock::Clock;
 use crate::error::{InvalidRequest, StoreError};
 use crate::model::{
-    AgentRecord, AgentUpdate, AppendResult, CursorUpdate, LogBounds, NewAgent, Snapshot,
+    AgentRecord, AgentUpdate, AppendResult, CursorUpdate, DeliveryWatermark, LogBounds, NewAgent,
+    RecentPushes, Snapshot,
 };
 
 /// Tuning for a [`SqlStore`].
@@ -379,5 +380,19 @@ impl Store for SqlStore {
     ) -> Result<Vec<Seq>, StoreError> {
         let mut conn = self.pool.acquire().await?;
         deliveries::recent_pushes_of(&mut conn, project, limit).await
+    }
+
+    async fn recent_pushes(
+        &self,
+        limit: u32,
+        max_records: u32,
+    ) -> Result<RecentPushes, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        deliveries::recent_pushes(&mut conn, limit, max_records).await
+    }
+
+    async fn delivery_watermark(&self, from: Seq) -> Result<DeliveryWatermark, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        deliveries::watermark(&mut conn, from).await
     }
 }

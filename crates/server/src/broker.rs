@@ -344,14 +344,7 @@ impl Parts {
             .snapshot()
             .await
             .context("cannot load the routing state")?;
-        let routing = RoutingState::new(
-            snapshot
-                .projects
-                .iter()
-                .map(|p| (p.id, p.path.clone(), p.visibility)),
-            snapshot.aliases.iter().cloned(),
-            snapshot.agents.iter().cloned(),
-        );
+        let routing = routing_state(&snapshot);
         let limits = HubLimits {
             queue_capacity: config.agent_queue_capacity,
             max_streams_per_agent: config.max_streams_per_agent,
@@ -725,4 +718,16 @@ fn store_label(config: &Config) -> String {
     } else {
         "external database".to_owned()
     }
+}
+
+/// The routing state a store snapshot describes (the broker's start, `trace`, `explain`).
+pub(crate) fn routing_state(snapshot: &fluxgate_store::Snapshot) -> RoutingState {
+    RoutingState::new(
+        snapshot
+            .projects
+            .iter()
+            .map(|p| (p.id, p.path.clone(), p.visibility)),
+        snapshot.aliases.iter().cloned(),
+        snapshot.agents.iter().cloned(),
+    )
 }

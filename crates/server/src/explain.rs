@@ -7,8 +7,8 @@
 //! `routing::explain`, the same rule and matching the hub applies to pushes.
 
 use fluxgate_core::{AgentName, FullPath, GitRef, SubscriptionReport};
+use fluxgate_routing::Subscription;
 use fluxgate_routing::explain::{Explanation, RefMatch, explain};
-use fluxgate_routing::{RoutingState, Subscription};
 use fluxgate_store::Store;
 use serde::Serialize;
 
@@ -103,14 +103,7 @@ pub async fn explain_with(
         .await?
         .ok_or_else(|| ExplainError::NoSuchAgent(agent.to_owned()))?;
     let snapshot = store.snapshot().await?;
-    let routing = RoutingState::new(
-        snapshot
-            .projects
-            .iter()
-            .map(|p| (p.id, p.path.clone(), p.visibility)),
-        snapshot.aliases.iter().cloned(),
-        snapshot.agents.iter().cloned(),
-    );
+    let routing = crate::broker::routing_state(&snapshot);
     let policy = routing
         .policy(record.policy.id)
         .cloned()

@@ -88,14 +88,7 @@ pub async fn trace(store: &dyn Store, seq: Seq) -> Result<TraceView, ApiError> {
         .await
         .map_err(|e| e.to_api_error())?;
     let snapshot = store.snapshot().await.map_err(|e| e.to_api_error())?;
-    let routing = RoutingState::new(
-        snapshot
-            .projects
-            .iter()
-            .map(|p| (p.id, p.path.clone(), p.visibility)),
-        snapshot.aliases.iter().cloned(),
-        snapshot.agents.iter().cloned(),
-    );
+    let routing = crate::broker::routing_state(&snapshot);
     let agents = store.list_agents().await.map_err(|e| e.to_api_error())?;
     Ok(view(&entry, event, &routing, &agents, &records))
 }
@@ -109,14 +102,7 @@ pub async fn find_push(store: &dyn Store, project: &FullPath, sha: &str) -> Resu
         )));
     }
     let snapshot = store.snapshot().await.map_err(|e| e.to_api_error())?;
-    let routing = RoutingState::new(
-        snapshot
-            .projects
-            .iter()
-            .map(|p| (p.id, p.path.clone(), p.visibility)),
-        snapshot.aliases.iter().cloned(),
-        [],
-    );
+    let routing = crate::broker::routing_state(&snapshot);
     let id = routing
         .catalog()
         .resolve(project)

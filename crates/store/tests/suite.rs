@@ -11,8 +11,8 @@ use fluxgate_core::{
     AdminAction, AgentId, AgentName, AgentToken, Artifact, CatalogChange, DeliveryDetail,
     DeliveryRecord, DeliveryStage, EventKind, FailingReceiver, FullPath, GitRef, Grant, LogEntry,
     LogRecord, ProjectId, ProjectRef, PushEvent, ReceiverAnswer, ReceiverHealth, Seq, Sha,
-    StateCause, StateEffect, SubscriptionReport, SubscriptionState, SubscriptionStatus,
-    UnixMillis, Visibility,
+    StateCause, StateEffect, SubscriptionReport, SubscriptionState, SubscriptionStatus, UnixMillis,
+    Visibility,
 };
 use fluxgate_core::{HookBatch, NewRecord};
 use fluxgate_store::testing::TestDatabase;

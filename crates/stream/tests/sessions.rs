@@ -762,9 +762,18 @@ async fn a_malformed_sync_report_is_refused_naming_the_field() {
     let broker = Broker::start().await;
     let seq = broker.push(0, 1).await[0];
     let cases = [
-        (sync_report(seq + 100, v1::SyncStage::Fetched, "GitRepository/a/b"), "sync_report.seq"),
-        (sync_report(seq, v1::SyncStage::Unspecified, "GitRepository/a/b"), "sync_report.stage"),
-        (sync_report(seq, v1::SyncStage::Applied, "Kustomization"), "sync_report.object"),
+        (
+            sync_report(seq + 100, v1::SyncStage::Fetched, "GitRepository/a/b"),
+            "sync_report.seq",
+        ),
+        (
+            sync_report(seq, v1::SyncStage::Unspecified, "GitRepository/a/b"),
+            "sync_report.stage",
+        ),
+        (
+            sync_report(seq, v1::SyncStage::Applied, "Kustomization"),
+            "sync_report.object",
+        ),
     ];
     for (report, field) in cases {
         let mut stream = broker.open(&[PROJECT]).await.unwrap();

@@ -3,8 +3,8 @@
 
 mod dashboard;
 mod delivery;
-mod first_steps;
 mod explain;
+mod first_steps;
 mod hook_security;
 mod ingest;
 mod kas;

@@ -342,9 +342,15 @@ async fn the_alert_rules_and_the_grafana_dashboard_read_what_the_binaries_export
     .expect("the dashboard is JSON");
     let mut exprs: Vec<(String, String)> = Vec::new();
     for rule in alerts["groups"][0]["rules"].as_array().expect("rules") {
-        let name = rule["alert"].as_str().expect("every rule is an alert").to_owned();
+        let name = rule["alert"]
+            .as_str()
+            .expect("every rule is an alert")
+            .to_owned();
         assert!(rule["labels"]["severity"].is_string(), "{name}: severity");
-        assert!(rule["annotations"]["summary"].is_string(), "{name}: summary");
+        assert!(
+            rule["annotations"]["summary"].is_string(),
+            "{name}: summary"
+        );
         humantime::parse_duration(rule["for"].as_str().expect("for")).expect("for is a duration");
         exprs.push((name, rule["expr"].as_str().expect("expr").to_owned()));
     }
@@ -359,7 +365,14 @@ async fn the_alert_rules_and_the_grafana_dashboard_read_what_the_binaries_export
     // Every series must be exported by the broker or the agent, here, after a real push
     // was applied (names are checked once the series exist: both have seen everything).
     let scrape = |url: String| async move {
-        http_client().get(url).send().await.unwrap().text().await.unwrap()
+        http_client()
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     };
     let mut names = exported(&scrape(setup.broker.metrics_url("/metrics")).await);
     names.extend(exported(&scrape(format!("{}/metrics", setup.health)).await));

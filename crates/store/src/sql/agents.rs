@@ -375,8 +375,24 @@ pub(super) async fn save_receiver_health(
     health
         .validate()
         .map_err(|e| StoreError::Invalid(InvalidRequest::ReceiverHealth(e)))?;
-    let updated = sqlx::query("UPDATE agents SET receiver_health = $1 WHERE id = $2")
-        .bind(rows::to_json(health))
+    save_report(
+        conn,
+        agent,
+        "UPDATE agents SET receiver_health = $1 WHERE id = $2",
+        health,
+    )
+    .await
+}
+
+/// Writes one of an agent's JSON report columns (`update` binds the JSON, then the id).
+async fn save_report(
+    conn: &mut AnyConnection,
+    agent: AgentId,
+    update: &'static str,
+    report: &impl serde::Serialize,
+) -> Result<(), StoreError> {
+    let updated = sqlx::query(update)
+        .bind(rows::to_json(report))
         .bind(agent.0)
         .execute(&mut *conn)
         .await?;
@@ -395,13 +411,11 @@ pub(super) async fn save_subscription_status(
     report
         .validate()
         .map_err(|e| StoreError::Invalid(InvalidRequest::SubscriptionStatus(e)))?;
-    let updated = sqlx::query("UPDATE agents SET subscription_status = $1 WHERE id = $2")
-        .bind(rows::to_json(report))
-        .bind(agent.0)
-        .execute(&mut *conn)
-        .await?;
-    if updated.rows_affected() == 0 {
-        return Err(StoreError::NotFound(MissingEntity::AgentWithId(agent)));
-    }
-    Ok(())
+    save_report(
+        conn,
+        agent,
+        "UPDATE agents SET subscription_status = $1 WHERE id = $2",
+        report,
+    )
+    .await
 }

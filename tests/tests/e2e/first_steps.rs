@@ -17,6 +17,9 @@ async fn fluxgate(cwd: &std::path::Path, args: &[&str]) -> Output {
         .env_remove("FLUXGATE_DATABASE_URL")
         .env_remove("FLUXGATE_CONFIG")
         .env_remove("RUST_LOG")
+        // What a user sees: without a backtrace (this shell may have asked for one).
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
         .output()
         .await
         .expect("run the fluxgate CLI")

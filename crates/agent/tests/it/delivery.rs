@@ -441,14 +441,18 @@ async fn removing_a_receiver_finishes_the_events_that_waited_only_for_it() {
         .map(|o| o.receiver.as_str())
         .collect();
     assert_eq!(names, ["up"]);
-    // Its worker stopped: no more calls, however long it would have retried.
+    // Its worker stopped: no more calls, however long it would have retried. A call already
+    // on the wire when it stopped may still land (on a loaded machine it reaches the
+    // stand-in after this count), so at most one more is allowed; a retry loop makes more.
     let calls = flux.hits("down").len();
     dispatcher.dispatch(push(2, "group/app", "refs/heads/main"), 1);
     assert_eq!(next_acks(&mut dispatcher, 1).await[0].ticket.seq, 2);
-    assert_eq!(
-        flux.hits("down").len(),
-        calls,
-        "the removed receiver is not called"
+    // Five times the longest backoff (40ms): a retry loop would call again meanwhile.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        flux.hits("down").len() <= calls + 1,
+        "the removed receiver is not called again: {} calls after {calls}",
+        flux.hits("down").len()
     );
 }
 

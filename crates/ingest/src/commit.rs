@@ -27,6 +27,21 @@ impl CommitFailure {
             Self::Timeout(_) => "commit_timeout",
         }
     }
+
+    /// The answer for the client. A timeout says the `what` may or may not be stored, then
+    /// `resend` (why sending it again is safe).
+    pub fn to_api_error(&self, what: &str, resend: &str) -> fluxgate_core::ApiError {
+        use fluxgate_core::ApiError;
+        match self {
+            Self::Store(err) => err.to_api_error(),
+            Self::Stopped => ApiError::unavailable("the broker is shutting down; retry"),
+            Self::Timeout(timeout) => ApiError::unavailable(format!(
+                "the commit did not finish within {:.1}s; {what} may or may not be stored, and \
+                 {resend}",
+                timeout.as_secs_f64()
+            )),
+        }
+    }
 }
 
 /// Appends `batch` through the group-commit writer, waiting at most `timeout`. A store

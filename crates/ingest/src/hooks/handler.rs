@@ -17,7 +17,7 @@
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -30,7 +30,6 @@ use tracing::field::{Empty, display};
 use super::HookState;
 use super::auth::{AuthRefusal, Authenticated, unix_seconds_now};
 use super::response::{ErrorAnswer, HookAnswer, HookStatus};
-use crate::commit::CommitFailure;
 use crate::hooks::record_refusal;
 use crate::log_field::bounded;
 use crate::metric_names as metric;
@@ -251,26 +250,11 @@ async fn commit(
     crate::commit::commit(&state.appender, state.commit_timeout, batch, "a hook")
         .await
         .map_err(|failure| {
-            let reason = failure.reason();
             Refused::new(
-                reason,
-                match failure {
-                    CommitFailure::Store(err) => err.to_api_error(),
-                    CommitFailure::Stopped => {
-                        ApiError::unavailable("the broker is shutting down; retry")
-                    }
-                    CommitFailure::Timeout(timeout) => ApiError::unavailable(format!(
-                        "the commit did not finish within {}; the hook may or may not be stored, and resending it is safe \
-                         (duplicates are detected)",
-                        humanize(timeout)
-                    )),
-                },
+                failure.reason(),
+                failure.to_api_error("the hook", "resending it is safe (duplicates are detected)"),
             )
         })
-}
-
-fn humanize(duration: Duration) -> String {
-    format!("{:.1}s", duration.as_secs_f64())
 }
 
 fn check_content_type(headers: &HeaderMap) -> Result<(), Refused> {

@@ -20,7 +20,6 @@ use tracing::field::{Empty, display};
 
 use super::body::{BodyError, NotifyBody};
 use super::{JTI_KEY_PREFIX, NOTIFY_BODY_LIMIT, NotifyState};
-use crate::commit::CommitFailure;
 use crate::hooks::record_refusal;
 use crate::hooks::{ErrorAnswer, REQUEST_ID_HEADER};
 use crate::log_field::bounded;
@@ -291,20 +290,12 @@ async fn commit(
     )
     .await
     .map_err(|failure| {
-        let reason = failure.reason();
         Refused::new(
-            reason,
-            match failure {
-                CommitFailure::Store(err) => err.to_api_error(),
-                CommitFailure::Stopped => {
-                    ApiError::unavailable("the broker is shutting down; retry")
-                }
-                CommitFailure::Timeout(timeout) => ApiError::unavailable(format!(
-                    "the commit did not finish within {:.1}s; the notification may or may not be stored, \
-                     and sending it again with the same token is safe (its jti makes it a duplicate)",
-                    timeout.as_secs_f64()
-                )),
-            },
+            failure.reason(),
+            failure.to_api_error(
+                "the notification",
+                "sending it again with the same token is safe (its jti makes it a duplicate)",
+            ),
         )
     })
 }

@@ -1,5 +1,6 @@
-//! Starting a broker for a benchmark: release build, its own data directory, pinned to
-//! CPU 0 while this process (the load generator) runs on CPU 1.
+//! Starting a broker for a benchmark: release build, its own data directory, the shipped
+//! defaults (intervals, log filter), started on CPU 0 (so its runtime has one worker, as on
+//! a one-core deployment) while this process (the load generator) runs on CPU 1.
 
 use fluxgate_e2e::harness::{Broker, BrokerOptions};
 
@@ -22,15 +23,13 @@ pub async fn start_broker(extra: &[&str]) -> anyhow::Result<Bench> {
     let mut options = BrokerOptions::embedded(dir.path().join("data"));
     options.admin_token_file = Some(token_file);
     options.extra_args = extra.iter().map(|s| (*s).to_owned()).collect();
-    options
-        .extra_args
-        .extend(["--log-level".to_owned(), "warn".to_owned()]);
+    options.shipped_defaults = true;
+    options.cpu = Some(SYSTEM_UNDER_TEST_CPU);
+    procfs::pin(std::process::id(), LOAD_GENERATOR_CPU);
     let broker = Broker::start(options).await;
     let pid = broker
         .pid()
         .ok_or_else(|| anyhow::anyhow!("the broker is not running"))?;
-    procfs::pin(pid, SYSTEM_UNDER_TEST_CPU);
-    procfs::pin(std::process::id(), LOAD_GENERATOR_CPU);
     Ok(Bench {
         broker,
         pid,

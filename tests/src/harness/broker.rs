@@ -29,6 +29,12 @@ pub struct BrokerOptions {
     pub extra_args: Vec<String>,
     /// Extra environment variables for the broker process.
     pub env: Vec<(String, String)>,
+    /// Run as shipped (benchmarks): the default intervals and log filter, instead of the
+    /// tests' short intervals and debug logging.
+    pub shipped_defaults: bool,
+    /// Start the broker bound to this CPU (`taskset`), so that its runtime sizes its
+    /// worker pool for one core, as a one-core deployment would.
+    pub cpu: Option<usize>,
 }
 
 /// PEM files for a broker with TLS on every listener.
@@ -78,6 +84,8 @@ impl BrokerOptions {
             tls: None,
             extra_args: Vec::new(),
             env: Vec::new(),
+            shipped_defaults: false,
+            cpu: None,
         }
     }
 
@@ -195,24 +203,39 @@ impl HookClient {
 
 impl Broker {
     pub async fn start(options: BrokerOptions) -> Self {
-        let mut command = Command::new(binary("fluxgate"));
+        let mut command = match options.cpu {
+            // taskset execs the broker: the child's pid is the broker's.
+            Some(cpu) => {
+                let mut command = Command::new("taskset");
+                command
+                    .arg("--cpu-list")
+                    .arg(cpu.to_string())
+                    .arg(binary("fluxgate"));
+                command
+            }
+            None => Command::new(binary("fluxgate")),
+        };
         command.args(options.args()).arg("serve");
         let http = options.http_listen.to_string();
         let agent = options.agent_listen.to_string();
         let metrics = options.metrics_listen.to_string();
         // Short intervals for tests; a flag in `extra_args` wins over its default here.
-        let defaults = [
+        let mut defaults = vec![
             ("--log-format", "json"),
             ("--http-listen", http.as_str()),
             ("--agent-listen", agent.as_str()),
             ("--metrics-listen", metrics.as_str()),
             ("--hook-secret", options.hook_secret.as_str()),
-            ("--poll-interval", "200ms"),
-            ("--keepalive-interval", "1s"),
-            ("--cursor-flush-interval", "100ms"),
-            ("--presence-refresh", "500ms"),
-            ("--shutdown-grace", "5s"),
         ];
+        if !options.shipped_defaults {
+            defaults.extend([
+                ("--poll-interval", "200ms"),
+                ("--keepalive-interval", "1s"),
+                ("--cursor-flush-interval", "100ms"),
+                ("--presence-refresh", "500ms"),
+                ("--shutdown-grace", "5s"),
+            ]);
+        }
         for (flag, value) in defaults {
             if !options.extra_args.iter().any(|arg| arg == flag) {
                 command.args([flag, value]);
@@ -225,10 +248,14 @@ impl Broker {
             command.args(tls.args());
         }
         command.args(&options.extra_args);
-        command.env(
-            "RUST_LOG",
-            "info,fluxgate_stream=debug,fluxgate_replication=debug,fluxgate_fanout=debug",
-        );
+        if options.shipped_defaults {
+            command.env_remove("RUST_LOG");
+        } else {
+            command.env(
+                "RUST_LOG",
+                "info,fluxgate_stream=debug,fluxgate_replication=debug,fluxgate_fanout=debug",
+            );
+        }
         command.envs(options.env.iter().map(|(k, v)| (k, v)));
         let mut process = Process::spawn("fluxgate", command);
         let ready = process.wait_for_log("fluxgate is ready", PATIENCE).await;

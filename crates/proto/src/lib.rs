@@ -6,6 +6,7 @@
 //! them to `fluxgate-core` domain types where they are received.
 
 pub mod codec;
+pub mod outbound;
 
 pub use prost;
 pub use prost_types;
@@ -15,6 +16,13 @@ pub use tonic;
 pub mod v1 {
     #![allow(clippy::all, missing_docs, rust_2018_idioms)]
     tonic::include_proto!("fluxgate.v1");
+}
+
+/// The broker's `fluxgate.v1.AgentService` server, whose responses are
+/// [`outbound::OutboundMessage`]s (an event encoded once, written to every stream).
+pub mod v1_outbound {
+    #![allow(clippy::all, missing_docs, rust_2018_idioms)]
+    include!(concat!(env!("OUT_DIR"), "/outbound/fluxgate.v1.rs"));
 }
 
 /// GitLab KAS's APIs, wire-compatible with GitLab Rails and agentk (package names,

@@ -6,6 +6,7 @@ use fluxgate_core::{
     DeliveryDetail, DeliveryRecord, DeliveryStage, EventKind, FullPath, LogEntry, PushEvent,
     ReceiverAnswer, RefPattern, Seq, UnixMillis,
 };
+use fluxgate_proto::outbound::SharedEvent;
 use fluxgate_proto::prost_types::Timestamp;
 use fluxgate_proto::v1;
 use fluxgate_routing::{AcceptedKinds, Subscription};
@@ -109,6 +110,15 @@ fn subscriptions(field: &str, raw: Vec<v1::Subscription>) -> Result<Vec<Subscrip
             })
         })
         .collect()
+}
+
+/// The event's wire fields every stream shares (all but `matched_projects`), encoded once
+/// per event (`fluxgate_proto::outbound`).
+pub fn shared_event_fields(
+    entry: &LogEntry,
+    event: &PushEvent,
+) -> fluxgate_proto::prost::bytes::Bytes {
+    SharedEvent::encode_fields(&self::event(entry, event, Vec::new()))
 }
 
 pub fn event(entry: &LogEntry, event: &PushEvent, matched: Vec<String>) -> v1::Event {

@@ -20,6 +20,7 @@ pub mod cursor_saver;
 pub mod delivery_recorder;
 pub mod gitlab_flux;
 pub mod metric_names;
+pub mod outbound;
 pub mod service;
 pub mod session;
 pub mod status;

@@ -6,15 +6,14 @@ use std::time::Duration;
 
 use fluxgate_core::{AgentToken, bearer};
 use fluxgate_fanout::CloseReason;
-use fluxgate_proto::v1::agent_service_server::AgentService;
 use fluxgate_proto::v1::{self, agent_message};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use fluxgate_proto::v1_outbound::agent_service_server::{AgentService, AgentServiceServer};
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument as _;
 
 use crate::cursor_saver::new_stream_id;
+use crate::outbound::{self, OutboundStream};
 use crate::session::{self, StreamContext, StreamRequest};
 use crate::{convert, status};
 
@@ -30,15 +29,23 @@ pub struct AgentStreams {
 }
 
 impl AgentStreams {
+    /// The service; cancelling the context's `shutdown` closes every open stream (one
+    /// task watches it for all of them, so that sessions do not poll it per event).
     pub fn new(context: Arc<StreamContext>, hello_timeout: Duration) -> Self {
+        let shutdown = context.shutdown.clone();
+        let hub = context.hub.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            hub.close_all(CloseReason::Shutdown).await;
+        });
         Self {
             context,
             hello_timeout,
         }
     }
 
-    pub fn into_server(self) -> v1::agent_service_server::AgentServiceServer<Self> {
-        v1::agent_service_server::AgentServiceServer::new(self)
+    pub fn into_server(self) -> AgentServiceServer<Self> {
+        AgentServiceServer::new(self)
     }
 }
 
@@ -85,7 +92,7 @@ pub(crate) async fn authenticate(
 
 #[tonic::async_trait]
 impl AgentService for AgentStreams {
-    type SubscribeStream = ReceiverStream<Result<v1::BrokerMessage, Status>>;
+    type SubscribeStream = OutboundStream;
 
     async fn subscribe(
         &self,
@@ -109,7 +116,7 @@ impl AgentService for AgentStreams {
             }
         };
 
-        let (outbound, stream) = mpsc::channel(OUTBOUND_BUFFER);
+        let (outbound, stream) = outbound::channel(OUTBOUND_BUFFER);
         let stream_id = new_stream_id();
         let span = session::stream_span(&stream_id, &agent.policy, &self.context.broker_id);
         let request = StreamRequest {
@@ -121,7 +128,7 @@ impl AgentService for AgentStreams {
         tokio::spawn(
             session::run(self.context.clone(), request, inbound, outbound).instrument(span),
         );
-        Ok(Response::new(ReceiverStream::new(stream)))
+        Ok(Response::new(stream))
     }
 }
 

@@ -13,8 +13,10 @@
 //! H in its queue, and reads everything up to H from the store.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
 
 use fluxgate_core::{
     AgentId, LogEntry, LogRecord, Seq, StateChange, StateEffect, SubscriptionStatus, UnixMillis,
@@ -32,8 +34,38 @@ use crate::metric_names as names;
 /// An event for one stream, with the subscription labels it matched.
 #[derive(Debug, Clone)]
 pub struct Delivery {
-    pub entry: Arc<LogEntry>,
+    pub entry: Arc<DispatchedEntry>,
     pub matched: Vec<String>,
+}
+
+/// A log entry on its way to the streams that get it, with room for its wire form: the
+/// first stream to send it encodes it, and every other stream writes the same bytes.
+#[derive(Debug)]
+pub struct DispatchedEntry {
+    entry: LogEntry,
+    wire: OnceLock<Bytes>,
+}
+
+impl DispatchedEntry {
+    pub fn new(entry: LogEntry) -> Self {
+        Self {
+            entry,
+            wire: OnceLock::new(),
+        }
+    }
+
+    /// The entry's wire form, encoded by `encode` if no stream has encoded it yet.
+    pub fn wire(&self, encode: impl FnOnce(&LogEntry) -> Bytes) -> Bytes {
+        self.wire.get_or_init(|| encode(&self.entry)).clone()
+    }
+}
+
+impl std::ops::Deref for DispatchedEntry {
+    type Target = LogEntry;
+
+    fn deref(&self) -> &LogEntry {
+        &self.entry
+    }
 }
 
 /// Who is on the other end of a stream, for presence.
@@ -46,10 +78,37 @@ pub struct StreamInfo {
     pub last_ack_at: Option<UnixMillis>,
 }
 
+/// When a stream's agent last acked, written by the stream without taking the hub's lock
+/// (acks are the hottest path there is) and read for presence.
+#[derive(Debug, Clone)]
+pub struct AckClock(Arc<AtomicI64>);
+
+/// The clock's value before the first ack.
+const NEVER_ACKED: i64 = i64::MIN;
+
+impl AckClock {
+    fn new() -> Self {
+        Self(Arc::new(AtomicI64::new(NEVER_ACKED)))
+    }
+
+    /// Notes an ack at `at`.
+    pub fn record(&self, at: UnixMillis) {
+        self.0.store(at.0, Ordering::Relaxed);
+    }
+
+    /// When the last ack was noted, if ever.
+    pub fn last(&self) -> Option<UnixMillis> {
+        let at = self.0.load(Ordering::Relaxed);
+        (at != NEVER_ACKED).then_some(UnixMillis(at))
+    }
+}
+
 struct RegisteredStream {
     agent: AgentId,
     token_generation: u32,
+    /// Who is on the other end; its `last_ack_at` is read from `acks`.
     info: StreamInfo,
+    acks: AckClock,
     queue: mpsc::Sender<Delivery>,
     close: Arc<CloseSignal>,
     status_changed: Arc<Notify>,
@@ -61,6 +120,8 @@ struct State {
     streams: HashMap<SubscriberId, RegisteredStream>,
     /// Per agent: open streams and subscriptions across them (for the limits).
     per_agent: HashMap<AgentId, AgentUsage>,
+    /// Set by [`Hub::close_all`]: no stream registers after it.
+    shut_down: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -80,6 +141,8 @@ pub struct Registration {
     /// Notified when a state change may have changed whether the stream's subscriptions
     /// can match (see [`Hub::subscription_status`]).
     pub status_changed: Arc<Notify>,
+    /// Where the stream notes its acks, for presence.
+    pub acks: AckClock,
 }
 
 /// Why a stream could not register.
@@ -89,6 +152,8 @@ pub enum RegisterError {
     AgentDeleted,
     #[error("{}", CloseReason::TokenRotated)]
     TokenRotated,
+    #[error("{}", CloseReason::Shutdown)]
+    ShuttingDown,
     #[error(transparent)]
     Limit(#[from] LimitError),
 }
@@ -116,6 +181,7 @@ impl Hub {
                 index: SubscriptionIndex::default(),
                 streams: HashMap::new(),
                 per_agent: HashMap::new(),
+                shut_down: false,
             }),
             head: AtomicU64::new(head.get()),
             head_watch: watch::Sender::new(head),
@@ -165,6 +231,9 @@ impl Hub {
         subscriptions: Vec<Subscription>,
     ) -> Result<Registration, RegisterError> {
         let mut state = self.write().await;
+        if state.shut_down {
+            return Err(RegisterError::ShuttingDown);
+        }
         match state.routing.policy(agent) {
             None => return Err(RegisterError::AgentDeleted),
             Some(policy) if policy.token_generation != token_generation => {
@@ -207,12 +276,14 @@ impl Hub {
         let (queue, receiver) = mpsc::channel(limits.queue_capacity);
         let close = Arc::new(CloseSignal::default());
         let status_changed = Arc::new(Notify::new());
+        let acks = AckClock::new();
         state.streams.insert(
             id,
             RegisteredStream {
                 agent,
                 token_generation,
                 info,
+                acks: acks.clone(),
                 queue,
                 close: close.clone(),
                 status_changed: status_changed.clone(),
@@ -226,6 +297,7 @@ impl Hub {
             close,
             head: self.head(),
             status_changed,
+            acks,
         })
     }
 
@@ -253,20 +325,19 @@ impl Hub {
         self.streams_changed.notify_waiters();
     }
 
-    /// Notes an ack on a stream, for presence.
-    pub async fn record_ack(&self, id: SubscriberId, at: UnixMillis) {
-        if let Some(stream) = self.write().await.streams.get_mut(&id) {
-            stream.info.last_ack_at = Some(at);
-        }
-    }
-
     /// Every open stream: its id, its agent and who is on the other end.
     pub async fn open_streams(&self) -> Vec<(SubscriberId, AgentId, StreamInfo)> {
         let state = self.state.read().await;
         state
             .streams
             .iter()
-            .map(|(id, stream)| (*id, stream.agent, stream.info.clone()))
+            .map(|(id, stream)| {
+                let info = StreamInfo {
+                    last_ack_at: stream.acks.last(),
+                    ..stream.info.clone()
+                };
+                (*id, stream.agent, info)
+            })
             .collect()
     }
 
@@ -364,7 +435,7 @@ impl Hub {
             }
             LogRecord::Push(event) => state.index.route(&state.routing, event),
         };
-        let entry = Arc::new(entry);
+        let entry = Arc::new(DispatchedEntry::new(entry));
         let mut overflowed = Vec::new();
         for found in matches {
             let Some(stream) = state.streams.get(&found.subscriber) else {
@@ -387,9 +458,10 @@ impl Hub {
         metrics::gauge!(names::LOG_HEAD).set(seq.get() as f64);
     }
 
-    /// Closes every stream (shutdown).
+    /// Closes every stream, and refuses new ones from now on (shutdown).
     pub async fn close_all(&self, reason: CloseReason) {
         let mut state = self.write().await;
+        state.shut_down = true;
         let ids: Vec<SubscriberId> = state.streams.keys().copied().collect();
         for id in ids {
             close_stream(&mut state, id, reason);
@@ -399,7 +471,10 @@ impl Hub {
 
 fn close_stream(state: &mut State, id: SubscriberId, reason: CloseReason) {
     if let Some(stream) = forget_stream(state, id) {
+        // The reason first: the stream learns of the close when `stream` (holding the
+        // only sender of its queue) is dropped, and then reads the reason.
         stream.close.close(reason);
+        drop(stream);
     }
     metrics::gauge!(names::STREAMS_OPEN).set(state.streams.len() as f64);
 }
@@ -865,13 +940,38 @@ mod tests {
         let one = register(&hub, AGENT, subscribe(&[PUBLIC.1])).await.unwrap();
         let two = register(&hub, OTHER, subscribe(&[PUBLIC.1])).await.unwrap();
         hub.close_all(CloseReason::Shutdown).await;
-        for stream in [one, two] {
+        for mut stream in [one, two] {
             tokio::time::timeout(Duration::from_secs(5), stream.close.closed())
                 .await
                 .expect("closed");
             assert_eq!(stream.close.reason(), Some(CloseReason::Shutdown));
+            assert!(
+                stream.queue.recv().await.is_none(),
+                "a live stream learns of the close from its queue's end"
+            );
         }
         assert!(hub.open_streams().await.is_empty());
+        assert!(
+            matches!(
+                register(&hub, AGENT, subscribe(&[PUBLIC.1])).await,
+                Err(RegisterError::ShuttingDown)
+            ),
+            "no stream registers once the hub closed them all"
+        );
+    }
+
+    #[tokio::test]
+    async fn acks_are_noted_for_presence_without_the_hubs_lock() {
+        let hub = hub(HubLimits::default());
+        let stream = register(&hub, AGENT, subscribe(&[PUBLIC.1])).await.unwrap();
+        assert_eq!(hub.open_streams().await[0].2.last_ack_at, None);
+        let writer = hub.state.write().await;
+        stream.acks.record(UnixMillis(1_700_000_000_000));
+        drop(writer);
+        assert_eq!(
+            hub.open_streams().await[0].2.last_ack_at,
+            Some(UnixMillis(1_700_000_000_000))
+        );
     }
 
     #[tokio::test]

@@ -13,5 +13,5 @@ pub mod limits;
 pub mod metric_names;
 
 pub use close::{CloseReason, CloseSignal};
-pub use hub::{Delivery, Hub, RegisterError, Registration, StreamInfo};
+pub use hub::{AckClock, Delivery, DispatchedEntry, Hub, RegisterError, Registration, StreamInfo};
 pub use limits::{HubLimits, LimitError};

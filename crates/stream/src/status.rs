@@ -22,6 +22,7 @@ pub fn refused(err: &RegisterError) -> Status {
         RegisterError::AgentDeleted | RegisterError::TokenRotated => {
             Status::unauthenticated(err.to_string())
         }
+        RegisterError::ShuttingDown => closed(CloseReason::Shutdown),
     }
 }
 

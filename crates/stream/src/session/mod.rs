@@ -21,11 +21,13 @@ use std::time::Duration;
 use fluxgate_core::{AgentPolicy, DeliveryDetail, DeliveryRecord, DeliveryStage, Seq, UnixMillis};
 use fluxgate_proto::v1::{self, agent_message, broker_message};
 use fluxgate_store::Store;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 
-use fluxgate_fanout::{CloseReason, Delivery, Hub, Registration, StreamInfo};
+use fluxgate_fanout::{
+    AckClock, CloseReason, Delivery, DispatchedEntry, Hub, Registration, StreamInfo,
+};
+use fluxgate_proto::outbound::{OutboundMessage, SharedEvent};
 
 use crate::convert::{self, AgentHello};
 use fluxgate_routing::Subscription;
@@ -33,6 +35,7 @@ use fluxgate_routing::Subscription;
 use crate::cursor_saver::{CursorSaver, StreamCursor, subscriptions_digest};
 use crate::delivery_recorder::DeliveryRecorder;
 use crate::metric_names as names;
+use crate::outbound::{OutboundSender, Outgoing};
 use crate::status;
 use cursor::CursorTracker;
 use receiver_health::HealthRecorder;
@@ -139,6 +142,7 @@ pub struct StreamContext {
     pub max_unacked: usize,
     /// Where acks and sync reports become delivery records.
     pub deliveries: DeliveryRecorder,
+    /// Cancelled at shutdown: the service then closes every stream (`AgentStreams::new`).
     pub shutdown: CancellationToken,
 }
 
@@ -151,8 +155,6 @@ pub struct StreamRequest {
     pub hello: AgentHello,
 }
 
-type Outbound = mpsc::Sender<Result<v1::BrokerMessage, Status>>;
-
 /// Runs the stream to its end; the returned status (if any) is sent to the agent last.
 ///
 /// The caller runs it inside the stream's span ([`stream_span`]).
@@ -160,7 +162,7 @@ pub async fn run(
     context: Arc<StreamContext>,
     mut request: StreamRequest,
     inbound: Streaming<v1::AgentMessage>,
-    outbound: Outbound,
+    outbound: OutboundSender,
 ) {
     // The index keeps the subscriptions; the Hello keeps only what identifies them.
     let subscriptions = std::mem::take(&mut request.hello.subscriptions);
@@ -190,7 +192,7 @@ pub async fn run(
         Ok(registration) => registration,
         Err(err) => {
             tracing::warn!(error = %err, "stream refused");
-            let _ = outbound.send(Err(status::refused(&err))).await;
+            let _ = outbound.send(status::refused(&err).into()).await;
             return;
         }
     };
@@ -218,6 +220,7 @@ pub async fn run(
         cursor_id: None,
         subscriptions: current_subscriptions,
         sync_reports: SyncReportBudget::default(),
+        acks: registration.acks.clone(),
     };
     let end = session
         .serve(
@@ -247,7 +250,7 @@ pub async fn run(
         }
         Err(status) => {
             tracing::info!(cursor = %session.tracker.cursor(), reason = status.message(), "closing stream");
-            let _ = session.outbound.send(Err(status)).await;
+            let _ = session.outbound.send(status.into()).await;
         }
     }
 }
@@ -280,7 +283,7 @@ struct Session {
     health: HealthRecorder,
     subscription_status: StatusRecorder,
     policy: AgentPolicy,
-    outbound: Outbound,
+    outbound: OutboundSender,
     tracker: CursorTracker,
     last_sent: Seq,
     stream_id: String,
@@ -289,6 +292,8 @@ struct Session {
     /// What the stream subscribes to now (Hello, then every accepted change).
     subscriptions: Vec<Subscription>,
     sync_reports: SyncReportBudget,
+    /// Where acks are noted for presence.
+    acks: AckClock,
 }
 
 impl Session {
@@ -306,6 +311,7 @@ impl Session {
             close,
             head,
             status_changed,
+            acks: _,
         } = registration;
         let bounds = self
             .context
@@ -359,14 +365,20 @@ impl Session {
         let mut backlog = Backlog::new(start, head);
         let mut keepalive = tokio::time::interval(self.context.keepalive);
         keepalive.reset();
+        // Futures made once and polled on every wake-up (making them anew each time would
+        // register and unregister a waiter on every event).
+        let closed = close.closed();
+        tokio::pin!(closed);
+        let status_notified = status_changed.notified();
+        tokio::pin!(status_notified);
         loop {
             let max_unacked = self.context.max_unacked;
             tokio::select! {
                 biased;
-                () = self.context.shutdown.cancelled() => {
-                    return Err(status::closed(CloseReason::Shutdown));
-                }
-                () = close.closed() => {
+                // Once live, a close shows as the end of the queue (the hub drops its end
+                // after giving the reason, and at shutdown it closes every stream): the
+                // close signal, a lock per poll, is watched only while replaying.
+                () = &mut closed, if !backlog.is_done() => {
                     return Err(close_status(close.reason()));
                 }
                 // Acks are read while the backlog replays too, so that replay is paced by
@@ -394,9 +406,12 @@ impl Session {
                     let entry = backlog.next().expect("the branch runs only with entries");
                     match self.context.hub.route_backlog(id, self.policy.id, &entry).await {
                         Some(matched) => {
-                            let delivery = Delivery { entry: Arc::new(entry), matched };
-                            if let Some(message) = self.event_message(&delivery) {
-                                permit.send(Ok(message));
+                            let delivery = Delivery {
+                                entry: Arc::new(DispatchedEntry::new(entry)),
+                                matched,
+                            };
+                            if let Some(message) = self.event_message(delivery) {
+                                permit.send(message);
                                 metrics::counter!(names::BACKLOG_EVENTS_SENT).increment(1);
                             }
                         }
@@ -409,12 +424,13 @@ impl Session {
                 }
                 delivery = queue.recv(), if backlog.is_done() => match delivery {
                     Some(delivery) => {
-                        self.send_event(&delivery).await?;
+                        self.send_event(delivery).await?;
                         keepalive.reset();
                     }
                     None => return Err(close_status(close.reason())),
                 },
-                () = status_changed.notified() => {
+                () = &mut status_notified => {
+                    status_notified.set(status_changed.notified());
                     self.send_status(false).await?;
                 }
                 _ = keepalive.tick() => {
@@ -434,27 +450,28 @@ impl Session {
 
     /// The event message for a delivery, noted as sent; `None` if it is not a push or was
     /// sent already.
-    fn event_message(&mut self, delivery: &Delivery) -> Option<v1::BrokerMessage> {
+    fn event_message(&mut self, delivery: Delivery) -> Option<Outgoing> {
         let entry = &delivery.entry;
         let event = entry.as_push()?;
         if entry.seq <= self.last_sent {
             return None;
         }
-        let message = convert::event(entry, event, delivery.matched.clone());
+        let fields = entry.wire(|entry| convert::shared_event_fields(entry, event));
         self.last_sent = entry.seq;
         self.tracker.sent(entry.seq, event.received_at);
         let since_commit = entry.recorded_at.elapsed_until(UnixMillis::now());
         metrics::histogram!(names::STAGE_COMMITTED_TO_SENT).record(since_commit.as_secs_f64());
         metrics::counter!(names::EVENTS_SENT).increment(1);
         tracing::debug!(seq = %entry.seq, event_id = %event.event_id, project = %event.project.path, r#ref = ?event.git_ref.as_ref().map(|r| r.as_str()), kind = event.kind.as_str(), "event sent");
-        Some(v1::BrokerMessage {
-            message: Some(broker_message::Message::Event(message)),
-        })
+        Some(Outgoing::Message(OutboundMessage::Event(SharedEvent {
+            fields,
+            matched_projects: delivery.matched,
+        })))
     }
 
     /// Sends a live event. Live events cannot wait (the hub's queue would overflow), so an
     /// agent that holds too many unacked is closed and resumes from its cursor.
-    async fn send_event(&mut self, delivery: &Delivery) -> Result<(), Status> {
+    async fn send_event(&mut self, delivery: Delivery) -> Result<(), Status> {
         let max_unacked = self.context.max_unacked;
         if self.tracker.in_flight() >= max_unacked {
             return Err(Status::resource_exhausted(format!(
@@ -463,7 +480,7 @@ impl Session {
         }
         if let Some(message) = self.event_message(delivery) {
             self.outbound
-                .send(Ok(message))
+                .send(message)
                 .await
                 .map_err(|_| Status::cancelled("the agent went away"))?;
         }
@@ -605,9 +622,12 @@ impl Session {
 
     async fn send(&self, message: broker_message::Message) -> Result<(), Status> {
         self.outbound
-            .send(Ok(v1::BrokerMessage {
-                message: Some(message),
-            }))
+            .send(
+                v1::BrokerMessage {
+                    message: Some(message),
+                }
+                .into(),
+            )
             .await
             .map_err(|_| Status::cancelled("the agent went away"))
     }
@@ -648,7 +668,7 @@ impl Session {
                     });
                 }
                 self.record_cursor();
-                self.context.hub.record_ack(id, UnixMillis::now()).await;
+                self.acks.record(UnixMillis::now());
             }
             Some(agent_message::Message::SubscriptionChange(change)) => {
                 let (add, remove) = convert::subscription_change(change)?;

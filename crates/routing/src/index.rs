@@ -266,11 +266,12 @@ impl SubscriptionIndex {
     pub fn route(&self, state: &RoutingState, event: &PushEvent) -> Vec<Match> {
         let keys = candidate_keys(state, event);
         let view = state.catalog().view(&event.project);
-        let mut seen: HashSet<SubscriberId> = HashSet::new();
+        // A subscriber appears under several keys only if the project has several names.
+        let mut seen: Option<HashSet<SubscriberId>> = (keys.len() > 1).then(HashSet::new);
         let mut matches: Vec<Match> = Vec::new();
         for key in &keys {
             for &id in self.by_path.get(*key).into_iter().flatten() {
-                if !seen.insert(id) {
+                if seen.as_mut().is_some_and(|seen| !seen.insert(id)) {
                     continue;
                 }
                 let Some(subscriber) = self.subscribers.get(&id) else {

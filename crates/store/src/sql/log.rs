@@ -226,12 +226,16 @@ pub(super) fn entry(row: &sqlx::any::AnyRow) -> Result<LogEntry, StoreError> {
     })
 }
 
-/// Removes entries recorded before `older_than` (moving the floor) and dedup state
-/// recorded before `dedup_cutoff`.
-pub(super) async fn trim(
+/// Rows one retention statement removes at most: each chunk is its own short transaction,
+/// so ingest (which needs the database's write lock on SQLite) waits for one chunk at most.
+pub(super) const TRIM_CHUNK: i64 = 2_000;
+
+/// Moves the floor above the entries recorded before `older_than`, under the log lock:
+/// from now on they are gone as far as readers of the bounds know. The rows themselves are
+/// removed afterwards, in chunks ([`TRIM_STATEMENTS`]).
+pub(super) async fn move_floor(
     conn: &mut AnyConnection,
     older_than: UnixMillis,
-    dedup_cutoff: UnixMillis,
 ) -> Result<LogBounds, StoreError> {
     let bounds = lock(conn).await?;
     let cut = sqlx::query("SELECT MAX(seq) AS cut FROM log_entries WHERE recorded_at < $1")
@@ -241,30 +245,61 @@ pub(super) async fn trim(
     let cut = rows::opt_int(&cut, "cut")?.map(|raw| Seq(u64::try_from(raw).unwrap_or(0)));
     let mut floor = bounds.floor;
     if let Some(cut) = cut.filter(|cut| *cut > bounds.floor) {
-        sqlx::query("DELETE FROM log_entries WHERE seq <= $1")
-            .bind(rows::seq_param(cut))
-            .execute(&mut *conn)
-            .await?;
-        sqlx::query("DELETE FROM delivery_records WHERE seq <= $1")
-            .bind(rows::seq_param(cut))
-            .execute(&mut *conn)
-            .await?;
         sqlx::query("UPDATE log_state SET floor_seq = $1 WHERE id = 1")
             .bind(rows::seq_param(cut))
             .execute(&mut *conn)
             .await?;
         floor = cut;
     }
-    sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
-        .bind(dedup_cutoff.get())
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query("DELETE FROM ref_heads WHERE received_at < $1")
-        .bind(dedup_cutoff.get())
-        .execute(&mut *conn)
-        .await?;
     Ok(LogBounds {
         head: bounds.head,
         floor,
     })
+}
+
+/// What retention removes, one chunk per statement: `$1` is the floor (for the log and the
+/// delivery records) or the dedup cutoff, `$2` the chunk size. Each runs until it removes
+/// nothing, so rows left by an interrupted run go at the next.
+pub(super) const TRIM_STATEMENTS: [(&str, TrimBound); 4] = [
+    (
+        "DELETE FROM log_entries WHERE seq IN \
+         (SELECT seq FROM log_entries WHERE seq <= $1 ORDER BY seq LIMIT $2)",
+        TrimBound::Floor,
+    ),
+    (
+        "DELETE FROM delivery_records WHERE seq IN \
+         (SELECT seq FROM delivery_records WHERE seq <= $1 ORDER BY seq LIMIT $2)",
+        TrimBound::Floor,
+    ),
+    (
+        "DELETE FROM idempotency_keys WHERE key IN \
+         (SELECT key FROM idempotency_keys WHERE created_at < $1 LIMIT $2)",
+        TrimBound::DedupCutoff,
+    ),
+    (
+        "DELETE FROM ref_heads WHERE (project_id, ref) IN \
+         (SELECT project_id, ref FROM ref_heads WHERE received_at < $1 LIMIT $2)",
+        TrimBound::DedupCutoff,
+    ),
+];
+
+/// Which bound a retention statement removes below.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum TrimBound {
+    Floor,
+    DedupCutoff,
+}
+
+/// Runs one retention statement once; how many rows it removed.
+pub(super) async fn trim_chunk(
+    conn: &mut AnyConnection,
+    statement: &'static str,
+    bound: i64,
+) -> Result<u64, StoreError> {
+    let done = sqlx::query(statement)
+        .bind(bound)
+        .bind(TRIM_CHUNK)
+        .execute(&mut *conn)
+        .await?;
+    Ok(done.rows_affected())
 }

@@ -248,10 +248,21 @@ impl Store for SqlStore {
     }
 
     async fn trim(&self, older_than: UnixMillis) -> Result<LogBounds, StoreError> {
+        // The floor moves under the log lock in one short transaction; the rows below it
+        // (and expired dedup state) go afterwards in small chunks, without the log lock,
+        // so ingest never waits behind a large delete.
         let mut tx = self.pool.begin().await?;
-        let dedup_cutoff = self.options.clock.now().minus(self.options.dedup_window);
-        let bounds = log::trim(&mut tx, older_than, dedup_cutoff).await?;
+        let bounds = log::move_floor(&mut tx, older_than).await?;
         tx.commit().await?;
+        let dedup_cutoff = self.options.clock.now().minus(self.options.dedup_window);
+        let mut conn = self.pool.acquire().await?;
+        for (statement, bound) in log::TRIM_STATEMENTS {
+            let bound = match bound {
+                log::TrimBound::Floor => rows::seq_param(bounds.floor),
+                log::TrimBound::DedupCutoff => dedup_cutoff.get(),
+            };
+            while log::trim_chunk(&mut conn, statement, bound).await? > 0 {}
+        }
         Ok(bounds)
     }
 

@@ -39,6 +39,7 @@ use crate::admin::AgentAdmin;
 use crate::config::Config;
 use crate::dashboard::{Dashboard, DashboardOptions};
 use crate::health::Readiness;
+use crate::stream_runtime::StreamRuntime;
 use crate::supervisor::{Supervisor, TaskExit};
 use crate::{commands, http, listen, metric_names, retention, secrets, telemetry};
 
@@ -576,16 +577,26 @@ impl Parts {
         let agent_service = AgentStreams::new(context, HELLO_TIMEOUT)
             .into_server()
             .max_decoding_message_size(MAX_AGENT_MESSAGE);
-        tasks.spawn_until_stopped(
+        // Agent streams run on a runtime of their own (`stream_runtime`): a fan-out to
+        // thousands of streams does not hold up the answers to hooks.
+        let stream_runtime =
+            StreamRuntime::start().context("cannot start the agent streams' runtime")?;
+        let agent_listener = listeners
+            .agent
+            .into_std()
+            .context("cannot move the agent listener to the streams' runtime")?;
+        let agent_routes = tonic::service::Routes::new(agent_service)
+            .add_service(flux_service)
+            .prepare();
+        let stop_streams = stops.streams.clone();
+        tasks.spawn(
             AGENT_SERVER,
-            listen::serve(
-                listeners.agent,
-                tonic::service::Routes::new(agent_service)
-                    .add_service(flux_service)
-                    .prepare(),
-                plan.agent,
-                stops.streams.clone(),
-            ),
+            stream_runtime.run(async move {
+                let listener = tokio::net::TcpListener::from_std(agent_listener)
+                    .context("cannot listen for agents on the streams' runtime")?;
+                listen::serve(listener, agent_routes, plan.agent, stop_streams).await;
+                Ok(())
+            }),
         );
         tasks.spawn_until_stopped(
             "operations server",
@@ -610,6 +621,7 @@ impl Parts {
             "fluxgate is ready"
         );
         Ok(Running {
+            _stream_runtime: stream_runtime,
             kas_server,
             tasks,
             hub,
@@ -624,6 +636,8 @@ impl Parts {
 
 /// A started broker: its essential tasks and what the drain needs.
 struct Running {
+    /// Where agent streams run; shut down when the broker is dropped.
+    _stream_runtime: StreamRuntime,
     /// Whether the KAS listener runs (the drain waits for it before the writer).
     kas_server: bool,
     tasks: Supervisor,

@@ -24,6 +24,7 @@ pub mod notify_client;
 mod retention;
 pub mod secrets;
 pub mod shutdown;
+mod stream_runtime;
 mod supervisor;
 pub mod telemetry;
 pub mod trace;

@@ -25,6 +25,8 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// Connection attempts per request while Redis is unreachable, so that a reader (the CLI)
 /// falls back on last-seen times quickly.
 const CONNECT_RETRIES: usize = 1;
+/// Presence is written at most this often when streams open or close.
+const MIN_WRITE_GAP: Duration = Duration::from_secs(1);
 
 /// One open agent stream, as presence records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,12 +85,24 @@ impl RedisPresence {
         let key = self.key(&replica);
         let ttl = refresh * 3;
         let mut ticker = tokio::time::interval(refresh);
+        let mut written_at: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 _ = ticker.tick() => {}
-                () = hub.streams_changed() => {}
+                () = hub.streams_changed() => {
+                    // Each write is the whole set: while thousands of streams open (a
+                    // reconnect storm), write it at most once per MIN_WRITE_GAP, with
+                    // every change made meanwhile.
+                    if let Some(at) = written_at {
+                        tokio::select! {
+                            () = shutdown.cancelled() => break,
+                            () = tokio::time::sleep_until(at + MIN_WRITE_GAP) => {}
+                        }
+                    }
+                }
             }
+            written_at = Some(tokio::time::Instant::now());
             let streams: Vec<(String, String)> = hub
                 .open_streams()
                 .await

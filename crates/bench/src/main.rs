@@ -2,7 +2,9 @@
 //! CPU 0 while the load generator runs on CPU 1 (docs/benchmarks.md), and the fault run
 //! `chaos`, which pins nothing (docs/reliability.md).
 
+mod agent_client;
 mod payload;
+mod peers;
 mod procfs;
 mod report;
 mod scenarios;
@@ -50,10 +52,13 @@ enum Scenario {
         #[arg(long, default_value_t = 100)]
         events: u64,
     },
-    /// D. Memory per idle agent stream.
+    /// D. Memory and CPU per idle agent stream, beside a stock tonic streaming server.
     Idle {
-        #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
+        #[arg(long, value_delimiter = ',', default_value = "10000")]
         streams: Vec<usize>,
+        /// Seconds CPU is sampled once the streams are quiet (two keepalive intervals).
+        #[arg(long, default_value_t = 30)]
+        idle_seconds: u64,
     },
     /// E. Memory returned after a burst of streams with large Hellos.
     Memory {
@@ -61,6 +66,24 @@ enum Scenario {
         streams: usize,
         #[arg(long, default_value_t = 1000)]
         subscriptions: usize,
+    },
+    /// F. Replay of a backlog to one agent stream that acks every event in its own message.
+    Replay {
+        #[arg(long, default_value_t = 100_000)]
+        backlog: u64,
+        /// Only one event of the backlog is for the agent: the cost of finding it.
+        #[arg(long)]
+        sparse: bool,
+    },
+    /// G. Reconnect storm: one of two replicas (PostgreSQL + Redis) SIGKILLed under
+    /// `agents` agents; time until all are back and caught up, lost deliveries. Not part
+    /// of `all` (it needs PostgreSQL and Redis on 127.0.0.1).
+    Storm {
+        #[arg(long, default_value_t = 10_000)]
+        agents: usize,
+        /// Pushes per second to the public project every agent subscribes to.
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
     },
     /// The fault run: replicas killed, PostgreSQL cut, Redis killed, a Receiver stalled,
     /// floods; fails if an acknowledged hook is lost (see docs/reliability.md). Not part of
@@ -91,6 +114,9 @@ enum Scenario {
     /// Internal: the baseline HTTP server for scenario A.
     #[command(hide = true)]
     BaselineServer,
+    /// Internal: the stock tonic streaming server for scenario D.
+    #[command(hide = true)]
+    PeerServer,
 }
 
 #[tokio::main]
@@ -108,7 +134,12 @@ async fn main() -> anyhow::Result<()> {
             public_every,
         } => scenarios::e2e::run(agents, rate, seconds, public_every).await,
         Scenario::Fanout { streams, events } => scenarios::fanout::run(streams, events).await,
-        Scenario::Idle { streams } => scenarios::idle::run(&streams).await,
+        Scenario::Idle {
+            streams,
+            idle_seconds,
+        } => scenarios::idle::run(&streams, Duration::from_secs(idle_seconds)).await,
+        Scenario::Replay { backlog, sparse } => scenarios::replay::run(backlog, sparse).await,
+        Scenario::Storm { agents, rate } => scenarios::storm::run(agents, rate).await,
         Scenario::Memory {
             streams,
             subscriptions,
@@ -137,9 +168,12 @@ async fn main() -> anyhow::Result<()> {
             scenarios::ingest::run(16, 10, None).await?;
             scenarios::e2e::run(1000, 200, 10, 100).await?;
             scenarios::fanout::run(1000, 100).await?;
-            scenarios::idle::run(&[1000, 5000]).await?;
-            scenarios::memory::run(2000, 1000).await
+            scenarios::idle::run(&[10_000], Duration::from_secs(30)).await?;
+            scenarios::memory::run(2000, 1000).await?;
+            scenarios::replay::run(100_000, false).await?;
+            scenarios::replay::run(100_000, true).await
         }
         Scenario::BaselineServer => scenarios::baseline::serve().await,
+        Scenario::PeerServer => peers::tonic_stock::serve().await,
     }
 }

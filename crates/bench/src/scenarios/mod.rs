@@ -7,3 +7,5 @@ pub mod fanout;
 pub mod idle;
 pub mod ingest;
 pub mod memory;
+pub mod replay;
+pub mod storm;

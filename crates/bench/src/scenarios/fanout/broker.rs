@@ -136,6 +136,11 @@ pub async fn run(plan: &Plan) -> anyhow::Result<BrokerRun> {
         None => None,
     };
 
+    println!(
+        "- hooks answered 503 and sent again: {}",
+        RESENT_HOOKS.load(Ordering::Relaxed)
+    );
+
     // Close every stream and stop the broker: the NATS side needs the file descriptors.
     readers.abort_all();
     while readers.join_next().await.is_some() {}
@@ -201,19 +206,38 @@ async fn read_and_ack(
     }
 }
 
-/// POSTs push `n` to `project`; returns the time the hook took to answer.
+/// How often a hook answered 503 is sent again, as GitLab resends (the broker says
+/// resending is safe: duplicates are detected).
+const HOOK_ATTEMPTS: usize = 5;
+
+/// Hooks answered 503 and sent again, over the whole run.
+static RESENT_HOOKS: AtomicUsize = AtomicUsize::new(0);
+
+/// POSTs push `n` to `project` until it is accepted; returns the time from the first
+/// attempt to the accepting answer.
 async fn post(hooks: &HookClient, project: &Project, n: u64) -> anyhow::Result<Duration> {
     let body = push_body(project, &format!("refs/heads/n{n}"), n);
     let started = Instant::now();
-    let response = hooks.post(&body, &[]).await?;
-    let answer = started.elapsed();
-    anyhow::ensure!(
-        response.status == 200,
-        "hook refused: {} {:?}",
-        response.status,
-        response.body
-    );
-    Ok(answer)
+    for attempt in 1..=HOOK_ATTEMPTS {
+        let response = hooks.post(&body, &[]).await?;
+        if response.status == 503 && attempt < HOOK_ATTEMPTS {
+            RESENT_HOOKS.fetch_add(1, Ordering::Relaxed);
+            println!(
+                "- push {n}: hook answered 503 after {} ms ({}); sent again",
+                started.elapsed().as_millis(),
+                response.body["message"].as_str().unwrap_or_default()
+            );
+            continue;
+        }
+        anyhow::ensure!(
+            response.status == 200,
+            "hook refused: {} {:?}",
+            response.status,
+            response.body
+        );
+        break;
+    }
+    Ok(started.elapsed())
 }
 
 /// `count` pushes, each POSTed once the previous one was answered.

@@ -45,12 +45,28 @@ enum Scenario {
         #[arg(long, default_value_t = 100)]
         public_every: u64,
     },
-    /// C. Fan-out of one event to many streams.
+    /// C. Fan-out of one push to many agent streams (single pushes and bursts), beside
+    /// the same fan-out through a local nats-server.
     Fanout {
-        #[arg(long, default_value_t = 1000)]
+        /// Agent streams (and NATS subscriber connections), each its own connection.
+        #[arg(long, default_value_t = 10_000)]
         streams: usize,
+        /// Single pushes, each measured alone (figures are their medians).
+        #[arg(long, default_value_t = 5)]
+        singles: usize,
+        /// Pushes in a burst, each hook sent once the previous one is answered.
         #[arg(long, default_value_t = 100)]
-        events: u64,
+        burst: usize,
+        /// Also a burst sent by this many concurrent hook senders.
+        #[arg(long)]
+        concurrent_hooks: Option<usize>,
+        /// The peer run in the same invocation.
+        #[arg(long, value_enum, default_value = "nats")]
+        peer: scenarios::fanout::Peer,
+        /// Run only the peer, with payloads of this many bytes (normally the encoded size
+        /// of an Event measured on the fluxgate side).
+        #[arg(long)]
+        peer_only_payload_bytes: Option<usize>,
     },
     /// D. Memory and CPU per idle agent stream, beside a stock tonic streaming server.
     Idle {
@@ -133,7 +149,24 @@ async fn main() -> anyhow::Result<()> {
             seconds,
             public_every,
         } => scenarios::e2e::run(agents, rate, seconds, public_every).await,
-        Scenario::Fanout { streams, events } => scenarios::fanout::run(streams, events).await,
+        Scenario::Fanout {
+            streams,
+            singles,
+            burst,
+            concurrent_hooks,
+            peer,
+            peer_only_payload_bytes,
+        } => {
+            scenarios::fanout::run(scenarios::fanout::Plan {
+                streams,
+                singles,
+                burst,
+                concurrent_hooks,
+                peer,
+                peer_only_payload_bytes,
+            })
+            .await
+        }
         Scenario::Idle {
             streams,
             idle_seconds,
@@ -167,7 +200,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::All => {
             scenarios::ingest::run(16, 10, None).await?;
             scenarios::e2e::run(1000, 200, 10, 100).await?;
-            scenarios::fanout::run(1000, 100).await?;
+            scenarios::fanout::run(scenarios::fanout::Plan::default()).await?;
             scenarios::idle::run(&[10_000], Duration::from_secs(30)).await?;
             scenarios::memory::run(2000, 1000).await?;
             scenarios::replay::run(100_000, false).await?;

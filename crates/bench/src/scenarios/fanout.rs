@@ -1,68 +1,212 @@
-//! Scenario C, fan-out: one event to `streams` agent streams, `events` times; deliveries per
-//! second and per CPU-second of the broker.
+//! Scenario C, fan-out: one push to `streams` agent streams (each its own connection),
+//! single pushes and bursts, and the same fan-out through a local `nats-server` in the same
+//! run (one subscriber connection per stream), with the ratio fluxgate/NATS per figure
+//! (issue 11). Fails if any stream misses any push.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+mod broker;
+mod nats;
+mod peer;
+mod record;
 
-use fluxgate_e2e::harness::{Project, RawStream};
+use std::time::Duration;
 
-use crate::payload::push_body;
-use crate::{procfs, setup};
+use record::{SideFigures, median, ms, us};
 
-pub async fn run(streams: usize, events: u64) -> anyhow::Result<()> {
-    println!("## C. Fan-out ({streams} streams, {events} events each to all)");
-    // One token for every stream (as many clusters sharing one agent): lift its cap.
-    let bench = setup::start_broker(&[
-        "--agent-queue-capacity",
-        "4096",
-        "--max-streams-per-agent",
-        "1000000",
-    ])
-    .await?;
-    let token = setup::create_agents(&bench.broker, 1).await?.remove(0);
-    let delivered = Arc::new(AtomicU64::new(0));
-    for _ in 0..streams {
-        let mut stream = RawStream::open(
-            &bench.broker.agent_url(),
-            &token,
-            &[("bench/public", "")],
-            None,
-        )
-        .await
-        .map_err(|status| anyhow::anyhow!("could not connect: {status}"))?;
-        let delivered = delivered.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(event)) = stream.next_event(Duration::from_secs(3600)).await {
-                delivered.fetch_add(1, Ordering::Relaxed);
-                stream.ack(event.seq).await;
-            }
-        });
+/// The peer the fluxgate figures are compared with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Peer {
+    /// Debian's nats-server, run in the same invocation.
+    Nats,
+    /// fluxgate alone.
+    None,
+}
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub streams: usize,
+    /// Single pushes, each measured alone.
+    pub singles: usize,
+    /// Pushes in a burst.
+    pub burst: usize,
+    /// Also a burst sent by this many concurrent hook senders.
+    pub concurrent_hooks: Option<usize>,
+    pub peer: Peer,
+    /// Only the peer, with payloads of this size (no fluxgate run to measure an Event).
+    pub peer_only_payload_bytes: Option<usize>,
+}
+
+impl Default for Plan {
+    fn default() -> Self {
+        Self {
+            streams: 10_000,
+            singles: 5,
+            burst: 100,
+            concurrent_hooks: None,
+            peer: Peer::Nats,
+            peer_only_payload_bytes: None,
+        }
     }
-    let public = Project::new(1_000_000, "bench/public", 20);
-    let expected = streams as u64 * events;
-    let cpu_before = procfs::cpu_seconds(bench.pid)?;
-    let started = Instant::now();
-    for n in 0..events {
-        let response = bench
-            .broker
-            .post_hook(&push_body(&public, &format!("refs/heads/n{n}"), n), &[])
-            .await;
-        anyhow::ensure!(response.status == 200, "hook refused: {:?}", response.body);
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while delivered.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let elapsed = started.elapsed();
-    let cpu = procfs::cpu_seconds(bench.pid)? - cpu_before;
-    let got = delivered.load(Ordering::Relaxed);
+}
+
+pub async fn run(plan: Plan) -> anyhow::Result<()> {
     println!(
-        "- {got} deliveries in {:.2} s: {:.0} deliveries/s, {:.0} deliveries per broker CPU-second",
-        elapsed.as_secs_f64(),
-        got as f64 / elapsed.as_secs_f64(),
-        got as f64 / cpu.max(0.001)
+        "## C. Fan-out ({} streams: {} single pushes, a burst of {}{}; peer: {:?})",
+        plan.streams,
+        plan.singles,
+        plan.burst,
+        plan.concurrent_hooks
+            .map(|k| format!(", a burst from {k} concurrent hooks"))
+            .unwrap_or_default(),
+        plan.peer
     );
-    anyhow::ensure!(got == expected, "deliveries were lost: {got} of {expected}");
+    anyhow::ensure!(
+        plan.streams > 0 && plan.singles > 0 && plan.burst > 0,
+        "streams, singles and burst must be at least 1"
+    );
+    let (fluxgate, payload_bytes) = match plan.peer_only_payload_bytes {
+        Some(bytes) => (None, bytes),
+        None => {
+            let run = broker::run(&plan).await?;
+            (Some(run.figures), run.event_bytes)
+        }
+    };
+    let nats = match plan.peer {
+        Peer::Nats => Some(peer::run(&plan, payload_bytes).await?),
+        Peer::None => None,
+    };
+    print_summary(&plan, fluxgate.as_ref(), nats.as_ref());
     Ok(())
+}
+
+/// Open file descriptors of this process.
+fn open_files() -> anyhow::Result<usize> {
+    Ok(std::fs::read_dir("/proc/self/fd")?.count())
+}
+
+/// One row of the summary: a figure of each side (lower is better for all).
+struct Row {
+    figure: String,
+    fluxgate: Option<Duration>,
+    nats: Option<Duration>,
+    format: fn(Duration) -> String,
+}
+
+fn print_summary(plan: &Plan, fluxgate: Option<&SideFigures>, nats: Option<&SideFigures>) {
+    let n = plan.streams;
+    let singles = plan.singles;
+    let burst = plan.burst;
+    let both = |pick: fn(&SideFigures) -> Duration| (fluxgate.map(pick), nats.map(pick));
+    let mut rows = Vec::new();
+    let mut row = |figure: String,
+                   (fluxgate, nats): (Option<Duration>, Option<Duration>),
+                   format: fn(Duration) -> String| {
+        rows.push(Row {
+            figure,
+            fluxgate,
+            nats,
+            format,
+        });
+    };
+    row(
+        format!("one push to {n}: time to last delivery (median of {singles})"),
+        both(SideFigures::single_time_to_last),
+        ms,
+    );
+    row(
+        format!("one push to {n}: delivery p50 (median of {singles})"),
+        both(SideFigures::single_p50),
+        ms,
+    );
+    row(
+        format!("one push to {n}: delivery p99 (median of {singles})"),
+        both(SideFigures::single_p99),
+        ms,
+    );
+    row(
+        format!("one push to {n}: server CPU per delivery ({singles} pushes)"),
+        both(SideFigures::single_cpu_per_delivery),
+        us,
+    );
+    row(
+        format!("burst of {burst} to {n} (sequential hooks): time to last delivery"),
+        both(|side| side.burst.deliveries.time_to_last),
+        ms,
+    );
+    row(
+        format!("burst of {burst} to {n} (sequential hooks): delivery p99"),
+        both(|side| side.burst.deliveries.p99),
+        ms,
+    );
+    row(
+        format!("burst of {burst} to {n} (sequential hooks): server CPU per delivery"),
+        both(|side| side.burst.cpu_per_delivery()),
+        us,
+    );
+    if let Some(k) = plan.concurrent_hooks {
+        let concurrent = fluxgate.and_then(|side| side.concurrent_burst.as_ref());
+        row(
+            format!(
+                "burst of {burst} to {n} ({k} concurrent hooks; NATS: its burst): time to last delivery"
+            ),
+            (
+                concurrent.map(|round| round.deliveries.time_to_last),
+                nats.map(|side| side.burst.deliveries.time_to_last),
+            ),
+            ms,
+        );
+        row(
+            format!(
+                "burst of {burst} to {n} ({k} concurrent hooks; NATS: its burst): server CPU per delivery"
+            ),
+            (
+                concurrent.map(|round| round.cpu_per_delivery()),
+                nats.map(|side| side.burst.cpu_per_delivery()),
+            ),
+            us,
+        );
+    }
+    row(
+        format!("hook answer while fanning out to {n}, single push (median)"),
+        (
+            fluxgate.map(|side| {
+                median(
+                    side.singles
+                        .iter()
+                        .flat_map(|r| r.answers.clone())
+                        .collect(),
+                )
+            }),
+            None,
+        ),
+        ms,
+    );
+    row(
+        format!("hook answer in the burst of {burst} (mean)"),
+        (fluxgate.and_then(|side| side.burst.mean_answer()), None),
+        ms,
+    );
+
+    println!();
+    println!("| figure | fluxgate | NATS, same run | fluxgate/NATS |");
+    println!("|---|---|---|---|");
+    for row in rows {
+        let cell =
+            |value: Option<Duration>| value.map(row.format).unwrap_or_else(|| "—".to_owned());
+        let ratio = match (row.fluxgate, row.nats) {
+            (Some(fluxgate), Some(nats)) if !nats.is_zero() => {
+                format!("{:.2}×", fluxgate.as_secs_f64() / nats.as_secs_f64())
+            }
+            _ => "—".to_owned(),
+        };
+        println!(
+            "| {} | {} | {} | {ratio} |",
+            row.figure,
+            cell(row.fluxgate),
+            cell(row.nats)
+        );
+    }
+    println!(
+        "\nServer CPU is utime + stime of the server process (/proc/<pid>/stat, 10 ms ticks) from just before the first send of a round until the process has used no CPU for 100 ms after the round's last delivery (at most 2 s): fluxgate's count includes reading the agents' acks."
+    );
 }

@@ -274,7 +274,7 @@ pub(super) async fn save_cursors(
              updated_at = CASE WHEN agent_stream_cursors.updated_at < excluded.updated_at \
              THEN excluded.updated_at ELSE agent_stream_cursors.updated_at END, \
              closed_at = COALESCE(agent_stream_cursors.closed_at, excluded.closed_at)",
-            bulk::values(chunk.len(), 8)
+            bulk::values(conn, chunk.len(), 8)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for update in chunk {
@@ -355,7 +355,7 @@ pub(super) async fn save_cursors(
              last_seen_at = CASE WHEN last_seen_at IS NULL OR last_seen_at < v.column2 \
              THEN v.column2 ELSE last_seen_at END \
              FROM (VALUES {}) AS v WHERE agents.id = v.column1",
-            bulk::values(seen.len(), 2)
+            bulk::values(conn, seen.len(), 2)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (agent, seen_at) in seen {

@@ -161,7 +161,7 @@ impl DeliveryHistory {
             let sql = format!(
                 "INSERT INTO idempotency_keys (key, seqs, created_at) VALUES {} \
                  ON CONFLICT (key) DO UPDATE SET seqs = excluded.seqs, created_at = excluded.created_at",
-                bulk::values(chunk.len(), 3)
+                bulk::values(conn, chunk.len(), 3)
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for (key, seqs) in chunk {
@@ -178,7 +178,7 @@ impl DeliveryHistory {
                 "INSERT INTO ref_heads (project_id, ref, before_sha, after_sha, seq, received_at) VALUES {} \
                  ON CONFLICT (project_id, ref) DO UPDATE SET before_sha = excluded.before_sha, \
                  after_sha = excluded.after_sha, seq = excluded.seq, received_at = excluded.received_at",
-                bulk::values(chunk.len(), 6)
+                bulk::values(conn, chunk.len(), 6)
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for key in chunk {

@@ -2,11 +2,29 @@
 //! to the database, not several per hook. (On SQLite each statement is a hop to the
 //! connection's thread; on PostgreSQL a network round trip.)
 
+use sqlx::AnyConnection;
+
 /// Rows per statement: far below either database's limit on bound parameters.
 pub(super) const CHUNK: usize = 100;
 
-/// `($1, $2, $3), ($4, $5, $6)` for `rows` rows of `columns` parameters.
-pub(super) fn values(rows: usize, columns: usize) -> String {
+/// The placeholders of a statement that binds nothing but `rows` rows of `columns`
+/// parameters, in order: `($1, $2, $3), ($4, $5, $6)` on PostgreSQL, `(?, ?, ?), (?, ?, ?)`
+/// on SQLite. SQLite finds a numbered parameter by scanning the statement's list of names,
+/// once per parameter bound, which made a 100-row statement cost quadratically in its
+/// parameters (the top of the fan-out profile: cursors and delivery records are saved this
+/// way); anonymous parameters have no names to scan.
+pub(super) fn values(conn: &AnyConnection, rows: usize, columns: usize) -> String {
+    if conn.backend_name() == SQLITE {
+        anonymous_values(rows, columns)
+    } else {
+        numbered_values(rows, columns)
+    }
+}
+
+/// sqlx's name of the SQLite backend.
+const SQLITE: &str = "SQLite";
+
+fn numbered_values(rows: usize, columns: usize) -> String {
     (0..rows)
         .map(|row| {
             let params: Vec<String> = (1..=columns)
@@ -16,6 +34,11 @@ pub(super) fn values(rows: usize, columns: usize) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+fn anonymous_values(rows: usize, columns: usize) -> String {
+    let row = format!("({})", vec!["?"; columns].join(", "));
+    vec![row; rows].join(", ")
 }
 
 /// `$first, …` for `n` parameters, for `IN (…)`.
@@ -32,7 +55,8 @@ mod tests {
 
     #[test]
     fn placeholders_number_rows_then_columns() {
-        assert_eq!(values(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(numbered_values(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(anonymous_values(2, 3), "(?, ?, ?), (?, ?, ?)");
         assert_eq!(list_from(2, 3), "$2, $3, $4");
     }
 }

@@ -19,7 +19,7 @@ pub(super) async fn save(
         let sql = format!(
             "INSERT INTO delivery_records (seq, agent_id, stage, object, at, detail) VALUES {} \
              ON CONFLICT (seq, agent_id, stage, object) DO NOTHING",
-            bulk::values(chunk.len(), 6)
+            bulk::values(conn, chunk.len(), 6)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for record in chunk {

@@ -89,7 +89,7 @@ impl LogWriter {
         for chunk in self.entries.chunks(bulk::CHUNK) {
             let sql = format!(
                 "INSERT INTO log_entries (seq, recorded_at, kind, project_id, body) VALUES {}",
-                bulk::values(chunk.len(), 5)
+                bulk::values(conn, chunk.len(), 5)
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for entry in chunk {

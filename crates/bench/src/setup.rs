@@ -41,22 +41,35 @@ pub async fn start_broker(extra: &[&str]) -> anyhow::Result<Bench> {
 /// `bench/p<i>`. Returns their tokens.
 pub async fn create_agents(broker: &Broker, count: usize) -> anyhow::Result<Vec<String>> {
     let client = fluxgate_e2e::harness::http_client();
+    let url = broker.http_url("/api/v1/agents");
     let mut tokens = Vec::with_capacity(count);
     for i in 0..count {
-        let body = serde_json::json!({"name": format!("agent-{i}"), "config_project": format!("bench/p{i}")});
-        let created: serde_json::Value = client
-            .post(broker.http_url("/api/v1/agents"))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&body)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        let token = created["token"]
-            .as_str()
-            .ok_or_else(|| anyhow::anyhow!("no token in {created}"))?;
-        tokens.push(token.to_owned());
+        tokens.push(
+            create_agent(&client, &url, &format!("agent-{i}"), &format!("bench/p{i}")).await?,
+        );
     }
     Ok(tokens)
+}
+
+/// Creates one agent through the admin API at `url`; returns its token.
+pub async fn create_agent(
+    client: &reqwest::Client,
+    url: &str,
+    name: &str,
+    config_project: &str,
+) -> anyhow::Result<String> {
+    let body = serde_json::json!({"name": name, "config_project": config_project});
+    let created: serde_json::Value = client
+        .post(url)
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&body)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    created["token"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no token in {created}"))
 }

@@ -343,20 +343,13 @@ async fn create_agents(broker: &Broker, count: usize) -> anyhow::Result<Vec<Stri
         .map(|i| {
             let (client, url) = (client.clone(), url.clone());
             async move {
-                let body = serde_json::json!({"name": format!("storm-{i}"), "config_project": format!("storm/agent{i}")});
-                let created: serde_json::Value = client
-                    .post(&url)
-                    .bearer_auth(setup::ADMIN_TOKEN)
-                    .json(&body)
-                    .send()
-                    .await?
-                    .error_for_status()?
-                    .json()
-                    .await?;
-                created["token"]
-                    .as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| anyhow::anyhow!("no token in {created}"))
+                setup::create_agent(
+                    &client,
+                    &url,
+                    &format!("storm-{i}"),
+                    &format!("storm/agent{i}"),
+                )
+                .await
             }
         })
         .buffered(SETUP_CONCURRENCY)

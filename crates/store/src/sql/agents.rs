@@ -313,26 +313,19 @@ pub(super) async fn save_cursors(
         query.execute(&mut *conn).await?;
 
         // Bound the holds: an agent whose streams keep closing with other subscriptions
-        // (a flapping, misconfigured fleet sharing one token) keeps the newest ones.
-        let prune = format!(
-            "DELETE FROM agent_stream_cursors WHERE closed_at IS NOT NULL AND stream_id IN \
-             (SELECT stream_id FROM (SELECT stream_id, ROW_NUMBER() OVER \
-             (PARTITION BY agent_id ORDER BY closed_at DESC) AS newest \
-             FROM agent_stream_cursors WHERE closed_at IS NOT NULL AND agent_id IN ({agents})) \
-             AS ranked WHERE newest > {MAX_HOLDS_PER_AGENT})",
-            agents = bulk::list_from(1, agents.len())
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(prune));
-        for agent in &agents {
-            query = query.bind(*agent);
-        }
-        let pruned = query.execute(&mut *conn).await?.rows_affected();
-        if pruned > 0 {
-            tracing::warn!(
-                pruned,
-                max = MAX_HOLDS_PER_AGENT,
-                "an agent had more closed streams holding its cursor than kept; the oldest were released (their events may not be redelivered to those streams' subscriptions)"
-            );
+        // (a flapping, misconfigured fleet sharing one token) keeps the newest ones. Only a
+        // close adds a hold, so only agents with a stream closing in this chunk are looked
+        // at, through the key (an `agent_id` on the outer statement too: without it SQLite
+        // scanned every stream of every agent once per chunk).
+        let mut closing: Vec<i64> = chunk
+            .iter()
+            .filter(|u| u.closed_at.is_some())
+            .map(|u| u.agent.0)
+            .collect();
+        closing.sort_unstable();
+        closing.dedup();
+        if !closing.is_empty() {
+            prune_holds(conn, &closing).await?;
         }
 
         // VALUES columns are column1, column2 on both databases.
@@ -362,6 +355,32 @@ pub(super) async fn save_cursors(
             query = query.bind(agent).bind(seen_at);
         }
         query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Releases the oldest closed streams' holds of `agents` beyond [`MAX_HOLDS_PER_AGENT`].
+async fn prune_holds(conn: &mut AnyConnection, agents: &[i64]) -> Result<(), StoreError> {
+    let prune = format!(
+        "DELETE FROM agent_stream_cursors WHERE agent_id IN ({outer}) AND closed_at IS NOT NULL \
+         AND stream_id IN (SELECT stream_id FROM (SELECT stream_id, ROW_NUMBER() OVER \
+         (PARTITION BY agent_id ORDER BY closed_at DESC) AS newest \
+         FROM agent_stream_cursors WHERE closed_at IS NOT NULL AND agent_id IN ({inner})) \
+         AS ranked WHERE newest > {MAX_HOLDS_PER_AGENT})",
+        outer = bulk::list_from(1, agents.len()),
+        inner = bulk::list_from(agents.len() + 1, agents.len()),
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(prune));
+    for agent in agents.iter().chain(agents) {
+        query = query.bind(*agent);
+    }
+    let pruned = query.execute(&mut *conn).await?.rows_affected();
+    if pruned > 0 {
+        tracing::warn!(
+            pruned,
+            max = MAX_HOLDS_PER_AGENT,
+            "an agent had more closed streams holding its cursor than kept; the oldest were released (their events may not be redelivered to those streams' subscriptions)"
+        );
     }
     Ok(())
 }

@@ -28,7 +28,7 @@ use fluxgate_replication::{Bus, Follower, InProcessBus, RedisBus, RedisBusConfig
 use fluxgate_routing::RoutingState;
 use fluxgate_store::{Publisher, SqlStore, Store, StoreOptions};
 use fluxgate_stream::{
-    AgentStreams, CursorSaver, DeliveryRecorder, GitLabFluxStreams, StreamContext,
+    AgentReports, AgentStreams, CursorSaver, DeliveryRecorder, GitLabFluxStreams, StreamContext,
 };
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -410,6 +410,7 @@ impl Parts {
         let readiness = Arc::new(Readiness::default());
         let cursors = Arc::new(CursorSaver::default());
         let (deliveries, delivery_writer) = DeliveryRecorder::new();
+        let reports = Arc::new(AgentReports::default());
         let mut tasks = Supervisor::default();
         let log = Publisher::new(store.clone(), bus.clone());
 
@@ -439,6 +440,10 @@ impl Parts {
         tasks.spawn_until_stopped(
             "delivery record writer",
             delivery_writer.run(store.clone(), stops.background.clone()),
+        );
+        tasks.spawn_until_stopped(
+            "agent report writer",
+            reports.clone().run(store.clone(), stops.background.clone()),
         );
         tasks.spawn_until_stopped(
             "retention",
@@ -571,6 +576,7 @@ impl Parts {
             keepalive: config.keepalive_interval,
             max_unacked: config.agent_max_unacked,
             deliveries,
+            reports,
             shutdown: stops.streams.clone(),
         });
         let flux_service = GitLabFluxStreams::new(context.clone(), kas_relative_root).into_server();

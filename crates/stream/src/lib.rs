@@ -6,6 +6,8 @@
 //!   subscription changes, keepalives;
 //! - [`convert`] validates what agents send and builds what they receive;
 //! - [`status`] says, as a `tonic::Status`, why a stream was refused or closed;
+//! - [`AgentReports`] persists what agents report of themselves (receiver health,
+//!   subscription status), newest first, from one writer task;
 //! - [`CursorSaver`] persists the streams' cursors in batches;
 //! - [`DeliveryRecorder`] persists what happened to each event at each agent (acks, and
 //!   the sync stages agents report), in batches, for `fluxgate trace`;
@@ -15,6 +17,7 @@
 //! Which stream gets which event is decided by the hub (`fluxgate-fanout`); how the log
 //! reaches the hub is `fluxgate-replication`'s job.
 
+pub mod agent_reports;
 pub mod convert;
 pub mod cursor_saver;
 pub mod delivery_recorder;
@@ -25,6 +28,7 @@ pub mod service;
 pub mod session;
 pub mod status;
 
+pub use agent_reports::AgentReports;
 pub use cursor_saver::CursorSaver;
 pub use delivery_recorder::{DeliveryRecorder, DeliveryWriter};
 pub use gitlab_flux::GitLabFluxStreams;

@@ -17,7 +17,7 @@ use fluxgate_replication::{Bus, Follower, InProcessBus};
 use fluxgate_routing::RoutingState;
 use fluxgate_store::testing::TestDatabase;
 use fluxgate_store::{AgentUpdate, CommitListener, NewAgent, Store};
-use fluxgate_stream::{AgentStreams, CursorSaver, DeliveryRecorder, StreamContext};
+use fluxgate_stream::{AgentReports, AgentStreams, CursorSaver, DeliveryRecorder, StreamContext};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_util::sync::CancellationToken;
@@ -75,6 +75,8 @@ impl Broker {
         tokio::spawn(follower.run(stop.clone()));
         let (deliveries, writer) = DeliveryRecorder::new();
         tokio::spawn(writer.run(store.clone(), stop.clone()));
+        let reports = Arc::new(AgentReports::default());
+        tokio::spawn(reports.clone().run(store.clone(), stop.clone()));
         let context = Arc::new(StreamContext {
             hub,
             store: store.clone(),
@@ -83,6 +85,7 @@ impl Broker {
             keepalive: Duration::from_millis(200),
             max_unacked: 1000,
             deliveries,
+            reports,
             shutdown: stop.clone(),
         });
         let service = AgentStreams::new(context, PATIENCE).into_server();

@@ -3,78 +3,52 @@
 //!
 //! Agents send a report after the Welcome and whenever it changes, and repeat it while
 //! receivers keep failing (every few minutes). A report equal to the previous one on this
-//! stream is not written again. Writes go through one task per stream that always writes
-//! the newest report, so a slow database never holds up the stream and reports are never
-//! written out of order. A failed write is logged and counted; the agent's next report
-//! (or next stream) writes again.
-
-use std::sync::Arc;
+//! stream is not written again; the others go to the replica's one report writer
+//! ([`AgentReports`]), which always writes the newest.
 
 use fluxgate_core::receiver_health::{
     MAX_RECEIVER_ERROR_BYTES, MAX_RECEIVER_NAME_BYTES, MAX_REPORTED_RECEIVERS,
 };
 use fluxgate_core::{AgentId, AgentName, FailingReceiver, ReceiverHealth, Seq, UnixMillis};
 use fluxgate_proto::v1;
-use fluxgate_store::Store;
-use tokio::sync::watch;
 use tonic::Status;
-use tracing::Instrument as _;
 
-use crate::metric_names as names;
+use crate::agent_reports::AgentReports;
 
-/// One stream's receiver health reports, on their way to the store.
+/// What one stream last reported of its agent's receivers, to skip repeats.
+#[derive(Default)]
 pub struct HealthRecorder {
-    latest: watch::Sender<Option<ReceiverHealth>>,
-    /// What was last handed to the writer, to skip repeats.
     last_failing: Option<Vec<FailingReceiver>>,
 }
 
 impl HealthRecorder {
-    /// Starts the writer task; it ends once this recorder is dropped and the last report
-    /// is written.
-    pub fn spawn(store: Arc<dyn Store>, agent: AgentId, name: AgentName) -> Self {
-        let (latest, mut reports) = watch::channel::<Option<ReceiverHealth>>(None);
-        let writer = async move {
-            while reports.changed().await.is_ok() {
-                let Some(report) = reports.borrow_and_update().clone() else {
-                    continue;
-                };
-                match store.save_receiver_health(agent, &report).await {
-                    Ok(()) => {
-                        tracing::debug!(agent = %name, failing = report.failing.len(), "receiver health saved")
-                    }
-                    Err(err) => {
-                        metrics::counter!(names::RECEIVER_HEALTH_SAVE_ERRORS).increment(1);
-                        tracing::warn!(agent = %name, error = %err, "cannot save the agent's receiver health");
-                    }
-                }
-            }
-        };
-        // In the stream's span, so that its lines carry the stream's fields.
-        tokio::spawn(writer.instrument(tracing::Span::current()));
-        Self {
-            latest,
-            last_failing: None,
-        }
-    }
-
-    /// Validates `message` and hands it to the writer unless it repeats the last one.
-    pub fn record(&mut self, agent: &AgentName, message: v1::ReceiverHealth) -> Result<(), Status> {
+    /// Validates `message` and hands it to `reports` unless it repeats the last one.
+    pub fn record(
+        &mut self,
+        reports: &AgentReports,
+        agent: AgentId,
+        name: &AgentName,
+        message: v1::ReceiverHealth,
+    ) -> Result<(), Status> {
         let failing = failing_receivers(message)?;
         if self.last_failing.as_ref() == Some(&failing) {
             return Ok(());
         }
         let names: Vec<&str> = failing.iter().map(|f| f.receiver.as_str()).collect();
         if failing.is_empty() {
-            tracing::info!(agent = %agent, "agent reports every receiver healthy");
+            tracing::info!(agent = %name, "agent reports every receiver healthy");
         } else {
-            tracing::warn!(agent = %agent, receivers = ?names, "agent reports failing receivers");
+            tracing::warn!(agent = %name, receivers = ?names, "agent reports failing receivers");
         }
         self.last_failing = Some(failing.clone());
-        self.latest.send_replace(Some(ReceiverHealth {
-            reported_at: UnixMillis::now(),
-            failing,
-        }));
+        reports.receiver_health(
+            agent,
+            name,
+            ReceiverHealth {
+                reported_at: UnixMillis::now(),
+                failing,
+            },
+        );
         Ok(())
     }
 }

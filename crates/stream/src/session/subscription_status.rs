@@ -5,59 +5,35 @@
 //! The hub works the status out (`routing::explain`). The stream sends it after every
 //! subscription change (as the answer to it), and after a state change the hub says may
 //! have changed it (a project created, renamed or made public, a grant added or withdrawn)
-//! only if it differs from what the agent last got. Writes go through one task per stream
-//! that always writes the newest report, so a slow database never holds up the stream; a
-//! failed write is logged and counted, and the next change (or next stream) writes again.
-//! With several streams, the agent's report is the last one written.
-
-use std::sync::Arc;
+//! only if it differs from what the agent last got. Each report goes to the replica's one
+//! report writer ([`AgentReports`]), which always writes the newest. With several
+//! streams, the agent's report is the last one written.
 
 use fluxgate_core::{
     AgentId, AgentName, SubscriptionReport, SubscriptionState, SubscriptionStatus, UnixMillis,
 };
 use fluxgate_proto::v1;
 use fluxgate_routing::Subscription;
-use fluxgate_store::Store;
-use tokio::sync::watch;
-use tracing::Instrument as _;
 
-use crate::metric_names as names;
+use crate::agent_reports::AgentReports;
 
-/// One stream's subscription status, on its way to the store.
+/// What one stream last sent its agent of its subscriptions' status.
+#[derive(Default)]
 pub struct StatusRecorder {
-    latest: watch::Sender<Option<SubscriptionReport>>,
-    /// What the agent was last sent.
     last: Option<Vec<SubscriptionStatus>>,
 }
 
 impl StatusRecorder {
-    /// Starts the writer task; it ends once this recorder is dropped and the last report
-    /// is written.
-    pub fn spawn(store: Arc<dyn Store>, agent: AgentId, name: AgentName) -> Self {
-        let (latest, mut reports) = watch::channel::<Option<SubscriptionReport>>(None);
-        let writer = async move {
-            while reports.changed().await.is_ok() {
-                let Some(report) = reports.borrow_and_update().clone() else {
-                    continue;
-                };
-                match store.save_subscription_status(agent, &report).await {
-                    Ok(()) => {
-                        tracing::debug!(agent = %name, subscriptions = report.subscriptions.len(), "subscription status saved")
-                    }
-                    Err(err) => {
-                        metrics::counter!(names::SUBSCRIPTION_STATUS_SAVE_ERRORS).increment(1);
-                        tracing::warn!(agent = %name, error = %err, "cannot save the agent's subscription status");
-                    }
-                }
-            }
-        };
-        tokio::spawn(writer.instrument(tracing::Span::current()));
-        Self { latest, last: None }
-    }
-
-    /// Notes `statuses` as sent and hands them to the writer; false (nothing to send) if
+    /// Notes `statuses` as sent and hands them to `reports`; false (nothing to send) if
     /// they equal the last ones sent and `always` is not set.
-    pub fn record(&mut self, statuses: &[SubscriptionStatus], always: bool) -> bool {
+    pub fn record(
+        &mut self,
+        reports: &AgentReports,
+        agent: AgentId,
+        name: &AgentName,
+        statuses: &[SubscriptionStatus],
+        always: bool,
+    ) -> bool {
         if !always && self.last.as_deref() == Some(statuses) {
             return false;
         }
@@ -70,10 +46,14 @@ impl StatusRecorder {
             );
         }
         self.last = Some(statuses.to_vec());
-        self.latest.send_replace(Some(SubscriptionReport {
-            reported_at: UnixMillis::now(),
-            subscriptions: statuses.to_vec(),
-        }));
+        reports.subscription_status(
+            agent,
+            name,
+            SubscriptionReport {
+                reported_at: UnixMillis::now(),
+                subscriptions: statuses.to_vec(),
+            },
+        );
         true
     }
 }

@@ -1,15 +1,17 @@
 //! Persists stream cursors in batches.
 //!
-//! Each stream reports its own cursor when it opens, whenever it moves (and on keepalives,
-//! as a sign of life), and when it closes; the saver keeps the latest per stream and writes
-//! them all every `interval`, and once more at shutdown. The store sets each agent's cursor
-//! to the lowest of its streams' (and closed streams' holds), so a stream can never move
-//! its agent's cursor past an event another of its streams still holds unacked. A failed
-//! write is retried with the next batch. Losing a write costs only redelivery: delivery is
-//! at-least-once.
+//! Each stream registers when it opens ([`CursorSaver::open`]) and gets a handle of its
+//! own: acks and keepalives move its cursor there with atomics, so the ack path shares no
+//! lock with other streams. The saver writes every stream that moved (or changed its
+//! subscriptions, or closed) every `interval`, and once more at shutdown. The store sets
+//! each agent's cursor to the lowest of its streams' (and closed streams' holds), so a
+//! stream can never move its agent's cursor past an event another of its streams still
+//! holds unacked. A failed write is retried with the next batch. Losing a write costs only
+//! redelivery: delivery is at-least-once.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use fluxgate_core::{AgentId, Seq, UnixMillis};
@@ -78,58 +80,91 @@ pub fn subscriptions_digest(subscriptions: &[Subscription]) -> String {
     hex::encode(hasher.finalize())
 }
 
-/// The latest cursor of every stream, waiting to be written.
+/// Every open stream's cursor (and closed ones not yet written), shared by the replica.
 #[derive(Default)]
 pub struct CursorSaver {
-    pending: Mutex<HashMap<String, CursorUpdate>>,
+    streams: Mutex<HashMap<String, Arc<TrackedStream>>>,
+    /// Updates whose write failed, merged into the next batch.
+    failed: Mutex<HashMap<String, CursorUpdate>>,
+}
+
+/// One stream's cursor as its session moves it.
+struct TrackedStream {
+    /// Identity fields that change on a subscription change: only this stream's session
+    /// and the saver take this lock.
+    identity: Mutex<StreamCursor>,
+    cursor: AtomicU64,
+    seen_at: AtomicI64,
+    /// When the stream ended; zero while it is open.
+    closed_at: AtomicI64,
+    /// Changed since the saver last took it.
+    dirty: AtomicBool,
+}
+
+/// A stream's handle on its cursor; dropping it (the session ended, however) reports the
+/// stream closed at its last cursor.
+pub struct StreamCursorHandle {
+    stream: Arc<TrackedStream>,
 }
 
 impl CursorSaver {
-    /// The stream is at `cursor`; `closed` once it has ended.
-    pub fn record(&self, stream: &StreamCursor, cursor: Seq, closed: bool) {
-        let now = UnixMillis::now();
-        let update = CursorUpdate {
-            agent: stream.agent,
-            stream: stream.stream.clone(),
-            subscriptions: stream.subscriptions.clone(),
-            started_after: stream.started_after,
-            opened_at: stream.opened_at,
-            cursor,
-            seen_at: now,
-            closed_at: closed.then_some(now),
-        };
-        let mut pending = self.pending.lock();
-        match pending.get_mut(&stream.stream) {
-            Some(existing) => merge(existing, update),
-            None => {
-                pending.insert(stream.stream.clone(), update);
-            }
-        }
+    /// Registers a stream that holds its agent's cursor at `cursor` from now on (reported
+    /// with the next batch).
+    pub fn open(&self, identity: StreamCursor, cursor: Seq) -> StreamCursorHandle {
+        let id = identity.stream.clone();
+        let stream = Arc::new(TrackedStream {
+            identity: Mutex::new(identity),
+            cursor: AtomicU64::new(cursor.get()),
+            seen_at: AtomicI64::new(UnixMillis::now().get()),
+            closed_at: AtomicI64::new(0),
+            dirty: AtomicBool::new(true),
+        });
+        self.streams.lock().insert(id, Arc::clone(&stream));
+        StreamCursorHandle { stream }
     }
 
-    /// Writes what is pending; on failure keeps it for the next try.
+    /// Writes what changed; on failure keeps it for the next try.
     pub async fn flush(&self, store: &dyn Store) {
-        let batch: Vec<CursorUpdate> = {
-            let mut pending = self.pending.lock();
-            pending.drain().map(|(_, update)| update).collect()
-        };
+        let mut batch: HashMap<String, CursorUpdate> = std::mem::take(&mut *self.failed.lock());
+        {
+            let mut streams = self.streams.lock();
+            streams.retain(|id, stream| {
+                let closed = stream.closed_at.load(Ordering::Acquire) != 0;
+                if stream.dirty.swap(false, Ordering::AcqRel) {
+                    let update = stream.update();
+                    match batch.get_mut(id) {
+                        Some(existing) => merge(existing, update),
+                        None => {
+                            batch.insert(id.clone(), update);
+                        }
+                    }
+                }
+                !closed
+            });
+        }
         if batch.is_empty() {
             return;
         }
+        let updates: Vec<CursorUpdate> = batch.into_values().collect();
         let stale_before = UnixMillis::now().minus(STALE_STREAM);
-        if let Err(err) = store.save_cursors(&batch, stale_before).await {
+        if let Err(err) = store.save_cursors(&updates, stale_before).await {
             metrics::counter!(names::CURSOR_SAVE_ERRORS).increment(1);
-            tracing::warn!(error = %err, agents = batch.len(), "cannot save cursors; will retry");
-            let mut pending = self.pending.lock();
-            for update in batch {
-                match pending.get_mut(&update.stream) {
+            tracing::warn!(error = %err, streams = updates.len(), "cannot save cursors; will retry");
+            let mut failed = self.failed.lock();
+            for update in updates {
+                match failed.get_mut(&update.stream) {
                     Some(existing) => merge(existing, update),
                     None => {
-                        pending.insert(update.stream.clone(), update);
+                        failed.insert(update.stream.clone(), update);
                     }
                 }
             }
         }
+    }
+
+    /// Streams registered and not yet written closed.
+    pub fn tracked(&self) -> usize {
+        self.streams.lock().len()
     }
 
     pub async fn run(
@@ -150,6 +185,67 @@ impl CursorSaver {
     }
 }
 
+impl TrackedStream {
+    /// What to write for this stream now.
+    fn update(&self) -> CursorUpdate {
+        let identity = self.identity.lock();
+        let closed_at = self.closed_at.load(Ordering::Acquire);
+        CursorUpdate {
+            agent: identity.agent,
+            stream: identity.stream.clone(),
+            subscriptions: identity.subscriptions.clone(),
+            started_after: identity.started_after,
+            opened_at: identity.opened_at,
+            cursor: Seq(self.cursor.load(Ordering::Acquire)),
+            seen_at: UnixMillis(self.seen_at.load(Ordering::Acquire)),
+            closed_at: (closed_at != 0).then_some(UnixMillis(closed_at)),
+        }
+    }
+
+    fn moved(&self, cursor: Seq) {
+        self.cursor.fetch_max(cursor.get(), Ordering::AcqRel);
+        self.seen_at
+            .fetch_max(UnixMillis::now().get(), Ordering::AcqRel);
+        self.dirty.store(true, Ordering::Release);
+    }
+}
+
+impl StreamCursorHandle {
+    /// The stream is at `cursor` (an ack moved it, or a keepalive shows it is alive).
+    pub fn moved(&self, cursor: Seq) {
+        self.stream.moved(cursor);
+    }
+
+    /// The stream now covers subscriptions of digest `subscriptions`
+    /// ([`subscriptions_digest`]) from `started_after` on.
+    pub fn resubscribed(&self, subscriptions: String, started_after: Seq) {
+        {
+            let mut identity = self.stream.identity.lock();
+            identity.subscriptions = subscriptions;
+            identity.started_after = identity.started_after.max(started_after);
+        }
+        self.stream.dirty.store(true, Ordering::Release);
+    }
+
+    /// The stream ended at `cursor`.
+    pub fn close(self, cursor: Seq) {
+        self.stream.moved(cursor);
+        // Drop reports the close.
+    }
+}
+
+impl Drop for StreamCursorHandle {
+    fn drop(&mut self) {
+        let now = UnixMillis::now().get().max(1);
+        let _ = self
+            .stream
+            .closed_at
+            .compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire);
+        self.stream.seen_at.fetch_max(now, Ordering::AcqRel);
+        self.stream.dirty.store(true, Ordering::Release);
+    }
+}
+
 fn merge(existing: &mut CursorUpdate, update: CursorUpdate) {
     // The later report knows the stream's current subscriptions.
     existing.subscriptions = update.subscriptions;
@@ -157,4 +253,75 @@ fn merge(existing: &mut CursorUpdate, update: CursorUpdate) {
     existing.cursor = existing.cursor.max(update.cursor);
     existing.seen_at = existing.seen_at.max(update.seen_at);
     existing.closed_at = existing.closed_at.or(update.closed_at);
+}
+
+#[cfg(test)]
+mod tests {
+    use fluxgate_core::{AgentName, AgentToken, FullPath};
+    use fluxgate_store::NewAgent;
+    use fluxgate_store::testing::TestDatabase;
+
+    use super::*;
+
+    async fn agent(store: &dyn Store) -> AgentId {
+        let (record, _) = store
+            .create_agent(NewAgent {
+                name: AgentName::parse("saver").unwrap(),
+                config_project: FullPath::parse("group/config").unwrap(),
+                grants: Vec::new(),
+                allow_internal: false,
+                token_digest: AgentToken::generate().digest(),
+            })
+            .await
+            .unwrap();
+        record.policy.id
+    }
+
+    async fn stored_cursor(store: &dyn Store, agent: AgentId) -> Seq {
+        let agents = store.list_agents().await.unwrap();
+        agents.iter().find(|a| a.policy.id == agent).unwrap().cursor
+    }
+
+    fn identity(agent: AgentId) -> StreamCursor {
+        StreamCursor::open(agent, new_stream_id(), "digest".to_owned(), Seq(0))
+    }
+
+    #[tokio::test]
+    async fn moves_are_written_and_a_dropped_handle_closes_its_stream() {
+        let db = TestDatabase::sqlite();
+        let store = db.store().await;
+        let agent = agent(&store).await;
+        let saver = CursorSaver::default();
+
+        let stream = saver.open(identity(agent), Seq(0));
+        stream.moved(Seq(7));
+        saver.flush(&store).await;
+        assert_eq!(stored_cursor(&store, agent).await, Seq(7));
+        assert_eq!(saver.tracked(), 1, "an open stream stays tracked");
+
+        // However the session ends, dropping its handle reports the close; once written,
+        // the stream is forgotten.
+        drop(stream);
+        saver.flush(&store).await;
+        assert_eq!(
+            saver.tracked(),
+            0,
+            "a closed stream is written, then forgotten"
+        );
+        assert_eq!(stored_cursor(&store, agent).await, Seq(7));
+    }
+
+    #[tokio::test]
+    async fn a_cursor_never_moves_back() {
+        let db = TestDatabase::sqlite();
+        let store = db.store().await;
+        let agent = agent(&store).await;
+        let saver = CursorSaver::default();
+        let stream = saver.open(identity(agent), Seq(3));
+        stream.moved(Seq(9));
+        stream.moved(Seq(5));
+        saver.flush(&store).await;
+        assert_eq!(stored_cursor(&store, agent).await, Seq(9));
+        stream.close(Seq(9));
+    }
 }

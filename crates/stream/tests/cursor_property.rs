@@ -14,7 +14,7 @@ use fluxgate_routing::Subscription;
 use fluxgate_store::testing::TestDatabase;
 use fluxgate_store::{NewAgent, Store};
 use fluxgate_stream::cursor_saver::{
-    CursorSaver, StreamCursor, new_stream_id, subscriptions_digest,
+    CursorSaver, StreamCursor, StreamCursorHandle, new_stream_id, subscriptions_digest,
 };
 use fluxgate_stream::session::cursor::CursorTracker;
 use proptest::prelude::*;
@@ -44,7 +44,7 @@ fn op(processes: usize) -> impl Strategy<Value = Op> {
 
 struct Stream {
     tracker: CursorTracker,
-    identity: StreamCursor,
+    cursor: StreamCursorHandle,
     unacked: Vec<Seq>,
 }
 
@@ -136,19 +136,19 @@ async fn run(sets: Vec<BTreeSet<u8>>, ops: Vec<Op>) -> Result<(), TestCaseError>
                         .entry(process.projects.clone())
                         .or_default()
                         .insert(seq);
-                    saver.record(&stream.identity, stream.tracker.cursor(), false);
+                    stream.cursor.moved(stream.tracker.cursor());
                 }
             }
             Op::Keepalive { process } => {
                 if let Some(stream) = &processes[process].stream {
-                    saver.record(&stream.identity, stream.tracker.cursor(), false);
+                    stream.cursor.moved(stream.tracker.cursor());
                 }
             }
             Op::Disconnect { process } => {
                 let process = &mut processes[process];
                 if let Some(stream) = process.stream.take() {
-                    saver.record(&stream.identity, stream.tracker.cursor(), true);
                     process.claim = Some(stream.tracker.cursor());
+                    stream.cursor.close(stream.tracker.cursor());
                 }
             }
             Op::Connect { process } => {
@@ -165,10 +165,9 @@ async fn run(sets: Vec<BTreeSet<u8>>, ops: Vec<Op>) -> Result<(), TestCaseError>
                     subscriptions_digest(&process.subscriptions),
                     start,
                 );
-                saver.record(&identity, start, false);
                 let mut stream = Stream {
                     tracker: CursorTracker::new(start),
-                    identity,
+                    cursor: saver.open(identity, start),
                     unacked: Vec::new(),
                 };
                 for (&seq, project) in events.range(Seq(start.get() + 1)..) {

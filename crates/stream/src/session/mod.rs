@@ -29,10 +29,11 @@ use fluxgate_fanout::{
 };
 use fluxgate_proto::outbound::{OutboundMessage, SharedEvent};
 
+use crate::agent_reports::AgentReports;
 use crate::convert::{self, AgentHello};
 use fluxgate_routing::Subscription;
 
-use crate::cursor_saver::{CursorSaver, StreamCursor, subscriptions_digest};
+use crate::cursor_saver::{CursorSaver, StreamCursor, StreamCursorHandle, subscriptions_digest};
 use crate::delivery_recorder::DeliveryRecorder;
 use crate::metric_names as names;
 use crate::outbound::{OutboundSender, Outgoing};
@@ -142,6 +143,8 @@ pub struct StreamContext {
     pub max_unacked: usize,
     /// Where acks and sync reports become delivery records.
     pub deliveries: DeliveryRecorder,
+    /// Where agents' receiver health and subscription status go to be written.
+    pub reports: Arc<AgentReports>,
     /// Cancelled at shutdown: the service then closes every stream (`AgentStreams::new`).
     pub shutdown: CancellationToken,
 }
@@ -202,22 +205,14 @@ pub async fn run(
     metrics::gauge!(names::AGENT_STREAMS, "agent" => agent_label.clone()).increment(1.0);
     let mut session = Session {
         context: context.clone(),
-        health: HealthRecorder::spawn(
-            Arc::clone(&context.store),
-            request.policy.id,
-            request.policy.name.clone(),
-        ),
-        subscription_status: StatusRecorder::spawn(
-            Arc::clone(&context.store),
-            request.policy.id,
-            request.policy.name.clone(),
-        ),
+        health: HealthRecorder::default(),
+        subscription_status: StatusRecorder::default(),
         policy: request.policy,
         outbound,
         tracker: CursorTracker::new(Seq::ZERO),
         last_sent: Seq::ZERO,
         stream_id: request.stream_id.clone(),
-        cursor_id: None,
+        cursor: None,
         subscriptions: current_subscriptions,
         sync_reports: SyncReportBudget::default(),
         acks: registration.acks.clone(),
@@ -234,10 +229,8 @@ pub async fn run(
     context.hub.unregister(id).await;
     metrics::gauge!(names::AGENT_STREAMS, "agent" => agent_label).decrement(1.0);
     session.record_unacked();
-    if let Some(stream) = &session.cursor_id {
-        context
-            .cursors
-            .record(stream, session.tracker.cursor(), true);
+    if let Some(stream) = session.cursor.take() {
+        stream.close(session.tracker.cursor());
     }
     let reason = match &end {
         Ok(()) => "agent left",
@@ -267,6 +260,14 @@ pub fn stream_span(stream_id: &str, policy: &AgentPolicy, replica: &str) -> trac
     )
 }
 
+/// The next page of the backlog after `after`.
+async fn read_page(
+    store: &dyn Store,
+    after: Seq,
+) -> Result<Vec<fluxgate_core::LogEntry>, fluxgate_store::StoreError> {
+    store.read_log(after, BACKLOG_PAGE).await
+}
+
 /// The status a stream closed by the hub ends with.
 fn close_status(reason: Option<CloseReason>) -> Status {
     reason.map_or_else(|| Status::unavailable("stream closed"), status::closed)
@@ -287,8 +288,8 @@ struct Session {
     tracker: CursorTracker,
     last_sent: Seq,
     stream_id: String,
-    /// This stream's identity in cursor reports, once it knows where it resumes.
-    cursor_id: Option<StreamCursor>,
+    /// This stream's cursor as the saver sees it, once it knows where it resumes.
+    cursor: Option<StreamCursorHandle>,
     /// What the stream subscribes to now (Hello, then every accepted change).
     subscriptions: Vec<Subscription>,
     sync_reports: SyncReportBudget,
@@ -334,9 +335,8 @@ impl Session {
             opened_with.digest,
             start,
         );
-        // Reported at once: from now on this stream holds its agent's cursor at `start`.
-        self.context.cursors.record(&cursor_id, start, false);
-        self.cursor_id = Some(cursor_id);
+        // From now on this stream holds its agent's cursor at `start`.
+        self.cursor = Some(self.context.cursors.open(cursor_id, start));
         tracing::info!(
             cluster = hello.cluster_name.as_deref().unwrap_or("-"),
             version = %hello.agent_version,
@@ -347,7 +347,13 @@ impl Session {
             "agent stream opened"
         );
         let statuses = self.current_status().await;
-        self.subscription_status.record(&statuses, true);
+        self.subscription_status.record(
+            &self.context.reports,
+            self.policy.id,
+            &self.policy.name,
+            &statuses,
+            true,
+        );
         self.send(broker_message::Message::Welcome(v1::Welcome {
             agent_name: self.policy.name.to_string(),
             broker_id: self.context.broker_id.clone(),
@@ -371,6 +377,10 @@ impl Session {
         tokio::pin!(closed);
         let status_notified = status_changed.notified();
         tokio::pin!(status_notified);
+        // Every branch's future is made on every pass, enabled or not: the backlog's are
+        // plain `async fn`s, which cost nothing until polled, and the permit borrows this
+        // sender rather than cloning the session's each time.
+        let outbound = self.outbound.clone();
         loop {
             let max_unacked = self.context.max_unacked;
             tokio::select! {
@@ -391,7 +401,7 @@ impl Session {
                         return Ok(());
                     }
                 },
-                page = self.context.store.read_log(backlog.after, BACKLOG_PAGE), if backlog.needs_page() => {
+                page = read_page(self.context.store.as_ref(), backlog.after), if backlog.needs_page() => {
                     let page = page.map_err(|e| e.to_api_error().to_grpc_status())?;
                     backlog.fill(page);
                     if backlog.is_done() {
@@ -399,7 +409,7 @@ impl Session {
                         tracing::debug!(head = %backlog.head, "backlog replayed");
                     }
                 }
-                permit = self.outbound.clone().reserve_owned(),
+                permit = outbound.reserve(),
                     if backlog.has_entries() && self.tracker.in_flight() < max_unacked =>
                 {
                     let permit = permit.map_err(|_| Status::cancelled("the agent went away"))?;
@@ -500,11 +510,9 @@ impl Session {
             }
         }
         let head = self.context.hub.head();
-        if let Some(stream) = &mut self.cursor_id {
-            stream.subscriptions = subscriptions_digest(&self.subscriptions);
-            stream.started_after = stream.started_after.max(head);
+        if let Some(stream) = &self.cursor {
+            stream.resubscribed(subscriptions_digest(&self.subscriptions), head);
         }
-        self.record_cursor();
     }
 
     /// Records a sync stage the agent saw, and times it from the push on this broker's
@@ -601,7 +609,13 @@ impl Session {
     /// only if it differs from what the agent last got.
     async fn send_status(&mut self, always: bool) -> Result<(), Status> {
         let statuses = self.current_status().await;
-        if !self.subscription_status.record(&statuses, always) {
+        if !self.subscription_status.record(
+            &self.context.reports,
+            self.policy.id,
+            &self.policy.name,
+            &statuses,
+            always,
+        ) {
             return Ok(());
         }
         self.send(broker_message::Message::SubscriptionStatus(
@@ -613,10 +627,8 @@ impl Session {
     }
 
     fn record_cursor(&self) {
-        if let Some(stream) = &self.cursor_id {
-            self.context
-                .cursors
-                .record(stream, self.tracker.cursor(), false);
+        if let Some(stream) = &self.cursor {
+            stream.moved(self.tracker.cursor());
         }
     }
 
@@ -686,7 +698,12 @@ impl Session {
                 self.send_status(true).await?;
             }
             Some(agent_message::Message::ReceiverHealth(report)) => {
-                self.health.record(&self.policy.name, report)?;
+                self.health.record(
+                    &self.context.reports,
+                    self.policy.id,
+                    &self.policy.name,
+                    report,
+                )?;
             }
             Some(agent_message::Message::SyncReport(report)) => {
                 let report = convert::sync_report(report, self.context.hub.head())?;

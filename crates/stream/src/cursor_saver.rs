@@ -26,6 +26,11 @@ use crate::metric_names as names;
 /// it) counts as closed at its last report. Streams report at least every keepalive.
 pub const STALE_STREAM: Duration = Duration::from_secs(10 * 60);
 
+/// A stream whose cursor did not move is written at most this often, as a sign of life
+/// (its agent's `last_seen_at`): far below [`STALE_STREAM`], and idle streams do not
+/// rewrite their rows on every keepalive.
+pub const SIGN_OF_LIFE: Duration = Duration::from_secs(60);
+
 /// One stream's identity, for its cursor reports.
 #[derive(Debug, Clone)]
 pub struct StreamCursor {
@@ -95,6 +100,8 @@ struct TrackedStream {
     identity: Mutex<StreamCursor>,
     cursor: AtomicU64,
     seen_at: AtomicI64,
+    /// The `seen_at` last taken for writing.
+    written_seen_at: AtomicI64,
     /// When the stream ended; zero while it is open.
     closed_at: AtomicI64,
     /// Changed since the saver last took it.
@@ -116,6 +123,7 @@ impl CursorSaver {
             identity: Mutex::new(identity),
             cursor: AtomicU64::new(cursor.get()),
             seen_at: AtomicI64::new(UnixMillis::now().get()),
+            written_seen_at: AtomicI64::new(0),
             closed_at: AtomicI64::new(0),
             dirty: AtomicBool::new(true),
         });
@@ -190,6 +198,8 @@ impl TrackedStream {
     fn update(&self) -> CursorUpdate {
         let identity = self.identity.lock();
         let closed_at = self.closed_at.load(Ordering::Acquire);
+        let seen_at = self.seen_at.load(Ordering::Acquire);
+        self.written_seen_at.store(seen_at, Ordering::Release);
         CursorUpdate {
             agent: identity.agent,
             stream: identity.stream.clone(),
@@ -197,21 +207,25 @@ impl TrackedStream {
             started_after: identity.started_after,
             opened_at: identity.opened_at,
             cursor: Seq(self.cursor.load(Ordering::Acquire)),
-            seen_at: UnixMillis(self.seen_at.load(Ordering::Acquire)),
+            seen_at: UnixMillis(seen_at),
             closed_at: (closed_at != 0).then_some(UnixMillis(closed_at)),
         }
     }
 
     fn moved(&self, cursor: Seq) {
-        self.cursor.fetch_max(cursor.get(), Ordering::AcqRel);
-        self.seen_at
-            .fetch_max(UnixMillis::now().get(), Ordering::AcqRel);
-        self.dirty.store(true, Ordering::Release);
+        let before = self.cursor.fetch_max(cursor.get(), Ordering::AcqRel);
+        let now = UnixMillis::now();
+        self.seen_at.fetch_max(now.get(), Ordering::AcqRel);
+        let written = UnixMillis(self.written_seen_at.load(Ordering::Acquire));
+        if cursor.get() > before || written.elapsed_until(now) >= SIGN_OF_LIFE {
+            self.dirty.store(true, Ordering::Release);
+        }
     }
 }
 
 impl StreamCursorHandle {
-    /// The stream is at `cursor` (an ack moved it, or a keepalive shows it is alive).
+    /// The stream is at `cursor` (an ack moved it, or a keepalive shows it is alive): written
+    /// with the next batch if it moved, or as a sign of life every [`SIGN_OF_LIFE`].
     pub fn moved(&self, cursor: Seq) {
         self.stream.moved(cursor);
     }
@@ -323,5 +337,34 @@ mod tests {
         saver.flush(&store).await;
         assert_eq!(stored_cursor(&store, agent).await, Seq(9));
         stream.close(Seq(9));
+    }
+
+    #[tokio::test]
+    async fn an_idle_stream_is_rewritten_only_as_a_sign_of_life() {
+        let db = TestDatabase::sqlite();
+        let store = db.store().await;
+        let agent = agent(&store).await;
+        let saver = CursorSaver::default();
+        let stream = saver.open(identity(agent), Seq(4));
+        saver.flush(&store).await;
+        let dirty = |stream: &StreamCursorHandle| stream.stream.dirty.load(Ordering::Acquire);
+
+        stream.moved(Seq(4));
+        assert!(
+            !dirty(&stream),
+            "a keepalive that moved nothing is not written"
+        );
+        stream.moved(Seq(5));
+        assert!(dirty(&stream), "a moved cursor is written");
+        saver.flush(&store).await;
+
+        // Last written longer ago than the sign-of-life interval: written again.
+        let long_ago = UnixMillis::now().minus(SIGN_OF_LIFE).get() - 1;
+        stream
+            .stream
+            .written_seen_at
+            .store(long_ago, Ordering::Release);
+        stream.moved(Seq(5));
+        assert!(dirty(&stream), "an idle stream still shows it is alive");
     }
 }

@@ -254,7 +254,8 @@ pub const MAX_HOLDS_PER_AGENT: usize = 64;
 
 /// Saves stream cursors, releases the holds later streams took over, and sets each agent's
 /// cursor to the lowest of its streams' (the contract is on [`crate::Store::save_cursors`]).
-/// A fixed number of statements per chunk of updates.
+/// A fixed number of statements per chunk of updates, then per chunk of the agents they
+/// belong to: an agent's streams are looked at once per save, however many of them moved.
 pub(super) async fn save_cursors(
     conn: &mut AnyConnection,
     updates: &[CursorUpdate],
@@ -289,10 +290,24 @@ pub(super) async fn save_cursors(
                 .bind(update.closed_at.map(UnixMillis::get));
         }
         query.execute(&mut *conn).await?;
+    }
 
-        let mut agents: Vec<i64> = chunk.iter().map(|u| u.agent.0).collect();
-        agents.sort_unstable();
-        agents.dedup();
+    let mut closing_agents: Vec<i64> = updates
+        .iter()
+        .filter(|u| u.closed_at.is_some())
+        .map(|u| u.agent.0)
+        .collect();
+    closing_agents.sort_unstable();
+    closing_agents.dedup();
+    let mut seen: Vec<(i64, i64)> = updates
+        .iter()
+        .map(|u| (u.agent.0, u.seen_at.get()))
+        .collect();
+    // Each agent once, with the latest time one of its streams was seen.
+    seen.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    seen.dedup_by_key(|(agent, _)| *agent);
+    for chunk in seen.chunks(bulk::CHUNK) {
+        let agents: Vec<i64> = chunk.iter().map(|(agent, _)| *agent).collect();
         let release = format!(
             "DELETE FROM agent_stream_cursors \
              WHERE agent_id IN ({agents}) \
@@ -314,33 +329,19 @@ pub(super) async fn save_cursors(
 
         // Bound the holds: an agent whose streams keep closing with other subscriptions
         // (a flapping, misconfigured fleet sharing one token) keeps the newest ones. Only a
-        // close adds a hold, so only agents with a stream closing in this chunk are looked
+        // close adds a hold, so only agents with a stream closing in this save are looked
         // at, through the key (an `agent_id` on the outer statement too: without it SQLite
         // scanned every stream of every agent once per chunk).
-        let mut closing: Vec<i64> = chunk
+        let closing: Vec<i64> = agents
             .iter()
-            .filter(|u| u.closed_at.is_some())
-            .map(|u| u.agent.0)
+            .copied()
+            .filter(|agent| closing_agents.binary_search(agent).is_ok())
             .collect();
-        closing.sort_unstable();
-        closing.dedup();
         if !closing.is_empty() {
             prune_holds(conn, &closing).await?;
         }
 
         // VALUES columns are column1, column2 on both databases.
-        let seen: Vec<(i64, i64)> = agents
-            .iter()
-            .map(|agent| {
-                let seen_at = chunk
-                    .iter()
-                    .filter(|u| u.agent.0 == *agent)
-                    .map(|u| u.seen_at.get())
-                    .max()
-                    .unwrap_or_default();
-                (*agent, seen_at)
-            })
-            .collect();
         let sql = format!(
             "UPDATE agents SET \
              cursor_seq = COALESCE((SELECT MIN(c.cursor_seq) FROM agent_stream_cursors c \
@@ -348,11 +349,11 @@ pub(super) async fn save_cursors(
              last_seen_at = CASE WHEN last_seen_at IS NULL OR last_seen_at < v.column2 \
              THEN v.column2 ELSE last_seen_at END \
              FROM (VALUES {}) AS v WHERE agents.id = v.column1",
-            bulk::values(conn, seen.len(), 2)
+            bulk::values(conn, chunk.len(), 2)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (agent, seen_at) in seen {
-            query = query.bind(agent).bind(seen_at);
+        for (agent, seen_at) in chunk {
+            query = query.bind(*agent).bind(*seen_at);
         }
         query.execute(&mut *conn).await?;
     }

@@ -12,7 +12,7 @@
 //! and registration takes the same lock: a stream registered at head H gets every entry after
 //! H in its queue, and reads everything up to H from the store.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -117,9 +117,9 @@ struct RegisteredStream {
 struct State {
     routing: RoutingState,
     index: SubscriptionIndex,
-    streams: HashMap<SubscriberId, RegisteredStream>,
+    streams: foldhash::HashMap<SubscriberId, RegisteredStream>,
     /// Per agent: open streams and subscriptions across them (for the limits).
-    per_agent: HashMap<AgentId, AgentUsage>,
+    per_agent: foldhash::HashMap<AgentId, AgentUsage>,
     /// Set by [`Hub::close_all`]: no stream registers after it.
     shut_down: bool,
 }
@@ -179,8 +179,8 @@ impl Hub {
             state: RwLock::new(State {
                 routing,
                 index: SubscriptionIndex::default(),
-                streams: HashMap::new(),
-                per_agent: HashMap::new(),
+                streams: foldhash::HashMap::default(),
+                per_agent: foldhash::HashMap::default(),
                 shut_down: false,
             }),
             head: AtomicU64::new(head.get()),

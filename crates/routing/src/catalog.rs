@@ -64,7 +64,12 @@ impl Catalog {
 
     /// The project a path names today, if the catalog knows it.
     pub fn resolve(&self, path: &FullPath) -> Option<ProjectId> {
-        self.aliases.get(path.key()).copied()
+        self.resolve_key(path.key())
+    }
+
+    /// [`Self::resolve`] by path key.
+    pub fn resolve_key(&self, key: &str) -> Option<ProjectId> {
+        self.aliases.get(key).copied()
     }
 
     /// Every path key that names `id`.

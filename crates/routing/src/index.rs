@@ -5,7 +5,7 @@
 //! and former) and the path the event carries; each is then checked against its ref
 //! pattern and against the access rule with the agent's current policy.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use fluxgate_core::{AgentId, EventKind, PushEvent};
 
@@ -78,7 +78,9 @@ impl AcceptedKinds {
 /// ones on a path cost the same however many the subscriber has.
 #[derive(Debug, Default, Clone)]
 pub struct SubscriptionSet {
-    by_path: HashMap<String, Vec<Subscription>>,
+    /// Looked up once per routed event per subscriber: a fast hasher (the keys are this
+    /// subscriber's own paths, bounded by the per-stream subscription limit).
+    by_path: foldhash::HashMap<String, Vec<Subscription>>,
     len: usize,
 }
 
@@ -155,9 +157,9 @@ impl FromIterator<Subscription> for SubscriptionSet {
 /// removes or matches, never to how many subscriptions exist.
 #[derive(Debug, Default)]
 pub struct SubscriptionIndex {
-    subscribers: HashMap<SubscriberId, Subscriber>,
+    subscribers: foldhash::HashMap<SubscriberId, Subscriber>,
     /// Path key → subscribers with at least one subscription on that path.
-    by_path: HashMap<String, HashSet<SubscriberId>>,
+    by_path: HashMap<String, foldhash::HashSet<SubscriberId>>,
     /// Subscriptions across every subscriber.
     total: usize,
 }
@@ -267,10 +269,11 @@ impl SubscriptionIndex {
         let keys = candidate_keys(state, event);
         let view = state.catalog().view(&event.project);
         // A subscriber appears under several keys only if the project has several names.
-        let mut seen: Option<HashSet<SubscriberId>> = (keys.len() > 1).then(HashSet::new);
+        let mut seen: Option<foldhash::HashSet<SubscriberId>> =
+            (keys.len() > 1).then(foldhash::HashSet::default);
         let mut matches: Vec<Match> = Vec::new();
         for key in &keys {
-            for &id in self.by_path.get(*key).into_iter().flatten() {
+            for &id in self.by_path.get(key.path).into_iter().flatten() {
                 if seen.as_mut().is_some_and(|seen| !seen.insert(id)) {
                     continue;
                 }
@@ -286,7 +289,7 @@ impl SubscriptionIndex {
                 if !allowed {
                     continue;
                 }
-                let matched = matched_labels(&subscriber.subscriptions, &keys, state, event);
+                let matched = matched_labels(&subscriber.subscriptions, &keys, event);
                 if !matched.is_empty() {
                     matches.push(Match {
                         subscriber: id,
@@ -300,7 +303,11 @@ impl SubscriptionIndex {
     }
 }
 
-fn unlink(by_path: &mut HashMap<String, HashSet<SubscriberId>>, id: SubscriberId, key: &str) {
+fn unlink(
+    by_path: &mut HashMap<String, foldhash::HashSet<SubscriberId>>,
+    id: SubscriberId,
+    key: &str,
+) {
     if let Some(subscribers) = by_path.get_mut(key) {
         subscribers.remove(&id);
         if subscribers.is_empty() {
@@ -309,32 +316,47 @@ fn unlink(by_path: &mut HashMap<String, HashSet<SubscriberId>>, id: SubscriberId
     }
 }
 
+/// A path key that may name the event's project.
+struct CandidateKey<'a> {
+    path: &'a str,
+    /// The catalog resolves this path to the event's project (otherwise only a
+    /// subscription equal to the path the event carries matches on it).
+    names_project: bool,
+}
+
 /// Every path key that names the event's project: its current and former paths, and the
 /// path the event carries. Only subscriptions on these can match it.
-fn candidate_keys<'a>(state: &'a RoutingState, event: &'a PushEvent) -> Vec<&'a str> {
+fn candidate_keys<'a>(state: &'a RoutingState, event: &'a PushEvent) -> Vec<CandidateKey<'a>> {
+    let catalog = state.catalog();
     let event_key = event.project.path.key();
-    let mut keys: Vec<&str> = state
-        .catalog()
+    let names_project = |path: &str| catalog.resolve_key(path) == Some(event.project.id);
+    let mut keys: Vec<CandidateKey<'a>> = catalog
         .names_of(event.project.id)
         .iter()
-        .map(String::as_str)
+        .map(|path| CandidateKey {
+            path: path.as_str(),
+            names_project: names_project(path),
+        })
         .collect();
-    if !keys.contains(&event_key) {
-        keys.push(event_key);
+    if !keys.iter().any(|key| key.path == event_key) {
+        keys.push(CandidateKey {
+            path: event_key,
+            names_project: names_project(event_key),
+        });
     }
     keys
 }
 
 fn matched_labels(
     subscriptions: &SubscriptionSet,
-    keys: &[&str],
-    state: &RoutingState,
+    keys: &[CandidateKey<'_>],
     event: &PushEvent,
 ) -> Vec<String> {
     let mut labels: Vec<String> = Vec::new();
     for key in keys {
-        for subscription in subscriptions.on_path(key) {
-            if subscription.matches(state.catalog(), event) && !labels.contains(&subscription.label)
+        for subscription in subscriptions.on_path(key.path) {
+            if subscription.matches_given(key.names_project, event)
+                && !labels.contains(&subscription.label)
             {
                 labels.push(subscription.label.clone());
             }
@@ -360,6 +382,6 @@ pub fn route_one(
         return None;
     }
     let keys = candidate_keys(state, event);
-    let matched = matched_labels(subscriptions, &keys, state, event);
+    let matched = matched_labels(subscriptions, &keys, event);
     (!matched.is_empty()).then_some(matched)
 }

@@ -1,8 +1,6 @@
 //! The routing state of one replica: the catalog and every agent's policy, folded from the
 //! log in seq order.
 
-use std::collections::HashMap;
-
 use fluxgate_core::{
     AgentId, AgentPolicy, FullPath, ProjectId, StateChange, StateEffect, Visibility,
 };
@@ -26,7 +24,7 @@ pub enum AgentEffect {
 #[derive(Debug, Default, Clone)]
 pub struct RoutingState {
     catalog: Catalog,
-    agents: HashMap<AgentId, AgentPolicy>,
+    agents: foldhash::HashMap<AgentId, AgentPolicy>,
 }
 
 impl RoutingState {

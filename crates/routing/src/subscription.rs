@@ -25,8 +25,15 @@ impl Subscription {
     /// (now or formerly), or equals the path the event carries, and the ref matches. An
     /// event without a ref (GitLab's project push notice) matches every ref pattern.
     pub fn matches(&self, catalog: &Catalog, event: &PushEvent) -> bool {
-        let names_project = catalog.resolve(&self.project) == Some(event.project.id)
-            || self.project == event.project.path;
+        let path_names_project = catalog.resolve(&self.project) == Some(event.project.id);
+        self.matches_given(path_names_project, event)
+    }
+
+    /// [`Self::matches`], once it is known whether this subscription's path names the
+    /// event's project in the catalog (the same for every subscription on that path, so
+    /// routing works it out once per path rather than once per subscriber).
+    pub fn matches_given(&self, path_names_project: bool, event: &PushEvent) -> bool {
+        let names_project = path_names_project || self.project == event.project.path;
         let ref_matches = match (&self.refs, &event.git_ref) {
             (Some(pattern), Some(git_ref)) => pattern.matches(git_ref),
             (None, _) | (_, None) => true,

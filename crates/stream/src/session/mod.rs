@@ -216,6 +216,7 @@ pub async fn run(
         subscriptions: current_subscriptions,
         sync_reports: SyncReportBudget::default(),
         acks: registration.acks.clone(),
+        metrics: SessionMetrics::new(),
     };
     let end = session
         .serve(
@@ -295,6 +296,29 @@ struct Session {
     sync_reports: SyncReportBudget,
     /// Where acks are noted for presence.
     acks: AckClock,
+    metrics: SessionMetrics,
+}
+
+/// The metrics a stream records per event, looked up once per stream rather than in the
+/// recorder's registry on every event.
+struct SessionMetrics {
+    events_sent: metrics::Counter,
+    committed_to_sent: metrics::Histogram,
+    acks: metrics::Counter,
+    delivery_latency: metrics::Histogram,
+    sent_to_acked: metrics::Histogram,
+}
+
+impl SessionMetrics {
+    fn new() -> Self {
+        Self {
+            events_sent: metrics::counter!(names::EVENTS_SENT),
+            committed_to_sent: metrics::histogram!(names::STAGE_COMMITTED_TO_SENT),
+            acks: metrics::counter!(names::ACKS),
+            delivery_latency: metrics::histogram!(names::DELIVERY_LATENCY),
+            sent_to_acked: metrics::histogram!(names::STAGE_SENT_TO_ACKED),
+        }
+    }
 }
 
 impl Session {
@@ -381,6 +405,7 @@ impl Session {
         // plain `async fn`s, which cost nothing until polled, and the permit borrows this
         // sender rather than cloning the session's each time.
         let outbound = self.outbound.clone();
+        let mut sent_since_keepalive = false;
         loop {
             let max_unacked = self.context.max_unacked;
             tokio::select! {
@@ -435,7 +460,10 @@ impl Session {
                 delivery = queue.recv(), if backlog.is_done() => match delivery {
                     Some(delivery) => {
                         self.send_event(delivery).await?;
-                        keepalive.reset();
+                        // Not `keepalive.reset()`: that reads the clock per event. A busy
+                        // stream skips the keepalives that fall while it sends instead, so
+                        // the agent hears from it at least every two intervals.
+                        sent_since_keepalive = true;
                     }
                     None => return Err(close_status(close.reason())),
                 },
@@ -444,6 +472,9 @@ impl Session {
                     self.send_status(false).await?;
                 }
                 _ = keepalive.tick() => {
+                    if std::mem::take(&mut sent_since_keepalive) {
+                        continue;
+                    }
                     // Everything the hub dispatched up to its head is in the queue; if the
                     // backlog is done and the queue is empty, this stream has passed the head.
                     if backlog.is_done() && queue.is_empty() {
@@ -470,8 +501,10 @@ impl Session {
         self.last_sent = entry.seq;
         self.tracker.sent(entry.seq, event.received_at);
         let since_commit = entry.recorded_at.elapsed_until(UnixMillis::now());
-        metrics::histogram!(names::STAGE_COMMITTED_TO_SENT).record(since_commit.as_secs_f64());
-        metrics::counter!(names::EVENTS_SENT).increment(1);
+        self.metrics
+            .committed_to_sent
+            .record(since_commit.as_secs_f64());
+        self.metrics.events_sent.increment(1);
         tracing::debug!(seq = %entry.seq, event_id = %event.event_id, project = %event.project.path, r#ref = ?event.git_ref.as_ref().map(|r| r.as_str()), kind = event.kind.as_str(), "event sent");
         Some(Outgoing::Message(OutboundMessage::Event(SharedEvent {
             fields,
@@ -652,7 +685,7 @@ impl Session {
         match message.message {
             Some(agent_message::Message::Ack(ack)) => {
                 let ack = convert::ack(ack)?;
-                metrics::counter!(names::ACKS).increment(1);
+                self.metrics.acks.increment(1);
                 for outcome in &ack.outcomes {
                     metrics::counter!(names::RECEIVER_OUTCOMES, "outcome" => names::outcome_label(*outcome))
                         .increment(1);
@@ -660,8 +693,9 @@ impl Session {
                 if let Some(in_flight) = self.tracker.acked(ack.seq) {
                     let now = UnixMillis::now();
                     let waited = in_flight.received_at.elapsed_until(now);
-                    metrics::histogram!(names::DELIVERY_LATENCY).record(waited.as_secs_f64());
-                    metrics::histogram!(names::STAGE_SENT_TO_ACKED)
+                    self.metrics.delivery_latency.record(waited.as_secs_f64());
+                    self.metrics
+                        .sent_to_acked
                         .record(in_flight.sent_at.elapsed_until(now).as_secs_f64());
                     tracing::debug!(seq = %ack.seq, latency_ms = waited.as_millis(), handling_ms = ack.handling_ms, "event acked");
                     self.context.deliveries.record(DeliveryRecord {

@@ -10,7 +10,7 @@ use fluxgate_core::{
 use crate::error::StoreError;
 use crate::model::{
     AgentRecord, AgentUpdate, AppendResult, CursorUpdate, DeliveryWatermark, LogBounds, NewAgent,
-    RecentPushes, Snapshot,
+    PushPage, RecentPushes, Snapshot,
 };
 
 /// Which database a store runs on.
@@ -43,6 +43,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Up to `limit` entries with seq > `after`, in seq order.
     async fn read_log(&self, after: Seq, limit: u32) -> Result<Vec<LogEntry>, StoreError>;
+
+    /// Up to `limit` pushes with seq in (`after`, `up_to`], in seq order, and how far that
+    /// covered the log (`up_to` once fewer than `limit` were found). State changes are
+    /// skipped in the database: a stream replaying its backlog has no use for them, and a
+    /// fleet of new agents (each one a state change) would otherwise make every new
+    /// stream read every agent created after it.
+    async fn read_pushes(&self, after: Seq, up_to: Seq, limit: u32)
+    -> Result<PushPage, StoreError>;
 
     async fn log_bounds(&self) -> Result<LogBounds, StoreError>;
 

@@ -21,7 +21,8 @@ pub use clock::{Clock, ManualClock};
 pub use error::{CorruptValue, ExistingEntity, InvalidRequest, MissingEntity, StoreError};
 pub use model::{
     AgentRecord, AgentUpdate, AppendResult, CatalogProject, CursorUpdate, DeliveryWatermark,
-    HookOutcome, LogBounds, NewAgent, PushWithRecords, RecentPushes, RecordOutcome, Snapshot,
+    HookOutcome, LogBounds, NewAgent, PushPage, PushWithRecords, RecentPushes, RecordOutcome,
+    Snapshot,
 };
 pub use publisher::Publisher;
 pub use sql::private_file::restrict_mode;

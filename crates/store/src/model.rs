@@ -74,6 +74,16 @@ pub struct LogBounds {
     pub floor: Seq,
 }
 
+/// A page of the log's pushes ([`crate::Store::read_pushes`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PushPage {
+    /// The pushes found, in seq order.
+    pub entries: Vec<LogEntry>,
+    /// How far the read covered the log: every push at or below this seq (and above the
+    /// read's `after`) is in `entries`.
+    pub covered_to: Seq,
+}
+
 /// A project as the catalog stores it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CatalogProject {

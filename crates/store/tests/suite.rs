@@ -45,6 +45,7 @@ macro_rules! suite {
 
 suite!(
     seqs_are_gapless_and_in_order,
+    read_pushes_skips_state_changes_and_says_how_far_it_read,
     idempotency_key_makes_a_duplicate,
     same_change_to_a_ref_is_a_duplicate_only_while_it_is_the_latest,
     artifacts_and_project_pushes_are_kept_whole_and_deduplicated_by_key_only,
@@ -185,6 +186,40 @@ async fn seqs_are_gapless_and_in_order(db: TestDatabase) {
         ]
     );
     assert_eq!(store.read_log(Seq(3), 1).await.unwrap()[0].seq, Seq(4));
+}
+
+async fn read_pushes_skips_state_changes_and_says_how_far_it_read(db: TestDatabase) {
+    let store = db.store().await;
+    // seq 1: the catalog learns the project; 2: the push; 3..=5: agents; 6: a push.
+    store
+        .append(&[hook(vec![push(1, "a/b", "refs/heads/main", '0', '1')])])
+        .await
+        .unwrap();
+    for name in ["edge-1", "edge-2", "edge-3"] {
+        store
+            .create_agent(new_agent(name, "ops/edge", vec![]).0)
+            .await
+            .unwrap();
+    }
+    store
+        .append(&[hook(vec![push(1, "a/b", "refs/heads/main", '1', '2')])])
+        .await
+        .unwrap();
+    let seqs = |page: &fluxgate_store::PushPage| -> Vec<u64> {
+        page.entries.iter().map(|e| e.seq.get()).collect()
+    };
+
+    let all = store.read_pushes(Seq::ZERO, Seq(6), 10).await.unwrap();
+    assert_eq!(seqs(&all), vec![2, 6], "state changes are skipped");
+    assert_eq!(all.covered_to, Seq(6), "a short page covers the range");
+
+    let first = store.read_pushes(Seq::ZERO, Seq(6), 1).await.unwrap();
+    assert_eq!(seqs(&first), vec![2]);
+    assert_eq!(first.covered_to, Seq(2), "a full page covers up to its last push");
+
+    let bounded = store.read_pushes(Seq(2), Seq(5), 10).await.unwrap();
+    assert!(bounded.entries.is_empty(), "nothing after up_to");
+    assert_eq!(bounded.covered_to, Seq(5));
 }
 
 async fn idempotency_key_makes_a_duplicate(db: TestDatabase) {

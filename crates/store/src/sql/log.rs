@@ -10,7 +10,7 @@ use super::batch::DeliveryHistory;
 use super::catalog::{self, ProjectCache};
 use super::{bulk, rows};
 use crate::error::StoreError;
-use crate::model::{AppendResult, HookOutcome, LogBounds, RecordOutcome};
+use crate::model::{AppendResult, HookOutcome, LogBounds, PushPage, RecordOutcome};
 
 /// Takes the log lock (the first statement of every write transaction) and returns the
 /// bounds as of this transaction.
@@ -216,6 +216,37 @@ pub(super) async fn read(
     .await?;
     found.iter().map(entry).collect()
 }
+
+/// The pushes in (`after`, `up_to`], at most `limit` ([`crate::Store::read_pushes`]).
+pub(super) async fn read_pushes(
+    conn: &mut AnyConnection,
+    after: Seq,
+    up_to: Seq,
+    limit: u32,
+) -> Result<PushPage, StoreError> {
+    let found = sqlx::query(
+        "SELECT seq, recorded_at, body FROM log_entries \
+         WHERE seq > $1 AND seq <= $2 AND kind <> $3 ORDER BY seq LIMIT $4",
+    )
+    .bind(rows::seq_param(after))
+    .bind(rows::seq_param(up_to))
+    .bind(STATE_KIND)
+    .bind(i64::from(limit))
+    .fetch_all(&mut *conn)
+    .await?;
+    let entries = found.iter().map(entry).collect::<Result<Vec<_>, _>>()?;
+    let covered_to = match entries.last() {
+        Some(last) if entries.len() >= usize::try_from(limit).unwrap_or(usize::MAX) => last.seq,
+        _ => up_to.max(after),
+    };
+    Ok(PushPage {
+        entries,
+        covered_to,
+    })
+}
+
+/// The `kind` column of state changes ([`LogRecord::kind`]).
+const STATE_KIND: &str = "state";
 
 /// A log entry from a row with `seq`, `recorded_at` and `body`.
 pub(super) fn entry(row: &sqlx::any::AnyRow) -> Result<LogEntry, StoreError> {

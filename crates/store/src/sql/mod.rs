@@ -33,7 +33,7 @@ use crate::clock::Clock;
 use crate::error::{InvalidRequest, StoreError};
 use crate::model::{
     AgentRecord, AgentUpdate, AppendResult, CursorUpdate, DeliveryWatermark, LogBounds, NewAgent,
-    RecentPushes, Snapshot,
+    PushPage, RecentPushes, Snapshot,
 };
 
 /// Tuning for a [`SqlStore`].
@@ -240,6 +240,16 @@ impl Store for SqlStore {
     async fn read_log(&self, after: Seq, limit: u32) -> Result<Vec<LogEntry>, StoreError> {
         let mut conn = self.pool.acquire().await?;
         log::read(&mut conn, after, limit).await
+    }
+
+    async fn read_pushes(
+        &self,
+        after: Seq,
+        up_to: Seq,
+        limit: u32,
+    ) -> Result<PushPage, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        log::read_pushes(&mut conn, after, up_to, limit).await
     }
 
     async fn log_bounds(&self) -> Result<LogBounds, StoreError> {

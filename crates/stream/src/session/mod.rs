@@ -80,7 +80,7 @@ impl SyncReportBudget {
     }
 }
 
-/// Entries read from the store per backlog query.
+/// Pushes read from the store per backlog query.
 const BACKLOG_PAGE: u32 = 500;
 
 /// The part of the log a stream replays before its live events: (`after`, `head`], read a
@@ -106,16 +106,13 @@ impl Backlog {
         self.page.is_empty() && self.after < self.head
     }
 
-    fn fill(&mut self, entries: Vec<fluxgate_core::LogEntry>) {
-        let Some(last) = entries.last() else {
-            // Nothing more in the store (retention raced us): the backlog ends here.
-            self.after = self.head;
-            return;
-        };
-        self.after = last.seq.min(self.head);
+    fn fill(&mut self, page: fluxgate_store::PushPage) {
+        // A short page covers everything up to the head (entries retention removed since
+        // included): the backlog then ends with what it holds.
+        self.after = page.covered_to.clamp(self.after, self.head);
         let head = self.head;
         self.page
-            .extend(entries.into_iter().take_while(|e| e.seq <= head));
+            .extend(page.entries.into_iter().take_while(|e| e.seq <= head));
     }
 
     fn has_entries(&self) -> bool {
@@ -261,12 +258,13 @@ pub fn stream_span(stream_id: &str, policy: &AgentPolicy, replica: &str) -> trac
     )
 }
 
-/// The next page of the backlog after `after`.
+/// The next page of the backlog's pushes after `after`, up to `head`.
 async fn read_page(
     store: &dyn Store,
     after: Seq,
-) -> Result<Vec<fluxgate_core::LogEntry>, fluxgate_store::StoreError> {
-    store.read_log(after, BACKLOG_PAGE).await
+    head: Seq,
+) -> Result<fluxgate_store::PushPage, fluxgate_store::StoreError> {
+    store.read_pushes(after, head, BACKLOG_PAGE).await
 }
 
 /// The status a stream closed by the hub ends with.
@@ -426,7 +424,7 @@ impl Session {
                         return Ok(());
                     }
                 },
-                page = read_page(self.context.store.as_ref(), backlog.after), if backlog.needs_page() => {
+                page = read_page(self.context.store.as_ref(), backlog.after, backlog.head), if backlog.needs_page() => {
                     let page = page.map_err(|e| e.to_api_error().to_grpc_status())?;
                     backlog.fill(page);
                     if backlog.is_done() {

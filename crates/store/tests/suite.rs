@@ -215,7 +215,11 @@ async fn read_pushes_skips_state_changes_and_says_how_far_it_read(db: TestDataba
 
     let first = store.read_pushes(Seq::ZERO, Seq(6), 1).await.unwrap();
     assert_eq!(seqs(&first), vec![2]);
-    assert_eq!(first.covered_to, Seq(2), "a full page covers up to its last push");
+    assert_eq!(
+        first.covered_to,
+        Seq(2),
+        "a full page covers up to its last push"
+    );
 
     let bounded = store.read_pushes(Seq(2), Seq(5), 10).await.unwrap();
     assert!(bounded.entries.is_empty(), "nothing after up_to");

@@ -408,7 +408,13 @@ impl Parts {
             metrics::gauge!(fluxgate_replication::metric_names::REDIS_CONNECTED).set(0.0);
         }
         let readiness = Arc::new(Readiness::default());
-        let cursors = Arc::new(CursorSaver::default());
+        let cursors = Arc::new(CursorSaver::with_sign_of_life(
+            fluxgate_stream::cursor_saver::sign_of_life(
+                commands::presence_window(&config),
+                config.keepalive_interval,
+                config.cursor_flush_interval,
+            ),
+        ));
         let (deliveries, delivery_writer) = DeliveryRecorder::new();
         let reports = Arc::new(AgentReports::default());
         let mut tasks = Supervisor::default();
@@ -701,7 +707,15 @@ impl Running {
         })
         .await;
         if stopped.is_err() {
-            tracing::warn!(?grace, "shutdown grace period elapsed; stopping anyway");
+            // An agent whose network went silent holds its connection open: what did not
+            // drain is dropped (the agent server's connections go with the streams'
+            // runtime when the broker is dropped).
+            tracing::warn!(
+                ?grace,
+                "shutdown grace period elapsed; dropping connections that did not drain"
+            );
+            self.stops.http.cancel();
+            self.tasks.abort(AGENT_SERVER);
         }
         self.stops.background.cancel();
         self.tasks.wait_all().await;

@@ -235,9 +235,14 @@ async fn run_agent_command(admin: &AgentAdmin, command: AgentCommand) -> anyhow:
     Ok(())
 }
 
+/// A stream heard of within this long counts as connected: three keepalives.
+pub fn presence_window(config: &Config) -> std::time::Duration {
+    config.keepalive_interval * 3
+}
+
 /// Presence from Redis when it is configured, from last-seen times otherwise.
 pub fn presence_source(config: &Config) -> anyhow::Result<PresenceSource> {
-    let within = config.keepalive_interval * 3;
+    let within = presence_window(config);
     Ok(match &config.redis_url {
         Some(url) => PresenceSource::Redis {
             presence: fluxgate_replication::RedisPresence::new(url, &config.redis_key_prefix)

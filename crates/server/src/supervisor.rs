@@ -51,6 +51,7 @@ impl fmt::Display for TaskExit {
 pub struct Supervisor {
     tasks: JoinSet<anyhow::Result<()>>,
     names: HashMap<tokio::task::Id, &'static str>,
+    aborts: HashMap<&'static str, tokio::task::AbortHandle>,
     ended: HashSet<&'static str>,
 }
 
@@ -65,6 +66,15 @@ impl Supervisor {
         let task = fault::inject(name, task);
         let handle = self.tasks.spawn(task);
         self.names.insert(handle.id(), name);
+        self.aborts.insert(name, handle);
+    }
+
+    /// Aborts the task `name` if it still runs (at the end of a shutdown whose grace
+    /// period passed); it then ends as [`Ending::Cancelled`].
+    pub fn abort(&mut self, name: &'static str) {
+        if let Some(handle) = self.aborts.get(name) {
+            handle.abort();
+        }
     }
 
     /// Runs `task`, which ends only when it is told to stop, as the essential task `name`.

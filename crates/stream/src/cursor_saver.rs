@@ -26,10 +26,17 @@ use crate::metric_names as names;
 /// it) counts as closed at its last report. Streams report at least every keepalive.
 pub const STALE_STREAM: Duration = Duration::from_secs(10 * 60);
 
-/// A stream whose cursor did not move is written at most this often, as a sign of life
-/// (its agent's `last_seen_at`): far below [`STALE_STREAM`], and idle streams do not
-/// rewrite their rows on every keepalive.
-pub const SIGN_OF_LIFE: Duration = Duration::from_secs(60);
+/// How often a stream whose cursor did not move is written as a sign of life, for
+/// readers that count a stream seen within `presence_window` as connected: the newest
+/// write is then at most two keepalives and a flush old, with a quarter keepalive to spare.
+/// With the defaults (keepalive 15 s, flush 1 s, window 45 s) that is every other
+/// keepalive; with a window of three keepalives it is never below one keepalive's writes.
+pub fn sign_of_life(presence_window: Duration, keepalive: Duration, flush: Duration) -> Duration {
+    presence_window
+        .saturating_sub(keepalive)
+        .saturating_sub(flush)
+        .saturating_sub(keepalive / 4)
+}
 
 /// One stream's identity, for its cursor reports.
 #[derive(Debug, Clone)]
@@ -88,6 +95,8 @@ pub fn subscriptions_digest(subscriptions: &[Subscription]) -> String {
 /// Every open stream's cursor (and closed ones not yet written), shared by the replica.
 #[derive(Default)]
 pub struct CursorSaver {
+    /// See [`sign_of_life`]; zero (the default) writes a stream on every report.
+    sign_of_life: Duration,
     streams: Mutex<HashMap<String, Arc<TrackedStream>>>,
     /// Updates whose write failed, merged into the next batch.
     failed: Mutex<HashMap<String, CursorUpdate>>,
@@ -106,6 +115,7 @@ struct TrackedStream {
     closed_at: AtomicI64,
     /// Changed since the saver last took it.
     dirty: AtomicBool,
+    sign_of_life: Duration,
 }
 
 /// A stream's handle on its cursor; dropping it (the session ended, however) reports the
@@ -115,6 +125,15 @@ pub struct StreamCursorHandle {
 }
 
 impl CursorSaver {
+    /// A saver that writes a stream whose cursor did not move only every `sign_of_life`
+    /// ([`sign_of_life`]).
+    pub fn with_sign_of_life(sign_of_life: Duration) -> Self {
+        Self {
+            sign_of_life,
+            ..Self::default()
+        }
+    }
+
     /// Registers a stream that holds its agent's cursor at `cursor` from now on (reported
     /// with the next batch).
     pub fn open(&self, identity: StreamCursor, cursor: Seq) -> StreamCursorHandle {
@@ -126,6 +145,7 @@ impl CursorSaver {
             written_seen_at: AtomicI64::new(0),
             closed_at: AtomicI64::new(0),
             dirty: AtomicBool::new(true),
+            sign_of_life: self.sign_of_life,
         });
         self.streams.lock().insert(id, Arc::clone(&stream));
         StreamCursorHandle { stream }
@@ -217,7 +237,7 @@ impl TrackedStream {
         let now = UnixMillis::now();
         self.seen_at.fetch_max(now.get(), Ordering::AcqRel);
         let written = UnixMillis(self.written_seen_at.load(Ordering::Acquire));
-        if cursor.get() > before || written.elapsed_until(now) >= SIGN_OF_LIFE {
+        if cursor.get() > before || written.elapsed_until(now) >= self.sign_of_life {
             self.dirty.store(true, Ordering::Release);
         }
     }
@@ -225,7 +245,7 @@ impl TrackedStream {
 
 impl StreamCursorHandle {
     /// The stream is at `cursor` (an ack moved it, or a keepalive shows it is alive): written
-    /// with the next batch if it moved, or as a sign of life every [`SIGN_OF_LIFE`].
+    /// with the next batch if it moved, or as a sign of life ([`sign_of_life`]).
     pub fn moved(&self, cursor: Seq) {
         self.stream.moved(cursor);
     }
@@ -339,12 +359,24 @@ mod tests {
         stream.close(Seq(9));
     }
 
+    #[test]
+    fn a_sign_of_life_keeps_a_stream_within_the_presence_window() {
+        let s = Duration::from_secs;
+        // Defaults: every other keepalive.
+        assert_eq!(
+            sign_of_life(s(45), s(15), s(1)),
+            Duration::from_millis(25_250)
+        );
+        // Short keepalives (tests): every keepalive.
+        assert!(sign_of_life(s(3), s(1), s(1)) < s(1));
+    }
+
     #[tokio::test]
     async fn an_idle_stream_is_rewritten_only_as_a_sign_of_life() {
         let db = TestDatabase::sqlite();
         let store = db.store().await;
         let agent = agent(&store).await;
-        let saver = CursorSaver::default();
+        let saver = CursorSaver::with_sign_of_life(Duration::from_secs(60));
         let stream = saver.open(identity(agent), Seq(4));
         saver.flush(&store).await;
         let dirty = |stream: &StreamCursorHandle| stream.stream.dirty.load(Ordering::Acquire);
@@ -359,7 +391,7 @@ mod tests {
         saver.flush(&store).await;
 
         // Last written longer ago than the sign-of-life interval: written again.
-        let long_ago = UnixMillis::now().minus(SIGN_OF_LIFE).get() - 1;
+        let long_ago = UnixMillis::now().minus(Duration::from_secs(60)).get() - 1;
         stream
             .stream
             .written_seen_at

@@ -35,7 +35,7 @@ use crate::metric_names as names;
 #[derive(Debug, Clone)]
 pub struct Delivery {
     pub entry: Arc<DispatchedEntry>,
-    pub matched: Vec<String>,
+    pub matched: Vec<std::sync::Arc<str>>,
 }
 
 /// A log entry on its way to the streams that get it, with room for its wire form: the
@@ -407,7 +407,7 @@ impl Hub {
         id: SubscriberId,
         agent: AgentId,
         entry: &LogEntry,
-    ) -> Option<Vec<String>> {
+    ) -> Option<Vec<std::sync::Arc<str>>> {
         let event = entry.as_push()?;
         let state = self.state.read().await;
         route_one(
@@ -664,7 +664,7 @@ mod tests {
             .map(|path| Subscription {
                 project: FullPath::parse(path).unwrap(),
                 refs: None,
-                label: (*path).to_owned(),
+                label: (*path).into(),
             })
             .collect()
     }
@@ -685,7 +685,7 @@ mod tests {
                 Subscription {
                     project: FullPath::parse(&path).unwrap(),
                     refs: None,
-                    label: path,
+                    label: path.into(),
                 }
             })
             .collect()

@@ -11,6 +11,8 @@
 //! The broker's `AgentService` server (`v1_outbound`) is generated with this type as its
 //! response; agents and tests decode the generated [`v1::BrokerMessage`].
 
+use std::sync::Arc;
+
 use prost::bytes::{Buf, BufMut, Bytes};
 use prost::encoding::{self, DecodeContext, WireType};
 use prost::{DecodeError, Message};
@@ -50,7 +52,8 @@ impl Default for OutboundMessage {
 pub struct SharedEvent {
     /// Every field of the `Event` but `matched_projects`, encoded ([`Self::encode_fields`]).
     pub fields: Bytes,
-    pub matched_projects: Vec<String>,
+    /// Shared with the stream's subscriptions: a delivery copies no text.
+    pub matched_projects: Vec<Arc<str>>,
 }
 
 impl SharedEvent {
@@ -65,8 +68,13 @@ impl SharedEvent {
     }
 
     fn event_len(&self) -> usize {
+        let key = encoding::key_len(EVENT_MATCHED_PROJECTS);
         self.fields.len()
-            + encoding::string::encoded_len_repeated(EVENT_MATCHED_PROJECTS, &self.matched_projects)
+            + self
+                .matched_projects
+                .iter()
+                .map(|path| key + encoding::encoded_len_varint(path.len() as u64) + path.len())
+                .sum::<usize>()
     }
 }
 
@@ -78,11 +86,12 @@ impl Message for OutboundMessage {
                 encoding::encode_key(BROKER_MESSAGE_EVENT, WireType::LengthDelimited, buf);
                 encoding::encode_varint(event.event_len() as u64, buf);
                 buf.put_slice(&event.fields);
-                encoding::string::encode_repeated(
-                    EVENT_MATCHED_PROJECTS,
-                    &event.matched_projects,
-                    buf,
-                );
+                // As prost encodes a `repeated string`, from shared text.
+                for path in &event.matched_projects {
+                    encoding::encode_key(EVENT_MATCHED_PROJECTS, WireType::LengthDelimited, buf);
+                    encoding::encode_varint(path.len() as u64, buf);
+                    buf.put_slice(path.as_bytes());
+                }
             }
         }
     }
@@ -167,7 +176,7 @@ mod tests {
         ] {
             let outbound = OutboundMessage::Event(SharedEvent {
                 fields: fields.clone(),
-                matched_projects: matched.clone(),
+                matched_projects: matched.iter().map(|m| m.as_str().into()).collect(),
             });
             let bytes = outbound.encode_to_vec();
             assert_eq!(bytes.len(), outbound.encoded_len());

@@ -85,7 +85,7 @@ async fn register(hub: &Hub, agent: AgentId) -> Registration {
     let subscription = Subscription {
         project: FullPath::parse(PROJECT).unwrap(),
         refs: None,
-        label: PROJECT.to_owned(),
+        label: PROJECT.into(),
     };
     hub.register(agent, 0, info, AcceptedKinds::ALL, vec![subscription])
         .await

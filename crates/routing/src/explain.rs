@@ -102,7 +102,7 @@ impl SubscriptionCheck {
     /// The status as the broker reports and stores it.
     pub fn to_status(&self, subscription: &Subscription) -> SubscriptionStatus {
         SubscriptionStatus {
-            project: subscription.label.clone(),
+            project: subscription.label.to_string(),
             ref_pattern: subscription
                 .refs
                 .as_ref()
@@ -286,7 +286,7 @@ pub fn explain(
             .iter()
             .filter(|s| state.catalog().resolve(&s.project) == Some(view.id))
             .map(|s| SubscriptionMatch {
-                label: s.label.clone(),
+                label: s.label.to_string(),
                 ref_pattern: s.refs.as_ref().map(|p| p.as_str().to_owned()),
                 via_former_path: s.project != view.path,
                 refs: ref_match(s.refs.as_ref(), git_ref),
@@ -406,7 +406,7 @@ mod tests {
         Subscription {
             project: p(project),
             refs: refs.map(|r| RefPattern::parse(r).unwrap()),
-            label: project.to_owned(),
+            label: project.into(),
         }
     }
 
@@ -495,7 +495,7 @@ mod tests {
                 check.reason
             );
             let status = check.to_status(&subscription);
-            assert_eq!(status.project, subscription.label);
+            assert_eq!(status.project, *subscription.label);
             assert_eq!(status.state, expected);
         }
     }

@@ -6,6 +6,7 @@
 //! pattern and against the access rule with the agent's current policy.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use fluxgate_core::{AgentId, EventKind, PushEvent};
 
@@ -21,7 +22,7 @@ pub type SubscriberId = u64;
 pub struct Match {
     pub subscriber: SubscriberId,
     pub agent: AgentId,
-    pub matched: Vec<String>,
+    pub matched: Vec<Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -351,8 +352,8 @@ fn matched_labels(
     subscriptions: &SubscriptionSet,
     keys: &[CandidateKey<'_>],
     event: &PushEvent,
-) -> Vec<String> {
-    let mut labels: Vec<String> = Vec::new();
+) -> Vec<Arc<str>> {
+    let mut labels: Vec<Arc<str>> = Vec::new();
     for key in keys {
         for subscription in subscriptions.on_path(key.path) {
             if subscription.matches_given(key.names_project, event)
@@ -373,7 +374,7 @@ pub fn route_one(
     accepts: AcceptedKinds,
     subscriptions: &SubscriptionSet,
     event: &PushEvent,
-) -> Option<Vec<String>> {
+) -> Option<Vec<Arc<str>>> {
     if !accepts.accepts(event.kind) {
         return None;
     }

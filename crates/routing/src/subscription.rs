@@ -1,5 +1,7 @@
 //! Subscriptions and how one is matched against an event.
 
+use std::sync::Arc;
+
 use fluxgate_core::{FullPath, PushEvent, RefPattern};
 
 use crate::catalog::Catalog;
@@ -10,8 +12,9 @@ pub struct Subscription {
     pub project: FullPath,
     /// `None`: every ref.
     pub refs: Option<RefPattern>,
-    /// The project as the agent wrote it, echoed back in `matched_projects`.
-    pub label: String,
+    /// The project as the agent wrote it, echoed back in `matched_projects` (shared: every
+    /// delivery to this subscription carries it).
+    pub label: Arc<str>,
 }
 
 impl Subscription {

@@ -164,7 +164,7 @@ proptest! {
             let subscriptions = spec
                 .subscriptions
                 .iter()
-                .map(|s| Subscription { project: fp(s), refs: None, label: s.clone() })
+                .map(|s| Subscription { project: fp(s), refs: None, label: s.as_str().into() })
                 .collect();
             index.insert(i as u64, AgentId(i as i64 + 1), AcceptedKinds::ALL, subscriptions);
         }

@@ -34,7 +34,7 @@ fn subscription(pattern: &str) -> Subscription {
     Subscription {
         project: FullPath::parse(PROJECT).unwrap(),
         refs: Some(RefPattern::parse(pattern).unwrap()),
-        label: PROJECT.to_owned(),
+        label: PROJECT.into(),
     }
 }
 

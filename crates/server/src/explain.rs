@@ -134,7 +134,7 @@ fn stored_subscriptions(report: Option<&SubscriptionReport>) -> Vec<Subscription
                     Some(Subscription {
                         project,
                         refs,
-                        label: s.project.clone(),
+                        label: s.project.as_str().into(),
                     })
                 })
                 .collect()
@@ -165,7 +165,7 @@ fn view(agent: &str, e: &Explanation, report: Option<&SubscriptionReport>) -> Ex
             .subscriptions
             .iter()
             .map(|m| SubscriptionMatchView {
-                project: m.label.clone(),
+                project: m.label.to_string(),
                 ref_pattern: m.ref_pattern.clone(),
                 via_former_path: m.via_former_path,
                 ref_match: match m.refs {

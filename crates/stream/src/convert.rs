@@ -94,7 +94,7 @@ fn subscriptions(field: &str, raw: Vec<v1::Subscription>) -> Result<Vec<Subscrip
     raw.into_iter()
         .enumerate()
         .map(|(i, subscription)| {
-            let label = subscription.project.trim().to_owned();
+            let label: std::sync::Arc<str> = subscription.project.trim().into();
             let project = FullPath::parse(&label)
                 .map_err(|e| Status::invalid_argument(format!("{field}[{i}].project: {e}")))?;
             let refs = match subscription.ref_pattern.trim() {
@@ -315,7 +315,7 @@ mod tests {
         assert!(ok.accepted_kinds.accepts(EventKind::ProjectPush));
         assert!(!ok.accepted_kinds.accepts(EventKind::Artifact));
         assert_eq!(ok.cluster_name, None);
-        assert_eq!(ok.subscriptions[0].label, "Team/App.git");
+        assert_eq!(&*ok.subscriptions[0].label, "Team/App.git");
         assert_eq!(ok.subscriptions[0].project.key(), "team/app");
         assert!(ok.subscriptions[0].refs.is_none());
         assert_eq!(ok.resume_after, Some(Seq(4)));

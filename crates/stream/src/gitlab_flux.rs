@@ -82,10 +82,10 @@ pub struct RequestedProjects {
 
 impl RequestedProjects {
     /// The client's paths a delivery's matched labels stand for, each once.
-    pub fn ids_for(&self, matched: &[String]) -> Vec<String> {
+    pub fn ids_for(&self, matched: &[std::sync::Arc<str>]) -> Vec<String> {
         let mut ids: Vec<String> = Vec::new();
         for label in matched {
-            for id in self.sent_as.get(label).into_iter().flatten() {
+            for id in self.sent_as.get(&**label).into_iter().flatten() {
                 if !ids.contains(id) {
                     ids.push(id.clone());
                 }
@@ -104,7 +104,7 @@ impl RequestedProjects {
             self.subscriptions.push(Subscription {
                 project: path,
                 refs: None,
-                label,
+                label: label.into(),
             });
         }
         ids.push(sent.to_owned());
@@ -308,11 +308,11 @@ mod tests {
         keys.sort_unstable();
         assert_eq!(keys, ["gitlab/group/app", "group/app", "other/svc"]);
         assert_eq!(
-            requested.ids_for(&["group/app".to_owned()]),
+            requested.ids_for(&["group/app".into()]),
             ["gitlab/Group/App"]
         );
         assert_eq!(
-            requested.ids_for(&["gitlab/group/app".to_owned()]),
+            requested.ids_for(&["gitlab/group/app".into()]),
             ["gitlab/Group/App"]
         );
     }
@@ -325,7 +325,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            requested.ids_for(&["group/app".to_owned(), "gitlab/group/app".to_owned()]),
+            requested.ids_for(&["group/app".into(), "gitlab/group/app".into()]),
             ["gitlab/group/app", "group/app", "Group/App"]
         );
         assert_eq!(requested.subscriptions.len(), 2);
@@ -335,7 +335,7 @@ mod tests {
     fn without_a_root_nothing_is_stripped() {
         let requested = requested_projects(request(&["gitlab/group/app"]), None).unwrap();
         assert_eq!(requested.subscriptions.len(), 1);
-        assert!(requested.ids_for(&["group/app".to_owned()]).is_empty());
+        assert!(requested.ids_for(&["group/app".into()]).is_empty());
     }
 
     #[test]

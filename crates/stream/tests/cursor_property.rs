@@ -73,7 +73,7 @@ fn subscriptions(projects: &BTreeSet<u8>) -> Vec<Subscription> {
             Subscription {
                 project: FullPath::parse(&path).unwrap(),
                 refs: None,
-                label: path,
+                label: path.into(),
             }
         })
         .collect()

@@ -61,19 +61,25 @@ pub(super) async fn serve<S, B>(
     S: HttpService<B>,
     B: ResponseBody,
 {
+    // Each path's future is boxed where it starts: this future lives as long as its
+    // connection (thousands of idle agents), and unboxed it would be as large as its
+    // largest path (the TLS handshake and a TLS connection, ~8 KiB) on every connection,
+    // plain ones included.
     let reaped = match &settings.tls {
-        None => drive(tcp, peer, service, &settings, &shutdown).await,
+        None => Box::pin(drive(tcp, peer, service, &settings, &shutdown)).await,
         Some(tls) => {
-            let handshake = tokio::time::timeout(
+            let handshake = Box::pin(tokio::time::timeout(
                 settings.limits.tls_handshake_timeout,
                 tls.acceptor().accept(tcp),
-            );
+            ));
             let stream = tokio::select! {
                 () = shutdown.cancelled() => return,
                 result = handshake => result,
             };
             match stream {
-                Ok(Ok(stream)) => drive(stream, peer, service, &settings, &shutdown).await,
+                Ok(Ok(stream)) => {
+                    Box::pin(drive(stream, peer, service, &settings, &shutdown)).await
+                }
                 Ok(Err(error)) => {
                     tracing::debug!(
                         listener = settings.name,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use fluxgate_core::DeliveryRecord;
+use fluxgate_core::{DeliveryRecord, DeliveryStage};
 use fluxgate_store::Store;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +31,9 @@ const MAX_BATCH: usize = 5_000;
 pub struct DeliveryRecorder {
     queue: mpsc::Sender<DeliveryRecord>,
     dropped: Arc<AtomicU64>,
+    /// Records per stage, in the order of [`DeliveryStage::ALL`] (looked up once, not in
+    /// the registry per record: there is one per ack).
+    recorded: Arc<[metrics::Counter; DeliveryStage::ALL.len()]>,
 }
 
 /// The writer task; run it with [`DeliveryWriter::run`].
@@ -51,6 +54,9 @@ impl DeliveryRecorder {
             Self {
                 queue,
                 dropped: Arc::clone(&dropped),
+                recorded: Arc::new(DeliveryStage::ALL.map(
+                    |stage| metrics::counter!(names::DELIVERY_RECORDS, "stage" => stage.as_str()),
+                )),
             },
             DeliveryWriter {
                 queue: receiver,
@@ -61,7 +67,12 @@ impl DeliveryRecorder {
 
     /// Queues `record` for the writer; drops (and counts) it if the queue is full.
     pub fn record(&self, record: DeliveryRecord) {
-        metrics::counter!(names::DELIVERY_RECORDS, "stage" => record.stage.as_str()).increment(1);
+        if let Some(recorded) = DeliveryStage::ALL
+            .iter()
+            .position(|stage| *stage == record.stage)
+        {
+            self.recorded[recorded].increment(1);
+        }
         if self.queue.try_send(record).is_err() {
             metrics::counter!(names::DELIVERY_RECORDS_DROPPED).increment(1);
             self.dropped.fetch_add(1, Ordering::Relaxed);

@@ -116,7 +116,11 @@ async fn run(sets: Vec<BTreeSet<u8>>, ops: Vec<Op>) -> Result<(), TestCaseError>
                 for process in &mut processes {
                     if let Some(stream) = &mut process.stream {
                         if process.projects.contains(&project) {
-                            stream.tracker.sent(head, fluxgate_core::UnixMillis(0));
+                            stream.tracker.sent(
+                                head,
+                                fluxgate_core::UnixMillis(0),
+                                fluxgate_core::UnixMillis(0),
+                            );
                             stream.unacked.push(head);
                         } else {
                             stream.tracker.pass(head);
@@ -172,7 +176,11 @@ async fn run(sets: Vec<BTreeSet<u8>>, ops: Vec<Op>) -> Result<(), TestCaseError>
                 };
                 for (&seq, project) in events.range(Seq(start.get() + 1)..) {
                     if process.projects.contains(project) {
-                        stream.tracker.sent(seq, fluxgate_core::UnixMillis(0));
+                        stream.tracker.sent(
+                            seq,
+                            fluxgate_core::UnixMillis(0),
+                            fluxgate_core::UnixMillis(0),
+                        );
                         stream.unacked.push(seq);
                     } else {
                         stream.tracker.pass(seq);

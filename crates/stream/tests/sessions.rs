@@ -29,6 +29,7 @@ const PROJECT: &str = "oss/lib";
 /// One replica's streaming side, serving on a loopback port.
 struct Broker {
     store: Arc<dyn Store>,
+    hub: Arc<Hub>,
     bus: Arc<InProcessBus>,
     url: String,
     token: AgentToken,
@@ -44,6 +45,12 @@ impl Drop for Broker {
 
 impl Broker {
     async fn start() -> Self {
+        Self::start_with(HubLimits::default(), 1000).await
+    }
+
+    /// A broker with these hub limits, closing a stream whose agent holds more than
+    /// `max_unacked` events unacked.
+    async fn start_with(limits: HubLimits, max_unacked: usize) -> Self {
         let database = TestDatabase::sqlite();
         let store: Arc<dyn Store> = Arc::new(database.store().await);
         let token = AgentToken::generate();
@@ -59,11 +66,7 @@ impl Broker {
             .unwrap();
         let snapshot = store.snapshot().await.unwrap();
         let routing = RoutingState::new([], [], snapshot.agents.iter().cloned());
-        let hub = Arc::new(Hub::new(
-            routing,
-            snapshot.bounds.head,
-            HubLimits::default(),
-        ));
+        let hub = Arc::new(Hub::new(routing, snapshot.bounds.head, limits));
         let bus = Arc::new(InProcessBus::new(64));
         let stop = CancellationToken::new();
         let follower = Follower::new(
@@ -78,12 +81,12 @@ impl Broker {
         let reports = Arc::new(AgentReports::default());
         tokio::spawn(reports.clone().run(store.clone(), stop.clone()));
         let context = Arc::new(StreamContext {
-            hub,
+            hub: hub.clone(),
             store: store.clone(),
             cursors: Arc::new(CursorSaver::default()),
             broker_id: "replica-test".to_owned(),
             keepalive: Duration::from_millis(200),
-            max_unacked: 1000,
+            max_unacked,
             deliveries,
             reports,
             shutdown: stop.clone(),
@@ -101,6 +104,7 @@ impl Broker {
         );
         Self {
             store,
+            hub,
             bus,
             url,
             token,
@@ -304,7 +308,12 @@ impl AgentStream {
 
     /// The status the stream ends with, skipping what comes before it.
     async fn end(&mut self) -> Status {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the stream did not end within {PATIENCE:?}"
+            );
             if let Err(status) = self.next().await {
                 return status;
             }
@@ -785,4 +794,75 @@ async fn a_malformed_sync_report_is_refused_naming_the_field() {
         assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
         assert!(status.message().starts_with(field), "{status:?}");
     }
+}
+
+/// Waits until this replica has no stream open.
+async fn no_stream_open(broker: &Broker) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !broker.hub.open_streams().await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a stream is still open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Live events go from the hub's queue to the socket without the session task: when the
+/// agent holds too many of them unacked, the stream closes with a status that says so, the
+/// session ends (it records the unacked events), and the agent resumes from its cursor.
+#[tokio::test]
+async fn a_live_event_beyond_the_unacked_cap_closes_the_stream_and_the_agent_resumes() {
+    use fluxgate_core::DeliveryStage;
+    const CAP: usize = 5;
+    let broker = Broker::start_with(HubLimits::default(), CAP).await;
+    let mut stream = broker.open(&[PROJECT]).await.unwrap();
+    let seqs = broker.push(0, CAP as u64 + 1).await;
+    assert_eq!(stream.events(CAP).await, seqs[..CAP]);
+    let status = stream.end().await;
+    assert_eq!(
+        (status.code(), status.message()),
+        (
+            Code::ResourceExhausted,
+            "more than 5 events are unacknowledged; reconnect to resume from the cursor"
+        )
+    );
+    no_stream_open(&broker).await;
+    let unacked = records(&broker, seqs[0], 1).await;
+    assert_eq!(unacked[0].stage, DeliveryStage::Sent);
+    let mut again = broker.open(&[PROJECT]).await.unwrap();
+    assert_eq!(again.welcome.resume_after, 0, "nothing was acked");
+    assert_eq!(again.events(CAP).await, seqs[..CAP]);
+}
+
+/// An agent that stops reading fills its stream's queue; the hub closes the stream as
+/// lagged, and the agent, reading again, gets what was sent and then that status.
+#[tokio::test]
+async fn an_agent_that_stops_reading_is_closed_as_lagged() {
+    let limits = HubLimits {
+        queue_capacity: 4,
+        ..HubLimits::default()
+    };
+    let broker = Broker::start_with(limits, 100_000).await;
+    let mut stream = broker.open(&[PROJECT]).await.unwrap();
+    // Far more than the client's HTTP/2 window (64 KiB) holds: the body stops being
+    // polled, and the queue fills.
+    broker.push(0, 2_000).await;
+    no_stream_open(&broker).await;
+    let mut received = 0;
+    let status = loop {
+        match stream.next().await {
+            Ok(broker_message::Message::Event(_)) => received += 1,
+            Ok(_) => {}
+            Err(status) => break status,
+        }
+    };
+    assert!(received < 2_000, "all {received} events arrived");
+    assert_eq!(
+        (status.code(), status.message()),
+        (
+            Code::ResourceExhausted,
+            "the agent did not keep up with its events; reconnect to resume from the cursor"
+        )
+    );
 }

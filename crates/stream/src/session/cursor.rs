@@ -40,9 +40,8 @@ impl CursorTracker {
         self.position = self.position.max(seq);
     }
 
-    pub fn sent(&mut self, seq: Seq, received_at: UnixMillis) {
+    pub fn sent(&mut self, seq: Seq, received_at: UnixMillis, sent_at: UnixMillis) {
         self.pass(seq);
-        let sent_at = UnixMillis::now();
         self.in_flight.insert(
             seq,
             InFlight {
@@ -89,8 +88,8 @@ mod tests {
     fn cursor_waits_for_the_oldest_unacked_event() {
         let mut tracker = CursorTracker::new(Seq(10));
         assert_eq!(tracker.cursor(), Seq(10));
-        tracker.sent(Seq(12), UnixMillis(0));
-        tracker.sent(Seq(15), UnixMillis(0));
+        tracker.sent(Seq(12), UnixMillis(0), UnixMillis(1));
+        tracker.sent(Seq(15), UnixMillis(0), UnixMillis(1));
         tracker.pass(Seq(20));
         assert_eq!(tracker.cursor(), Seq(11));
         tracker.acked(Seq(15));

@@ -13,6 +13,7 @@
 
 pub mod cursor;
 pub mod receiver_health;
+pub mod state;
 pub mod subscription_status;
 
 use std::sync::Arc;
@@ -25,9 +26,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 
 use fluxgate_fanout::{
-    AckClock, CloseReason, Delivery, DispatchedEntry, Hub, Registration, StreamInfo,
+    AckClock, CloseSignal, Delivery, DispatchedEntry, Hub, Registration, StreamInfo,
 };
-use fluxgate_proto::outbound::{OutboundMessage, SharedEvent};
 
 use crate::agent_reports::AgentReports;
 use crate::convert::{self, AgentHello};
@@ -38,8 +38,8 @@ use crate::delivery_recorder::DeliveryRecorder;
 use crate::metric_names as names;
 use crate::outbound::{OutboundSender, Outgoing};
 use crate::status;
-use cursor::CursorTracker;
 use receiver_health::HealthRecorder;
+use state::StreamState;
 use subscription_status::StatusRecorder;
 
 /// Unacked events recorded as `sent` when a stream ends, at most.
@@ -196,7 +196,20 @@ pub async fn run(
             return;
         }
     };
-    let id = registration.id;
+    let Registration {
+        id,
+        queue,
+        close,
+        head,
+        status_changed,
+        acks,
+    } = registration;
+    let state = Arc::new(StreamState::new(
+        queue,
+        close.clone(),
+        context.max_unacked,
+        tracing::Span::current(),
+    ));
     metrics::counter!(names::STREAMS_OPENED).increment(1);
     let agent_label = request.policy.name.to_string();
     metrics::gauge!(names::AGENT_STREAMS, "agent" => agent_label.clone()).increment(1.0);
@@ -206,18 +219,21 @@ pub async fn run(
         subscription_status: StatusRecorder::default(),
         policy: request.policy,
         outbound,
-        tracker: CursorTracker::new(Seq::ZERO),
-        last_sent: Seq::ZERO,
+        state,
         stream_id: request.stream_id.clone(),
         cursor: None,
         subscriptions: current_subscriptions,
         sync_reports: SyncReportBudget::default(),
-        acks: registration.acks.clone(),
-        metrics: SessionMetrics::new(),
+        acks,
     };
     let end = session
         .serve(
-            registration,
+            Registered {
+                id,
+                close,
+                head,
+                status_changed,
+            },
             request.stored_cursor,
             request.hello,
             opened_with,
@@ -227,8 +243,9 @@ pub async fn run(
     context.hub.unregister(id).await;
     metrics::gauge!(names::AGENT_STREAMS, "agent" => agent_label).decrement(1.0);
     session.record_unacked();
+    let cursor = session.state.lock().tracker.cursor();
     if let Some(stream) = session.cursor.take() {
-        stream.close(session.tracker.cursor());
+        stream.close(cursor);
     }
     let reason = match &end {
         Ok(()) => "agent left",
@@ -237,10 +254,10 @@ pub async fn run(
     metrics::counter!(names::STREAMS_CLOSED, "reason" => reason).increment(1);
     match end {
         Ok(()) => {
-            tracing::info!(cursor = %session.tracker.cursor(), "stream closed by the agent")
+            tracing::info!(cursor = %cursor, "stream closed by the agent")
         }
         Err(status) => {
-            tracing::info!(cursor = %session.tracker.cursor(), reason = status.message(), "closing stream");
+            tracing::info!(cursor = %cursor, reason = status.message(), "closing stream");
             let _ = session.outbound.send(status.into()).await;
         }
     }
@@ -268,8 +285,17 @@ async fn read_page(
 }
 
 /// The status a stream closed by the hub ends with.
-fn close_status(reason: Option<CloseReason>) -> Status {
+fn close_status(reason: Option<fluxgate_fanout::CloseReason>) -> Status {
     reason.map_or_else(|| Status::unavailable("stream closed"), status::closed)
+}
+
+/// The stream as the hub registered it, less its queue (which the stream's state holds).
+struct Registered {
+    id: u64,
+    close: Arc<CloseSignal>,
+    /// The hub's head at registration: the backlog ends there.
+    head: Seq,
+    status_changed: Arc<tokio::sync::Notify>,
 }
 
 /// What a stream's Hello subscribed to, once the subscriptions went to the hub.
@@ -284,8 +310,8 @@ struct Session {
     subscription_status: StatusRecorder,
     policy: AgentPolicy,
     outbound: OutboundSender,
-    tracker: CursorTracker,
-    last_sent: Seq,
+    /// Where the stream stands; shared with its response body, which sends live events.
+    state: Arc<StreamState>,
     stream_id: String,
     /// This stream's cursor as the saver sees it, once it knows where it resumes.
     cursor: Option<StreamCursorHandle>,
@@ -294,48 +320,23 @@ struct Session {
     sync_reports: SyncReportBudget,
     /// Where acks are noted for presence.
     acks: AckClock,
-    metrics: SessionMetrics,
-}
-
-/// The metrics a stream records per event, looked up once per stream rather than in the
-/// recorder's registry on every event.
-struct SessionMetrics {
-    events_sent: metrics::Counter,
-    committed_to_sent: metrics::Histogram,
-    acks: metrics::Counter,
-    delivery_latency: metrics::Histogram,
-    sent_to_acked: metrics::Histogram,
-}
-
-impl SessionMetrics {
-    fn new() -> Self {
-        Self {
-            events_sent: metrics::counter!(names::EVENTS_SENT),
-            committed_to_sent: metrics::histogram!(names::STAGE_COMMITTED_TO_SENT),
-            acks: metrics::counter!(names::ACKS),
-            delivery_latency: metrics::histogram!(names::DELIVERY_LATENCY),
-            sent_to_acked: metrics::histogram!(names::STAGE_SENT_TO_ACKED),
-        }
-    }
 }
 
 impl Session {
     async fn serve(
         &mut self,
-        registration: Registration,
+        registered: Registered,
         stored_cursor: Seq,
         hello: AgentHello,
         opened_with: OpenedWith,
         mut inbound: Streaming<v1::AgentMessage>,
     ) -> Result<(), Status> {
-        let Registration {
+        let Registered {
             id,
-            mut queue,
             close,
             head,
             status_changed,
-            acks: _,
-        } = registration;
+        } = registered;
         let bounds = self
             .context
             .store
@@ -349,8 +350,7 @@ impl Session {
             tracing::warn!(cursor = %start, floor = %bounds.floor, "cursor is older than retention");
             start = bounds.floor;
         }
-        self.tracker = CursorTracker::new(start);
-        self.last_sent = start;
+        self.state.start_at(start);
         let cursor_id = StreamCursor::open(
             self.policy.id,
             self.stream_id.clone(),
@@ -391,6 +391,8 @@ impl Session {
         self.record_lag();
 
         let mut backlog = Backlog::new(start, head);
+        // Whether the response body was handed the live events (after the backlog).
+        let mut live = false;
         let mut keepalive = tokio::time::interval(self.context.keepalive);
         keepalive.reset();
         // Futures made once and polled on every wake-up (making them anew each time would
@@ -403,17 +405,18 @@ impl Session {
         // plain `async fn`s, which cost nothing until polled, and the permit borrows this
         // sender rather than cloning the session's each time.
         let outbound = self.outbound.clone();
-        let mut sent_since_keepalive = false;
+        let body_gone = outbound.closed();
+        tokio::pin!(body_gone);
         loop {
             let max_unacked = self.context.max_unacked;
             tokio::select! {
                 biased;
-                // Once live, a close shows as the end of the queue (the hub drops its end
-                // after giving the reason, and at shutdown it closes every stream): the
-                // close signal, a lock per poll, is watched only while replaying.
-                () = &mut closed, if !backlog.is_done() => {
-                    return Err(close_status(close.reason()));
-                }
+                // The hub closed the stream: it did not keep up, its agent was deleted or
+                // its token rotated, or the broker is shutting down.
+                () = &mut closed => return Err(close_status(close.reason())),
+                // The response body is gone: it ended the stream itself (see
+                // `StreamState::poll_live`), or the agent left.
+                () = &mut body_gone => return self.state.take_end().map_or(Ok(()), Err),
                 // Acks are read while the backlog replays too, so that replay is paced by
                 // the agent and an agent far behind still catches up.
                 message = inbound.message() => match message {
@@ -428,12 +431,11 @@ impl Session {
                     let page = page.map_err(|e| e.to_api_error().to_grpc_status())?;
                     backlog.fill(page);
                     if backlog.is_done() {
-                        self.tracker.pass(backlog.head);
-                        tracing::debug!(head = %backlog.head, "backlog replayed");
+                        self.backlog_replayed(backlog.head);
                     }
                 }
                 permit = outbound.reserve(),
-                    if backlog.has_entries() && self.tracker.in_flight() < max_unacked =>
+                    if backlog.has_entries() && self.state.lock().tracker.in_flight() < max_unacked =>
                 {
                     let permit = permit.map_err(|_| Status::cancelled("the agent went away"))?;
                     let entry = backlog.next().expect("the branch runs only with entries");
@@ -443,43 +445,34 @@ impl Session {
                                 entry: Arc::new(DispatchedEntry::new(entry)),
                                 matched,
                             };
-                            if let Some(message) = self.event_message(delivery) {
-                                permit.send(message);
+                            if let Some(message) = self.state.backlog_event(delivery) {
+                                permit.send(Outgoing::Message(message));
                                 metrics::counter!(names::BACKLOG_EVENTS_SENT).increment(1);
                             }
                         }
-                        None => self.tracker.pass(entry.seq),
+                        None => self.state.lock().tracker.pass(entry.seq),
                     }
                     if backlog.is_done() {
-                        self.tracker.pass(backlog.head);
-                        tracing::debug!(head = %backlog.head, "backlog replayed");
+                        self.backlog_replayed(backlog.head);
                     }
                 }
-                delivery = queue.recv(), if backlog.is_done() => match delivery {
-                    Some(delivery) => {
-                        self.send_event(delivery).await?;
-                        // Not `keepalive.reset()`: that reads the clock per event. A busy
-                        // stream skips the keepalives that fall while it sends instead, so
-                        // the agent hears from it at least every two intervals.
-                        sent_since_keepalive = true;
-                    }
-                    None => return Err(close_status(close.reason())),
-                },
+                // After the backlog, the body takes live events from the hub's queue.
+                permit = outbound.reserve(), if backlog.is_done() && !live => {
+                    let permit = permit.map_err(|_| Status::cancelled("the agent went away"))?;
+                    permit.send(Outgoing::Live(self.state.clone()));
+                    live = true;
+                }
                 () = &mut status_notified => {
                     status_notified.set(status_changed.notified());
                     self.send_status(false).await?;
                 }
                 _ = keepalive.tick() => {
-                    if std::mem::take(&mut sent_since_keepalive) {
+                    // The head is read first: everything dispatched up to it is queued.
+                    let head = self.context.hub.head();
+                    let Some(position) = self.state.keepalive_position(head, backlog.is_done()) else {
                         continue;
-                    }
-                    // Everything the hub dispatched up to its head is in the queue; if the
-                    // backlog is done and the queue is empty, this stream has passed the head.
-                    if backlog.is_done() && queue.is_empty() {
-                        self.tracker.pass(self.context.hub.head());
-                    }
-                    let position = self.tracker.position().get();
-                    self.send(broker_message::Message::Keepalive(v1::Keepalive { position })).await?;
+                    };
+                    self.send(broker_message::Message::Keepalive(v1::Keepalive { position: position.get() })).await?;
                     self.record_cursor();
                     self.record_lag();
                 }
@@ -487,45 +480,10 @@ impl Session {
         }
     }
 
-    /// The event message for a delivery, noted as sent; `None` if it is not a push or was
-    /// sent already.
-    fn event_message(&mut self, delivery: Delivery) -> Option<Outgoing> {
-        let entry = &delivery.entry;
-        let event = entry.as_push()?;
-        if entry.seq <= self.last_sent {
-            return None;
-        }
-        let fields = entry.wire(|entry| convert::shared_event_fields(entry, event));
-        self.last_sent = entry.seq;
-        self.tracker.sent(entry.seq, event.received_at);
-        let since_commit = entry.recorded_at.elapsed_until(UnixMillis::now());
-        self.metrics
-            .committed_to_sent
-            .record(since_commit.as_secs_f64());
-        self.metrics.events_sent.increment(1);
-        tracing::debug!(seq = %entry.seq, event_id = %event.event_id, project = %event.project.path, r#ref = ?event.git_ref.as_ref().map(|r| r.as_str()), kind = event.kind.as_str(), "event sent");
-        Some(Outgoing::Message(OutboundMessage::Event(SharedEvent {
-            fields,
-            matched_projects: delivery.matched,
-        })))
-    }
-
-    /// Sends a live event. Live events cannot wait (the hub's queue would overflow), so an
-    /// agent that holds too many unacked is closed and resumes from its cursor.
-    async fn send_event(&mut self, delivery: Delivery) -> Result<(), Status> {
-        let max_unacked = self.context.max_unacked;
-        if self.tracker.in_flight() >= max_unacked {
-            return Err(Status::resource_exhausted(format!(
-                "more than {max_unacked} events are unacknowledged; reconnect to resume from the cursor"
-            )));
-        }
-        if let Some(message) = self.event_message(delivery) {
-            self.outbound
-                .send(message)
-                .await
-                .map_err(|_| Status::cancelled("the agent went away"))?;
-        }
-        Ok(())
+    /// The backlog is replayed up to `head`: the stream has passed it.
+    fn backlog_replayed(&self, head: Seq) {
+        self.state.lock().tracker.pass(head);
+        tracing::debug!(head = %head, "backlog replayed");
     }
 
     /// Keeps the cursor row's identity true to the new subscriptions. A closed stream's
@@ -598,7 +556,13 @@ impl Session {
     /// shows where they stopped (the oldest [`MAX_UNACKED_RECORDS`]).
     fn record_unacked(&self) {
         let now = UnixMillis::now();
-        for (seq, in_flight) in self.tracker.unacked(MAX_UNACKED_RECORDS) {
+        let unacked: Vec<_> = self
+            .state
+            .lock()
+            .tracker
+            .unacked(MAX_UNACKED_RECORDS)
+            .collect();
+        for (seq, in_flight) in unacked {
             self.context.deliveries.record(DeliveryRecord {
                 seq,
                 agent: self.policy.id,
@@ -621,7 +585,7 @@ impl Session {
             .hub
             .head()
             .get()
-            .saturating_sub(self.tracker.cursor().get());
+            .saturating_sub(self.state.lock().tracker.cursor().get());
         metrics::gauge!(names::AGENT_CURSOR_LAG, "agent" => self.policy.name.to_string())
             .set(lag as f64);
     }
@@ -659,7 +623,7 @@ impl Session {
 
     fn record_cursor(&self) {
         if let Some(stream) = &self.cursor {
-            stream.moved(self.tracker.cursor());
+            stream.moved(self.state.lock().tracker.cursor());
         }
     }
 
@@ -683,16 +647,21 @@ impl Session {
         match message.message {
             Some(agent_message::Message::Ack(ack)) => {
                 let ack = convert::ack(ack)?;
-                self.metrics.acks.increment(1);
+                let metrics = &self.state.metrics;
+                metrics.acks.increment(1);
                 for outcome in &ack.outcomes {
-                    metrics::counter!(names::RECEIVER_OUTCOMES, "outcome" => names::outcome_label(*outcome))
-                        .increment(1);
+                    metrics.receiver_outcome(*outcome);
                 }
-                if let Some(in_flight) = self.tracker.acked(ack.seq) {
-                    let now = UnixMillis::now();
+                let (in_flight, cursor) = {
+                    let mut position = self.state.lock();
+                    let in_flight = position.tracker.acked(ack.seq);
+                    (in_flight, position.tracker.cursor())
+                };
+                let now = UnixMillis::now();
+                if let Some(in_flight) = in_flight {
                     let waited = in_flight.received_at.elapsed_until(now);
-                    self.metrics.delivery_latency.record(waited.as_secs_f64());
-                    self.metrics
+                    metrics.delivery_latency.record(waited.as_secs_f64());
+                    metrics
                         .sent_to_acked
                         .record(in_flight.sent_at.elapsed_until(now).as_secs_f64());
                     tracing::debug!(seq = %ack.seq, latency_ms = waited.as_millis(), handling_ms = ack.handling_ms, "event acked");
@@ -711,8 +680,10 @@ impl Session {
                         },
                     });
                 }
-                self.record_cursor();
-                self.acks.record(UnixMillis::now());
+                if let Some(stream) = &self.cursor {
+                    stream.moved(cursor);
+                }
+                self.acks.record(now);
             }
             Some(agent_message::Message::SubscriptionChange(change)) => {
                 let (add, remove) = convert::subscription_change(change)?;

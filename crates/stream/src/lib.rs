@@ -4,6 +4,8 @@
 //!   stream, reads its Hello and starts its task;
 //! - [`session`] runs one stream: resume, backlog, live events from the hub, acks,
 //!   subscription changes, keepalives;
+//! - [`keepalive_grid`] puts the streams' keepalives and their connections' HTTP/2 PINGs
+//!   on one clock grid, so idle streams wake the broker together and write once;
 //! - [`convert`] validates what agents send and builds what they receive;
 //! - [`status`] says, as a `tonic::Status`, why a stream was refused or closed;
 //! - [`AgentReports`] persists what agents report of themselves (receiver health,
@@ -22,6 +24,7 @@ pub mod convert;
 pub mod cursor_saver;
 pub mod delivery_recorder;
 pub mod gitlab_flux;
+pub mod keepalive_grid;
 pub mod metric_names;
 pub mod outbound;
 pub mod service;

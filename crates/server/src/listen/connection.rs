@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Bytes;
+use fluxgate_stream::keepalive_grid;
 use http_body_util::BodyExt as _;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::Request;
@@ -22,6 +23,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
+use super::grid_timer::GridTimer;
 use super::limits::{Activity, InFlight};
 use super::{BoxError, Protocol, Settings};
 use super::{HttpService, ResponseBody};
@@ -162,8 +164,14 @@ where
             keepalive_interval,
             keepalive_timeout,
         } => {
-            let connection = http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
+            let mut builder = http2::Builder::new(TokioExecutor::new());
+            // PINGs on the streams' keepalive grid, when the interval fits it.
+            if keepalive_grid::fits(keepalive_interval) {
+                builder.timer(GridTimer::default());
+            } else {
+                builder.timer(TokioTimer::new());
+            }
+            let connection = builder
                 .keep_alive_interval(keepalive_interval)
                 .keep_alive_timeout(keepalive_timeout)
                 .serve_connection(io, hyper_service);

@@ -14,6 +14,7 @@
 //! them. The broker cancels the agent, HTTP and operations tokens in that order.
 
 mod connection;
+mod grid_timer;
 pub mod limits;
 pub mod tls;
 

@@ -35,6 +35,7 @@ use fluxgate_routing::Subscription;
 
 use crate::cursor_saver::{CursorSaver, StreamCursor, StreamCursorHandle, subscriptions_digest};
 use crate::delivery_recorder::DeliveryRecorder;
+use crate::keepalive_grid;
 use crate::metric_names as names;
 use crate::outbound::{OutboundSender, Outgoing};
 use crate::status;
@@ -393,8 +394,8 @@ impl Session {
         let mut backlog = Backlog::new(start, head);
         // Whether the response body was handed the live events (after the backlog).
         let mut live = false;
-        let mut keepalive = tokio::time::interval(self.context.keepalive);
-        keepalive.reset();
+        // On the connections' shared grid: see `keepalive_grid`.
+        let mut keepalive = keepalive_grid::interval(self.context.keepalive);
         // Futures made once and polled on every wake-up (making them anew each time would
         // register and unregister a waiter on every event).
         let closed = close.closed();

@@ -126,7 +126,13 @@ impl AgentService for AgentStreams {
             hello,
         };
         tokio::spawn(
-            session::run(self.context.clone(), request, inbound, outbound).instrument(span),
+            session::run(
+                self.context.clone(),
+                Box::new(request),
+                Box::new(inbound),
+                outbound,
+            )
+            .instrument(span),
         );
         Ok(Response::new(stream))
     }

@@ -25,7 +25,7 @@ use tower::ServiceExt as _;
 
 use super::grid_timer::GridTimer;
 use super::limits::{Activity, InFlight};
-use super::{BoxError, Protocol, Settings};
+use super::{BoxError, Protocol, ReloadingTls, Settings};
 use super::{HttpService, ResponseBody};
 use crate::metric_names;
 
@@ -69,37 +69,7 @@ pub(super) async fn serve<S, B>(
     // plain ones included.
     let reaped = match &settings.tls {
         None => Box::pin(drive(tcp, peer, service, &settings, &shutdown)).await,
-        Some(tls) => {
-            let handshake = Box::pin(tokio::time::timeout(
-                settings.limits.tls_handshake_timeout,
-                tls.acceptor().accept(tcp),
-            ));
-            let stream = tokio::select! {
-                () = shutdown.cancelled() => return,
-                result = handshake => result,
-            };
-            match stream {
-                Ok(Ok(stream)) => {
-                    Box::pin(drive(stream, peer, service, &settings, &shutdown)).await
-                }
-                Ok(Err(error)) => {
-                    tracing::debug!(
-                        listener = settings.name,
-                        %peer,
-                        %error,
-                        "TLS handshake failed"
-                    );
-                    metrics::counter!(
-                        metric_names::LISTENER_TLS_FAILURES,
-                        "listener" => settings.name,
-                        "reason" => tls_failure_reason(&error),
-                    )
-                    .increment(1);
-                    Some(Reaped::TlsHandshakeFailed)
-                }
-                Err(_elapsed) => Some(Reaped::TlsHandshakeTimeout),
-            }
-        }
+        Some(tls) => Box::pin(serve_tls(tls, tcp, peer, service, &settings, &shutdown)).await,
     };
     if let Some(reaped) = reaped {
         tracing::debug!(listener = settings.name, %peer, reason = reaped.label(), "connection closed");
@@ -109,6 +79,49 @@ pub(super) async fn serve<S, B>(
             "reason" => reaped.label(),
         )
         .increment(1);
+    }
+}
+
+/// The TLS handshake (with its deadline), then HTTP on the TLS stream; `None` when the
+/// connection ended because it had to (shutdown, its client left).
+async fn serve_tls<S, B>(
+    tls: &ReloadingTls,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    service: S,
+    settings: &Settings,
+    shutdown: &CancellationToken,
+) -> Option<Reaped>
+where
+    S: HttpService<B>,
+    B: ResponseBody,
+{
+    let handshake = tokio::time::timeout(
+        settings.limits.tls_handshake_timeout,
+        tls.acceptor().accept(tcp),
+    );
+    let stream = tokio::select! {
+        () = shutdown.cancelled() => return None,
+        result = handshake => result,
+    };
+    match stream {
+        Ok(Ok(stream)) => Box::pin(drive(stream, peer, service, settings, shutdown)).await,
+        Ok(Err(error)) => {
+            tracing::debug!(
+                listener = settings.name,
+                %peer,
+                %error,
+                "TLS handshake failed"
+            );
+            metrics::counter!(
+                metric_names::LISTENER_TLS_FAILURES,
+                "listener" => settings.name,
+                "reason" => tls_failure_reason(&error),
+            )
+            .increment(1);
+            Some(Reaped::TlsHandshakeFailed)
+        }
+        Err(_elapsed) => Some(Reaped::TlsHandshakeTimeout),
     }
 }
 

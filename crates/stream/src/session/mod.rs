@@ -43,6 +43,9 @@ use receiver_health::HealthRecorder;
 use state::StreamState;
 use subscription_status::StatusRecorder;
 
+/// A boxed future: what the session awaits rarely, kept out of its own future.
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
 /// Unacked events recorded as `sent` when a stream ends, at most.
 const MAX_UNACKED_RECORDS: usize = 1_000;
 
@@ -158,11 +161,13 @@ pub struct StreamRequest {
 
 /// Runs the stream to its end; the returned status (if any) is sent to the agent last.
 ///
-/// The caller runs it inside the stream's span ([`stream_span`]).
+/// The caller runs it inside the stream's span ([`stream_span`]). The request and the
+/// inbound stream come boxed: this future lives as long as the stream, and an async fn
+/// keeps room for its arguments for its whole life.
 pub async fn run(
     context: Arc<StreamContext>,
-    mut request: StreamRequest,
-    inbound: Streaming<v1::AgentMessage>,
+    mut request: Box<StreamRequest>,
+    inbound: Box<Streaming<v1::AgentMessage>>,
     outbound: OutboundSender,
 ) {
     // The index keeps the subscriptions; the Hello keeps only what identifies them.
@@ -236,7 +241,7 @@ pub async fn run(
                 status_changed,
             },
             request.stored_cursor,
-            request.hello,
+            &request.hello,
             opened_with,
             inbound,
         )
@@ -328,9 +333,9 @@ impl Session {
         &mut self,
         registered: Registered,
         stored_cursor: Seq,
-        hello: AgentHello,
+        hello: &AgentHello,
         opened_with: OpenedWith,
-        mut inbound: Streaming<v1::AgentMessage>,
+        mut inbound: Box<Streaming<v1::AgentMessage>>,
     ) -> Result<(), Status> {
         let Registered {
             id,
@@ -421,7 +426,11 @@ impl Session {
                 // Acks are read while the backlog replays too, so that replay is paced by
                 // the agent and an agent far behind still catches up.
                 message = inbound.message() => match message {
-                    Ok(Some(message)) => self.handle_agent_message(id, message).await?,
+                    Ok(Some(message)) => {
+                        if let Some(change) = self.handle_agent_message(message)? {
+                            self.change_subscriptions(id, change).await?;
+                        }
+                    }
                     Ok(None) => return Ok(()),
                     Err(status) => {
                         tracing::debug!(error = %status, "agent stream broke");
@@ -440,18 +449,14 @@ impl Session {
                 {
                     let permit = permit.map_err(|_| Status::cancelled("the agent went away"))?;
                     let entry = backlog.next().expect("the branch runs only with entries");
-                    match self.context.hub.route_backlog(id, self.policy.id, &entry).await {
-                        Some(matched) => {
-                            let delivery = Delivery {
-                                entry: Arc::new(DispatchedEntry::new(entry)),
-                                matched,
-                            };
+                    match self.route_backlog(id, entry).await {
+                        Ok(delivery) => {
                             if let Some(message) = self.state.backlog_event(delivery) {
-                                permit.send(Outgoing::Message(message));
+                                permit.send(Outgoing::Message(Box::new(message)));
                                 metrics::counter!(names::BACKLOG_EVENTS_SENT).increment(1);
                             }
                         }
-                        None => self.state.lock().tracker.pass(entry.seq),
+                        Err(passed) => self.state.lock().tracker.pass(passed),
                     }
                     if backlog.is_done() {
                         self.backlog_replayed(backlog.head);
@@ -603,23 +608,50 @@ impl Session {
 
     /// Sends the subscriptions' status: `always` (the answer to a subscription change), or
     /// only if it differs from what the agent last got.
-    async fn send_status(&mut self, always: bool) -> Result<(), Status> {
-        let statuses = self.current_status().await;
-        if !self.subscription_status.record(
-            &self.context.reports,
-            self.policy.id,
-            &self.policy.name,
-            &statuses,
-            always,
-        ) {
-            return Ok(());
-        }
-        self.send(broker_message::Message::SubscriptionStatus(
-            v1::SubscriptionStatusUpdate {
-                subscriptions: subscription_status::to_wire(&statuses),
-            },
-        ))
-        .await
+    /// Boxed, like [`Self::send`].
+    fn send_status(&mut self, always: bool) -> BoxFuture<'_, Result<(), Status>> {
+        Box::pin(async move {
+            let statuses = self.current_status().await;
+            if !self.subscription_status.record(
+                &self.context.reports,
+                self.policy.id,
+                &self.policy.name,
+                &statuses,
+                always,
+            ) {
+                return Ok(());
+            }
+            self.send(broker_message::Message::SubscriptionStatus(
+                v1::SubscriptionStatusUpdate {
+                    subscriptions: subscription_status::to_wire(&statuses),
+                },
+            ))
+            .await
+        })
+    }
+
+    /// Applies a subscription change and answers with the new status. Boxed, like
+    /// [`Self::send`]: changes are rare.
+    fn change_subscriptions(
+        &mut self,
+        id: u64,
+        change: v1::SubscriptionChange,
+    ) -> BoxFuture<'_, Result<(), Status>> {
+        Box::pin(async move {
+            let (add, remove) = convert::subscription_change(change)?;
+            tracing::info!(
+                added = add.len(),
+                removed = remove.len(),
+                "subscriptions changed"
+            );
+            self.context
+                .hub
+                .change_subscriptions(id, add.clone(), &remove)
+                .await
+                .map_err(|limit| status::over_limit(&limit))?;
+            self.subscriptions_changed(add, &remove);
+            self.send_status(true).await
+        })
     }
 
     fn record_cursor(&self) {
@@ -628,23 +660,53 @@ impl Session {
         }
     }
 
-    async fn send(&self, message: broker_message::Message) -> Result<(), Status> {
-        self.outbound
-            .send(
-                v1::BrokerMessage {
-                    message: Some(message),
-                }
-                .into(),
-            )
-            .await
-            .map_err(|_| Status::cancelled("the agent went away"))
+    /// Routes a backlog entry for this stream: its delivery, or the seq the stream passes
+    /// (not for it). Boxed, like [`Self::send`]: the entry is large.
+    fn route_backlog(
+        &self,
+        id: u64,
+        entry: fluxgate_core::LogEntry,
+    ) -> BoxFuture<'_, Result<Delivery, Seq>> {
+        Box::pin(async move {
+            match self
+                .context
+                .hub
+                .route_backlog(id, self.policy.id, &entry)
+                .await
+            {
+                Some(matched) => Ok(Delivery {
+                    entry: Arc::new(DispatchedEntry::new(entry)),
+                    matched,
+                }),
+                None => Err(entry.seq),
+            }
+        })
     }
 
-    async fn handle_agent_message(
+    /// Sends `message` once the body has room. Boxed, as every rare wait of the session
+    /// is: the session's future is held by every idle stream, and it is as large as the
+    /// largest thing it awaits in place.
+    fn send(&self, message: broker_message::Message) -> BoxFuture<'_, Result<(), Status>> {
+        Box::pin(async move {
+            self.outbound
+                .send(
+                    v1::BrokerMessage {
+                        message: Some(message),
+                    }
+                    .into(),
+                )
+                .await
+                .map_err(|_| Status::cancelled("the agent went away"))
+        })
+    }
+
+    /// Handles what an agent sent, at once; a subscription change, the one message that
+    /// has to wait (for the hub), is handed back to be applied
+    /// ([`Self::change_subscriptions`]).
+    fn handle_agent_message(
         &mut self,
-        id: u64,
         message: v1::AgentMessage,
-    ) -> Result<(), Status> {
+    ) -> Result<Option<v1::SubscriptionChange>, Status> {
         match message.message {
             Some(agent_message::Message::Ack(ack)) => {
                 let ack = convert::ack(ack)?;
@@ -687,19 +749,7 @@ impl Session {
                 self.acks.record(now);
             }
             Some(agent_message::Message::SubscriptionChange(change)) => {
-                let (add, remove) = convert::subscription_change(change)?;
-                tracing::info!(
-                    added = add.len(),
-                    removed = remove.len(),
-                    "subscriptions changed"
-                );
-                self.context
-                    .hub
-                    .change_subscriptions(id, add.clone(), &remove)
-                    .await
-                    .map_err(|limit| status::over_limit(&limit))?;
-                self.subscriptions_changed(add, &remove);
-                self.send_status(true).await?;
+                return Ok(Some(change));
             }
             Some(agent_message::Message::ReceiverHealth(report)) => {
                 self.health.record(
@@ -725,6 +775,6 @@ impl Session {
                 tracing::debug!("ignoring an agent message of an unknown kind");
             }
         }
-        Ok(())
+        Ok(None)
     }
 }

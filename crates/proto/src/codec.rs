@@ -3,7 +3,8 @@
 //! tonic's default codec gives every stream an 8 KiB encode and an 8 KiB decode buffer.
 //! Agent streams are many, long-lived and mostly idle, and their messages are a few
 //! hundred bytes, so that is most of what an idle stream costs. These buffers start at
-//! 1 KiB and grow for a larger message like the defaults do.
+//! 256 bytes (an idle stream's keepalives and acks fit) and grow for a larger message
+//! like the defaults do, once: a grown buffer is reused.
 
 use std::marker::PhantomData;
 
@@ -11,7 +12,7 @@ use tonic::codec::{BufferSettings, Codec};
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
 /// Initial size of a stream's encode and decode buffers.
-pub const BUFFER_SIZE: usize = 1024;
+pub const BUFFER_SIZE: usize = 256;
 /// Encoded bytes after which a busy stream yields to others (tonic's default).
 const YIELD_THRESHOLD: usize = 32 * 1024;
 

@@ -94,6 +94,19 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn intervals_started_within_one_step_tick_together() {
+        let period = Duration::from_secs(15);
+        let step_start = tokio::time::Instant::from_std(floor(Instant::now())) + STEP;
+        tokio::time::sleep_until(step_start).await;
+        let mut early = interval(period);
+        tokio::time::sleep(STEP * 2 / 5).await;
+        let mut late = interval(period);
+        let (early_tick, late_tick) = (early.tick().await, late.tick().await);
+        assert_eq!(early_tick, late_tick);
+        assert_eq!(early_tick, step_start + period);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn periods_off_the_grid_tick_from_now() {
         let period = Duration::from_millis(250);
         let opened = tokio::time::Instant::now();

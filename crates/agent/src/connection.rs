@@ -44,10 +44,12 @@ use crate::wire::Identity;
 
 /// TCP (and TLS) connect deadline.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// HTTP/2 PING interval, so dead connections are noticed even on an idle stream.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
-/// How long a PING may go unanswered.
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// TCP keepalive on the broker connection. The agent sends no HTTP/2 PINGs of its own:
+/// the broker sends a keepalive on every stream (and PINGs it) every `keepalive_seconds`,
+/// so a dead broker shows as silence, which ends the session after three keepalives
+/// (`session::MISSED_KEEPALIVES`); a PING from every agent would cost each broker a read
+/// and a write per agent for nothing more.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
 
 /// Why the connection cannot even be set up.
 #[derive(Debug, thiserror::Error)]
@@ -316,10 +318,7 @@ fn endpoint(broker: &str, tls: &BrokerTls) -> Result<Endpoint, ConnectionError> 
     let mut endpoint = Endpoint::from_shared(broker.to_owned())
         .map_err(address_error)?
         .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_keepalive(Some(KEEPALIVE_INTERVAL))
-        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true)
+        .tcp_keepalive(Some(TCP_KEEPALIVE))
         .tcp_nodelay(true);
     if broker.starts_with("https://") {
         endpoint = endpoint

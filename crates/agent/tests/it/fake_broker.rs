@@ -117,18 +117,20 @@ impl FakeStream {
         self.send_welcome(resume_after, false, true);
     }
 
-    fn send_welcome(&self, resume_after: u64, cursor_expired: bool, accepts_health: bool) {
+    /// A Welcome that promises a keepalive every `seconds`.
+    pub fn welcome_with_keepalive(&self, seconds: u32) {
         self.send(Message::Welcome(proto::Welcome {
-            agent_name: "test-agent".to_owned(),
-            broker_id: "fake".to_owned(),
+            keepalive_seconds: seconds,
+            ..welcome(0, false, false)
+        }));
+    }
+
+    fn send_welcome(&self, resume_after: u64, cursor_expired: bool, accepts_health: bool) {
+        self.send(Message::Welcome(welcome(
             resume_after,
             cursor_expired,
-            head_seq: 100,
-            keepalive_seconds: 15,
-            accepts_receiver_health: accepts_health,
-            accepts_sync_reports: false,
-            subscription_status: Vec::new(),
-        }));
+            accepts_health,
+        )));
     }
 
     /// A push (tag push for `refs/tags/…`) to `project`, matched through `matched`.
@@ -267,5 +269,19 @@ impl AgentService for Service {
             }
         });
         Ok(Response::new(UnboundedReceiverStream::new(to_agent)))
+    }
+}
+
+fn welcome(resume_after: u64, cursor_expired: bool, accepts_health: bool) -> proto::Welcome {
+    proto::Welcome {
+        agent_name: "test-agent".to_owned(),
+        broker_id: "fake".to_owned(),
+        resume_after,
+        cursor_expired,
+        head_seq: 100,
+        keepalive_seconds: 15,
+        accepts_receiver_health: accepts_health,
+        accepts_sync_reports: false,
+        subscription_status: Vec::new(),
     }
 }

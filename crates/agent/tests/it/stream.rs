@@ -202,6 +202,28 @@ async fn reconnects_after_the_stream_closes_and_resumes_after_its_cursor() {
     agent.stop().await;
 }
 
+/// The agent sends no HTTP/2 PINGs of its own: a broker that stops sending (here: the
+/// stream stays open and says nothing after a Welcome promising a keepalive every second)
+/// is noticed by the session's silence limit, three keepalives, and the agent reconnects.
+#[tokio::test]
+async fn a_broker_gone_silent_for_three_keepalives_ends_the_session_and_the_agent_reconnects() {
+    let flux = flux().await;
+    let mut broker = FakeBroker::start().await;
+    let agent = RunningAgent::start(agent_config(&broker, &flux));
+
+    let first = broker.next_stream().await;
+    first.welcome_with_keepalive(1);
+    let welcomed = std::time::Instant::now();
+    let second = broker.next_stream().await;
+    let silent_for = welcomed.elapsed();
+    assert!(
+        silent_for >= Duration::from_millis(2900),
+        "the session ended after {silent_for:?} of silence, before three keepalives"
+    );
+    drop((first, second));
+    agent.stop().await;
+}
+
 #[tokio::test]
 async fn an_expired_cursor_triggers_every_receiver_once() {
     let flux = flux().await;

@@ -88,15 +88,21 @@ pub struct SubscriptionSet {
 impl SubscriptionSet {
     /// Adds `subscription`; false if an equal one is there already.
     pub fn insert(&mut self, subscription: Subscription) -> bool {
-        let on_path = self
-            .by_path
-            .entry(subscription.project.key().to_owned())
-            .or_default();
-        // Few ref patterns share one path: this scan is short.
-        if on_path.iter().any(|s| s.same_as(&subscription)) {
-            return false;
+        match self.by_path.entry(subscription.project.key().to_owned()) {
+            // Most paths hold one subscription for the stream's whole life: exactly one
+            // slot (a first `push` would make room for four).
+            std::collections::hash_map::Entry::Vacant(vacant) => {
+                vacant.insert(vec![subscription]);
+            }
+            std::collections::hash_map::Entry::Occupied(occupied) => {
+                let on_path = occupied.into_mut();
+                // Few ref patterns share one path: this scan is short.
+                if on_path.iter().any(|s| s.same_as(&subscription)) {
+                    return false;
+                }
+                on_path.push(subscription);
+            }
         }
-        on_path.push(subscription);
         self.len += 1;
         true
     }

@@ -82,8 +82,8 @@ pub(super) async fn serve<S, B>(
     }
 }
 
-/// The TLS handshake (with its deadline), then HTTP on the TLS stream; `None` when the
-/// connection ended because it had to (shutdown, its client left).
+/// The TLS handshake (with its deadline), then HTTP on the TLS stream ([`drive`]): why the
+/// connection was reaped, or `None` when it ended normally or shutdown came first.
 async fn serve_tls<S, B>(
     tls: &ReloadingTls,
     tcp: TcpStream,

@@ -121,6 +121,8 @@ pub enum CorruptValue {
     NotAProjectId(i64),
     #[error("{0:?} is not a visibility")]
     NotAVisibility(String),
+    #[error("{0:?} is not a kind of row the query returns")]
+    UnknownRowKind(String),
     #[error(transparent)]
     Path(#[from] PathError),
     #[error(transparent)]

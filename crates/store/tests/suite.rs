@@ -47,6 +47,7 @@ suite!(
     seqs_are_gapless_and_in_order,
     read_pushes_skips_state_changes_and_says_how_far_it_read,
     idempotency_key_makes_a_duplicate,
+    a_batch_too_large_for_one_statement_is_appended_whole_and_deduplicated,
     same_change_to_a_ref_is_a_duplicate_only_while_it_is_the_latest,
     artifacts_and_project_pushes_are_kept_whole_and_deduplicated_by_key_only,
     dedup_forgets_after_the_window,
@@ -248,6 +249,47 @@ async fn idempotency_key_makes_a_duplicate(db: TestDatabase) {
     );
     assert!(again.entries.is_empty());
     assert_eq!(pushes(&all_entries(&store).await).len(), 1);
+}
+
+/// 1,200 hooks with a key and a new ref each, in 30 projects: the batch's reads and writes
+/// each need several statements (100 rows per part, 10,000 parameters per statement).
+async fn a_batch_too_large_for_one_statement_is_appended_whole_and_deduplicated(db: TestDatabase) {
+    let store = db.store().await;
+    let hooks: Vec<HookBatch> = (0..1_200_i64)
+        .map(|n| HookBatch {
+            idempotency_key: Some(format!("key-{n}")),
+            records: vec![push(
+                1 + n % 30,
+                &format!("group/p{}", n % 30),
+                &format!("refs/heads/b{n}"),
+                '0',
+                '1',
+            )],
+        })
+        .collect();
+    let first = store.append(&hooks).await.unwrap();
+    // One state entry per project first seen, then one entry per push.
+    assert_eq!(first.entries.len(), 1_230);
+    assert!(first.outcomes.iter().all(|o| !o.all_duplicates()));
+    let seqs: Vec<u64> = all_entries(&store)
+        .await
+        .iter()
+        .map(|e| e.seq.get())
+        .collect();
+    assert_eq!(seqs, (1..=1_230).collect::<Vec<u64>>(), "gapless, in order");
+    assert_eq!(store.log_bounds().await.unwrap().head, Seq(1_230));
+
+    // Every key and every ref head was written and is read back.
+    let again = store.append(&hooks).await.unwrap();
+    assert!(again.entries.is_empty());
+    assert!(again.outcomes.iter().all(HookOutcome::all_duplicates));
+    let same_change_without_keys: Vec<HookBatch> =
+        hooks.iter().map(|h| hook(h.records.clone())).collect();
+    let by_ref = store.append(&same_change_without_keys).await.unwrap();
+    assert!(by_ref.entries.is_empty(), "each ref's last change is known");
+    for (was, now) in first.outcomes.iter().zip(&by_ref.outcomes) {
+        assert_eq!(was.records[0].seq, now.records[0].seq);
+    }
 }
 
 async fn same_change_to_a_ref_is_a_duplicate_only_while_it_is_the_latest(db: TestDatabase) {

@@ -1,30 +1,29 @@
-//! What one append transaction reads up front and writes at the end.
+//! What one append transaction checks its hooks against, and writes back at the end.
 //!
 //! The [`DeliveryHistory`] the batch is checked against (the idempotency keys it carries,
-//! the last change of each ref it touches) is read in one query each when the transaction starts, kept current
-//! in memory while the hooks are applied, and written back in one statement each before
-//! the commit. The log lock held by the transaction guarantees no other writer changes
-//! these rows meanwhile.
+//! the last change of each ref it touches) is read when the transaction starts (by
+//! [`super::prefetch`]), kept current in memory while the hooks are applied, and written
+//! back with the log's own writes, in one statement, before the commit. The log lock held
+//! by the transaction guarantees no other writer changes these rows meanwhile.
 
 use std::collections::{BTreeSet, HashMap};
 
 use fluxgate_core::{GitRef, HookBatch, NewRecord, ProjectId, PushEvent, Seq, Sha, UnixMillis};
-use sqlx::AnyConnection;
 
+use super::compound::Compound;
 use super::{bulk, rows};
-use crate::error::StoreError;
 
 /// The last change recorded for one (project, ref).
 #[derive(Debug, Clone)]
-struct RefHead {
-    before: Sha,
-    after: Sha,
-    seq: Seq,
-    received_at: UnixMillis,
+pub(super) struct RefHead {
+    pub(super) before: Sha,
+    pub(super) after: Sha,
+    pub(super) seq: Seq,
+    pub(super) received_at: UnixMillis,
 }
 
 /// One ref of one project: the key of [`RefHead`].
-type RefKey = (ProjectId, GitRef);
+pub(super) type RefKey = (ProjectId, GitRef);
 
 /// The ref whose last change `event` is checked against: only git pushes have one. An
 /// artifact notification is deduplicated by its token's `jti` (the hook batch's
@@ -47,76 +46,38 @@ pub(super) struct DeliveryHistory {
     changed_heads: BTreeSet<RefKey>,
 }
 
+/// The idempotency keys `hooks` carry.
+pub(super) fn keys_named(hooks: &[HookBatch]) -> Vec<&str> {
+    hooks
+        .iter()
+        .filter_map(|h| h.idempotency_key.as_deref())
+        .collect()
+}
+
+/// The refs whose last change the pushes of `hooks` are checked against, each once.
+pub(super) fn refs_named(hooks: &[HookBatch]) -> Vec<RefKey> {
+    let mut refs: Vec<RefKey> = hooks
+        .iter()
+        .flat_map(|h| &h.records)
+        .filter_map(|record| match record {
+            NewRecord::Push(event) => ref_key(event),
+            NewRecord::Catalog(_) => None,
+        })
+        .collect();
+    refs.sort();
+    refs.dedup();
+    refs
+}
+
 impl DeliveryHistory {
-    /// Reads the keys (still inside the window) and ref heads the batch refers to.
-    pub(super) async fn prefetch(
-        conn: &mut AnyConnection,
-        hooks: &[HookBatch],
-        since: UnixMillis,
-    ) -> Result<Self, StoreError> {
-        let mut state = Self::default();
-        let keys: Vec<&str> = hooks
-            .iter()
-            .filter_map(|h| h.idempotency_key.as_deref())
-            .collect();
-        for chunk in keys.chunks(bulk::CHUNK) {
-            let sql = format!(
-                "SELECT key, seqs FROM idempotency_keys WHERE created_at >= $1 AND key IN ({})",
-                bulk::list_from(2, chunk.len())
-            );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(since.get());
-            for key in chunk {
-                query = query.bind(*key);
-            }
-            for row in query.fetch_all(&mut *conn).await? {
-                state
-                    .keys
-                    .insert(rows::text(&row, "key")?, rows::json(&row, "seqs")?);
-            }
-        }
-        let mut refs: Vec<RefKey> = hooks
-            .iter()
-            .flat_map(|h| &h.records)
-            .filter_map(|record| match record {
-                NewRecord::Push(event) => ref_key(event),
-                NewRecord::Catalog(_) => None,
-            })
-            .collect();
-        refs.sort();
-        refs.dedup();
-        for chunk in refs.chunks(bulk::CHUNK) {
-            let conditions: Vec<String> = (0..chunk.len())
-                .map(|i| format!("(project_id = ${} AND ref = ${})", 2 * i + 1, 2 * i + 2))
-                .collect();
-            let sql = format!(
-                "SELECT project_id, ref, before_sha, after_sha, seq, received_at FROM ref_heads WHERE {}",
-                conditions.join(" OR ")
-            );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (project, git_ref) in chunk {
-                query = query.bind(project.get()).bind(git_ref.as_str());
-            }
-            // Each row answers one of the keys asked for: take the typed key from the
-            // request rather than parsing the stored ref again.
-            let asked: HashMap<(i64, &str), &RefKey> = chunk
-                .iter()
-                .map(|key| ((key.0.get(), key.1.as_str()), key))
-                .collect();
-            for row in query.fetch_all(&mut *conn).await? {
-                let (project, git_ref) = (rows::int(&row, "project_id")?, rows::text(&row, "ref")?);
-                let Some(&key) = asked.get(&(project, git_ref.as_str())) else {
-                    continue;
-                };
-                let head = RefHead {
-                    before: rows::sha(&row, "before_sha")?,
-                    after: rows::sha(&row, "after_sha")?,
-                    seq: rows::seq(&row, "seq")?,
-                    received_at: rows::millis(&row, "received_at")?,
-                };
-                state.heads.insert(key.clone(), head);
-            }
-        }
-        Ok(state)
+    /// Remembers a key read from the store (still inside the window) and its seqs.
+    pub(super) fn remember_key(&mut self, key: String, seqs: Vec<Seq>) {
+        self.keys.insert(key, seqs);
+    }
+
+    /// Remembers the last change of a ref, read from the store.
+    pub(super) fn remember_head(&mut self, key: RefKey, head: RefHead) {
+        self.heads.insert(key, head);
     }
 
     /// The seqs of an earlier delivery with this key, if there was one.
@@ -151,48 +112,42 @@ impl DeliveryHistory {
         self.new_keys.push((key.to_owned(), seqs));
     }
 
-    /// Writes the keys and ref heads this batch added or changed.
-    pub(super) async fn write(
-        self,
-        conn: &mut AnyConnection,
-        now: UnixMillis,
-    ) -> Result<(), StoreError> {
+    /// Adds the writes of the keys and ref heads this batch added or changed.
+    pub(super) fn add_writes(self, writes: &mut Compound, now: UnixMillis) {
         for chunk in self.new_keys.chunks(bulk::CHUNK) {
-            let sql = format!(
-                "INSERT INTO idempotency_keys (key, seqs, created_at) VALUES {} \
-                 ON CONFLICT (key) DO UPDATE SET seqs = excluded.seqs, created_at = excluded.created_at",
-                bulk::values(conn, chunk.len(), 3)
-            );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (key, seqs) in chunk {
-                query = query
-                    .bind(key.as_str())
-                    .bind(rows::to_json(seqs))
-                    .bind(now.get());
-            }
-            query.execute(&mut *conn).await?;
+            writes.part(chunk.len() * 3, |part| {
+                part.sql("INSERT INTO idempotency_keys (key, seqs, created_at) VALUES ")
+                    .rows(chunk, |row, (key, seqs)| {
+                        row.bind(key.as_str())
+                            .bind(rows::to_json(seqs))
+                            .bind(now.get());
+                    })
+                    .sql(
+                        " ON CONFLICT (key) DO UPDATE SET seqs = excluded.seqs, \
+                         created_at = excluded.created_at",
+                    );
+            });
         }
         let changed: Vec<RefKey> = self.changed_heads.into_iter().collect();
         for chunk in changed.chunks(bulk::CHUNK) {
-            let sql = format!(
-                "INSERT INTO ref_heads (project_id, ref, before_sha, after_sha, seq, received_at) VALUES {} \
-                 ON CONFLICT (project_id, ref) DO UPDATE SET before_sha = excluded.before_sha, \
-                 after_sha = excluded.after_sha, seq = excluded.seq, received_at = excluded.received_at",
-                bulk::values(conn, chunk.len(), 6)
-            );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for key in chunk {
-                let head = &self.heads[key];
-                query = query
-                    .bind(key.0.get())
-                    .bind(key.1.as_str())
-                    .bind(head.before.as_str())
-                    .bind(head.after.as_str())
-                    .bind(rows::seq_param(head.seq))
-                    .bind(head.received_at.get());
-            }
-            query.execute(&mut *conn).await?;
+            writes.part(chunk.len() * 6, |part| {
+                part.sql(
+                    "INSERT INTO ref_heads (project_id, ref, before_sha, after_sha, seq, received_at) VALUES ",
+                )
+                .rows(chunk, |row, key| {
+                    let head = &self.heads[key];
+                    row.bind(key.0.get())
+                        .bind(key.1.as_str())
+                        .bind(head.before.as_str())
+                        .bind(head.after.as_str())
+                        .bind(rows::seq_param(head.seq))
+                        .bind(head.received_at.get());
+                })
+                .sql(
+                    " ON CONFLICT (project_id, ref) DO UPDATE SET before_sha = excluded.before_sha, \
+                     after_sha = excluded.after_sha, seq = excluded.seq, received_at = excluded.received_at",
+                );
+            });
         }
-        Ok(())
     }
 }

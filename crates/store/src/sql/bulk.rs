@@ -4,6 +4,8 @@
 
 use sqlx::AnyConnection;
 
+use super::compound::Dialect;
+
 /// Rows per statement: far below either database's limit on bound parameters.
 pub(super) const CHUNK: usize = 100;
 
@@ -14,15 +16,12 @@ pub(super) const CHUNK: usize = 100;
 /// parameters (the top of the fan-out profile: cursors and delivery records are saved this
 /// way); anonymous parameters have no names to scan.
 pub(super) fn values(conn: &AnyConnection, rows: usize, columns: usize) -> String {
-    if conn.backend_name() == SQLITE {
+    if Dialect::of(conn) == Dialect::Sqlite {
         anonymous_values(rows, columns)
     } else {
         numbered_values(rows, columns)
     }
 }
-
-/// sqlx's name of the SQLite backend.
-const SQLITE: &str = "SQLite";
 
 fn numbered_values(rows: usize, columns: usize) -> String {
     (0..rows)

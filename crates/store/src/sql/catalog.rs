@@ -16,7 +16,7 @@ use sqlx::AnyConnection;
 
 use std::collections::HashMap;
 
-use super::{agents, bulk, rows};
+use super::{agents, rows};
 use crate::error::StoreError;
 use crate::model::CatalogProject;
 
@@ -129,42 +129,22 @@ pub(super) struct ProjectCache {
     known: HashMap<ProjectId, Option<CatalogProject>>,
 }
 
-impl ProjectCache {
-    /// Reads, in one query per chunk, every project the batch's pushes name.
-    pub(super) async fn prefetch(
-        &mut self,
-        conn: &mut AnyConnection,
-        hooks: &[HookBatch],
-    ) -> Result<(), StoreError> {
-        let mut ids: Vec<i64> = hooks
-            .iter()
-            .flat_map(|hook| &hook.records)
-            .filter_map(|record| match record {
-                NewRecord::Push(event) => Some(event.project.id.get()),
-                NewRecord::Catalog(_) => None,
-            })
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        for chunk in ids.chunks(bulk::CHUNK) {
-            let sql = format!(
-                "SELECT id, path, visibility FROM projects WHERE id IN ({})",
-                bulk::list_from(1, chunk.len())
-            );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for id in chunk {
-                query = query.bind(*id);
-            }
-            for id in chunk.iter().filter_map(|raw| ProjectId::new(*raw)) {
-                self.known.insert(id, None);
-            }
-            for row in query.fetch_all(&mut *conn).await? {
-                self.remember(project_from_row(&row)?);
-            }
-        }
-        Ok(())
-    }
+/// The projects the pushes of `hooks` name, each once.
+pub(super) fn projects_named(hooks: &[HookBatch]) -> Vec<ProjectId> {
+    let mut ids: Vec<ProjectId> = hooks
+        .iter()
+        .flat_map(|hook| &hook.records)
+        .filter_map(|record| match record {
+            NewRecord::Push(event) => Some(event.project.id),
+            NewRecord::Catalog(_) => None,
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
 
+impl ProjectCache {
     async fn get(
         &mut self,
         conn: &mut AnyConnection,
@@ -182,11 +162,12 @@ impl ProjectCache {
         Ok(project)
     }
 
-    fn remember(&mut self, project: CatalogProject) {
+    pub(super) fn remember(&mut self, project: CatalogProject) {
         self.known.insert(project.id, Some(project));
     }
 
-    fn forget(&mut self, id: ProjectId) {
+    /// Records that the catalog has no project `id` (until this transaction adds it).
+    pub(super) fn forget(&mut self, id: ProjectId) {
         self.known.insert(id, None);
     }
 }

@@ -6,11 +6,20 @@ use fluxgate_core::{HookBatch, NewRecord};
 use fluxgate_core::{LogEntry, LogRecord, PushEvent, Seq, StateCause, StateChange, UnixMillis};
 use sqlx::AnyConnection;
 
-use super::batch::DeliveryHistory;
 use super::catalog::{self, ProjectCache};
+use super::compound::{Compound, Dialect, Form};
+use super::prefetch::{Prefetched, prefetch};
 use super::{bulk, rows};
 use crate::error::StoreError;
 use crate::model::{AppendResult, HookOutcome, LogBounds, PushPage, RecordOutcome};
+
+/// The `BEGIN` of an append transaction, which takes the log lock in the same round trip.
+/// Every statement after it sees every earlier commit (on PostgreSQL each statement of a
+/// READ COMMITTED transaction takes its snapshot when it starts, so the lock must be taken
+/// by an earlier statement than the reads). A failure can leave the connection inside the
+/// transaction: the caller must not return it to the pool.
+pub(super) const LOCKING_BEGIN: &str =
+    "BEGIN; UPDATE log_state SET head_seq = head_seq WHERE id = 1";
 
 /// Takes the log lock (the first statement of every write transaction) and returns the
 /// bounds as of this transaction.
@@ -51,12 +60,17 @@ impl LogWriter {
         now: UnixMillis,
     ) -> Result<Self, StoreError> {
         let bounds = lock(conn).await?;
-        Ok(Self {
-            head: bounds.head,
-            start: bounds.head,
+        Ok(Self::after(bounds.head, now))
+    }
+
+    /// Starts writing after `head`, read under the log lock this transaction holds.
+    pub(super) fn after(head: Seq, now: UnixMillis) -> Self {
+        Self {
+            head,
+            start: head,
             now,
             entries: Vec::new(),
-        })
+        }
     }
 
     pub(super) fn now(&self) -> UnixMillis {
@@ -86,46 +100,59 @@ impl LogWriter {
         self,
         conn: &mut AnyConnection,
     ) -> Result<Vec<LogEntry>, StoreError> {
+        let mut writes = Compound::new(Dialect::of(conn), Form::Sequence);
+        let entries = self.add_writes(&mut writes);
+        writes.execute(conn).await?;
+        Ok(entries)
+    }
+
+    /// Adds the insert of the entries and the update of the head to `writes`; returns the
+    /// entries.
+    pub(super) fn add_writes(self, writes: &mut Compound) -> Vec<LogEntry> {
         for chunk in self.entries.chunks(bulk::CHUNK) {
-            let sql = format!(
-                "INSERT INTO log_entries (seq, recorded_at, kind, project_id, body) VALUES {}",
-                bulk::values(conn, chunk.len(), 5)
-            );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for entry in chunk {
-                let project_id = entry.as_push().map(|event| event.project.id.get());
-                query = query
-                    .bind(rows::seq_param(entry.seq))
-                    .bind(entry.recorded_at.get())
-                    .bind(entry.record.kind())
-                    .bind(project_id)
-                    .bind(rows::to_json(&entry.record));
-            }
-            query.execute(&mut *conn).await?;
+            writes.part(chunk.len() * 5, |part| {
+                part.sql(
+                    "INSERT INTO log_entries (seq, recorded_at, kind, project_id, body) VALUES ",
+                )
+                .rows(chunk, |row, entry| {
+                    let project_id = entry.as_push().map(|event| event.project.id.get());
+                    row.bind(rows::seq_param(entry.seq))
+                        .bind(entry.recorded_at.get())
+                        .bind(entry.record.kind())
+                        .bind(project_id)
+                        .bind(rows::to_json(&entry.record));
+                });
+            });
         }
         if self.head != self.start {
-            sqlx::query("UPDATE log_state SET head_seq = $1 WHERE id = 1")
-                .bind(rows::seq_param(self.head))
-                .execute(&mut *conn)
-                .await?;
+            writes.part(1, |part| {
+                part.sql("UPDATE log_state SET head_seq = ")
+                    .bind(rows::seq_param(self.head))
+                    .sql(" WHERE id = 1");
+            });
         }
-        Ok(self.entries)
+        self.entries
     }
 }
 
 /// Appends a batch of hooks, each deduplicated: by its `Idempotency-Key`, and each push by
-/// the last change recorded for its ref.
+/// the last change recorded for its ref. `conn` is in a transaction begun with
+/// [`LOCKING_BEGIN`]. The usual batch costs two statements: one read
+/// ([`prefetch`]) and one write (a [`Compound`]); only what it changes in the catalog
+/// costs more.
 pub(super) async fn append(
     conn: &mut AnyConnection,
     hooks: &[HookBatch],
     dedup_window: Duration,
     now: UnixMillis,
 ) -> Result<AppendResult, StoreError> {
-    let mut writer = LogWriter::begin(conn, now).await?;
     let dedup_since = now.minus(dedup_window);
-    let mut history = DeliveryHistory::prefetch(conn, hooks, dedup_since).await?;
-    let mut projects = ProjectCache::default();
-    projects.prefetch(conn, hooks).await?;
+    let Prefetched {
+        bounds,
+        mut history,
+        mut projects,
+    } = prefetch(conn, hooks, dedup_since).await?;
+    let mut writer = LogWriter::after(bounds.head, now);
     let mut outcomes = Vec::with_capacity(hooks.len());
     for hook in hooks {
         if let Some(seqs) = hook
@@ -179,8 +206,10 @@ pub(super) async fn append(
         }
         outcomes.push(HookOutcome { records });
     }
-    history.write(conn, now).await?;
-    let entries = writer.finish(conn).await?;
+    let mut writes = Compound::new(Dialect::of(conn), Form::Sequence);
+    history.add_writes(&mut writes, now);
+    let entries = writer.add_writes(&mut writes);
+    writes.execute(conn).await?;
     Ok(AppendResult { outcomes, entries })
 }
 

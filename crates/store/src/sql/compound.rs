@@ -1,0 +1,320 @@
+//! Several reads, or several writes, sent to the database as one statement.
+//!
+//! Every statement costs a round trip to PostgreSQL and a hop to the thread sqlx runs a
+//! SQLite connection on, and on a busy machine that wait, not the work, sets how many
+//! transactions a second the log takes. A [`Compound`] gathers *parts* (one `SELECT` or
+//! one `INSERT`/`UPDATE` each, with their parameters bound as they are written) and sends
+//! them together:
+//!
+//! - [`Form::UnionAll`]: reads of one row shape, `part UNION ALL part`, the same in both
+//!   dialects.
+//! - [`Form::Sequence`]: writes. On PostgreSQL, data-modifying CTEs, `WITH w0 AS (part),
+//!   w1 AS (part) SELECT 1` (every one runs, to completion, in one statement). On SQLite,
+//!   `part; part`: sqlx prepares each and runs them in order in one hop, numbering the
+//!   anonymous parameters straight on.
+//!
+//! Parts are packed into as few statements as [`MAX_PARAMS`] and [`MAX_PARTS`] allow,
+//! in order; the usual batch is one statement.
+
+use sqlx::any::{Any, AnyArguments, AnyRow};
+use sqlx::{AnyConnection, Arguments as _, Encode, Type};
+
+use crate::error::StoreError;
+
+/// Parameters per statement: far below PostgreSQL's limit (65,535) and SQLite's (32,766).
+pub(super) const MAX_PARAMS: usize = 10_000;
+
+/// Parts per statement: below SQLite's limit on the terms of one compound `SELECT` (500).
+pub(super) const MAX_PARTS: usize = 100;
+
+/// The SQL dialect of a connection, where the two differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Dialect {
+    Postgres,
+    Sqlite,
+}
+
+impl Dialect {
+    pub(super) fn of(conn: &AnyConnection) -> Self {
+        // sqlx's name of the SQLite backend.
+        if conn.backend_name() == "SQLite" {
+            Dialect::Sqlite
+        } else {
+            Dialect::Postgres
+        }
+    }
+}
+
+/// How a compound's parts are joined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Form {
+    /// Reads of one row shape.
+    UnionAll,
+    /// Writes, run in order.
+    Sequence,
+}
+
+/// One statement being built: its parts' SQL and every part's parameters, in order.
+#[derive(Default)]
+struct Statement {
+    parts: Vec<String>,
+    args: AnyArguments,
+    /// Parameters bound so far (the last one's number on PostgreSQL).
+    params: usize,
+    /// Parameters the parts declared they would bind at most.
+    reserved: usize,
+}
+
+/// Parts gathered into as few statements as the limits allow.
+pub(super) struct Compound {
+    dialect: Dialect,
+    form: Form,
+    full: Vec<Statement>,
+    current: Statement,
+    /// The first parameter that failed to encode; reported when the compound runs.
+    encode_error: Option<sqlx::error::BoxDynError>,
+}
+
+impl Compound {
+    pub(super) fn new(dialect: Dialect, form: Form) -> Self {
+        Self {
+            dialect,
+            form,
+            full: Vec::new(),
+            current: Statement::default(),
+            encode_error: None,
+        }
+    }
+
+    /// Adds one part that binds at most `params` parameters, written by `write`.
+    pub(super) fn part(&mut self, params: usize, write: impl FnOnce(&mut Part<'_>)) {
+        let full =
+            self.current.reserved + params > MAX_PARAMS || self.current.parts.len() >= MAX_PARTS;
+        if full && !self.current.parts.is_empty() {
+            self.full.push(std::mem::take(&mut self.current));
+        }
+        self.current.reserved += params;
+        let bound_before = self.current.params;
+        let mut part = Part {
+            dialect: self.dialect,
+            sql: String::new(),
+            statement: &mut self.current,
+            encode_error: &mut self.encode_error,
+        };
+        write(&mut part);
+        let sql = part.sql;
+        debug_assert!(
+            self.current.params - bound_before <= params,
+            "a part bound more parameters than it declared"
+        );
+        self.current.parts.push(sql);
+    }
+
+    /// The statements, rendered, with their arguments.
+    fn statements(self) -> Result<Vec<(String, AnyArguments)>, StoreError> {
+        if let Some(err) = self.encode_error {
+            return Err(sqlx::Error::Encode(err).into());
+        }
+        let (dialect, form) = (self.dialect, self.form);
+        Ok(self
+            .full
+            .into_iter()
+            .chain((!self.current.parts.is_empty()).then_some(self.current))
+            .map(|statement| (render(dialect, form, &statement.parts), statement.args))
+            .collect())
+    }
+
+    /// Runs every part; for writes.
+    pub(super) async fn execute(self, conn: &mut AnyConnection) -> Result<(), StoreError> {
+        for (sql, args) in self.statements()? {
+            sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Every row of every part; for reads.
+    pub(super) async fn fetch_all(
+        self,
+        conn: &mut AnyConnection,
+    ) -> Result<Vec<AnyRow>, StoreError> {
+        let mut found = Vec::new();
+        for (sql, args) in self.statements()? {
+            found.extend(
+                sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
+                    .fetch_all(&mut *conn)
+                    .await?,
+            );
+        }
+        Ok(found)
+    }
+}
+
+fn render(dialect: Dialect, form: Form, parts: &[String]) -> String {
+    match (form, dialect) {
+        (_, _) if parts.len() == 1 => parts[0].clone(),
+        (Form::UnionAll, _) => parts.join(" UNION ALL "),
+        (Form::Sequence, Dialect::Sqlite) => parts.join("; "),
+        (Form::Sequence, Dialect::Postgres) => {
+            let ctes: Vec<String> = parts
+                .iter()
+                .enumerate()
+                .map(|(i, part)| format!("w{i} AS ({part})"))
+                .collect();
+            format!("WITH {} SELECT 1", ctes.join(", "))
+        }
+    }
+}
+
+/// One part being written: SQL text, and parameters bound where they appear.
+pub(super) struct Part<'a> {
+    dialect: Dialect,
+    sql: String,
+    statement: &'a mut Statement,
+    encode_error: &'a mut Option<sqlx::error::BoxDynError>,
+}
+
+impl Part<'_> {
+    pub(super) fn sql(&mut self, text: &str) -> &mut Self {
+        self.sql.push_str(text);
+        self
+    }
+
+    /// Writes a placeholder for `value` and binds it: `$N` on PostgreSQL (numbered across
+    /// the whole statement), `?` on SQLite (whose numbered parameters are found by a scan
+    /// of the statement's names, once per parameter bound).
+    pub(super) fn bind<'t, T: Encode<'t, Any> + Type<Any>>(&mut self, value: T) -> &mut Self {
+        self.statement.params += 1;
+        match self.dialect {
+            Dialect::Postgres => {
+                self.sql.push('$');
+                self.sql.push_str(&self.statement.params.to_string());
+            }
+            Dialect::Sqlite => self.sql.push('?'),
+        }
+        if let Err(err) = self.statement.args.add(value) {
+            self.encode_error.get_or_insert(err);
+        }
+        self
+    }
+
+    /// Writes `(…), (…)`: one parenthesised row per item, `bind_row` binding its values
+    /// (separated by commas as they are bound).
+    pub(super) fn rows<I>(
+        &mut self,
+        items: I,
+        mut bind_row: impl FnMut(&mut Row<'_, '_>, I::Item),
+    ) -> &mut Self
+    where
+        I: IntoIterator,
+    {
+        for (i, item) in items.into_iter().enumerate() {
+            self.sql(if i == 0 { "(" } else { ", (" });
+            bind_row(
+                &mut Row {
+                    part: self,
+                    first: true,
+                },
+                item,
+            );
+            self.sql(")");
+        }
+        self
+    }
+}
+
+/// One row of a `VALUES` list being bound.
+pub(super) struct Row<'p, 'a> {
+    part: &'p mut Part<'a>,
+    first: bool,
+}
+
+impl Row<'_, '_> {
+    pub(super) fn bind<'t, T: Encode<'t, Any> + Type<Any>>(&mut self, value: T) -> &mut Self {
+        if !std::mem::take(&mut self.first) {
+            self.part.sql(", ");
+        }
+        self.part.bind(value);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn two_inserts(dialect: Dialect, form: Form) -> Vec<String> {
+        let mut compound = Compound::new(dialect, form);
+        compound.part(4, |part| {
+            part.sql("INSERT INTO a (x, y) VALUES ").rows(
+                [(1_i64, "p"), (2, "q")],
+                |row, (x, y)| {
+                    row.bind(x).bind(y);
+                },
+            );
+        });
+        compound.part(1, |part| {
+            part.sql("UPDATE b SET z = ")
+                .bind(3_i64)
+                .sql(" WHERE id = 1");
+        });
+        let statements = compound.statements().expect("every value encodes");
+        statements.into_iter().map(|(sql, _)| sql).collect()
+    }
+
+    #[test]
+    fn writes_become_ctes_on_postgres_and_a_statement_list_on_sqlite() {
+        assert_eq!(
+            two_inserts(Dialect::Postgres, Form::Sequence),
+            [
+                "WITH w0 AS (INSERT INTO a (x, y) VALUES ($1, $2), ($3, $4)), \
+              w1 AS (UPDATE b SET z = $5 WHERE id = 1) SELECT 1"
+            ]
+        );
+        assert_eq!(
+            two_inserts(Dialect::Sqlite, Form::Sequence),
+            ["INSERT INTO a (x, y) VALUES (?, ?), (?, ?); UPDATE b SET z = ? WHERE id = 1"]
+        );
+    }
+
+    #[test]
+    fn one_part_is_sent_as_written() {
+        let mut compound = Compound::new(Dialect::Postgres, Form::Sequence);
+        compound.part(1, |part| {
+            part.sql("UPDATE b SET z = ").bind(3_i64);
+        });
+        let statements = compound.statements().expect("encodes");
+        assert_eq!(statements[0].0, "UPDATE b SET z = $1");
+    }
+
+    #[test]
+    fn parts_beyond_the_parameter_limit_start_a_new_statement_numbered_from_one() {
+        let mut compound = Compound::new(Dialect::Postgres, Form::UnionAll);
+        for i in 0..3_i64 {
+            compound.part(MAX_PARAMS / 2, |part| {
+                part.sql("SELECT x FROM t WHERE x = ").bind(i);
+            });
+        }
+        let statements = compound.statements().expect("encodes");
+        let sql: Vec<&str> = statements.iter().map(|(sql, _)| sql.as_str()).collect();
+        assert_eq!(
+            sql,
+            [
+                "SELECT x FROM t WHERE x = $1 UNION ALL SELECT x FROM t WHERE x = $2",
+                "SELECT x FROM t WHERE x = $1",
+            ]
+        );
+    }
+
+    #[test]
+    fn parts_beyond_the_part_limit_start_a_new_statement() {
+        let mut compound = Compound::new(Dialect::Sqlite, Form::UnionAll);
+        for _ in 0..=MAX_PARTS {
+            compound.part(0, |part| {
+                part.sql("SELECT 1");
+            });
+        }
+        assert_eq!(compound.statements().expect("encodes").len(), 2);
+    }
+}

@@ -1629,3 +1629,45 @@ async fn one_transaction_sees_its_own_changes(db: TestDatabase) {
     assert!(next.outcomes.iter().all(HookOutcome::all_duplicates));
     assert!(next.entries.is_empty());
 }
+
+/// A `BEGIN` that ran while its lock did not (here: PostgreSQL's `lock_timeout` while
+/// another session holds the log lock) leaves the connection inside a failed transaction;
+/// it must be closed, not pooled, or every later append on it fails.
+#[tokio::test]
+async fn a_failed_locking_begin_does_not_poison_the_pool() {
+    let db = fluxgate_store::testing::TestDatabase::postgres().await;
+    let name = db
+        .postgres_name()
+        .expect("a PostgreSQL database")
+        .to_owned();
+    db.execute_as_admin(&format!("ALTER DATABASE {name} SET lock_timeout = '200ms'"))
+        .await;
+    let store = db
+        .store_with(StoreOptions {
+            max_connections: 1,
+            ..StoreOptions::default()
+        })
+        .await;
+    let holder_pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(db.url())
+        .await
+        .expect("a second session");
+    let mut holder = holder_pool.begin().await.expect("begin");
+    sqlx::query("UPDATE log_state SET head_seq = head_seq WHERE id = 1")
+        .execute(&mut *holder)
+        .await
+        .expect("hold the log lock");
+
+    let refused = store
+        .append(&[hook(vec![push(1, "a/b", "refs/heads/main", '0', '1')])])
+        .await;
+    assert!(refused.is_err(), "the lock was held: {refused:?}");
+
+    holder.rollback().await.expect("release the log lock");
+    let accepted = store
+        .append(&[hook(vec![push(1, "a/b", "refs/heads/main", '0', '1')])])
+        .await
+        .expect("the next append gets a clean connection");
+    assert_eq!(accepted.entries.len(), 2);
+}

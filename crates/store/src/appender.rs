@@ -100,7 +100,8 @@ async fn run_writer(
 ) {
     let mut batch = Vec::with_capacity(max_batch);
     while queue.recv_many(&mut batch, max_batch).await > 0 {
-        let hooks: Vec<HookBatch> = batch.iter().map(|r| r.hook.clone()).collect();
+        let (hooks, replies): (Vec<HookBatch>, Vec<_>) =
+            batch.drain(..).map(|r| (r.hook, r.reply)).unzip();
         let started = Instant::now();
         // A database that stops answering (a partition, not a refused connection) must not
         // hold the writer: give up on the transaction; dropping it rolls it back.
@@ -118,27 +119,27 @@ async fn run_writer(
                 if !result.entries.is_empty() {
                     listener.committed(&result.entries);
                 }
-                let (hooks, outcomes) = (batch.len(), result.outcomes.len());
+                let (hooks, outcomes) = (replies.len(), result.outcomes.len());
                 let mut outcomes_left = result.outcomes.into_iter();
                 let mismatch = (hooks != outcomes)
                     .then(|| Arc::new(StoreError::OutcomeCountMismatch { hooks, outcomes }));
                 if let Some(err) = &mismatch {
                     tracing::error!(error = %err, "append answered the wrong number of outcomes");
                 }
-                for request in batch.drain(..) {
+                for reply_to in replies {
                     let reply = match (outcomes_left.next(), &mismatch) {
                         (Some(outcome), None) => Ok(outcome),
                         (_, Some(err)) => Err(err.clone()),
                         (None, None) => unreachable!("as many outcomes as hooks"),
                     };
-                    let _ = request.reply.send(reply);
+                    let _ = reply_to.send(reply);
                 }
             }
             Err(err) => {
                 tracing::warn!(error = %err, hooks = hooks.len(), "append failed; nothing was stored");
                 let err = Arc::new(err);
-                for request in batch.drain(..) {
-                    let _ = request.reply.send(Err(err.clone()));
+                for reply_to in replies {
+                    let _ = reply_to.send(Err(err.clone()));
                 }
             }
         }

@@ -3,6 +3,7 @@
 //! `chaos`, which pins nothing (docs/reliability.md).
 
 mod agent_client;
+mod database_hop;
 mod payload;
 mod peers;
 mod procfs;
@@ -32,6 +33,10 @@ enum Scenario {
         /// Run the broker on this (empty) database instead of the embedded SQLite.
         #[arg(long)]
         database_url: Option<String>,
+        /// Reach the database through one more TCP hop (a forwarder in this process), so
+        /// that each round trip costs about what it does over a network.
+        #[arg(long, requires = "database_url")]
+        database_hop: bool,
     },
     /// B. End-to-end latency from hook to agent stream.
     E2e {
@@ -142,7 +147,11 @@ async fn main() -> anyhow::Result<()> {
             connections,
             seconds,
             database_url,
-        } => scenarios::ingest::run(connections, seconds, database_url.as_deref()).await,
+            database_hop,
+        } => {
+            scenarios::ingest::run(connections, seconds, database_url.as_deref(), database_hop)
+                .await
+        }
         Scenario::E2e {
             agents,
             rate,
@@ -198,7 +207,7 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
         Scenario::All => {
-            scenarios::ingest::run(16, 10, None).await?;
+            scenarios::ingest::run(16, 10, None, false).await?;
             scenarios::e2e::run(1000, 200, 10, 100).await?;
             scenarios::fanout::run(scenarios::fanout::Plan::default()).await?;
             scenarios::idle::run(&[10_000], Duration::from_secs(30)).await?;

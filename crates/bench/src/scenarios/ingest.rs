@@ -9,6 +9,7 @@ use hdrhistogram::Histogram;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::Mutex;
 
+use crate::database_hop::DatabaseHop;
 use crate::payload::push_body;
 use crate::report::{latency_histogram, percentiles, record};
 use crate::{procfs, setup};
@@ -101,14 +102,20 @@ pub async fn load(
     })
 }
 
-/// `database_url`: run the broker on this (empty) database instead of the embedded SQLite.
+/// `database_url`: run the broker on this (empty) database instead of the embedded SQLite;
+/// `database_hop`: reach it through one more TCP hop ([`DatabaseHop`]).
 pub async fn run(
     connections: usize,
     seconds: u64,
     database_url: Option<&str>,
+    database_hop: bool,
 ) -> anyhow::Result<()> {
     let duration = Duration::from_secs(seconds);
-    let store = database_url.map_or("SQLite", |_| "PostgreSQL");
+    let store = match (database_url, database_hop) {
+        (None, _) => "SQLite",
+        (Some(_), false) => "PostgreSQL",
+        (Some(_), true) => "PostgreSQL, one more TCP hop away",
+    };
     println!(
         "## A. Ingest ({connections} keep-alive connections, {seconds} s, 3 KB push, closed loop, {store})"
     );
@@ -142,7 +149,16 @@ pub async fn run(
     .await?;
     baseline.kill().await?;
 
+    let hop = match database_url {
+        Some(url) if database_hop => Some(DatabaseHop::start(url).await?),
+        _ => None,
+    };
+    let database_url = match (&hop, database_url) {
+        (Some(hop), Some(url)) => Some(hop.url(url)?),
+        (_, url) => url.map(str::to_owned),
+    };
     let database_args: Vec<&str> = database_url
+        .as_deref()
         .map(|url| vec!["--database-url", url])
         .unwrap_or_default();
     let bench = setup::start_broker(&database_args).await?;

@@ -15,11 +15,13 @@
 //! | `head` | project id | seq | received at | ref | before | after |
 //! | `project` | id | | | path | visibility | |
 
+use std::collections::HashMap;
+
 use fluxgate_core::{HookBatch, UnixMillis};
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 
-use super::batch::{self, DeliveryHistory, RefHead};
+use super::batch::{self, DeliveryHistory, RefHead, RefKey};
 use super::catalog::{self, ProjectCache};
 use super::compound::{Compound, Dialect, Form};
 use super::{bulk, rows};
@@ -93,6 +95,12 @@ pub(super) async fn prefetch(
         });
     }
 
+    // Each head row answers one of the refs asked for: take the typed key from the request
+    // rather than parsing the stored ref again.
+    let asked: HashMap<(i64, &str), &RefKey> = refs
+        .iter()
+        .map(|key| ((key.0.get(), key.1.as_str()), key))
+        .collect();
     let mut bounds = None;
     let mut history = DeliveryHistory::default();
     let mut cache = ProjectCache::default();
@@ -110,13 +118,8 @@ pub(super) async fn prefetch(
             }
             "key" => history.remember_key(rows::text(&row, "t1")?, rows::json(&row, "t2")?),
             "head" => {
-                // Each row answers one of the refs asked for: take the typed key from the
-                // request rather than parsing the stored ref again.
                 let (project, git_ref) = (rows::int(&row, "n1")?, rows::text(&row, "t1")?);
-                let Some(key) = refs
-                    .iter()
-                    .find(|(p, r)| p.get() == project && r.as_str() == git_ref)
-                else {
+                let Some(&key) = asked.get(&(project, git_ref.as_str())) else {
                     continue;
                 };
                 history.remember_head(key.clone(), head_from(&row)?);

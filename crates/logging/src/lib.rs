@@ -8,6 +8,10 @@
 //! - lines go through a bounded, lossy queue to one writer thread
 //!   ([`tracing_appender::non_blocking`]): a stderr nobody reads costs dropped lines, never
 //!   a blocked task;
+//! - that thread writes lines in batches ([`LineBatcher`]): what is queued goes out in one
+//!   write, and the thread then lingers for [`LINGER`] before it waits for the next line,
+//!   so a busy broker (a line per hook) wakes it and writes a few hundred times a second,
+//!   not once per line;
 //! - that thread ignores write errors ([`QuietStderr`]), and the subscriber does not report
 //!   them either;
 //! - no line is longer than [`MAX_LINE`] bytes: a longer one is cut, and says so;
@@ -15,6 +19,7 @@
 //!   path, instead of the standard hook's direct write to stderr.
 
 use std::io::{self, Write};
+use std::time::Duration;
 
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
@@ -24,6 +29,15 @@ pub const MAX_LINE: usize = 16 * 1024;
 
 /// Lines queued for the writer thread before new ones are dropped.
 const QUEUE_LINES: usize = 64 * 1024;
+
+/// How long the writer thread waits after a batch before it sleeps until the next line:
+/// lines logged meanwhile join the next batch without waking it. Also the most a line
+/// waits in the queue behind a batch.
+pub const LINGER: Duration = Duration::from_millis(2);
+
+/// Bytes gathered before they are written even though more lines are queued (a pipe's
+/// buffer).
+const BATCH_BYTES: usize = 64 * 1024;
 
 /// How lines look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +67,7 @@ pub fn init(format: Format, default_directive: &str) -> Result<LogGuard, Logging
         .lossy(true)
         .buffered_lines_limit(QUEUE_LINES)
         .thread_name("fluxgate-log-writer")
-        .finish(QuietStderr);
+        .finish(LineBatcher::new(QuietStderr, LINGER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
@@ -88,16 +102,69 @@ fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
     );
 }
 
-/// stderr that never fails: a write error (a closed pipe, a full disk) drops the line.
-/// Lines longer than [`MAX_LINE`] are cut and marked.
+/// The writer thread's side: gathers the lines it is handed (each cut to [`MAX_LINE`]) and
+/// writes them to `out` in one write when the thread has drained its queue (`flush`), or
+/// sooner once [`BATCH_BYTES`] are gathered. After writing on `flush` it sleeps for
+/// `linger`: [`tracing_appender`]'s thread calls `flush` once per drained queue and then
+/// waits for the next line, and lines queued while it lingers need no wake-up.
+#[derive(Debug)]
+pub struct LineBatcher<W: Write> {
+    out: W,
+    pending: Vec<u8>,
+    linger: Duration,
+}
+
+impl<W: Write> LineBatcher<W> {
+    pub fn new(out: W, linger: Duration) -> Self {
+        Self {
+            out,
+            pending: Vec::new(),
+            linger,
+        }
+    }
+
+    fn write_pending(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let written = self.out.write_all(&self.pending);
+        self.pending.clear();
+        written
+    }
+}
+
+impl<W: Write> Write for LineBatcher<W> {
+    fn write(&mut self, line: &[u8]) -> io::Result<usize> {
+        // Writing into a `Vec` cannot fail.
+        let _ = write_bounded(&mut self.pending, line);
+        if self.pending.len() >= BATCH_BYTES {
+            self.write_pending()?;
+        }
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let written = self.write_pending().and_then(|()| self.out.flush());
+        if !self.linger.is_zero() {
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "runs on the log writer's own thread, never on a runtime worker"
+            )]
+            std::thread::sleep(self.linger);
+        }
+        written
+    }
+}
+
+/// stderr that never fails: a write error (a closed pipe, a full disk) drops what was
+/// being written.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct QuietStderr;
 
 impl Write for QuietStderr {
-    fn write(&mut self, line: &[u8]) -> io::Result<usize> {
-        let mut stderr = io::stderr().lock();
-        let _ = write_bounded(&mut stderr, line);
-        Ok(line.len())
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let _ = io::stderr().lock().write_all(bytes);
+        Ok(bytes.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -133,6 +200,63 @@ mod tests {
             text.ends_with("…[log line cut: 500 more bytes]\n"),
             "{}",
             &text[MAX_LINE..]
+        );
+    }
+
+    /// A sink that records each write it is asked for.
+    #[derive(Default)]
+    struct Writes(Vec<Vec<u8>>);
+
+    impl Write for Writes {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            self.0.push(bytes.to_vec());
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lines_drained_together_leave_in_one_write() {
+        let mut batcher = LineBatcher::new(Writes::default(), Duration::ZERO);
+        batcher.write_all(b"one\n").unwrap();
+        batcher.write_all(b"two\n").unwrap();
+        batcher.write_all(b"three\n").unwrap();
+        assert!(
+            batcher.out.0.is_empty(),
+            "nothing is written before the flush"
+        );
+        batcher.flush().unwrap();
+        assert_eq!(batcher.out.0, vec![b"one\ntwo\nthree\n".to_vec()]);
+        batcher.flush().unwrap();
+        assert_eq!(batcher.out.0.len(), 1, "an empty batch is not written");
+    }
+
+    #[test]
+    fn a_batch_is_written_once_it_fills_without_waiting_for_the_flush() {
+        let mut batcher = LineBatcher::new(Writes::default(), Duration::ZERO);
+        let line = [b'x'; 1024];
+        for _ in 0..BATCH_BYTES / line.len() {
+            batcher.write_all(&line).unwrap();
+        }
+        assert_eq!(batcher.out.0.len(), 1);
+        assert_eq!(batcher.out.0[0].len(), BATCH_BYTES);
+        batcher.write_all(b"next\n").unwrap();
+        batcher.flush().unwrap();
+        assert_eq!(batcher.out.0[1], b"next\n");
+    }
+
+    #[test]
+    fn a_long_line_is_cut_in_the_batch() {
+        let mut batcher = LineBatcher::new(Writes::default(), Duration::ZERO);
+        batcher.write_all(&vec![b'x'; MAX_LINE + 10]).unwrap();
+        batcher.flush().unwrap();
+        let written = String::from_utf8_lossy(&batcher.out.0[0]).into_owned();
+        assert!(
+            written.ends_with("…[log line cut: 10 more bytes]\n"),
+            "{written}"
         );
     }
 

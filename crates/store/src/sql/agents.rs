@@ -10,8 +10,9 @@ use fluxgate_core::{
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 
+use super::compound::{Dialect, ROWS_PER_PART, Single};
 use super::log::LogWriter;
-use super::{bulk, rows};
+use super::rows;
 use crate::error::{CorruptValue, ExistingEntity, InvalidRequest, MissingEntity, StoreError};
 use crate::model::{AgentRecord, AgentUpdate, CursorUpdate, NewAgent};
 
@@ -261,35 +262,38 @@ pub(super) async fn save_cursors(
     updates: &[CursorUpdate],
     stale_before: UnixMillis,
 ) -> Result<(), StoreError> {
-    for chunk in updates.chunks(bulk::CHUNK) {
-        let sql = format!(
-            "INSERT INTO agent_stream_cursors \
-             (agent_id, stream_id, subscriptions, started_seq, cursor_seq, opened_at, updated_at, \
-             closed_at) \
-             VALUES {} ON CONFLICT (agent_id, stream_id) DO UPDATE SET \
-             subscriptions = excluded.subscriptions, \
-             started_seq = CASE WHEN agent_stream_cursors.started_seq < excluded.started_seq \
-             THEN excluded.started_seq ELSE agent_stream_cursors.started_seq END, \
-             cursor_seq = CASE WHEN agent_stream_cursors.cursor_seq < excluded.cursor_seq \
-             THEN excluded.cursor_seq ELSE agent_stream_cursors.cursor_seq END, \
-             updated_at = CASE WHEN agent_stream_cursors.updated_at < excluded.updated_at \
-             THEN excluded.updated_at ELSE agent_stream_cursors.updated_at END, \
-             closed_at = COALESCE(agent_stream_cursors.closed_at, excluded.closed_at)",
-            bulk::values(conn, chunk.len(), 8)
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for update in chunk {
-            query = query
-                .bind(update.agent.0)
-                .bind(update.stream.as_str())
-                .bind(update.subscriptions.as_str())
-                .bind(rows::seq_param(update.started_after))
-                .bind(rows::seq_param(update.cursor))
-                .bind(update.opened_at.get())
-                .bind(update.seen_at.get())
-                .bind(update.closed_at.map(UnixMillis::get));
-        }
-        query.execute(&mut *conn).await?;
+    let dialect = Dialect::of(conn);
+    for chunk in updates.chunks(ROWS_PER_PART) {
+        Single::new(dialect, |part| {
+            part.sql(
+                "INSERT INTO agent_stream_cursors \
+                 (agent_id, stream_id, subscriptions, started_seq, cursor_seq, opened_at, \
+                 updated_at, closed_at) VALUES ",
+            )
+            .rows(chunk, |row, update| {
+                row.bind(update.agent.0)
+                    .bind(update.stream.as_str())
+                    .bind(update.subscriptions.as_str())
+                    .bind(rows::seq_param(update.started_after))
+                    .bind(rows::seq_param(update.cursor))
+                    .bind(update.opened_at.get())
+                    .bind(update.seen_at.get())
+                    .bind(update.closed_at.map(UnixMillis::get));
+            })
+            .sql(
+                " ON CONFLICT (agent_id, stream_id) DO UPDATE SET \
+                 subscriptions = excluded.subscriptions, \
+                 started_seq = CASE WHEN agent_stream_cursors.started_seq < excluded.started_seq \
+                 THEN excluded.started_seq ELSE agent_stream_cursors.started_seq END, \
+                 cursor_seq = CASE WHEN agent_stream_cursors.cursor_seq < excluded.cursor_seq \
+                 THEN excluded.cursor_seq ELSE agent_stream_cursors.cursor_seq END, \
+                 updated_at = CASE WHEN agent_stream_cursors.updated_at < excluded.updated_at \
+                 THEN excluded.updated_at ELSE agent_stream_cursors.updated_at END, \
+                 closed_at = COALESCE(agent_stream_cursors.closed_at, excluded.closed_at)",
+            );
+        })
+        .execute(conn)
+        .await?;
     }
 
     let mut closing_agents: Vec<i64> = updates
@@ -306,26 +310,27 @@ pub(super) async fn save_cursors(
     // Each agent once, with the latest time one of its streams was seen.
     seen.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
     seen.dedup_by_key(|(agent, _)| *agent);
-    for chunk in seen.chunks(bulk::CHUNK) {
+    for chunk in seen.chunks(ROWS_PER_PART) {
         let agents: Vec<i64> = chunk.iter().map(|(agent, _)| *agent).collect();
-        let release = format!(
-            "DELETE FROM agent_stream_cursors \
-             WHERE agent_id IN ({agents}) \
-             AND COALESCE(closed_at, CASE WHEN updated_at < $1 THEN updated_at END) IS NOT NULL \
-             AND EXISTS (SELECT 1 FROM agent_stream_cursors later \
-               WHERE later.agent_id = agent_stream_cursors.agent_id \
-               AND later.stream_id <> agent_stream_cursors.stream_id \
-               AND later.subscriptions = agent_stream_cursors.subscriptions \
-               AND later.opened_at > COALESCE(agent_stream_cursors.closed_at, agent_stream_cursors.updated_at) \
-               AND later.started_seq <= agent_stream_cursors.cursor_seq \
-               AND later.cursor_seq >= agent_stream_cursors.cursor_seq)",
-            agents = bulk::list_from(2, agents.len())
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(release)).bind(stale_before.get());
-        for agent in &agents {
-            query = query.bind(*agent);
-        }
-        query.execute(&mut *conn).await?;
+        Single::new(dialect, |part| {
+            part.sql("DELETE FROM agent_stream_cursors WHERE agent_id IN (")
+                .list(agents.iter().copied())
+                .sql(") AND COALESCE(closed_at, CASE WHEN updated_at < ")
+                .bind(stale_before.get())
+                .sql(
+                    " THEN updated_at END) IS NOT NULL \
+                     AND EXISTS (SELECT 1 FROM agent_stream_cursors later \
+                     WHERE later.agent_id = agent_stream_cursors.agent_id \
+                     AND later.stream_id <> agent_stream_cursors.stream_id \
+                     AND later.subscriptions = agent_stream_cursors.subscriptions \
+                     AND later.opened_at > COALESCE(agent_stream_cursors.closed_at, \
+                     agent_stream_cursors.updated_at) \
+                     AND later.started_seq <= agent_stream_cursors.cursor_seq \
+                     AND later.cursor_seq >= agent_stream_cursors.cursor_seq)",
+                );
+        })
+        .execute(conn)
+        .await?;
 
         // Bound the holds: an agent whose streams keep closing with other subscriptions
         // (a flapping, misconfigured fleet sharing one token) keeps the newest ones. Only a
@@ -342,40 +347,44 @@ pub(super) async fn save_cursors(
         }
 
         // VALUES columns are column1, column2 on both databases.
-        let sql = format!(
-            "UPDATE agents SET \
-             cursor_seq = COALESCE((SELECT MIN(c.cursor_seq) FROM agent_stream_cursors c \
-             WHERE c.agent_id = agents.id), agents.cursor_seq), \
-             last_seen_at = CASE WHEN last_seen_at IS NULL OR last_seen_at < v.column2 \
-             THEN v.column2 ELSE last_seen_at END \
-             FROM (VALUES {}) AS v WHERE agents.id = v.column1",
-            bulk::values(conn, chunk.len(), 2)
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (agent, seen_at) in chunk {
-            query = query.bind(*agent).bind(*seen_at);
-        }
-        query.execute(&mut *conn).await?;
+        Single::new(dialect, |part| {
+            part.sql(
+                "UPDATE agents SET \
+                 cursor_seq = COALESCE((SELECT MIN(c.cursor_seq) FROM agent_stream_cursors c \
+                 WHERE c.agent_id = agents.id), agents.cursor_seq), \
+                 last_seen_at = CASE WHEN last_seen_at IS NULL OR last_seen_at < v.column2 \
+                 THEN v.column2 ELSE last_seen_at END \
+                 FROM (VALUES ",
+            )
+            .rows(chunk, |row, (agent, seen_at)| {
+                row.bind(*agent).bind(*seen_at);
+            })
+            .sql(") AS v WHERE agents.id = v.column1");
+        })
+        .execute(conn)
+        .await?;
     }
     Ok(())
 }
 
 /// Releases the oldest closed streams' holds of `agents` beyond [`MAX_HOLDS_PER_AGENT`].
 async fn prune_holds(conn: &mut AnyConnection, agents: &[i64]) -> Result<(), StoreError> {
-    let prune = format!(
-        "DELETE FROM agent_stream_cursors WHERE agent_id IN ({outer}) AND closed_at IS NOT NULL \
-         AND stream_id IN (SELECT stream_id FROM (SELECT stream_id, ROW_NUMBER() OVER \
-         (PARTITION BY agent_id ORDER BY closed_at DESC) AS newest \
-         FROM agent_stream_cursors WHERE closed_at IS NOT NULL AND agent_id IN ({inner})) \
-         AS ranked WHERE newest > {MAX_HOLDS_PER_AGENT})",
-        outer = bulk::list_from(1, agents.len()),
-        inner = bulk::list_from(agents.len() + 1, agents.len()),
-    );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(prune));
-    for agent in agents.iter().chain(agents) {
-        query = query.bind(*agent);
-    }
-    let pruned = query.execute(&mut *conn).await?.rows_affected();
+    let pruned = Single::new(Dialect::of(conn), |part| {
+        part.sql("DELETE FROM agent_stream_cursors WHERE agent_id IN (")
+            .list(agents.iter().copied())
+            .sql(
+                ") AND closed_at IS NOT NULL \
+                 AND stream_id IN (SELECT stream_id FROM (SELECT stream_id, ROW_NUMBER() OVER \
+                 (PARTITION BY agent_id ORDER BY closed_at DESC) AS newest \
+                 FROM agent_stream_cursors WHERE closed_at IS NOT NULL AND agent_id IN (",
+            )
+            .list(agents.iter().copied())
+            .sql(&format!(
+                ")) AS ranked WHERE newest > {MAX_HOLDS_PER_AGENT})"
+            ));
+    })
+    .execute(conn)
+    .await?;
     if pruned > 0 {
         tracing::warn!(
             pruned,

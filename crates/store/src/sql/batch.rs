@@ -10,8 +10,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use fluxgate_core::{GitRef, HookBatch, NewRecord, ProjectId, PushEvent, Seq, Sha, UnixMillis};
 
-use super::compound::Compound;
-use super::{bulk, rows};
+use super::compound::{Compound, ROWS_PER_PART};
+use super::rows;
 
 /// The last change recorded for one (project, ref).
 #[derive(Debug, Clone)]
@@ -114,7 +114,7 @@ impl DeliveryHistory {
 
     /// Adds the writes of the keys and ref heads this batch added or changed.
     pub(super) fn add_writes(self, writes: &mut Compound, now: UnixMillis) {
-        for chunk in self.new_keys.chunks(bulk::CHUNK) {
+        for chunk in self.new_keys.chunks(ROWS_PER_PART) {
             writes.part(chunk.len() * 3, |part| {
                 part.sql("INSERT INTO idempotency_keys (key, seqs, created_at) VALUES ")
                     .rows(chunk, |row, (key, seqs)| {
@@ -129,7 +129,7 @@ impl DeliveryHistory {
             });
         }
         let changed: Vec<RefKey> = self.changed_heads.into_iter().collect();
-        for chunk in changed.chunks(bulk::CHUNK) {
+        for chunk in changed.chunks(ROWS_PER_PART) {
             writes.part(chunk.len() * 6, |part| {
                 part.sql(
                     "INSERT INTO ref_heads (project_id, ref, before_sha, after_sha, seq, received_at) VALUES ",

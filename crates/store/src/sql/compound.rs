@@ -14,7 +14,16 @@
 //!   anonymous parameters straight on.
 //!
 //! Parts are packed into as few statements as [`MAX_PARAMS`] and [`MAX_PARTS`] allow,
-//! in order; the usual batch is one statement.
+//! in order; the usual batch is one statement. Callers split long row lists into parts of
+//! [`ROWS_PER_PART`].
+//!
+//! A statement that must run on its own (a later one reads what it wrote, or its count of
+//! rows affected matters) is written the same way as a [`Single`].
+//!
+//! Placeholders are written where their values are bound, so their numbers can never
+//! drift from the binding order: `$N` on PostgreSQL, `?` on SQLite (SQLite finds a
+//! numbered parameter by scanning the statement's names once per parameter bound, which
+//! made a 100-row statement cost quadratically in its parameters).
 
 use sqlx::any::{Any, AnyArguments, AnyRow};
 use sqlx::{AnyConnection, Arguments as _, Encode, Type};
@@ -26,6 +35,10 @@ pub(super) const MAX_PARAMS: usize = 10_000;
 
 /// Parts per statement: below SQLite's limit on the terms of one compound `SELECT` (500).
 pub(super) const MAX_PARTS: usize = 100;
+
+/// Rows (or list items) per part: a batch of hooks costs a fixed number of statements, and
+/// one part stays far below [`MAX_PARAMS`].
+pub(super) const ROWS_PER_PART: usize = 100;
 
 /// The SQL dialect of a connection, where the two differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +164,45 @@ impl Compound {
     }
 }
 
+/// One statement of its own, written like a part. The caller bounds its parameters (lists
+/// of at most [`ROWS_PER_PART`] rows).
+pub(super) struct Single {
+    sql: String,
+    args: AnyArguments,
+    encode_error: Option<sqlx::error::BoxDynError>,
+}
+
+impl Single {
+    pub(super) fn new(dialect: Dialect, write: impl FnOnce(&mut Part<'_>)) -> Self {
+        let mut statement = Statement::default();
+        let mut encode_error = None;
+        let mut part = Part {
+            dialect,
+            sql: String::new(),
+            statement: &mut statement,
+            encode_error: &mut encode_error,
+        };
+        write(&mut part);
+        let sql = part.sql;
+        Self {
+            sql,
+            args: statement.args,
+            encode_error,
+        }
+    }
+
+    /// Runs it; the rows it changed.
+    pub(super) async fn execute(self, conn: &mut AnyConnection) -> Result<u64, StoreError> {
+        if let Some(err) = self.encode_error {
+            return Err(sqlx::Error::Encode(err).into());
+        }
+        let done = sqlx::query_with(sqlx::AssertSqlSafe(self.sql), self.args)
+            .execute(&mut *conn)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
+
 fn render(dialect: Dialect, form: Form, parts: &[String]) -> String {
     match (form, dialect) {
         (_, _) if parts.len() == 1 => parts[0].clone(),
@@ -195,6 +247,20 @@ impl Part<'_> {
         }
         if let Err(err) = self.statement.args.add(value) {
             self.encode_error.get_or_insert(err);
+        }
+        self
+    }
+
+    /// Writes `a, b, c`: a placeholder per item, each bound (for `IN (…)`).
+    pub(super) fn list<'t, T: Encode<'t, Any> + Type<Any>>(
+        &mut self,
+        items: impl IntoIterator<Item = T>,
+    ) -> &mut Self {
+        for (i, item) in items.into_iter().enumerate() {
+            if i > 0 {
+                self.sql(", ");
+            }
+            self.bind(item);
         }
         self
     }
@@ -275,6 +341,24 @@ mod tests {
         assert_eq!(
             two_inserts(Dialect::Sqlite, Form::Sequence),
             ["INSERT INTO a (x, y) VALUES (?, ?), (?, ?); UPDATE b SET z = ? WHERE id = 1"]
+        );
+    }
+
+    #[test]
+    fn placeholders_follow_the_binding_order_in_either_dialect() {
+        let write = |part: &mut Part<'_>| {
+            part.sql("DELETE FROM t WHERE id IN (")
+                .list([1_i64, 2, 3])
+                .sql(") AND at < ")
+                .bind(9_i64);
+        };
+        assert_eq!(
+            Single::new(Dialect::Postgres, write).sql,
+            "DELETE FROM t WHERE id IN ($1, $2, $3) AND at < $4"
+        );
+        assert_eq!(
+            Single::new(Dialect::Sqlite, write).sql,
+            "DELETE FROM t WHERE id IN (?, ?, ?) AND at < ?"
         );
     }
 

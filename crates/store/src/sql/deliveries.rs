@@ -7,7 +7,8 @@ use fluxgate_core::{DeliveryRecord, DeliveryStage, LogEntry, ProjectId, Seq};
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 
-use super::{bulk, log, rows};
+use super::compound::{Dialect, ROWS_PER_PART, Single};
+use super::{log, rows};
 use crate::error::StoreError;
 use crate::model::{DeliveryWatermark, PushWithRecords, RecentPushes};
 
@@ -15,25 +16,26 @@ pub(super) async fn save(
     conn: &mut AnyConnection,
     records: &[DeliveryRecord],
 ) -> Result<(), StoreError> {
-    for chunk in records.chunks(bulk::CHUNK) {
-        let sql = format!(
-            "INSERT INTO delivery_records (seq, agent_id, stage, object, at, detail) VALUES {} \
-             ON CONFLICT (seq, agent_id, stage, object) DO NOTHING",
-            bulk::values(conn, chunk.len(), 6)
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for record in chunk {
-            let detail =
-                serde_json::to_string(&record.detail).expect("a delivery detail always serialises");
-            query = query
-                .bind(rows::seq_param(record.seq))
-                .bind(record.agent.0)
-                .bind(record.stage.as_str())
-                .bind(record.object.clone())
-                .bind(record.at.get())
-                .bind(detail);
-        }
-        query.execute(&mut *conn).await?;
+    let dialect = Dialect::of(conn);
+    for chunk in records.chunks(ROWS_PER_PART) {
+        Single::new(dialect, |part| {
+            part.sql(
+                "INSERT INTO delivery_records (seq, agent_id, stage, object, at, detail) VALUES ",
+            )
+            .rows(chunk, |row, record| {
+                let detail = serde_json::to_string(&record.detail)
+                    .expect("a delivery detail always serialises");
+                row.bind(rows::seq_param(record.seq))
+                    .bind(record.agent.0)
+                    .bind(record.stage.as_str())
+                    .bind(record.object.as_str())
+                    .bind(record.at.get())
+                    .bind(detail);
+            })
+            .sql(" ON CONFLICT (seq, agent_id, stage, object) DO NOTHING");
+        })
+        .execute(conn)
+        .await?;
     }
     Ok(())
 }

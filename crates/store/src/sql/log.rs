@@ -7,9 +7,9 @@ use fluxgate_core::{LogEntry, LogRecord, PushEvent, Seq, StateCause, StateChange
 use sqlx::AnyConnection;
 
 use super::catalog::{self, ProjectCache};
-use super::compound::{Compound, Dialect, Form};
+use super::compound::{Compound, Dialect, Form, ROWS_PER_PART};
 use super::prefetch::{Prefetched, prefetch};
-use super::{bulk, rows};
+use super::rows;
 use crate::error::StoreError;
 use crate::model::{AppendResult, HookOutcome, LogBounds, PushPage, RecordOutcome};
 
@@ -109,7 +109,7 @@ impl LogWriter {
     /// Adds the insert of the entries and the update of the head to `writes`; returns the
     /// entries.
     pub(super) fn add_writes(self, writes: &mut Compound) -> Vec<LogEntry> {
-        for chunk in self.entries.chunks(bulk::CHUNK) {
+        for chunk in self.entries.chunks(ROWS_PER_PART) {
             writes.part(chunk.len() * 5, |part| {
                 part.sql(
                     "INSERT INTO log_entries (seq, recorded_at, kind, project_id, body) VALUES ",

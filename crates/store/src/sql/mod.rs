@@ -12,7 +12,6 @@
 
 mod agents;
 mod batch;
-mod bulk;
 mod catalog;
 mod compound;
 mod deliveries;

@@ -23,8 +23,8 @@ use sqlx::any::AnyRow;
 
 use super::batch::{self, DeliveryHistory, RefHead, RefKey};
 use super::catalog::{self, ProjectCache};
-use super::compound::{Compound, Dialect, Form};
-use super::{bulk, rows};
+use super::compound::{Compound, Dialect, Form, ROWS_PER_PART};
+use super::rows;
 use crate::error::{CorruptValue, StoreError};
 use crate::model::{CatalogProject, LogBounds};
 
@@ -50,22 +50,20 @@ pub(super) async fn prefetch(
              FROM log_state WHERE id = 1",
         );
     });
-    for chunk in batch::keys_named(hooks).chunks(bulk::CHUNK) {
+    for chunk in batch::keys_named(hooks).chunks(ROWS_PER_PART) {
         reads.part(chunk.len() + 1, |part| {
             part.sql(
                 "SELECT 'key', NULL, NULL, NULL, key, seqs, NULL FROM idempotency_keys \
                  WHERE created_at >= ",
             )
             .bind(dedup_since.get())
-            .sql(" AND key IN (");
-            for (i, key) in chunk.iter().enumerate() {
-                part.sql(if i == 0 { "" } else { ", " }).bind(*key);
-            }
-            part.sql(")");
+            .sql(" AND key IN (")
+            .list(chunk.iter().copied())
+            .sql(")");
         });
     }
     let refs = batch::refs_named(hooks);
-    for chunk in refs.chunks(bulk::CHUNK) {
+    for chunk in refs.chunks(ROWS_PER_PART) {
         reads.part(chunk.len() * 2, |part| {
             part.sql(
                 "SELECT 'head', project_id, seq, received_at, ref, before_sha, after_sha \
@@ -85,13 +83,14 @@ pub(super) async fn prefetch(
         });
     }
     let projects = catalog::projects_named(hooks);
-    for chunk in projects.chunks(bulk::CHUNK) {
+    for chunk in projects.chunks(ROWS_PER_PART) {
         reads.part(chunk.len(), |part| {
-            part.sql("SELECT 'project', id, NULL, NULL, path, visibility, NULL FROM projects WHERE id IN (");
-            for (i, id) in chunk.iter().enumerate() {
-                part.sql(if i == 0 { "" } else { ", " }).bind(id.get());
-            }
-            part.sql(")");
+            part.sql(
+                "SELECT 'project', id, NULL, NULL, path, visibility, NULL FROM projects \
+                 WHERE id IN (",
+            )
+            .list(chunk.iter().map(|id| id.get()))
+            .sql(")");
         });
     }
 

@@ -1671,3 +1671,171 @@ async fn a_failed_locking_begin_does_not_poison_the_pool() {
         .expect("the next append gets a clean connection");
     assert_eq!(accepted.entries.len(), 2);
 }
+
+/// Counts the round trips PostgreSQL's clients make through it.
+///
+/// A TCP forwarder that reads the frontend's side of the wire protocol: after the
+/// start-up messages (which carry no type byte), every message is a type byte and a
+/// length. A client waits for the server after a `Sync` (`S`, the end of an extended-query
+/// exchange) or a simple `Query` (`Q`), so those are its round trips.
+struct RoundTripCounter {
+    address: std::net::SocketAddr,
+    round_trips: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RoundTripCounter {
+    async fn start(server: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let round_trips = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = round_trips.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let counted = counted.clone();
+                tokio::spawn(async move {
+                    let server = tokio::net::TcpStream::connect(server).await.unwrap();
+                    let (client_read, mut client_write) = client.into_split();
+                    let (mut server_read, server_write) = server.into_split();
+                    let answers = tokio::io::copy(&mut server_read, &mut client_write);
+                    let requests = Self::forward_counting(client_read, server_write, counted);
+                    let _ = tokio::join!(answers, requests);
+                });
+            }
+        });
+        Self {
+            address,
+            round_trips,
+            task,
+        }
+    }
+
+    async fn forward_counting(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        round_trips: Arc<std::sync::atomic::AtomicUsize>,
+    ) -> std::io::Result<()> {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        // SSLRequest (answered `N` here: no TLS) and StartupMessage: a length, then a body.
+        let mut started = false;
+        while !started {
+            let length = from.read_u32().await?;
+            let mut body = vec![0; length as usize - 4];
+            from.read_exact(&mut body).await?;
+            const SSL_REQUEST: u32 = 80_877_103;
+            started = u32::from_be_bytes(body[..4].try_into().unwrap()) != SSL_REQUEST;
+            to.write_u32(length).await?;
+            to.write_all(&body).await?;
+        }
+        loop {
+            let kind = from.read_u8().await?;
+            let length = from.read_u32().await?;
+            let mut body = vec![0; length as usize - 4];
+            from.read_exact(&mut body).await?;
+            if kind == b'S' || kind == b'Q' {
+                round_trips.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            to.write_u8(kind).await?;
+            to.write_u32(length).await?;
+            to.write_all(&body).await?;
+        }
+    }
+
+    fn take(&self) -> usize {
+        self.round_trips
+            .swap(0, std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for RoundTripCounter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A batch of hooks costs four round trips to PostgreSQL, however many hooks, keys, refs
+/// and projects it holds: the `BEGIN` that takes the log lock, one read, one write and
+/// the commit (`SqlStore::append`). A statement added back to the transaction fails this.
+#[tokio::test]
+async fn an_append_is_four_round_trips_to_postgres() {
+    let db = fluxgate_store::testing::TestDatabase::postgres().await;
+    let url = url_of(db.url());
+    let server = tokio::net::lookup_host((url.host_str().unwrap(), url.port().unwrap_or(5432)))
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let counter = RoundTripCounter::start(server).await;
+    let mut through_counter = url.clone();
+    through_counter.set_ip_host(counter.address.ip()).unwrap();
+    through_counter
+        .set_port(Some(counter.address.port()))
+        .unwrap();
+    let store = SqlStore::connect(
+        through_counter.as_str(),
+        StoreOptions {
+            // One connection, so the second batch finds the first one's prepared statements.
+            max_connections: 1,
+            ..StoreOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    // Keyed pushes to refs of known and new projects, the usual shape of a busy batch.
+    let batch = |round: i64| -> Vec<HookBatch> {
+        (0..8_i64)
+            .map(|n| HookBatch {
+                idempotency_key: Some(format!("key-{round}-{n}")),
+                records: vec![push(
+                    1 + n % 3,
+                    &format!("group/p{}", n % 3),
+                    &format!("refs/heads/b{n}"),
+                    char::from(b'0' + round as u8),
+                    char::from(b'1' + round as u8),
+                )],
+            })
+            .collect()
+    };
+    // The first batch also learns the projects; the second has the steady shape and
+    // prepares its statements.
+    let first = store.append(&batch(0)).await.unwrap();
+    assert_eq!(first.entries.len(), 8 + 3);
+    store.append(&batch(1)).await.unwrap();
+    counter.take();
+
+    let third = store.append(&batch(2)).await.unwrap();
+    assert_eq!(third.entries.len(), 8, "new changes to the same refs");
+    assert_eq!(counter.take(), 4);
+}
+
+fn url_of(database_url: &str) -> url::Url {
+    url::Url::parse(database_url).expect("a database URL")
+}
+
+/// The store keeps the connection of the last append for the next one (no pool check in
+/// between); one the database dropped meanwhile is noticed and replaced, not used.
+#[tokio::test]
+async fn an_append_after_the_database_dropped_the_writers_connection_succeeds() {
+    let db = fluxgate_store::testing::TestDatabase::postgres().await;
+    let name = db
+        .postgres_name()
+        .expect("a PostgreSQL database")
+        .to_owned();
+    let store = db.store().await;
+    store
+        .append(&[hook(vec![push(1, "a/b", "refs/heads/main", '0', '1')])])
+        .await
+        .unwrap();
+    db.execute_as_admin(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+    ))
+    .await;
+    // Idle for longer than the kept connection goes unchecked (100 ms).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let next = store
+        .append(&[hook(vec![push(1, "a/b", "refs/heads/main", '1', '2')])])
+        .await
+        .expect("a fresh connection replaces the dropped one");
+    assert_eq!(next.entries.len(), 1);
+}

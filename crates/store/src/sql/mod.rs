@@ -8,7 +8,9 @@
 //! PostgreSQL's row lock or SQLite's write lock before anything is read: writers are
 //! serialised, so seqs are gapless and in commit order, and reads inside the transaction
 //! see every earlier commit. Appending a batch of hooks, the hot path, costs four round
-//! trips: the `BEGIN` that takes the lock, one read ([`prefetch`]), one write, the commit.
+//! trips: the `BEGIN` that takes the lock, one read ([`prefetch`]), one write, the commit,
+//! on a connection kept from one append to the next ([`writer_connection`]), so the pool's
+//! check of a connection it hands out and takes back adds none.
 
 mod agents;
 mod batch;
@@ -19,8 +21,10 @@ mod log;
 mod prefetch;
 pub mod private_file;
 mod rows;
+mod writer_connection;
 
 use std::str::FromStr as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -39,6 +43,7 @@ use crate::model::{
     AgentRecord, AgentUpdate, AppendResult, CursorUpdate, DeliveryWatermark, LogBounds, NewAgent,
     PushPage, RecentPushes, Snapshot,
 };
+use writer_connection::WriterConnection;
 
 /// Tuning for a [`SqlStore`].
 #[derive(Debug, Clone)]
@@ -68,6 +73,8 @@ impl Default for StoreOptions {
 #[derive(Clone)]
 pub struct SqlStore {
     pool: AnyPool,
+    /// The connection appends run on, kept between them.
+    writer: Arc<WriterConnection>,
     backend: Backend,
     options: StoreOptions,
 }
@@ -102,6 +109,7 @@ impl SqlStore {
         }
         Ok(Self {
             pool,
+            writer: Arc::default(),
             backend,
             options,
         })
@@ -173,6 +181,7 @@ impl SqlStore {
     }
 
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 }
@@ -229,20 +238,29 @@ impl Store for SqlStore {
     }
 
     async fn append(&self, hooks: &[HookBatch]) -> Result<AppendResult, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let begin_failed = match conn.begin_with(log::LOCKING_BEGIN).await {
+        // A failed append's connection goes back to the pool (dropped), which checks it.
+        let mut writing = self.writer.take(&self.pool).await?;
+        let appended = match writing.conn.begin_with(log::LOCKING_BEGIN).await {
             Ok(mut tx) => {
                 let now = self.options.clock.now();
                 let result = log::append(&mut tx, hooks, self.options.dedup_window, now).await?;
                 tx.commit().await?;
-                return Ok(result);
+                Ok(result)
             }
-            Err(err) => err,
+            Err(begin_failed) => Err(begin_failed),
         };
-        // The `BEGIN` may have run and the lock not: the connection may be inside a
-        // transaction sqlx does not know of. Close it rather than pool it.
-        conn.close_on_drop();
-        Err(begin_failed.into())
+        match appended {
+            Ok(result) => {
+                self.writer.keep(writing);
+                Ok(result)
+            }
+            Err(begin_failed) => {
+                // The `BEGIN` may have run and the lock not: the connection may be inside
+                // a transaction sqlx does not know of. Close it rather than pool it.
+                writing.conn.close_on_drop();
+                Err(begin_failed.into())
+            }
+        }
     }
 
     async fn read_log(&self, after: Seq, limit: u32) -> Result<Vec<LogEntry>, StoreError> {

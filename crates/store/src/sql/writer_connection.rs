@@ -1,0 +1,96 @@
+//! The connection appends run on, kept from one append to the next.
+//!
+//! sqlx's pool checks a connection with a round trip (`ping`) when it hands it out and
+//! again when it takes it back: on PostgreSQL a network round trip each, on SQLite a hop
+//! to the connection's thread each. An append is four of those (`SqlStore::append`), so
+//! taking its connection from the pool made it six, one of them before the `BEGIN`.
+//! Appends come one after another (the log lock serialises them anyway), so the store
+//! keeps the connection of the last successful append for the next one:
+//!
+//! - it is checked only once it has been idle for [`CHECK_AFTER_IDLE`];
+//! - a failed append's connection goes back to the pool, which checks it and closes it if
+//!   it is broken;
+//! - after [`KEEP_AT_MOST`] it goes back to the pool too, so the pool's lifetime limits
+//!   still apply to it.
+
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyPool, Connection as _};
+
+use crate::error::StoreError;
+
+/// A kept connection idle for longer than this is pinged before it is used: under load
+/// appends follow each other within milliseconds and skip the ping; a sporadic append
+/// pays for it as it did from the pool, and a database that dropped the connection
+/// meanwhile costs that ping, not a failed append.
+pub(super) const CHECK_AFTER_IDLE: Duration = Duration::from_millis(100);
+
+/// How long one connection is kept before it goes back to the pool.
+pub(super) const KEEP_AT_MOST: Duration = Duration::from_secs(60);
+
+/// At most one connection, between appends.
+#[derive(Default)]
+pub(super) struct WriterConnection {
+    slot: Mutex<Option<Kept>>,
+}
+
+struct Kept {
+    conn: PoolConnection<Any>,
+    taken_from_pool: Instant,
+    idle_since: Instant,
+}
+
+/// A connection for one append; give it back with [`WriterConnection::keep`] if the append
+/// succeeded, or drop it (back to the pool) if it did not.
+pub(super) struct Writing {
+    pub(super) conn: PoolConnection<Any>,
+    taken_from_pool: Instant,
+}
+
+impl WriterConnection {
+    /// The kept connection (pinged first if it has been idle), or one from the pool.
+    pub(super) async fn take(&self, pool: &AnyPool) -> Result<Writing, StoreError> {
+        let kept = self.slot.lock().take();
+        if let Some(mut kept) = kept {
+            if kept.idle_since.elapsed() < CHECK_AFTER_IDLE || kept.conn.ping().await.is_ok() {
+                return Ok(Writing {
+                    conn: kept.conn,
+                    taken_from_pool: kept.taken_from_pool,
+                });
+            }
+            // Broken: closing it, rather than pooling it, frees its place in the pool.
+            kept.conn.close_on_drop();
+        }
+        Ok(Writing {
+            conn: pool.acquire().await?,
+            taken_from_pool: Instant::now(),
+        })
+    }
+
+    /// Keeps `writing`'s connection for the next append (unless one is kept already, or
+    /// this one has been kept long enough: then it goes back to the pool).
+    pub(super) fn keep(&self, writing: Writing) {
+        if writing.taken_from_pool.elapsed() >= KEEP_AT_MOST {
+            return;
+        }
+        let mut slot = self.slot.lock();
+        if slot.is_none() {
+            *slot = Some(Kept {
+                conn: writing.conn,
+                taken_from_pool: writing.taken_from_pool,
+                idle_since: Instant::now(),
+            });
+        }
+    }
+
+    /// Closes the kept connection (before the pool is closed: the pool waits for every
+    /// connection it handed out).
+    pub(super) async fn close(&self) {
+        let kept = self.slot.lock().take();
+        if let Some(kept) = kept {
+            let _ = kept.conn.close().await;
+        }
+    }
+}

@@ -100,6 +100,18 @@ impl SqlStore {
         let pool = AnyPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    if compound::Dialect::of(conn) == compound::Dialect::Sqlite {
+                        // A statement that changes many rows keeps the pages it changed in
+                        // a statement journal (to undo just that statement); SQLite spills
+                        // it to a temporary file once it outgrows 64 KiB, which a batch of
+                        // hooks did: a file created, written and deleted per append.
+                        conn.execute("PRAGMA temp_store = MEMORY").await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect_with(connect_options)
             .await?;
         if backend == Backend::Sqlite {
@@ -441,5 +453,24 @@ impl Store for SqlStore {
     async fn delivery_watermark(&self, from: Seq) -> Result<DeliveryWatermark, StoreError> {
         let mut conn = self.pool.acquire().await?;
         deliveries::watermark(&mut conn, from).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sqlite_connections_keep_statement_journals_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = SqlStore::connect(&url, StoreOptions::default())
+            .await
+            .unwrap();
+        let temp_store: i64 = sqlx::query_scalar("PRAGMA temp_store")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(temp_store, 2, "PRAGMA temp_store = MEMORY");
     }
 }

@@ -8,10 +8,10 @@
 //! - lines go through a bounded, lossy queue to one writer thread
 //!   ([`tracing_appender::non_blocking`]): a stderr nobody reads costs dropped lines, never
 //!   a blocked task;
-//! - that thread writes lines in batches ([`LineBatcher`]): what is queued goes out in one
-//!   write, and the thread then lingers for [`LINGER`] before it waits for the next line,
-//!   so a busy broker (a line per hook) wakes it and writes a few hundred times a second,
-//!   not once per line;
+//! - that thread writes lines in batches ([`LineBatcher`]): what is queued when it looks
+//!   goes out in one write, not a write per line (it does not wait for more: a 2 ms wait
+//!   for the next lines, tried, raised the end-to-end benchmark's p99 from ~30 to ~45 ms,
+//!   docs/benchmarks.md A''');
 //! - that thread ignores write errors ([`QuietStderr`]), and the subscriber does not report
 //!   them either;
 //! - no line is longer than [`MAX_LINE`] bytes: a longer one is cut, and says so;
@@ -19,7 +19,6 @@
 //!   path, instead of the standard hook's direct write to stderr.
 
 use std::io::{self, Write};
-use std::time::Duration;
 
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
@@ -29,11 +28,6 @@ pub const MAX_LINE: usize = 16 * 1024;
 
 /// Lines queued for the writer thread before new ones are dropped.
 const QUEUE_LINES: usize = 64 * 1024;
-
-/// How long the writer thread waits after a batch before it sleeps until the next line:
-/// lines logged meanwhile join the next batch without waking it. Also the most a line
-/// waits in the queue behind a batch.
-pub const LINGER: Duration = Duration::from_millis(2);
 
 /// Bytes gathered before they are written even though more lines are queued (a pipe's
 /// buffer).
@@ -67,7 +61,7 @@ pub fn init(format: Format, default_directive: &str) -> Result<LogGuard, Logging
         .lossy(true)
         .buffered_lines_limit(QUEUE_LINES)
         .thread_name("fluxgate-log-writer")
-        .finish(LineBatcher::new(QuietStderr, LINGER));
+        .finish(LineBatcher::new(QuietStderr));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
@@ -103,23 +97,20 @@ fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
 }
 
 /// The writer thread's side: gathers the lines it is handed (each cut to [`MAX_LINE`]) and
-/// writes them to `out` in one write when the thread has drained its queue (`flush`), or
-/// sooner once [`BATCH_BYTES`] are gathered. After writing on `flush` it sleeps for
-/// `linger`: [`tracing_appender`]'s thread calls `flush` once per drained queue and then
-/// waits for the next line, and lines queued while it lingers need no wake-up.
+/// writes them to `out` in one write when the thread has drained its queue (`flush`:
+/// [`tracing_appender`]'s thread calls it once per drained queue), or sooner once
+/// [`BATCH_BYTES`] are gathered.
 #[derive(Debug)]
 pub struct LineBatcher<W: Write> {
     out: W,
     pending: Vec<u8>,
-    linger: Duration,
 }
 
 impl<W: Write> LineBatcher<W> {
-    pub fn new(out: W, linger: Duration) -> Self {
+    pub fn new(out: W) -> Self {
         Self {
             out,
             pending: Vec::new(),
-            linger,
         }
     }
 
@@ -144,15 +135,8 @@ impl<W: Write> Write for LineBatcher<W> {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        let written = self.write_pending().and_then(|()| self.out.flush());
-        if !self.linger.is_zero() {
-            #[expect(
-                clippy::disallowed_methods,
-                reason = "runs on the log writer's own thread, never on a runtime worker"
-            )]
-            std::thread::sleep(self.linger);
-        }
-        written
+        self.write_pending()?;
+        self.out.flush()
     }
 }
 
@@ -220,7 +204,7 @@ mod tests {
 
     #[test]
     fn lines_drained_together_leave_in_one_write() {
-        let mut batcher = LineBatcher::new(Writes::default(), Duration::ZERO);
+        let mut batcher = LineBatcher::new(Writes::default());
         batcher.write_all(b"one\n").unwrap();
         batcher.write_all(b"two\n").unwrap();
         batcher.write_all(b"three\n").unwrap();
@@ -236,7 +220,7 @@ mod tests {
 
     #[test]
     fn a_batch_is_written_once_it_fills_without_waiting_for_the_flush() {
-        let mut batcher = LineBatcher::new(Writes::default(), Duration::ZERO);
+        let mut batcher = LineBatcher::new(Writes::default());
         let line = [b'x'; 1024];
         for _ in 0..BATCH_BYTES / line.len() {
             batcher.write_all(&line).unwrap();
@@ -250,7 +234,7 @@ mod tests {
 
     #[test]
     fn a_long_line_is_cut_in_the_batch() {
-        let mut batcher = LineBatcher::new(Writes::default(), Duration::ZERO);
+        let mut batcher = LineBatcher::new(Writes::default());
         batcher.write_all(&vec![b'x'; MAX_LINE + 10]).unwrap();
         batcher.flush().unwrap();
         let written = String::from_utf8_lossy(&batcher.out.0[0]).into_owned();

@@ -8,10 +8,12 @@
 //! - lines go through a bounded, lossy queue to one writer thread
 //!   ([`tracing_appender::non_blocking`]): a stderr nobody reads costs dropped lines, never
 //!   a blocked task;
-//! - that thread writes lines in batches ([`LineBatcher`]): what is queued when it looks
-//!   goes out in one write, not a write per line (it does not wait for more: a 2 ms wait
-//!   for the next lines, tried, raised the end-to-end benchmark's p99 from ~30 to ~45 ms,
-//!   docs/benchmarks.md A''');
+//! - that thread writes lines in batches ([`LineBatcher`]): what is queued goes out in one
+//!   write, and after a batch of several lines the thread lingers for [`LINGER`] before it
+//!   waits for the next line, so a busy broker (a line per hook) wakes it a few hundred
+//!   times a second, not once per line. (Lingering after every batch, single lines
+//!   included, raised the end-to-end benchmark's p99 from ~30 to ~45 ms:
+//!   docs/benchmarks.md, A''');
 //! - that thread ignores write errors ([`QuietStderr`]), and the subscriber does not report
 //!   them either;
 //! - no line is longer than [`MAX_LINE`] bytes: a longer one is cut, and says so;
@@ -28,6 +30,12 @@ pub const MAX_LINE: usize = 16 * 1024;
 
 /// Lines queued for the writer thread before new ones are dropped.
 const QUEUE_LINES: usize = 64 * 1024;
+
+/// How long the writer thread waits after a batch of several lines before it sleeps until
+/// the next line: while lines come faster than it writes them (a line per hook at
+/// thousands of hooks a second), those logged meanwhile join the next batch without
+/// waking it. A batch of one line means lines are sparse: then it does not wait.
+pub const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Bytes gathered before they are written even though more lines are queued (a pipe's
 /// buffer).
@@ -99,11 +107,14 @@ fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
 /// The writer thread's side: gathers the lines it is handed (each cut to [`MAX_LINE`]) and
 /// writes them to `out` in one write when the thread has drained its queue (`flush`:
 /// [`tracing_appender`]'s thread calls it once per drained queue), or sooner once
-/// [`BATCH_BYTES`] are gathered.
+/// [`BATCH_BYTES`] are gathered; after a batch of more than one line, `flush` sleeps for
+/// [`LINGER`].
 #[derive(Debug)]
 pub struct LineBatcher<W: Write> {
     out: W,
     pending: Vec<u8>,
+    /// Lines in the batch being gathered.
+    lines: usize,
 }
 
 impl<W: Write> LineBatcher<W> {
@@ -111,6 +122,7 @@ impl<W: Write> LineBatcher<W> {
         Self {
             out,
             pending: Vec::new(),
+            lines: 0,
         }
     }
 
@@ -128,6 +140,7 @@ impl<W: Write> Write for LineBatcher<W> {
     fn write(&mut self, line: &[u8]) -> io::Result<usize> {
         // Writing into a `Vec` cannot fail.
         let _ = write_bounded(&mut self.pending, line);
+        self.lines += 1;
         if self.pending.len() >= BATCH_BYTES {
             self.write_pending()?;
         }
@@ -135,8 +148,16 @@ impl<W: Write> Write for LineBatcher<W> {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.write_pending()?;
-        self.out.flush()
+        let busy = std::mem::take(&mut self.lines) > 1;
+        let written = self.write_pending().and_then(|()| self.out.flush());
+        if busy {
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "runs on the log writer's own thread, never on a runtime worker"
+            )]
+            std::thread::sleep(LINGER);
+        }
+        written
     }
 }
 

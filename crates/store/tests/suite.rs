@@ -1774,8 +1774,9 @@ async fn an_append_is_four_round_trips_to_postgres() {
     let store = SqlStore::connect(
         through_counter.as_str(),
         StoreOptions {
-            // One connection, so the second batch finds the first one's prepared statements.
-            max_connections: 1,
+            // The kept connection (a pool of one keeps none) carries every append, so the
+            // third batch finds the second one's prepared statements.
+            max_connections: 2,
             ..StoreOptions::default()
         },
     )
@@ -1838,4 +1839,27 @@ async fn an_append_after_the_database_dropped_the_writers_connection_succeeds() 
         .await
         .expect("a fresh connection replaces the dropped one");
     assert_eq!(next.entries.len(), 1);
+}
+
+/// With a pool of one connection, the store keeps no connection between appends: every
+/// other query would wait for it.
+#[tokio::test]
+async fn a_pool_of_one_connection_serves_reads_after_an_append() {
+    let db = TestDatabase::sqlite();
+    let store = db
+        .store_with(StoreOptions {
+            max_connections: 1,
+            acquire_timeout: Duration::from_secs(1),
+            ..StoreOptions::default()
+        })
+        .await;
+    store
+        .append(&[hook(vec![push(1, "a/b", "refs/heads/main", '0', '1')])])
+        .await
+        .unwrap();
+    let bounds = store
+        .log_bounds()
+        .await
+        .expect("the append's connection is back in the pool");
+    assert_eq!(bounds.head, Seq(2));
 }

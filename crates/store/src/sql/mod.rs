@@ -121,7 +121,7 @@ impl SqlStore {
         }
         Ok(Self {
             pool,
-            writer: Arc::default(),
+            writer: Arc::new(WriterConnection::new(options.max_connections)),
             backend,
             options,
         })

@@ -11,7 +11,8 @@
 //! - a failed append's connection goes back to the pool, which checks it and closes it if
 //!   it is broken;
 //! - after [`KEEP_AT_MOST`] it goes back to the pool too, so the pool's lifetime limits
-//!   still apply to it.
+//!   still apply to it;
+//! - a pool of one connection keeps nothing: every other query would wait for it.
 
 use std::time::{Duration, Instant};
 
@@ -31,8 +32,9 @@ pub(super) const CHECK_AFTER_IDLE: Duration = Duration::from_millis(100);
 pub(super) const KEEP_AT_MOST: Duration = Duration::from_secs(60);
 
 /// At most one connection, between appends.
-#[derive(Default)]
 pub(super) struct WriterConnection {
+    /// False for a pool of one connection.
+    keeps: bool,
     slot: Mutex<Option<Kept>>,
 }
 
@@ -50,6 +52,14 @@ pub(super) struct Writing {
 }
 
 impl WriterConnection {
+    /// For a pool of `pool_size` connections.
+    pub(super) fn new(pool_size: u32) -> Self {
+        Self {
+            keeps: pool_size > 1,
+            slot: Mutex::new(None),
+        }
+    }
+
     /// The kept connection (pinged first if it has been idle), or one from the pool.
     pub(super) async fn take(&self, pool: &AnyPool) -> Result<Writing, StoreError> {
         let kept = self.slot.lock().take();
@@ -72,7 +82,7 @@ impl WriterConnection {
     /// Keeps `writing`'s connection for the next append (unless one is kept already, or
     /// this one has been kept long enough: then it goes back to the pool).
     pub(super) fn keep(&self, writing: Writing) {
-        if writing.taken_from_pool.elapsed() >= KEEP_AT_MOST {
+        if !self.keeps || writing.taken_from_pool.elapsed() >= KEEP_AT_MOST {
             return;
         }
         let mut slot = self.slot.lock();

@@ -1630,16 +1630,22 @@ async fn one_transaction_sees_its_own_changes(db: TestDatabase) {
     assert!(next.entries.is_empty());
 }
 
+/// A fresh PostgreSQL test database and its name (for statements run as administrator).
+async fn postgres_and_its_name() -> (TestDatabase, String) {
+    let db = TestDatabase::postgres().await;
+    let name = db
+        .postgres_name()
+        .expect("a PostgreSQL database")
+        .to_owned();
+    (db, name)
+}
+
 /// A `BEGIN` that ran while its lock did not (here: PostgreSQL's `lock_timeout` while
 /// another session holds the log lock) leaves the connection inside a failed transaction;
 /// it must be closed, not pooled, or every later append on it fails.
 #[tokio::test]
 async fn a_failed_locking_begin_does_not_poison_the_pool() {
-    let db = fluxgate_store::testing::TestDatabase::postgres().await;
-    let name = db
-        .postgres_name()
-        .expect("a PostgreSQL database")
-        .to_owned();
+    let (db, name) = postgres_and_its_name().await;
     db.execute_as_admin(&format!("ALTER DATABASE {name} SET lock_timeout = '200ms'"))
         .await;
     let store = db
@@ -1758,8 +1764,8 @@ impl Drop for RoundTripCounter {
 /// the commit (`SqlStore::append`). A statement added back to the transaction fails this.
 #[tokio::test]
 async fn an_append_is_four_round_trips_to_postgres() {
-    let db = fluxgate_store::testing::TestDatabase::postgres().await;
-    let url = url_of(db.url());
+    let db = TestDatabase::postgres().await;
+    let url = url::Url::parse(db.url()).expect("a database URL");
     let server = tokio::net::lookup_host((url.host_str().unwrap(), url.port().unwrap_or(5432)))
         .await
         .unwrap()
@@ -1810,19 +1816,11 @@ async fn an_append_is_four_round_trips_to_postgres() {
     assert_eq!(counter.take(), 4);
 }
 
-fn url_of(database_url: &str) -> url::Url {
-    url::Url::parse(database_url).expect("a database URL")
-}
-
 /// The store keeps the connection of the last append for the next one (no pool check in
 /// between); one the database dropped meanwhile is noticed and replaced, not used.
 #[tokio::test]
 async fn an_append_after_the_database_dropped_the_writers_connection_succeeds() {
-    let db = fluxgate_store::testing::TestDatabase::postgres().await;
-    let name = db
-        .postgres_name()
-        .expect("a PostgreSQL database")
-        .to_owned();
+    let (db, name) = postgres_and_its_name().await;
     let store = db.store().await;
     store
         .append(&[hook(vec![push(1, "a/b", "refs/heads/main", '0', '1')])])

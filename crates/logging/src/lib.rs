@@ -148,17 +148,23 @@ impl<W: Write> Write for LineBatcher<W> {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        let busy = std::mem::take(&mut self.lines) > 1;
+        let linger = linger_after(std::mem::take(&mut self.lines));
         let written = self.write_pending().and_then(|()| self.out.flush());
-        if busy {
+        if let Some(linger) = linger {
             #[expect(
                 clippy::disallowed_methods,
                 reason = "runs on the log writer's own thread, never on a runtime worker"
             )]
-            std::thread::sleep(LINGER);
+            std::thread::sleep(linger);
         }
         written
     }
+}
+
+/// How long to wait after writing a batch of `lines`: [`LINGER`] when lines came faster
+/// than they were written, nothing after a single line.
+fn linger_after(lines: usize) -> Option<std::time::Duration> {
+    (lines > 1).then_some(LINGER)
 }
 
 /// stderr that never fails: a write error (a closed pipe, a full disk) drops what was
@@ -263,6 +269,14 @@ mod tests {
             written.ends_with("…[log line cut: 10 more bytes]\n"),
             "{written}"
         );
+    }
+
+    #[test]
+    fn the_writer_lingers_only_after_a_batch_of_several_lines() {
+        assert_eq!(linger_after(0), None);
+        assert_eq!(linger_after(1), None, "a single line: lines are sparse");
+        assert_eq!(linger_after(2), Some(LINGER));
+        assert_eq!(linger_after(500), Some(LINGER));
     }
 
     #[test]

@@ -51,6 +51,8 @@ const BUS_CAPACITY: usize = 4096;
 const MAX_AGENT_MESSAGE: usize = 256 * 1024;
 /// How long an agent has to send its Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often readiness checks that the database accepts writes (and how long one check may take).
+const READINESS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Names of the essential tasks the drain waits for, in order.
 const AGENT_SERVER: &str = "agent gRPC server";
@@ -190,8 +192,8 @@ impl Handle {
         self.addresses
     }
 
-    /// Waits until start-up is complete (store open, routing state loaded, every task and
-    /// listener running). An error if the broker stopped before that; [`Handle::wait`]
+    /// Waits until start-up is complete (store open, routing state loaded, readiness
+    /// checked once, every task and listener running). An error if the broker stopped before that; [`Handle::wait`]
     /// then says why.
     pub async fn ready(&mut self) -> anyhow::Result<()> {
         match self.started.wait_for(|started| *started).await {
@@ -281,6 +283,8 @@ struct Parts {
     follower: Follower,
     redis: Option<RedisParts>,
     hub: Arc<Hub>,
+    /// Checked once already, so a started broker reports a real result.
+    readiness: Arc<Readiness>,
     stops: Stops,
 }
 
@@ -353,6 +357,14 @@ impl Parts {
             max_subscriptions_per_agent: config.max_subscriptions_per_agent,
         };
         let hub = Arc::new(Hub::new(routing, snapshot.bounds.head, limits));
+        let readiness = Arc::new(Readiness::default());
+        let redis_health = redis.as_ref().map(|redis| {
+            let bus = redis.bus.clone();
+            move || bus.is_connected()
+        });
+        readiness
+            .check(store.as_ref(), redis_health.as_ref(), READINESS_INTERVAL)
+            .await;
         let follower = Follower::new(
             store.clone(),
             hub.clone(),
@@ -378,6 +390,7 @@ impl Parts {
             follower,
             redis,
             hub,
+            readiness,
             stops,
         })
     }
@@ -398,6 +411,7 @@ impl Parts {
             follower,
             redis,
             hub,
+            readiness,
             stops,
         } = self;
         let metrics = metrics_handle();
@@ -407,7 +421,6 @@ impl Parts {
         if redis.is_some() {
             metrics::gauge!(fluxgate_replication::metric_names::REDIS_CONNECTED).set(0.0);
         }
-        let readiness = Arc::new(Readiness::default());
         let cursors = Arc::new(CursorSaver::with_sign_of_life(
             fluxgate_stream::cursor_saver::sign_of_life(
                 commands::presence_window(&config),
@@ -466,7 +479,7 @@ impl Parts {
             readiness.clone().watch(
                 store.clone(),
                 redis_health,
-                Duration::from_secs(1),
+                READINESS_INTERVAL,
                 stops.background.clone(),
             ),
         );

@@ -107,8 +107,27 @@ impl Readiness {
         };
     }
 
-    /// Checks the database (and reads the Redis bus's state) every `interval` until
-    /// shutdown.
+    /// Checks the database once, with `timeout`, and records the result (and the Redis
+    /// bus's state, when there is one).
+    pub async fn check(
+        &self,
+        store: &dyn Store,
+        redis_connected: Option<&impl Fn() -> bool>,
+        timeout: Duration,
+    ) {
+        let ok = matches!(
+            tokio::time::timeout(timeout, store.check_writable()).await,
+            Ok(Ok(()))
+        );
+        self.set_database(ok);
+        if let Some(connected) = redis_connected {
+            self.set_redis(connected());
+        }
+    }
+
+    /// Checks again every `interval` until shutdown. Start-up runs the first
+    /// [`Readiness::check`], so a broker that has started answers `/readyz` from a real
+    /// check, not from "not checked yet".
     pub async fn watch(
         self: Arc<Self>,
         store: Arc<dyn Store>,
@@ -117,18 +136,12 @@ impl Readiness {
         shutdown: CancellationToken,
     ) {
         loop {
-            let ok = matches!(
-                tokio::time::timeout(interval, store.check_writable()).await,
-                Ok(Ok(()))
-            );
-            self.set_database(ok);
-            if let Some(connected) = &redis_connected {
-                self.set_redis(connected());
-            }
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(interval) => {}
             }
+            self.check(store.as_ref(), redis_connected.as_ref(), interval)
+                .await;
         }
     }
 }

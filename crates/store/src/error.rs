@@ -27,6 +27,9 @@ pub enum StoreError {
     /// The database did not answer in time; the transaction was abandoned (rolled back).
     #[error("database unavailable: the database did not answer within {waited:?}")]
     NoAnswer { waited: Duration },
+    /// A SQLite write waited this long for the writes before it; it wrote nothing.
+    #[error("database unavailable: other writes held SQLite's write lock for {waited:?}")]
+    WriterBusy { waited: Duration },
     #[error(transparent)]
     NotFound(MissingEntity),
     #[error(transparent)]
@@ -138,7 +141,9 @@ pub enum CorruptValue {
 impl StoreError {
     pub fn code(&self) -> ErrorCode {
         match self {
-            StoreError::Unavailable { .. } | StoreError::NoAnswer { .. } => ErrorCode::Unavailable,
+            StoreError::Unavailable { .. }
+            | StoreError::NoAnswer { .. }
+            | StoreError::WriterBusy { .. } => ErrorCode::Unavailable,
             StoreError::NotFound(_) => ErrorCode::NotFound,
             StoreError::AlreadyExists(_) => ErrorCode::AlreadyExists,
             StoreError::Invalid(_) => ErrorCode::BadRequest,

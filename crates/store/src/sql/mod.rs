@@ -21,6 +21,7 @@ mod log;
 mod prefetch;
 pub mod private_file;
 mod rows;
+mod write_gate;
 mod writer_connection;
 
 use std::str::FromStr as _;
@@ -43,6 +44,7 @@ use crate::model::{
     AgentRecord, AgentUpdate, AppendResult, CursorUpdate, DeliveryWatermark, LogBounds, NewAgent,
     PushPage, RecentPushes, Snapshot,
 };
+use write_gate::{WriteClass, WriteGate};
 use writer_connection::WriterConnection;
 
 /// Tuning for a [`SqlStore`].
@@ -75,6 +77,8 @@ pub struct SqlStore {
     pool: AnyPool,
     /// The connection appends run on, kept between them.
     writer: Arc<WriterConnection>,
+    /// SQLite's one writer at a time, log writes first.
+    gate: WriteGate,
     backend: Backend,
     options: StoreOptions,
 }
@@ -122,6 +126,10 @@ impl SqlStore {
         Ok(Self {
             pool,
             writer: Arc::new(WriterConnection::new(options.max_connections)),
+            gate: match backend {
+                Backend::Sqlite => WriteGate::serialising(options.acquire_timeout),
+                Backend::Postgres => WriteGate::open(),
+            },
             backend,
             options,
         })
@@ -250,6 +258,7 @@ impl Store for SqlStore {
     }
 
     async fn append(&self, hooks: &[HookBatch]) -> Result<AppendResult, StoreError> {
+        let _turn = self.gate.enter(WriteClass::Log).await?;
         // A failed append's connection goes back to the pool (dropped), which checks it.
         let mut writing = self.writer.take(&self.pool).await?;
         let appended = match writing.conn.begin_with(log::LOCKING_BEGIN).await {
@@ -299,9 +308,13 @@ impl Store for SqlStore {
         // The floor moves under the log lock in one short transaction; the rows below it
         // (and expired dedup state) go afterwards in small chunks, without the log lock,
         // so ingest never waits behind a large delete.
-        let mut tx = self.pool.begin().await?;
-        let bounds = log::move_floor(&mut tx, older_than).await?;
-        tx.commit().await?;
+        let bounds = {
+            let _turn = self.gate.enter(WriteClass::Log).await?;
+            let mut tx = self.pool.begin().await?;
+            let bounds = log::move_floor(&mut tx, older_than).await?;
+            tx.commit().await?;
+            bounds
+        };
         let dedup_cutoff = self.options.clock.now().minus(self.options.dedup_window);
         let mut conn = self.pool.acquire().await?;
         for (statement, bound) in log::TRIM_STATEMENTS {
@@ -309,13 +322,19 @@ impl Store for SqlStore {
                 log::TrimBound::Floor => rows::seq_param(bounds.floor),
                 log::TrimBound::DedupCutoff => dedup_cutoff.get(),
             };
-            while log::trim_chunk(&mut conn, statement, bound).await? > 0 {}
+            loop {
+                let _turn = self.gate.enter(WriteClass::Bookkeeping).await?;
+                if log::trim_chunk(&mut conn, statement, bound).await? == 0 {
+                    break;
+                }
+            }
         }
         Ok(bounds)
     }
 
     async fn snapshot(&self) -> Result<Snapshot, StoreError> {
         // Taking the log lock makes the reads consistent with one log position.
+        let _turn = self.gate.enter(WriteClass::Log).await?;
         let mut tx = self.pool.begin().await?;
         let bounds = log::lock(&mut tx).await?;
         let (projects, aliases) = catalog::load_all(&mut tx).await?;
@@ -330,6 +349,7 @@ impl Store for SqlStore {
     }
 
     async fn create_agent(&self, agent: NewAgent) -> Result<(AgentRecord, LogEntry), StoreError> {
+        let _turn = self.gate.enter(WriteClass::Log).await?;
         let mut tx = self.pool.begin().await?;
         let result = agents::create(&mut tx, agent, self.options.clock.now()).await?;
         tx.commit().await?;
@@ -341,6 +361,7 @@ impl Store for SqlStore {
         name: &AgentName,
         update: AgentUpdate,
     ) -> Result<(AgentRecord, LogEntry), StoreError> {
+        let _turn = self.gate.enter(WriteClass::Log).await?;
         let mut tx = self.pool.begin().await?;
         let result = agents::update(&mut tx, name, update, self.options.clock.now()).await?;
         tx.commit().await?;
@@ -348,6 +369,7 @@ impl Store for SqlStore {
     }
 
     async fn delete_agent(&self, name: &AgentName) -> Result<LogEntry, StoreError> {
+        let _turn = self.gate.enter(WriteClass::Log).await?;
         let mut tx = self.pool.begin().await?;
         let entry = agents::delete(&mut tx, name, self.options.clock.now()).await?;
         tx.commit().await?;
@@ -378,6 +400,7 @@ impl Store for SqlStore {
         agent: AgentId,
         report: &fluxgate_core::SubscriptionReport,
     ) -> Result<(), StoreError> {
+        let _turn = self.gate.enter(WriteClass::Bookkeeping).await?;
         let mut conn = self.pool.acquire().await?;
         agents::save_subscription_status(&mut conn, agent, report).await
     }
@@ -390,6 +413,7 @@ impl Store for SqlStore {
         if updates.is_empty() {
             return Ok(());
         }
+        let _turn = self.gate.enter(WriteClass::Bookkeeping).await?;
         let mut tx = self.pool.begin().await?;
         agents::save_cursors(&mut tx, updates, stale_before).await?;
         tx.commit().await?;
@@ -401,6 +425,7 @@ impl Store for SqlStore {
         agent: AgentId,
         health: &ReceiverHealth,
     ) -> Result<(), StoreError> {
+        let _turn = self.gate.enter(WriteClass::Bookkeeping).await?;
         let mut conn = self.pool.acquire().await?;
         agents::save_receiver_health(&mut conn, agent, health).await
     }
@@ -414,6 +439,7 @@ impl Store for SqlStore {
                 .validate()
                 .map_err(|e| StoreError::Invalid(InvalidRequest::DeliveryRecord(e)))?;
         }
+        let _turn = self.gate.enter(WriteClass::Bookkeeping).await?;
         let mut tx = self.pool.begin().await?;
         deliveries::save(&mut tx, records).await?;
         tx.commit().await?;

@@ -4,11 +4,14 @@
 pub const APPEND_SECONDS: &str = "fluxgate_store_append_seconds";
 /// Histogram: hooks committed per transaction.
 pub const APPEND_BATCH_SIZE: &str = "fluxgate_store_append_batch_size";
+/// Histogram: time a SQLite write of the log (an append, an agent change) waited for the
+/// write before it to commit.
+pub const LOG_WRITE_WAIT_SECONDS: &str = "fluxgate_store_log_write_wait_seconds";
 
 /// The counters of the store (none yet).
 pub const COUNTERS: &[&str] = &[];
 /// The histograms above (registered at start-up).
-pub const HISTOGRAMS: &[&str] = &[APPEND_SECONDS, APPEND_BATCH_SIZE];
+pub const HISTOGRAMS: &[&str] = &[APPEND_SECONDS, APPEND_BATCH_SIZE, LOG_WRITE_WAIT_SECONDS];
 
 /// Registers the descriptions with the installed recorder.
 pub fn describe() {
@@ -19,4 +22,9 @@ pub fn describe() {
         "Time of one group-commit transaction."
     );
     describe_histogram!(APPEND_BATCH_SIZE, "Hooks committed per transaction.");
+    describe_histogram!(
+        LOG_WRITE_WAIT_SECONDS,
+        Unit::Seconds,
+        "Time a SQLite write of the log waited for the write before it (SQLite only)."
+    );
 }

@@ -105,6 +105,22 @@ pub async fn run(agents: usize, rate: u64, seconds: u64, public_every: u64) -> a
         cpu,
         cpu * 1e6 / total as f64
     );
+    // SQLite only: how long the log's writes waited for the writes before them (the
+    // store's write gate), so a tail from waiting on the store shows here.
+    let log_writes = bench
+        .broker
+        .metric("fluxgate_store_log_write_wait_seconds_count")
+        .await;
+    if log_writes > 0.0 {
+        let waited = bench
+            .broker
+            .metric("fluxgate_store_log_write_wait_seconds_sum")
+            .await;
+        println!(
+            "- log writes' wait for their turn (SQLite): mean {:.2} ms over {log_writes:.0}",
+            waited * 1e3 / log_writes
+        );
+    }
     println!(
         "- improvement over Flux's 1-minute poll (30 s mean wait): {:.0}x at p99",
         30_000.0 / (latency.lock().await.value_at_quantile(0.99) as f64 / 1000.0)

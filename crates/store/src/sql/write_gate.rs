@@ -14,16 +14,20 @@
 //! served. Bookkeeping cannot starve: its writers batch, and the log's own writer takes
 //! the gate once per batch of hooks.
 //!
+//! How long log writes waited is the histogram
+//! [`LOG_WRITE_WAIT_SECONDS`](metric_names::LOG_WRITE_WAIT_SECONDS).
+//!
 //! PostgreSQL locks rows, not the database, and needs no gate ([`WriteGate::open`]).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use crate::error::StoreError;
+use crate::metric_names;
 
 /// What a write is, for the order in which waiting writes go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +89,20 @@ impl WriteGate {
         let Some(shared) = &self.shared else {
             return Ok(WritePermit { shared: None });
         };
+        let asked = Instant::now();
+        let permit = self.wait_for_turn(shared, class).await;
+        if class == WriteClass::Log {
+            metrics::histogram!(metric_names::LOG_WRITE_WAIT_SECONDS)
+                .record(asked.elapsed().as_secs_f64());
+        }
+        permit
+    }
+
+    async fn wait_for_turn(
+        &self,
+        shared: &Arc<Shared>,
+        class: WriteClass,
+    ) -> Result<WritePermit, StoreError> {
         let turn = {
             let mut state = shared.state.lock();
             if !state.held {

@@ -27,3 +27,24 @@ pub fn percentiles(histogram: &Histogram<u64>) -> String {
         histogram.max() as f64 / 1000.0
     )
 }
+
+/// `fluxgate-stream 1.21 s, sqlx-sqlite-wor 0.90 s, …`: CPU seconds each thread name
+/// used between two readings, largest first (names used less than 10 ms left out).
+pub fn cpu_by_thread(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+) -> String {
+    let mut used: Vec<(&str, f64)> = after
+        .iter()
+        .map(|(name, seconds)| {
+            let earlier = before.get(name).copied().unwrap_or(0.0);
+            (name.as_str(), seconds - earlier)
+        })
+        .filter(|(_, seconds)| *seconds >= 0.01)
+        .collect();
+    used.sort_by(|a, b| b.1.total_cmp(&a.1));
+    used.iter()
+        .map(|(name, seconds)| format!("{name} {seconds:.2} s"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -12,7 +12,7 @@ use fluxgate_e2e::harness::{Project, RawStream};
 use tokio::sync::Mutex;
 
 use crate::payload::{number_of, push_body};
-use crate::report::{latency_histogram, percentiles, record};
+use crate::report::{self, latency_histogram, percentiles, record};
 use crate::{procfs, setup};
 
 const PUBLIC_PROJECT: &str = "bench/public";
@@ -33,6 +33,8 @@ pub async fn run(agents: usize, rate: u64, seconds: u64, public_every: u64) -> a
     let sent: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
     let latency = Arc::new(Mutex::new(latency_histogram()));
     let delivered = Arc::new(AtomicU64::new(0));
+    // Per fan-out push: when its first and its last delivery arrived after the hook.
+    let fanouts: Arc<parking_lot::Mutex<HashMap<u64, (Duration, Duration)>>> = Arc::default();
     let agent_url = bench.broker.agent_url();
     for (i, token) in tokens.iter().enumerate() {
         let own = format!("bench/p{i}");
@@ -44,14 +46,26 @@ pub async fn run(agents: usize, rate: u64, seconds: u64, public_every: u64) -> a
         )
         .await
         .map_err(|status| anyhow::anyhow!("agent {i} could not connect: {status}"))?;
-        let (sent, latency, delivered) = (sent.clone(), latency.clone(), delivered.clone());
+        let (sent, latency, delivered, fanouts) = (
+            sent.clone(),
+            latency.clone(),
+            delivered.clone(),
+            fanouts.clone(),
+        );
         tokio::spawn(async move {
             while let Ok(Some(event)) = stream.next_event(Duration::from_secs(3600)).await {
                 let received = Instant::now();
-                if let Some(at) =
-                    number_of(&event.after).and_then(|n| sent.try_lock().ok()?.get(&n).copied())
+                if let Some((n, at)) =
+                    number_of(&event.after).and_then(|n| Some((n, *sent.try_lock().ok()?.get(&n)?)))
                 {
-                    record(&mut *latency.lock().await, received - at);
+                    let after = received - at;
+                    record(&mut *latency.lock().await, after);
+                    if event.project_path == PUBLIC_PROJECT {
+                        let mut fanouts = fanouts.lock();
+                        let (first, last) = fanouts.entry(n).or_insert((after, after));
+                        *first = (*first).min(after);
+                        *last = (*last).max(after);
+                    }
                 }
                 delivered.fetch_add(1, Ordering::Relaxed);
                 stream.ack(event.seq).await;
@@ -67,6 +81,7 @@ pub async fn run(agents: usize, rate: u64, seconds: u64, public_every: u64) -> a
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let cpu_before = procfs::cpu_seconds(bench.pid)?;
+    let threads_before = procfs::cpu_seconds_by_thread_name(bench.pid)?;
     let total = rate * seconds;
     for n in 0..total {
         ticker.tick().await;
@@ -94,16 +109,22 @@ pub async fn run(agents: usize, rate: u64, seconds: u64, public_every: u64) -> a
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let cpu = procfs::cpu_seconds(bench.pid)? - cpu_before;
+    let threads_after = procfs::cpu_seconds_by_thread_name(bench.pid)?;
     let got = delivered.load(Ordering::Relaxed);
     println!("- deliveries: {got} of {expected} expected");
     println!(
         "- latency hook sent → event on the agent stream: {}",
         percentiles(&*latency.lock().await)
     );
+    print_fanouts(&fanouts.lock());
     println!(
         "- broker CPU: {:.2} s for {total} pushes ({:.0} CPU-µs per push)",
         cpu,
         cpu * 1e6 / total as f64
+    );
+    println!(
+        "  by thread: {}",
+        report::cpu_by_thread(&threads_before, &threads_after)
     );
     // SQLite only: how long the log's writes waited for the writes before them (the
     // store's write gate), so a tail from waiting on the store shows here.
@@ -127,4 +148,37 @@ pub async fn run(agents: usize, rate: u64, seconds: u64, public_every: u64) -> a
     );
     anyhow::ensure!(got == expected, "deliveries were lost");
     Ok(())
+}
+
+/// Each fan-out push's first and last delivery after its hook, summarised over the pushes:
+/// whether the tail is every fan-out being slow, or a few stalled ones.
+fn print_fanouts(fanouts: &HashMap<u64, (Duration, Duration)>) {
+    if fanouts.is_empty() {
+        return;
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let mut lasts: Vec<Duration> = fanouts.values().map(|(_, last)| *last).collect();
+    let mut firsts: Vec<Duration> = fanouts.values().map(|(first, _)| *first).collect();
+    lasts.sort();
+    firsts.sort();
+    let median = |sorted: &[Duration]| sorted[sorted.len() / 2];
+    println!(
+        "- {} fan-out pushes: first delivery median {:.1} ms; last delivery min {:.1} / median \
+         {:.1} / max {:.1} ms",
+        fanouts.len(),
+        ms(median(&firsts)),
+        ms(lasts[0]),
+        ms(median(&lasts)),
+        ms(lasts[lasts.len() - 1]),
+    );
+    let mut by_push: Vec<(&u64, &(Duration, Duration))> = fanouts.iter().collect();
+    by_push.sort();
+    let lasts_in_order: Vec<String> = by_push
+        .iter()
+        .map(|(_, (_, last))| format!("{:.0}", ms(*last)))
+        .collect();
+    println!(
+        "  last delivery per fan-out push, in order (ms): {}",
+        lasts_in_order.join(" ")
+    );
 }

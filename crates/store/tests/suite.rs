@@ -1678,6 +1678,58 @@ async fn a_failed_locking_begin_does_not_poison_the_pool() {
     assert_eq!(accepted.entries.len(), 2);
 }
 
+/// On SQLite an append opens and commits its transaction in its own statements (two hops
+/// to the connection's thread, `BEGIN IMMEDIATE` with the read and `COMMIT` with the
+/// write). One that fails between the two must not hand its connection, still inside the
+/// transaction and holding the write lock, to the next append: with a pool of one, the
+/// next append would find it and fail ("cannot start a transaction within a transaction").
+#[tokio::test]
+async fn a_sqlite_append_that_fails_after_its_begin_leaves_no_transaction_open() {
+    let db = TestDatabase::sqlite();
+    let store = db
+        .store_with(StoreOptions {
+            max_connections: 1,
+            ..StoreOptions::default()
+        })
+        .await;
+    // The write of a push to `poisoned/project` fails after the read began the transaction.
+    let mut other = <sqlx::AnyConnection as sqlx::Connection>::connect(db.url())
+        .await
+        .expect("a second connection");
+    sqlx::query(
+        "CREATE TRIGGER poisoned BEFORE INSERT ON log_entries \
+         WHEN NEW.body LIKE '%poisoned/project%' BEGIN SELECT RAISE(ABORT, 'poisoned'); END",
+    )
+    .execute(&mut other)
+    .await
+    .expect("create the trigger");
+    sqlx::Connection::close(other).await.expect("close");
+
+    let refused = store
+        .append(&[hook(vec![push(
+            1,
+            "poisoned/project",
+            "refs/heads/main",
+            '0',
+            '1',
+        )])])
+        .await;
+    let err = refused.expect_err("the trigger refuses the write");
+    assert!(err.to_string().contains("poisoned"), "{err}");
+
+    let accepted = store
+        .append(&[hook(vec![push(2, "a/b", "refs/heads/main", '0', '1')])])
+        .await
+        .expect("the next append gets a connection outside any transaction");
+    assert_eq!(accepted.entries.len(), 2, "the project seen, and its push");
+    let bounds = store.log_bounds().await.unwrap();
+    assert_eq!(
+        bounds.head, accepted.entries[1].seq,
+        "nothing of the failed append stayed"
+    );
+    assert_eq!(accepted.entries[0].seq.get(), 1);
+}
+
 /// Counts the round trips PostgreSQL's clients make through it.
 ///
 /// A TCP forwarder that reads the frontend's side of the wire protocol: after the

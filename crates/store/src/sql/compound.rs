@@ -86,6 +86,10 @@ pub(super) struct Compound {
     current: Statement,
     /// The first parameter that failed to encode; reported when the compound runs.
     encode_error: Option<sqlx::error::BoxDynError>,
+    /// SQLite only: a statement run in the same hop before the first statement.
+    opening: Option<&'static str>,
+    /// SQLite only: a statement run in the same hop after the last statement.
+    closing: Option<&'static str>,
 }
 
 impl Compound {
@@ -96,7 +100,25 @@ impl Compound {
             full: Vec::new(),
             current: Statement::default(),
             encode_error: None,
+            opening: None,
+            closing: None,
         }
+    }
+
+    /// SQLite only: runs `sql` (without parameters) first, in the same hop as the first
+    /// statement: `BEGIN IMMEDIATE` before a transaction's first read. PostgreSQL takes one
+    /// statement per query with parameters, so it has no such hop to share.
+    pub(super) fn open_with(&mut self, sql: &'static str) {
+        debug_assert_eq!(self.dialect, Dialect::Sqlite, "SQLite runs statement lists");
+        self.opening = Some(sql);
+    }
+
+    /// SQLite only: runs `sql` (without parameters) last, in the same hop as the last
+    /// statement: `COMMIT` after a transaction's last write. With no parts, `sql` is the
+    /// one statement run.
+    pub(super) fn close_with(&mut self, sql: &'static str) {
+        debug_assert_eq!(self.dialect, Dialect::Sqlite, "SQLite runs statement lists");
+        self.closing = Some(sql);
     }
 
     /// Adds one part that binds at most `params` parameters, written by `write`.
@@ -129,12 +151,22 @@ impl Compound {
             return Err(sqlx::Error::Encode(err).into());
         }
         let (dialect, form) = (self.dialect, self.form);
-        Ok(self
+        let mut statements: Vec<(String, AnyArguments)> = self
             .full
             .into_iter()
             .chain((!self.current.parts.is_empty()).then_some(self.current))
             .map(|statement| (render(dialect, form, &statement.parts), statement.args))
-            .collect())
+            .collect();
+        if statements.is_empty() && (self.opening.is_some() || self.closing.is_some()) {
+            statements.push((String::new(), AnyArguments::default()));
+        }
+        if let (Some(opening), Some((first, _))) = (self.opening, statements.first_mut()) {
+            *first = join_statements(opening, first);
+        }
+        if let (Some(closing), Some((last, _))) = (self.closing, statements.last_mut()) {
+            *last = join_statements(last, closing);
+        }
+        Ok(statements)
     }
 
     /// Runs every part; for writes.
@@ -200,6 +232,15 @@ impl Single {
             .execute(&mut *conn)
             .await?;
         Ok(done.rows_affected())
+    }
+}
+
+/// `first; second`, or whichever of the two is not empty.
+fn join_statements(first: &str, second: &str) -> String {
+    match (first.is_empty(), second.is_empty()) {
+        (true, _) => second.to_owned(),
+        (_, true) => first.to_owned(),
+        _ => format!("{first}; {second}"),
     }
 }
 
@@ -400,5 +441,37 @@ mod tests {
             });
         }
         assert_eq!(compound.statements().expect("encodes").len(), 2);
+    }
+
+    #[test]
+    fn the_opening_goes_before_the_first_statement_and_the_closing_after_the_last() {
+        let mut compound = Compound::new(Dialect::Sqlite, Form::UnionAll);
+        compound.open_with("BEGIN IMMEDIATE");
+        compound.close_with("COMMIT");
+        for _ in 0..=MAX_PARTS {
+            compound.part(0, |part| {
+                part.sql("SELECT 1");
+            });
+        }
+        let statements = compound.statements().expect("encodes");
+        assert_eq!(statements.len(), 2);
+        assert!(
+            statements[0]
+                .0
+                .starts_with("BEGIN IMMEDIATE; SELECT 1 UNION ALL"),
+            "{}",
+            statements[0].0
+        );
+        assert!(!statements[0].0.ends_with("COMMIT"));
+        assert_eq!(statements[1].0, "SELECT 1; COMMIT");
+    }
+
+    #[test]
+    fn a_closing_without_parts_runs_alone() {
+        let mut compound = Compound::new(Dialect::Sqlite, Form::Sequence);
+        compound.close_with("COMMIT");
+        let statements = compound.statements().expect("encodes");
+        let sql: Vec<&str> = statements.iter().map(|(sql, _)| sql.as_str()).collect();
+        assert_eq!(sql, ["COMMIT"]);
     }
 }

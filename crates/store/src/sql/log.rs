@@ -21,6 +21,22 @@ use crate::model::{AppendResult, HookOutcome, LogBounds, PushPage, RecordOutcome
 pub(super) const LOCKING_BEGIN: &str =
     "BEGIN; UPDATE log_state SET head_seq = head_seq WHERE id = 1";
 
+/// Who opens and commits an append's transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AppendTransaction {
+    /// The caller began it with [`LOCKING_BEGIN`], and commits it.
+    Begun,
+    /// SQLite: the append's read begins it (`BEGIN IMMEDIATE`, which takes the database's
+    /// write lock at once) and its write commits it, each in the same hop to the
+    /// connection's thread, so a transaction costs two hops instead of four. The caller
+    /// must close the connection if the append fails or is dropped: it may be left inside
+    /// a transaction sqlx does not know of.
+    Inline,
+}
+
+/// SQLite's `BEGIN` that takes the write lock at once: the reads after it are current.
+const SQLITE_LOCKING_BEGIN: &str = "BEGIN IMMEDIATE";
+
 /// Takes the log lock (the first statement of every write transaction) and returns the
 /// bounds as of this transaction.
 pub(super) async fn lock(conn: &mut AnyConnection) -> Result<LogBounds, StoreError> {
@@ -136,22 +152,29 @@ impl LogWriter {
 }
 
 /// Appends a batch of hooks, each deduplicated: by its `Idempotency-Key`, and each push by
-/// the last change recorded for its ref. `conn` is in a transaction begun with
-/// [`LOCKING_BEGIN`]. The usual batch costs two statements: one read
-/// ([`prefetch`]) and one write (a [`Compound`]); only what it changes in the catalog
-/// costs more.
+/// the last change recorded for its ref, in the transaction `transaction` says. The usual
+/// batch costs two statements: one read ([`prefetch`]) and one write (a [`Compound`]);
+/// only what it changes in the catalog costs more.
 pub(super) async fn append(
     conn: &mut AnyConnection,
     hooks: &[HookBatch],
     dedup_window: Duration,
     now: UnixMillis,
+    transaction: AppendTransaction,
 ) -> Result<AppendResult, StoreError> {
+    let inline = transaction == AppendTransaction::Inline;
     let dedup_since = now.minus(dedup_window);
     let Prefetched {
         bounds,
         mut history,
         mut projects,
-    } = prefetch(conn, hooks, dedup_since).await?;
+    } = prefetch(
+        conn,
+        hooks,
+        dedup_since,
+        inline.then_some(SQLITE_LOCKING_BEGIN),
+    )
+    .await?;
     let mut writer = LogWriter::after(bounds.head, now);
     let mut outcomes = Vec::with_capacity(hooks.len());
     for hook in hooks {
@@ -209,6 +232,9 @@ pub(super) async fn append(
     let mut writes = Compound::new(Dialect::of(conn), Form::Sequence);
     history.add_writes(&mut writes, now);
     let entries = writer.add_writes(&mut writes);
+    if inline {
+        writes.close_with("COMMIT");
+    }
     writes.execute(conn).await?;
     Ok(AppendResult { outcomes, entries })
 }

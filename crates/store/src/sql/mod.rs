@@ -261,27 +261,55 @@ impl Store for SqlStore {
         let _turn = self.gate.enter(WriteClass::Log).await?;
         // A failed append's connection goes back to the pool (dropped), which checks it.
         let mut writing = self.writer.take(&self.pool).await?;
-        let appended = match writing.conn.begin_with(log::LOCKING_BEGIN).await {
-            Ok(mut tx) => {
-                let now = self.options.clock.now();
-                let result = log::append(&mut tx, hooks, self.options.dedup_window, now).await?;
-                tx.commit().await?;
-                Ok(result)
+        let now = self.options.clock.now();
+        let dedup_window = self.options.dedup_window;
+        let appended = match self.backend {
+            // Two hops to the connection's thread: `BEGIN IMMEDIATE` with the read, the
+            // write with `COMMIT`.
+            Backend::Sqlite => {
+                let mut unsettled = writing.unsettled();
+                let result = log::append(
+                    unsettled.conn(),
+                    hooks,
+                    dedup_window,
+                    now,
+                    log::AppendTransaction::Inline,
+                )
+                .await;
+                if result.is_ok() {
+                    unsettled.settled();
+                }
+                result
             }
-            Err(begin_failed) => Err(begin_failed),
+            Backend::Postgres => {
+                let begun = match writing.conn.begin_with(log::LOCKING_BEGIN).await {
+                    Ok(mut tx) => {
+                        let result = log::append(
+                            &mut tx,
+                            hooks,
+                            dedup_window,
+                            now,
+                            log::AppendTransaction::Begun,
+                        )
+                        .await?;
+                        tx.commit().await?;
+                        Ok(result)
+                    }
+                    Err(begin_failed) => Err(begin_failed),
+                };
+                begun.map_err(|begin_failed| {
+                    // The `BEGIN` may have run and the lock not: the connection may be
+                    // inside a transaction sqlx does not know of. Close it rather than
+                    // pool it.
+                    writing.conn.close_on_drop();
+                    StoreError::from(begin_failed)
+                })
+            }
         };
-        match appended {
-            Ok(result) => {
-                self.writer.keep(writing);
-                Ok(result)
-            }
-            Err(begin_failed) => {
-                // The `BEGIN` may have run and the lock not: the connection may be inside
-                // a transaction sqlx does not know of. Close it rather than pool it.
-                writing.conn.close_on_drop();
-                Err(begin_failed.into())
-            }
+        if appended.is_ok() {
+            self.writer.keep(writing);
         }
+        appended
     }
 
     async fn read_log(&self, after: Seq, limit: u32) -> Result<Vec<LogEntry>, StoreError> {

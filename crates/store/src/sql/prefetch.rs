@@ -36,13 +36,18 @@ pub(super) struct Prefetched {
 }
 
 /// Reads the bounds, and what `hooks` name, as of the (locked) transaction on `conn`.
-/// Keys older than `dedup_since` are not read: they no longer count.
+/// Keys older than `dedup_since` are not read: they no longer count. `begin`, on SQLite,
+/// is the statement that opens and locks the transaction, run in the same hop as the read.
 pub(super) async fn prefetch(
     conn: &mut AnyConnection,
     hooks: &[HookBatch],
     dedup_since: UnixMillis,
+    begin: Option<&'static str>,
 ) -> Result<Prefetched, StoreError> {
     let mut reads = Compound::new(Dialect::of(conn), Form::UnionAll);
+    if let Some(begin) = begin {
+        reads.open_with(begin);
+    }
     reads.part(0, |part| {
         part.sql(
             "SELECT 'log' AS what, head_seq AS n1, floor_seq AS n2, CAST(NULL AS BIGINT) AS n3, \

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyPool, Connection as _};
+use sqlx::{Any, AnyConnection, AnyPool, Connection as _};
 
 use crate::error::StoreError;
 
@@ -49,6 +49,45 @@ struct Kept {
 pub(super) struct Writing {
     pub(super) conn: PoolConnection<Any>,
     taken_from_pool: Instant,
+}
+
+impl Writing {
+    /// The connection, for statements that may leave it inside a transaction sqlx does not
+    /// know of (a `BEGIN` and `COMMIT` of their own): unless [`Unsettled::settled`] is
+    /// called, it is closed when dropped instead of going back to the pool. So an append
+    /// that fails, or whose future is dropped halfway, never hands the next user an open
+    /// transaction that holds SQLite's write lock.
+    pub(super) fn unsettled(&mut self) -> Unsettled<'_> {
+        Unsettled {
+            conn: &mut self.conn,
+            settled: false,
+        }
+    }
+}
+
+/// See [`Writing::unsettled`].
+pub(super) struct Unsettled<'a> {
+    conn: &'a mut PoolConnection<Any>,
+    settled: bool,
+}
+
+impl Unsettled<'_> {
+    pub(super) fn conn(&mut self) -> &mut AnyConnection {
+        &mut *self.conn
+    }
+
+    /// The statements ended outside any transaction: the connection may be reused.
+    pub(super) fn settled(mut self) {
+        self.settled = true;
+    }
+}
+
+impl Drop for Unsettled<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.conn.close_on_drop();
+        }
+    }
 }
 
 impl WriterConnection {

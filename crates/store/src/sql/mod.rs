@@ -4,13 +4,16 @@
 //! dialect (`$N` parameters, `ON CONFLICT`, `RETURNING`), and otherwise only the migrations
 //! differ per database, and how several statements are sent as one ([`compound`]: SQLite
 //! numbers its parameters `?`, and takes writes as a list where PostgreSQL takes CTEs).
-//! Every write transaction starts by updating the `log_state` row, which takes
-//! PostgreSQL's row lock or SQLite's write lock before anything is read: writers are
-//! serialised, so seqs are gapless and in commit order, and reads inside the transaction
-//! see every earlier commit. Appending a batch of hooks, the hot path, costs four round
-//! trips: the `BEGIN` that takes the lock, one read ([`prefetch`]), one write, the commit,
-//! on a connection kept from one append to the next ([`writer_connection`]), so the pool's
-//! check of a connection it hands out and takes back adds none.
+//! Every write transaction takes the log lock before anything is read (an update of the
+//! `log_state` row, PostgreSQL's row lock; on SQLite that or `BEGIN IMMEDIATE`, the
+//! database's write lock): writers are serialised, so seqs are gapless and in commit
+//! order, and reads inside the transaction see every earlier commit. Appending a batch of
+//! hooks, the hot path, costs four round trips on PostgreSQL: the `BEGIN` that takes the
+//! lock, one read ([`prefetch`]), one write, the commit. On SQLite, where a round trip is
+//! a hop to the thread sqlx runs the connection on, it costs two: `BEGIN IMMEDIATE` goes
+//! with the read and `COMMIT` with the write. Either way the connection is kept from one
+//! append to the next ([`writer_connection`]), so the pool's check of a connection it
+//! hands out and takes back adds none.
 
 mod agents;
 mod batch;

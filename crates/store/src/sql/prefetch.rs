@@ -3,8 +3,9 @@
 //! The log's bounds, the idempotency keys and ref heads the batch names (what dedup checks
 //! against) and the projects its pushes name come back as rows of one shape, each tagged
 //! with what it is, from one `UNION ALL` ([`Compound`]). The transaction took the log lock
-//! in its `BEGIN` ([`super::log::LOCKING_BEGIN`]), so these rows are current: no other
-//! writer can change them before it commits.
+//! in its `BEGIN` ([`super::log::LOCKING_BEGIN`] on PostgreSQL; on SQLite `BEGIN
+//! IMMEDIATE`, sent with this read), so these rows are current: no other writer can change
+//! them before it commits.
 //!
 //! The shape: `what`, three integers `n1..n3` and three texts `t1..t3`.
 //!

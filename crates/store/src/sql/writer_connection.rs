@@ -2,14 +2,17 @@
 //!
 //! sqlx's pool checks a connection with a round trip (`ping`) when it hands it out and
 //! again when it takes it back: on PostgreSQL a network round trip each, on SQLite a hop
-//! to the connection's thread each. An append is four of those (`SqlStore::append`), so
-//! taking its connection from the pool made it six, one of them before the `BEGIN`.
+//! to the connection's thread each. An append is four of those on PostgreSQL and two on
+//! SQLite (`SqlStore::append`), so taking its connection from the pool added two more, one
+//! of them before the `BEGIN`.
 //! Appends come one after another (the log lock serialises them anyway), so the store
 //! keeps the connection of the last successful append for the next one:
 //!
 //! - it is checked only once it has been idle for [`CHECK_AFTER_IDLE`];
 //! - a failed append's connection goes back to the pool, which checks it and closes it if
-//!   it is broken;
+//!   it is broken; one that may be inside a transaction sqlx does not know of (SQLite's
+//!   appends begin and commit in their own statements) is closed instead
+//!   ([`Writing::unsettled`]);
 //! - after [`KEEP_AT_MOST`] it goes back to the pool too, so the pool's lifetime limits
 //!   still apply to it;
 //! - a pool of one connection keeps nothing: every other query would wait for it.

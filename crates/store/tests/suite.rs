@@ -1730,6 +1730,93 @@ async fn a_sqlite_append_that_fails_after_its_begin_leaves_no_transaction_open()
     assert_eq!(accepted.entries[0].seq.get(), 1);
 }
 
+/// On PostgreSQL a prepared statement may settle on a generic plan and keep it. The
+/// append's lookup of ref heads, prepared while `ref_heads` was nearly empty, kept a
+/// generic plan that scanned the whole table as it grew (the PostgreSQL ingest benchmark
+/// slowed from ~0.1 ms to ~2 ms per lookup within seconds); the lookup is planned for its
+/// parameters and the table as it is on every run instead.
+#[tokio::test]
+async fn the_ref_head_lookup_uses_the_index_once_the_table_has_grown() {
+    let (db, name) = postgres_and_its_name().await;
+    // What PostgreSQL chose in the benchmark, made certain here: a prepared statement's
+    // plan is generic, made at its first run.
+    db.execute_as_admin(&format!(
+        "ALTER DATABASE {name} SET plan_cache_mode = force_generic_plan"
+    ))
+    .await;
+    let options = || StoreOptions {
+        max_connections: 1,
+        ..StoreOptions::default()
+    };
+    let mut other = <sqlx::AnyConnection as sqlx::Connection>::connect(db.url())
+        .await
+        .expect("a second session");
+    // The migrations' own scans (building indexes) are counted once their session ended.
+    db.store_with(options()).await.close().await;
+    let before = ref_heads_scans_once_counted(&mut other, 0).await;
+
+    let store = db.store_with(options()).await;
+    // Ten refs a batch, as a busy broker's batches have: on a nearly empty table a
+    // sequential scan is as cheap as ten index lookups.
+    let batch = |name: &str| {
+        let pushes = (0..10)
+            .map(|i| push(1, "a/b", &format!("refs/heads/{name}-{i}"), '0', '1'))
+            .collect();
+        [hook(pushes)]
+    };
+    store.append(&batch("first")).await.unwrap();
+    // Grown behind the planner's back: no ANALYZE, which would make it plan again anyway.
+    sqlx::query(
+        "INSERT INTO ref_heads (project_id, ref, before_sha, after_sha, seq, received_at) \
+         SELECT 1, 'refs/heads/grown' || g, 'b', 'a', 1, 0 FROM generate_series(1, 20000) g",
+    )
+    .execute(&mut other)
+    .await
+    .expect("grow ref_heads");
+    for n in 0..5 {
+        store.append(&batch(&format!("later{n}"))).await.unwrap();
+    }
+    store.close().await;
+    let after = ref_heads_scans_once_counted(&mut other, 20_000 + 60).await;
+    assert!(
+        after.sequential - before.sequential <= 1,
+        "{} sequential scans of ref_heads: the appends after it grew scanned it whole \
+         instead of using its primary key",
+        after.sequential - before.sequential
+    );
+}
+
+/// How `ref_heads` has been read so far.
+struct TableScans {
+    sequential: i64,
+}
+
+/// `ref_heads`' scans, once the statistics count at least `inserted` rows inserted: a
+/// session's counts reach them when it ends, at the latest.
+async fn ref_heads_scans_once_counted(conn: &mut sqlx::AnyConnection, inserted: i64) -> TableScans {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let row = sqlx::query(
+            "SELECT CAST(n_tup_ins AS BIGINT) AS inserted, CAST(seq_scan AS BIGINT) AS seq_scans \
+             FROM pg_stat_user_tables WHERE relname = 'ref_heads'",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .expect("read the table's statistics");
+        let counted: i64 = sqlx::Row::get(&row, "inserted");
+        if counted >= inserted {
+            return TableScans {
+                sequential: sqlx::Row::get(&row, "seq_scans"),
+            };
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the statistics never counted {inserted} inserted rows (saw {counted})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Counts the round trips PostgreSQL's clients make through it.
 ///
 /// A TCP forwarder that reads the frontend's side of the wire protocol: after the

@@ -46,6 +46,9 @@ pub(super) async fn prefetch(
     begin: Option<&'static str>,
 ) -> Result<Prefetched, StoreError> {
     let mut reads = Compound::new(Dialect::of(conn), Form::UnionAll);
+    // The tables it looks up grow with traffic, from empty: a cached generic plan made
+    // early would scan them whole.
+    reads.plan_each_time();
     if let Some(begin) = begin {
         reads.open_with(begin);
     }

@@ -90,8 +90,6 @@ pub(super) struct Compound {
     opening: Option<&'static str>,
     /// SQLite only: a statement run in the same hop after the last statement.
     closing: Option<&'static str>,
-    /// PostgreSQL: plan the statements for their parameters every time they run.
-    plan_each_time: bool,
 }
 
 impl Compound {
@@ -104,24 +102,7 @@ impl Compound {
             encode_error: None,
             opening: None,
             closing: None,
-            plan_each_time: false,
         }
-    }
-
-    /// PostgreSQL: plans each statement for its parameters, and the tables as they are,
-    /// every time it runs (an unnamed statement), instead of preparing it once per
-    /// connection. A prepared statement switches to a generic plan after five runs and
-    /// keeps it: a lookup first planned while its table was nearly empty kept scanning
-    /// the whole table as it grew (`ref_heads` in the ingest benchmark, docs/benchmarks.md
-    /// A''''). Planning costs a fraction of a millisecond; SQLite, which has no generic
-    /// plans, keeps its prepared statements.
-    pub(super) fn plan_each_time(&mut self) {
-        self.plan_each_time = true;
-    }
-
-    /// Whether sqlx should keep the statements prepared on the connection.
-    fn persistent(&self) -> bool {
-        !(self.plan_each_time && self.dialect == Dialect::Postgres)
     }
 
     /// SQLite only: runs `sql` (without parameters) first, in the same hop as the first
@@ -190,10 +171,8 @@ impl Compound {
 
     /// Runs every part; for writes.
     pub(super) async fn execute(self, conn: &mut AnyConnection) -> Result<(), StoreError> {
-        let persistent = self.persistent();
         for (sql, args) in self.statements()? {
             sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
-                .persistent(persistent)
                 .execute(&mut *conn)
                 .await?;
         }
@@ -205,12 +184,10 @@ impl Compound {
         self,
         conn: &mut AnyConnection,
     ) -> Result<Vec<AnyRow>, StoreError> {
-        let persistent = self.persistent();
         let mut found = Vec::new();
         for (sql, args) in self.statements()? {
             found.extend(
                 sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
-                    .persistent(persistent)
                     .fetch_all(&mut *conn)
                     .await?,
             );

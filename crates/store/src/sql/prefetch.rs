@@ -24,7 +24,7 @@ use sqlx::any::AnyRow;
 
 use super::batch::{self, DeliveryHistory, RefHead, RefKey};
 use super::catalog::{self, ProjectCache};
-use super::compound::{Compound, Dialect, Form, ROWS_PER_PART};
+use super::compound::{Compound, Dialect, Form};
 use super::rows;
 use crate::error::{CorruptValue, StoreError};
 use crate::model::{CatalogProject, LogBounds};
@@ -46,9 +46,6 @@ pub(super) async fn prefetch(
     begin: Option<&'static str>,
 ) -> Result<Prefetched, StoreError> {
     let mut reads = Compound::new(Dialect::of(conn), Form::UnionAll);
-    // The tables it looks up grow with traffic, from empty: a cached generic plan made
-    // early would scan them whole.
-    reads.plan_each_time();
     if let Some(begin) = begin {
         reads.open_with(begin);
     }
@@ -59,47 +56,45 @@ pub(super) async fn prefetch(
              FROM log_state WHERE id = 1",
         );
     });
-    for chunk in batch::keys_named(hooks).chunks(ROWS_PER_PART) {
-        reads.part(chunk.len() + 1, |part| {
+    // Every part names and types its columns: any of them may be the first of a statement.
+    // One part per key, ref and project, each an equality on the table's primary key: a
+    // prepared statement may settle on a generic plan, made while the tables were nearly
+    // empty, and keep it as they grow. For one key that plan is an index lookup; for a
+    // list of ten (ten `OR`ed pairs) a sequential scan looked as cheap, and kept scanning
+    // the whole table as it grew (docs/benchmarks.md, A4).
+    for key in batch::keys_named(hooks) {
+        reads.part(2, |part| {
             part.sql(
-                "SELECT 'key', NULL, NULL, NULL, key, seqs, NULL FROM idempotency_keys \
-                 WHERE created_at >= ",
+                "SELECT 'key' AS what, CAST(NULL AS BIGINT) AS n1, CAST(NULL AS BIGINT) AS n2, \
+                 CAST(NULL AS BIGINT) AS n3, key AS t1, seqs AS t2, CAST(NULL AS TEXT) AS t3 \
+                 FROM idempotency_keys WHERE key = ",
             )
-            .bind(dedup_since.get())
-            .sql(" AND key IN (")
-            .list(chunk.iter().copied())
-            .sql(")");
+            .bind(key)
+            .sql(" AND created_at >= ")
+            .bind(dedup_since.get());
         });
     }
     let refs = batch::refs_named(hooks);
-    for chunk in refs.chunks(ROWS_PER_PART) {
-        reads.part(chunk.len() * 2, |part| {
+    for (project, git_ref) in &refs {
+        reads.part(2, |part| {
             part.sql(
-                "SELECT 'head', project_id, seq, received_at, ref, before_sha, after_sha \
-                 FROM ref_heads WHERE ",
-            );
-            for (i, (project, git_ref)) in chunk.iter().enumerate() {
-                part.sql(if i == 0 {
-                    "(project_id = "
-                } else {
-                    " OR (project_id = "
-                })
-                .bind(project.get())
-                .sql(" AND ref = ")
-                .bind(git_ref.as_str())
-                .sql(")");
-            }
+                "SELECT 'head' AS what, project_id AS n1, seq AS n2, received_at AS n3, \
+                 ref AS t1, before_sha AS t2, after_sha AS t3 FROM ref_heads WHERE project_id = ",
+            )
+            .bind(project.get())
+            .sql(" AND ref = ")
+            .bind(git_ref.as_str());
         });
     }
     let projects = catalog::projects_named(hooks);
-    for chunk in projects.chunks(ROWS_PER_PART) {
-        reads.part(chunk.len(), |part| {
+    for id in &projects {
+        reads.part(1, |part| {
             part.sql(
-                "SELECT 'project', id, NULL, NULL, path, visibility, NULL FROM projects \
-                 WHERE id IN (",
+                "SELECT 'project' AS what, id AS n1, CAST(NULL AS BIGINT) AS n2, \
+                 CAST(NULL AS BIGINT) AS n3, path AS t1, visibility AS t2, \
+                 CAST(NULL AS TEXT) AS t3 FROM projects WHERE id = ",
             )
-            .list(chunk.iter().map(|id| id.get()))
-            .sql(")");
+            .bind(id.get());
         });
     }
 

@@ -142,6 +142,28 @@ pub async fn run(agents: usize, rate: u64, seconds: u64, public_every: u64) -> a
             waited * 1e3 / log_writes
         );
     }
+    for (class, name) in [
+        ("log", "fluxgate_store_log_write_hold_seconds"),
+        (
+            "bookkeeping",
+            "fluxgate_store_bookkeeping_write_hold_seconds",
+        ),
+    ] {
+        let holds = bench.broker.metric(&format!("{name}_count")).await;
+        if holds > 0.0 {
+            let held = bench.broker.metric(&format!("{name}_sum")).await;
+            let within = bench
+                .broker
+                .metric(&format!("{name}_bucket{{le=\"0.05\"}}"))
+                .await;
+            println!(
+                "- {class} writes' hold of SQLite's write turn: mean {:.2} ms over {holds:.0}, \
+                 {:.0} longer than 50 ms",
+                held * 1e3 / holds,
+                holds - within
+            );
+        }
+    }
     println!(
         "- improvement over Flux's 1-minute poll (30 s mean wait): {:.0}x at p99",
         30_000.0 / (latency.lock().await.value_at_quantile(0.99) as f64 / 1000.0)

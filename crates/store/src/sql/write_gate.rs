@@ -15,7 +15,10 @@
 //! the gate once per batch of hooks.
 //!
 //! How long log writes waited is the histogram
-//! [`LOG_WRITE_WAIT_SECONDS`](metric_names::LOG_WRITE_WAIT_SECONDS).
+//! [`LOG_WRITE_WAIT_SECONDS`](metric_names::LOG_WRITE_WAIT_SECONDS); how long each write
+//! held its turn (what the writes after it waited for), per class,
+//! [`LOG_WRITE_HOLD_SECONDS`](metric_names::LOG_WRITE_HOLD_SECONDS) and
+//! [`BOOKKEEPING_WRITE_HOLD_SECONDS`](metric_names::BOOKKEEPING_WRITE_HOLD_SECONDS).
 //!
 //! PostgreSQL locks rows, not the database, and needs no gate ([`WriteGate::open`]).
 
@@ -62,6 +65,19 @@ struct State {
 #[must_use = "the write's turn ends when the permit is dropped"]
 pub(super) struct WritePermit {
     shared: Option<Arc<Shared>>,
+    class: WriteClass,
+    /// When the turn began, for the hold histograms.
+    granted: Instant,
+}
+
+impl WritePermit {
+    fn new(shared: Option<Arc<Shared>>, class: WriteClass) -> Self {
+        Self {
+            shared,
+            class,
+            granted: Instant::now(),
+        }
+    }
 }
 
 impl WriteGate {
@@ -87,7 +103,7 @@ impl WriteGate {
     /// the gate's timeout.
     pub(super) async fn enter(&self, class: WriteClass) -> Result<WritePermit, StoreError> {
         let Some(shared) = &self.shared else {
-            return Ok(WritePermit { shared: None });
+            return Ok(WritePermit::new(None, class));
         };
         let asked = Instant::now();
         let permit = self.wait_for_turn(shared, class).await;
@@ -107,9 +123,7 @@ impl WriteGate {
             let mut state = shared.state.lock();
             if !state.held {
                 state.held = true;
-                return Ok(WritePermit {
-                    shared: Some(shared.clone()),
-                });
+                return Ok(WritePermit::new(Some(shared.clone()), class));
             }
             let (sender, turn) = oneshot::channel();
             match class {
@@ -135,21 +149,24 @@ impl Drop for WritePermit {
         let Some(shared) = self.shared.take() else {
             return;
         };
+        let held = match self.class {
+            WriteClass::Log => metric_names::LOG_WRITE_HOLD_SECONDS,
+            WriteClass::Bookkeeping => metric_names::BOOKKEEPING_WRITE_HOLD_SECONDS,
+        };
+        metrics::histogram!(held).record(self.granted.elapsed().as_secs_f64());
         let mut state = shared.state.lock();
         loop {
-            let next = match state.log.pop_front() {
-                Some(next) => next,
+            let (next, class) = match state.log.pop_front() {
+                Some(next) => (next, WriteClass::Log),
                 None => match state.bookkeeping.pop_front() {
-                    Some(next) => next,
+                    Some(next) => (next, WriteClass::Bookkeeping),
                     None => {
                         state.held = false;
                         return;
                     }
                 },
             };
-            let permit = WritePermit {
-                shared: Some(shared.clone()),
-            };
+            let permit = WritePermit::new(Some(shared.clone()), class);
             match next.send(permit) {
                 Ok(()) => return,
                 // That waiter gave up: its permit must not pass the turn on (the gate's
@@ -265,5 +282,49 @@ mod tests {
         let gate = WriteGate::open();
         let _first = gate.enter(WriteClass::Log).await.unwrap();
         let _second = gate.enter(WriteClass::Log).await.unwrap();
+    }
+
+    /// The value of `name` in a Prometheus rendering, if it is there.
+    fn rendered(text: &str, name: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// How long each write held its turn is recorded under its class: what the writes after
+    /// it waited for, so a long hold (a slow fsync, a checkpoint) shows.
+    #[tokio::test]
+    async fn how_long_each_write_held_its_turn_is_recorded_by_class() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let gate = WriteGate::serialising(LONG);
+        let log = gate.enter(WriteClass::Log).await.expect("free");
+        let mut bookkeeping = Box::pin(gate.enter(WriteClass::Bookkeeping));
+        assert!(
+            ready_now(&mut bookkeeping).await.is_none(),
+            "the log write holds it"
+        );
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        metrics::with_local_recorder(&recorder, || drop(log));
+        let bookkeeping = bookkeeping.await.expect("handed the turn");
+        metrics::with_local_recorder(&recorder, || drop(bookkeeping));
+
+        let text = handle.render();
+        let log_hold = "fluxgate_store_log_write_hold_seconds";
+        let bookkeeping_hold = "fluxgate_store_bookkeeping_write_hold_seconds";
+        assert_eq!(
+            rendered(&text, &format!("{log_hold}_count")),
+            Some(1.0),
+            "{text}"
+        );
+        let held = rendered(&text, &format!("{log_hold}_sum")).expect("a sum");
+        assert!(
+            held >= 0.03,
+            "the log write held its turn {held} s, at least 0.03"
+        );
+        assert_eq!(
+            rendered(&text, &format!("{bookkeeping_hold}_count")),
+            Some(1.0),
+            "{text}"
+        );
     }
 }
